@@ -1,0 +1,1 @@
+"""``framegate bench``: the load generator (IO layer, like ``proxy.server``)."""

@@ -1,0 +1,36 @@
+"""The frame codec: picks the Cython build, or its pure-Python twin.
+
+Layer 2 (sans-IO). ``FRAMEGATE_PURE=1`` selects the twin at import time, so a
+whole server or benchmark can run on it; this is the one environment variable
+read outside ``proxy.cli``, because the choice precedes everything else.
+
+API (identical in both implementations; ``proxy._pycodec`` is the reference):
+
+- ``FrameDecoder(*, server_side, max_frame=MAX_FRAME_BYTES, max_message=MAX_MESSAGE_BYTES)``
+  ``.feed(data) -> list[Event]`` parses, unmasks and reassembles; raises
+  ``ProtocolError`` (with ``close_code`` and the ``events`` decoded before the
+  fault). ``.reassembled`` counts messages that arrived in more than one frame.
+- ``FrameEncoder(*, client_side, max_frame=MAX_FRAME_BYTES)``
+  ``.message(opcode, payload, mask_key=None) -> bytes`` fragments into frames
+  of at most ``max_frame`` bytes; ``.close(code, reason)``, ``.ping(payload)``,
+  ``.pong(payload)``. ``.fragmented`` counts messages sent in more than one frame.
+"""
+
+from __future__ import annotations
+
+import os
+
+IMPLEMENTATION: str
+
+try:
+    if os.environ.get("FRAMEGATE_PURE") == "1":
+        raise ImportError("pure-Python codec requested by FRAMEGATE_PURE=1")
+    from proxy._codec import FrameDecoder, FrameEncoder
+
+    IMPLEMENTATION = "cython"
+except ImportError:
+    from proxy._pycodec import FrameDecoder, FrameEncoder  # type: ignore[assignment]
+
+    IMPLEMENTATION = "python"
+
+__all__ = ["IMPLEMENTATION", "FrameDecoder", "FrameEncoder"]

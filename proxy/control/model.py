@@ -1,0 +1,222 @@
+"""The apigatewayv2 resource model for WebSocket APIs, as immutable values.
+
+Layer 2 (sans-IO): no sockets, no sqlite, no clocks (timestamps are passed in).
+Field names are snake_case; only ``control.wire`` speaks camelCase. Objects
+are frozen: a change produces a new value (``dataclasses.replace``), so a
+``Snapshot`` taken at CreateDeployment can be shared with live connections
+without copying and without ever changing under them.
+
+This module is the contract between the control plane (which creates and
+stores these values) and the data plane (which only reads ``Target``s from a
+``Catalog``, see ``control.catalog``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from proxy.limits import INTEGRATION_TIMEOUT_MS, THROTTLING_BURST_LIMIT, THROTTLING_RATE_LIMIT
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+CONNECT = "$connect"
+DISCONNECT = "$disconnect"
+DEFAULT = "$default"
+RESERVED_ROUTE_KEYS = frozenset({CONNECT, DISCONNECT, DEFAULT})
+
+# Integration types (botocore enum IntegrationType)
+MOCK = "MOCK"
+HTTP_PROXY = "HTTP_PROXY"
+HTTP = "HTTP"
+AWS = "AWS"
+AWS_PROXY = "AWS_PROXY"
+INTEGRATION_TYPES = frozenset({MOCK, HTTP_PROXY, HTTP, AWS, AWS_PROXY})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSettings:
+    """Stage-level settings for one route key (or the stage default).
+
+    ``None`` means "not set": the route falls back to the stage default, and
+    the stage default to the account defaults in ``proxy.limits``.
+    """
+
+    throttling_burst_limit: int | None = None
+    throttling_rate_limit: float | None = None
+    detailed_metrics_enabled: bool | None = None
+    data_trace_enabled: bool | None = None
+    logging_level: str | None = None
+
+
+DEFAULT_ROUTE_SETTINGS = RouteSettings(
+    throttling_burst_limit=THROTTLING_BURST_LIMIT,
+    throttling_rate_limit=THROTTLING_RATE_LIMIT,
+    detailed_metrics_enabled=False,
+    data_trace_enabled=False,
+)
+"""What AWS fills into a new WebSocket stage's DefaultRouteSettings."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogSettings:
+    destination_arn: str | None = None
+    format: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationResponse:
+    integration_response_id: str
+    integration_response_key: str
+    response_templates: Mapping[str, str] = EMPTY
+    template_selection_expression: str | None = None
+    content_handling_strategy: str | None = None
+    response_parameters: Mapping[str, str] = EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    integration_id: str
+    integration_type: str
+    integration_uri: str | None = None
+    integration_method: str | None = None
+    connection_type: str = "INTERNET"
+    content_handling_strategy: str | None = None
+    credentials_arn: str | None = None
+    description: str | None = None
+    passthrough_behavior: str = "WHEN_NO_MATCH"
+    payload_format_version: str = "1.0"
+    request_parameters: Mapping[str, str] = EMPTY
+    request_templates: Mapping[str, str] = EMPTY
+    template_selection_expression: str | None = None
+    timeout_in_millis: int = INTEGRATION_TIMEOUT_MS
+    integration_responses: tuple[IntegrationResponse, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResponse:
+    route_response_id: str
+    route_response_key: str = DEFAULT
+    model_selection_expression: str | None = None
+    response_models: Mapping[str, str] = EMPTY
+    response_parameters: Mapping[str, object] = EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    route_id: str
+    route_key: str
+    target: str | None = None
+    """``integrations/{integrationId}`` or None."""
+    api_key_required: bool = False
+    authorization_type: str = "NONE"
+    authorizer_id: str | None = None
+    authorization_scopes: tuple[str, ...] = ()
+    model_selection_expression: str | None = None
+    operation_name: str | None = None
+    request_models: Mapping[str, str] = EMPTY
+    request_parameters: Mapping[str, object] = EMPTY
+    route_response_selection_expression: str | None = None
+    route_responses: tuple[RouteResponse, ...] = ()
+
+    @property
+    def integration_id(self) -> str | None:
+        if self.target and self.target.startswith("integrations/"):
+            return self.target.split("/", 1)[1]
+        return None
+
+    @property
+    def two_way(self) -> bool:
+        """AWS sends an integration's reply to the client only with a route response."""
+        return bool(self.route_responses)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a deployment freezes: the routes and integrations as they were."""
+
+    route_selection_expression: str
+    routes: Mapping[str, Route]
+    """By route key."""
+    integrations: Mapping[str, Integration]
+    """By integration id."""
+
+    def integration_for(self, route: Route) -> Integration | None:
+        integration_id = route.integration_id
+        return self.integrations.get(integration_id) if integration_id else None
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    deployment_id: str
+    created_date: str
+    """ISO-8601 UTC, seconds precision (``2018-11-15T06:49:09Z``)."""
+    snapshot: Snapshot
+    description: str | None = None
+    auto_deployed: bool = False
+    deployment_status: str = "DEPLOYED"
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    stage_name: str
+    created_date: str
+    last_updated_date: str
+    deployment_id: str | None = None
+    description: str | None = None
+    stage_variables: Mapping[str, str] = EMPTY
+    default_route_settings: RouteSettings = DEFAULT_ROUTE_SETTINGS
+    route_settings: Mapping[str, RouteSettings] = field(default_factory=dict)
+    access_log_settings: AccessLogSettings | None = None
+    auto_deploy: bool = False
+    client_certificate_id: str | None = None
+    tags: Mapping[str, str] = EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    api_id: str
+    name: str
+    created_date: str
+    route_selection_expression: str
+    protocol_type: str = "WEBSOCKET"
+    api_key_selection_expression: str = "$request.header.x-api-key"
+    description: str | None = None
+    disable_schema_validation: bool = False
+    disable_execute_api_endpoint: bool = False
+    ip_address_type: str = "ipv4"
+    version: str | None = None
+    tags: Mapping[str, str] = EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class ApiMapping:
+    api_mapping_id: str
+    api_id: str
+    stage: str
+    api_mapping_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DomainName:
+    domain_name: str
+    domain_name_configurations: tuple[Mapping[str, object], ...] = ()
+    api_mappings: tuple[ApiMapping, ...] = ()
+    tags: Mapping[str, str] = EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Everything a new client connection binds to, resolved once at connect.
+
+    The connection keeps its ``snapshot`` for life (a redeploy affects only
+    new connections); ``stage`` carries the variables and route settings.
+    """
+
+    api: Api
+    stage: Stage
+    deployment_id: str
+    snapshot: Snapshot
+    domain_name: str
+    """The Host the client used, for ``$context.domainName``."""

@@ -1,0 +1,83 @@
+"""Every number framegate enforces or defaults to, in one place.
+
+Layer 1: imports nothing from framegate. AWS-derived values cite the quota or
+behaviour they copy (see shared/reference/apigw-websocket.md, section 7).
+Constructors take the one limit they need and default to the name here, so a
+test or a Config can override any of them without touching this module.
+"""
+
+from typing import Final
+
+# --- WebSocket wire (RFC 6455 + AWS caps) ---------------------------------
+MAX_FRAME_BYTES: Final = 32 * 1024
+"""AWS: WebSocket frame size 32 KB (not adjustable)."""
+MAX_MESSAGE_BYTES: Final = 128 * 1024
+"""AWS: message payload size 128 KB; longer messages close with 1009."""
+MAX_CONTROL_PAYLOAD_BYTES: Final = 125
+"""RFC 6455 5.5: control frames carry at most 125 payload bytes."""
+MAX_CLOSE_REASON_BYTES: Final = MAX_CONTROL_PAYLOAD_BYTES - 2
+"""A close body is a 2-byte code plus the reason."""
+
+# --- Handshake and connection lifetime ------------------------------------
+MAX_REQUEST_HEAD_BYTES: Final = 16 * 1024
+"""Upgrade request line + headers; beyond it the client gets 431."""
+MAX_URL_CHARS: Final = 4096
+"""AWS: URL length 4096 characters."""
+HANDSHAKE_TIMEOUT_S: Final = 10.0
+"""A client must finish its upgrade request within this, or is dropped."""
+IDLE_TIMEOUT_S: Final = 10 * 60.0
+"""AWS: idle connection timeout 10 minutes (no data frames either way)."""
+MAX_CONNECTION_S: Final = 2 * 60 * 60.0
+"""AWS: connection duration 2 hours."""
+DRAIN_TIMEOUT_S: Final = 10.0
+"""SIGTERM/SIGINT: how long closing connections may take before exit."""
+CLOSE_TIMEOUT_S: Final = 5.0
+"""How long to wait for the peer's close frame before dropping the socket."""
+
+# --- Integrations ----------------------------------------------------------
+INTEGRATION_TIMEOUT_MS: Final = 29_000
+"""AWS default and maximum integration timeout for WebSocket APIs."""
+MIN_INTEGRATION_TIMEOUT_MS: Final = 50
+
+# --- Back-pressure ---------------------------------------------------------
+WRITE_HIGH_WATER_BYTES: Final = 256 * 1024
+"""When a side's transport buffer passes this, stop reading the other side."""
+WRITE_LOW_WATER_BYTES: Final = 64 * 1024
+"""Resume reading once the buffer drains below this."""
+
+# --- Throttling (AWS account and stage defaults) ---------------------------
+THROTTLING_BURST_LIMIT: Final = 5000
+"""AWS stage DefaultRouteSettings.ThrottlingBurstLimit (= account burst)."""
+THROTTLING_RATE_LIMIT: Final = 10000.0
+"""AWS stage DefaultRouteSettings.ThrottlingRateLimit (= account rate)."""
+ACCOUNT_BURST_LIMIT: Final = 5000
+ACCOUNT_RATE_LIMIT: Final = 10000.0
+NEW_CONNECTIONS_PER_S: Final = 500.0
+"""AWS: new connections per second per account and region."""
+THROTTLE_IDLE_RECLAIM_S: Final = 300.0
+"""Token buckets untouched this long are dropped (they would be full anyway)."""
+
+# --- Control-plane quotas ---------------------------------------------------
+MAX_STAGES_PER_API: Final = 10
+MAX_ROUTES_PER_API: Final = 300
+MAX_INTEGRATIONS_PER_API: Final = 300
+MAX_STAGE_VARIABLES: Final = 100
+MAX_STAGE_VARIABLE_NAME_CHARS: Final = 64
+MAX_STAGE_VARIABLE_VALUE_CHARS: Final = 512
+MAX_API_MAPPING_KEY_CHARS: Final = 300
+DEFAULT_PAGE_SIZE: Final = 25
+MAX_PAGE_SIZE: Final = 500
+MAX_ADMIN_BODY_BYTES: Final = 1024 * 1024
+
+# --- Logging ----------------------------------------------------------------
+DATA_TRACE_MAX_BYTES: Final = 1024
+"""Payload excerpt length in data-trace log lines."""
+
+# --- Addresses and identity ---------------------------------------------------
+DEFAULT_HOST: Final = "127.0.0.1"
+DATA_PORT: Final = 8080
+ADMIN_PORT: Final = 9090
+ECHO_PORT: Final = 9001
+DEFAULT_REGION: Final = "us-east-1"
+ACCOUNT_ID: Final = "123456789012"
+"""Fixed fake account id used in ARNs and messages."""

@@ -1,0 +1,1 @@
+"""The IO layer: the only package (with ``proxy.bench``) that touches asyncio, uvloop or sockets."""

@@ -1,0 +1,65 @@
+"""Builds ext/_codec.pyx as proxy._codec; everything else is in pyproject.toml.
+
+The extension is optional: if Cython or the C compiler fails, installation
+still succeeds with the pure-Python codec and says so once. Set
+FRAMEGATE_BUILD_EXT=yes to make a failed build an error (CI does), and
+FRAMEGATE_ANNOTATE=1 to write Cython's HTML annotation next to the source.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+REQUIRED = os.environ.get("FRAMEGATE_BUILD_EXT") == "yes"
+FALLBACK_NOTICE = (
+    "\n*** framegate: the Cython codec could not be built ({reason}).\n"
+    "*** Installing with the pure-Python codec: correct, but several times slower.\n"
+)
+
+
+def _extensions() -> list[Extension]:
+    ext = Extension("proxy._codec", ["ext/_codec.pyx"], extra_compile_args=["-O3"])
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        if REQUIRED:
+            raise
+        sys.stderr.write(FALLBACK_NOTICE.format(reason="Cython is not installed"))
+        return []
+    try:
+        return cythonize(
+            [ext],
+            compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True},
+            annotate=os.environ.get("FRAMEGATE_ANNOTATE") == "1",
+        )
+    except Exception as exc:  # Cython syntax or environment failure: same fallback as a C failure
+        if REQUIRED:
+            raise
+        sys.stderr.write(FALLBACK_NOTICE.format(reason=exc))
+        return []
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that degrades to the pure-Python codec unless the build is required."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:
+            self._fallback(exc)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._fallback(exc)
+
+    def _fallback(self, exc: Exception) -> None:
+        if REQUIRED:
+            raise exc
+        sys.stderr.write(FALLBACK_NOTICE.format(reason=exc))
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
