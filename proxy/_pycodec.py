@@ -178,7 +178,9 @@ class FrameDecoder:
             raise PayloadTooBig(f"frame of {length} bytes exceeds the frame limit of {self.max_frame} bytes")
         total = len(self._fragments) + length
         if total > self.max_message:
-            raise PayloadTooBig(f"message of at least {total} bytes exceeds the message limit of {self.max_message} bytes")
+            raise PayloadTooBig(
+                f"message of at least {total} bytes exceeds the message limit of {self.max_message} bytes"
+            )
 
     def _handle_frame(self, fin: int, opcode: int, payload: bytes, events: list[Event]) -> None:
         if opcode >= Opcode.CLOSE:

@@ -31,14 +31,34 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "region": ("--region", str, "region shown in ARNs and apiEndpoint (default %(default)s)"),
     "max_frame": ("--max-frame", int, "largest frame payload in bytes; more closes with 1009 (default %(default)s)"),
     "max_message": ("--max-message", int, "largest message in bytes; more closes with 1009 (default %(default)s)"),
-    "handshake_timeout": ("--handshake-timeout", float, "seconds a client has to finish its upgrade (default %(default)s)"),
-    "idle_timeout": ("--idle-timeout", float, "close after this many seconds without data frames (default %(default)s)"),
-    "max_connection_duration": ("--max-connection-duration", float, "close connections older than this, in seconds (default %(default)s)"),
-    "drain_timeout": ("--drain-timeout", float, "seconds to close connections on SIGTERM/SIGINT before exit (default %(default)s)"),
+    "handshake_timeout": (
+        "--handshake-timeout",
+        float,
+        "seconds a client has to finish its upgrade (default %(default)s)",
+    ),
+    "idle_timeout": (
+        "--idle-timeout",
+        float,
+        "close after this many seconds without data frames (default %(default)s)",
+    ),
+    "max_connection_duration": (
+        "--max-connection-duration",
+        float,
+        "close connections older than this, in seconds (default %(default)s)",
+    ),
+    "drain_timeout": (
+        "--drain-timeout",
+        float,
+        "seconds to close connections on SIGTERM/SIGINT before exit (default %(default)s)",
+    ),
     "max_stages_per_api": ("--max-stages-per-api", int, "stage quota per API (default %(default)s)"),
     "account_burst_limit": ("--account-burst-limit", int, "account-level token-bucket size (default %(default)s)"),
     "account_rate_limit": ("--account-rate-limit", float, "account-level requests per second (default %(default)s)"),
-    "new_connections_per_s": ("--new-connections-per-s", float, "account-level new connections per second (default %(default)s)"),
+    "new_connections_per_s": (
+        "--new-connections-per-s",
+        float,
+        "account-level new connections per second (default %(default)s)",
+    ),
     "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR (default %(default)s)"),
 }
 
@@ -59,7 +79,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         if f.name not in _SERVE_FLAGS:
             continue
         flag, kind, text = _SERVE_FLAGS[f.name]
-        parser.add_argument(flag, dest=f.name, type=kind, help=text, default=_env_default(f.name, getattr(defaults, f.name), kind))
+        parser.add_argument(
+            flag, dest=f.name, type=kind, help=text, default=_env_default(f.name, getattr(defaults, f.name), kind)
+        )
     parser.set_defaults(run=_run_serve)
 
 
@@ -105,8 +127,12 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("export", help="write the store's APIs, routes and stages as a --config file")
-    parser.add_argument("--db", dest="db_path", default=Config().db_path, help="SQLite store path (default %(default)s)")
-    parser.add_argument("--format", choices=("json", "yaml"), default="json", help="output format (default %(default)s)")
+    parser.add_argument(
+        "--db", dest="db_path", default=Config().db_path, help="SQLite store path (default %(default)s)"
+    )
+    parser.add_argument(
+        "--format", choices=("json", "yaml"), default="json", help="output format (default %(default)s)"
+    )
     parser.add_argument("-o", "--output", default="-", help="file to write, - for stdout (default %(default)s)")
     parser.set_defaults(run=_run_export)
 
@@ -118,7 +144,9 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framegate", description="A self-hosted WebSocket gateway modelled on AWS API Gateway.")
+    parser = argparse.ArgumentParser(
+        prog="framegate", description="A self-hosted WebSocket gateway modelled on AWS API Gateway."
+    )
     parser.add_argument("--version", action="version", version=f"framegate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,bench,echo-backend,export}")
     _add_serve(sub)
@@ -130,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     result: int = args.run(args)
     return result
 

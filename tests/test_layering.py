@@ -16,8 +16,17 @@ ALLOWED = {
     "store": {"sqlite3"},
     "cli.py": {"signal", "multiprocessing"},
 }
-SANS_IO = ["limits.py", "errors.py", "frames.py", "_pycodec.py", "codec.py", "handshake.py", "throttle.py",
-           "control/model.py", "control/routing.py"]
+SANS_IO = [
+    "limits.py",
+    "errors.py",
+    "frames.py",
+    "_pycodec.py",
+    "codec.py",
+    "handshake.py",
+    "throttle.py",
+    "control/model.py",
+    "control/routing.py",
+]
 
 
 def _imports(path: Path) -> set[str]:

@@ -7,20 +7,42 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="WebSocket URL to load, e.g. ws://127.0.0.1:8080/prod")
-    parser.add_argument("--connections", "-c", type=int, default=10, help="concurrent connections (default %(default)s)")
+    parser.add_argument(
+        "--connections", "-c", type=int, default=10, help="concurrent connections (default %(default)s)"
+    )
     parser.add_argument("--size", "-s", type=int, default=64, help="message size in bytes (default %(default)s)")
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--duration", "-d", type=float, help="seconds of measured load (default 10 unless --messages)")
     stop.add_argument("--messages", "-m", type=int, help="stop after this many messages in total")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--window", "-w", type=int, default=1, help="pipelined: messages outstanding per connection (default 1 = closed loop)")
-    mode.add_argument("--rate", "-r", type=float, help="open loop: messages per second overall; latency from the scheduled send time")
-    mode.add_argument("--connect-only", action="store_true", help="measure connection setup rate: connect, handshake, close")
-    mode.add_argument("--idle", type=int, metavar="K", help="hold K idle connections open for --duration (memory measurements)")
+    mode.add_argument(
+        "--window",
+        "-w",
+        type=int,
+        default=1,
+        help="pipelined: messages outstanding per connection (default 1 = closed loop)",
+    )
+    mode.add_argument(
+        "--rate", "-r", type=float, help="open loop: messages per second overall; latency from the scheduled send time"
+    )
+    mode.add_argument(
+        "--connect-only", action="store_true", help="measure connection setup rate: connect, handshake, close"
+    )
+    mode.add_argument(
+        "--idle", type=int, metavar="K", help="hold K idle connections open for --duration (memory measurements)"
+    )
     parser.add_argument("--binary", action="store_true", help="send binary messages (default text)")
-    parser.add_argument("--ramp-up", type=float, default=0.0, help="seconds over which to open the connections (default %(default)s)")
-    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of load before measuring starts (default %(default)s)")
-    parser.add_argument("--procs", "-p", type=int, default=1, help="worker processes; histograms are merged (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="connect and per-message timeout in seconds (default %(default)s)")
+    parser.add_argument(
+        "--ramp-up", type=float, default=0.0, help="seconds over which to open the connections (default %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=0.0, help="seconds of load before measuring starts (default %(default)s)"
+    )
+    parser.add_argument(
+        "--procs", "-p", type=int, default=1, help="worker processes; histograms are merged (default %(default)s)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="connect and per-message timeout in seconds (default %(default)s)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE (- for stdout)")
     parser.add_argument("--seed", type=int, default=0, help="payload and schedule seed (default %(default)s)")

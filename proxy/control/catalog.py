@@ -13,9 +13,12 @@ plane only calls ``resolve``. Resolution order (reference section 14.1):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
-from proxy.control.model import Target
+from proxy.control.model import Api, ApiMapping, Deployment, DomainName, Stage, Target
+from proxy.errors import NotFoundException
 
 
 class Catalog(Protocol):
@@ -30,3 +33,100 @@ class Catalog(Protocol):
             NotFoundException: no API, stage or deployed stage matches.
         """
         ...
+
+
+_EXECUTE_API = ".execute-api."
+
+
+def _split_host(host: str) -> str:
+    """Lower-case host without the port (IPv6 literals keep their brackets)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _first_segment(path: str) -> str:
+    return path.lstrip("/").split("/", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiEntry:
+    """One API as the data plane sees it: the API, its stages, the deployments they use."""
+
+    api: Api
+    stages: Mapping[str, Stage]
+    deployments: Mapping[str, Deployment]
+    """Only the deployments some stage points at are needed here."""
+
+
+class MemoryCatalog:
+    """The live index the control plane publishes to and the gateway resolves from.
+
+    Publishing replaces a whole ``ApiEntry`` at once (one dict assignment), so
+    a concurrent ``resolve`` sees either the old or the new state, never a mix.
+    """
+
+    def __init__(self, default_api: str | None = None) -> None:
+        self.default_api = default_api
+        self._apis: dict[str, ApiEntry] = {}
+        self._domains: dict[str, DomainName] = {}
+
+    def publish_api(self, entry: ApiEntry) -> None:
+        self._apis[entry.api.api_id] = entry
+
+    def remove_api(self, api_id: str) -> None:
+        self._apis.pop(api_id, None)
+
+    def publish_domain(self, domain: DomainName) -> None:
+        self._domains[domain.domain_name.lower()] = domain
+
+    def remove_domain(self, domain_name: str) -> None:
+        self._domains.pop(domain_name.lower(), None)
+
+    def api_ids(self) -> list[str]:
+        return sorted(self._apis)
+
+    def resolve(self, host: str, path: str) -> Target:
+        hostname = _split_host(host)
+        domain = self._domains.get(hostname)
+        if domain is not None:
+            return self._resolve_mapping(domain, hostname, path)
+        api_id = hostname.split(_EXECUTE_API, 1)[0] if _EXECUTE_API in hostname else self._default_api_id()
+        return self._target(api_id, _first_segment(path), hostname)
+
+    def _default_api_id(self) -> str:
+        if self.default_api is not None:
+            return self.default_api
+        if len(self._apis) == 1:
+            return next(iter(self._apis))
+        if not self._apis:
+            raise NotFoundException("No API is configured", "Api")
+        raise NotFoundException(
+            "Several APIs are configured: use Host {apiId}.execute-api.<anything>, a custom domain, or --default-api",
+            "Api",
+        )
+
+    def _resolve_mapping(self, domain: DomainName, hostname: str, path: str) -> Target:
+        segments = path.strip("/")
+        best: ApiMapping | None = None
+        for mapping in domain.api_mappings:
+            key = mapping.api_mapping_key.strip("/")
+            matches = not key or segments == key or segments.startswith(key + "/")
+            if matches and (best is None or len(key) > len(best.api_mapping_key.strip("/"))):
+                best = mapping
+        if best is None:
+            raise NotFoundException(f"No API mapping of {domain.domain_name} matches {path}", "ApiMapping")
+        return self._target(best.api_id, best.stage, hostname)
+
+    def _target(self, api_id: str, stage_name: str, hostname: str) -> Target:
+        entry = self._apis.get(api_id)
+        if entry is None:
+            raise NotFoundException(f"Invalid API identifier specified {api_id}", "Api")
+        stage = entry.stages.get(stage_name)
+        if stage is None:
+            raise NotFoundException(f"Invalid stage identifier specified {stage_name}", "Stage")
+        deployment = entry.deployments.get(stage.deployment_id or "")
+        if deployment is None:
+            raise NotFoundException(f"Stage {stage_name} has no deployment", "Stage")
+        return Target(entry.api, stage, deployment.deployment_id, deployment.snapshot, hostname)
