@@ -72,7 +72,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = sub.add_parser(
         "serve",
         help="run the gateway (data plane + control plane + /metrics)",
-        description="Run the WebSocket gateway. With an empty store it creates a demo API: ws://127.0.0.1:8080/dev echoes.",
+        description="Run the WebSocket gateway. An empty store gets a demo API: ws://127.0.0.1:8080/dev echoes.",
     )
     defaults = Config()
     for f in fields(Config):

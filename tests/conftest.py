@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import os
 from types import ModuleType
 
 import pytest
+
+ASYNC_TEST_CEILING_S = 60.0
+"""Upper bound for one async test; a ceiling against hangs, never a synchronisation device."""
 
 
 def _load_codec(name: str) -> ModuleType:
@@ -24,3 +29,19 @@ def _load_codec(name: str) -> ModuleType:
 def codec(request: pytest.FixtureRequest) -> ModuleType:
     """A codec module (``FrameDecoder``, ``FrameEncoder``); every test using it runs on both."""
     return _load_codec(request.param)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests on a fresh event loop (uvloop when installed), under a ceiling."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    coroutine = asyncio.wait_for(pyfuncitem.obj(**kwargs), ASYNC_TEST_CEILING_S)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
+    return True

@@ -1,0 +1,42 @@
+"""AWS-shaped identifiers (reference section 12), from an injectable random source.
+
+Layer 1. ``random_bytes`` defaults to ``os.urandom``; tests pass a seeded
+source to get stable ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+
+RandomBytes = Callable[[int], bytes]
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+API_ID_CHARS = 10
+RESOURCE_ID_CHARS = 7
+CONNECTION_ID_BYTES = 11
+"""11 random bytes encode to 16 base64 characters ending in one ``=``, like ``KVmb8fjMIAMCFgQ=``."""
+
+
+def _lower_alnum(length: int, random_bytes: RandomBytes) -> str:
+    # 252 is the largest multiple of 36 below 256: rejecting larger bytes keeps the draw uniform.
+    out: list[str] = []
+    while len(out) < length:
+        out.extend(_ALPHABET[b % 36] for b in random_bytes(length) if b < 252)
+    return "".join(out[:length])
+
+
+def api_id(random_bytes: RandomBytes = os.urandom) -> str:
+    """A 10-character ``[a-z0-9]`` API id, e.g. ``u9jlm1pv1h``."""
+    return _lower_alnum(API_ID_CHARS, random_bytes)
+
+
+def resource_id(random_bytes: RandomBytes = os.urandom) -> str:
+    """A 7-character ``[a-z0-9]`` id for routes, integrations, deployments, mappings."""
+    return _lower_alnum(RESOURCE_ID_CHARS, random_bytes)
+
+
+def connection_id(random_bytes: RandomBytes = os.urandom) -> str:
+    """A 16-character base64 connection, request or message id, e.g. ``KVmb8fjMIAMCFgQ=``."""
+    return base64.b64encode(random_bytes(CONNECTION_ID_BYTES)).decode("ascii")
