@@ -56,6 +56,8 @@ NEW_CONNECTIONS_PER_S: Final = 500.0
 """AWS: new connections per second per account and region."""
 THROTTLE_IDLE_RECLAIM_S: Final = 300.0
 """Token buckets untouched this long are dropped (they would be full anyway)."""
+THROTTLE_TOKEN_EPSILON: Final = 1e-9
+"""Token-count slack absorbing float error in clock readings (0.01 * k is not exact)."""
 
 # --- Control-plane quotas ---------------------------------------------------
 MAX_STAGES_PER_API: Final = 10
