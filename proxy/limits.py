@@ -74,6 +74,18 @@ MAX_ADMIN_BODY_BYTES: Final = 1024 * 1024
 # --- Logging ----------------------------------------------------------------
 DATA_TRACE_MAX_BYTES: Final = 1024
 """Payload excerpt length in data-trace log lines."""
+ACCESS_LOG_FORMAT_MAX_BYTES: Final = 3 * 1024
+"""AWS: access log template size 3 KB."""
+LOG_SINK_FLUSH_BYTES: Final = 64 * 1024
+"""A log sink writes out once this much is buffered, without waiting for the loop."""
+LOG_SINK_MAX_BUFFER_BYTES: Final = 4 * 1024 * 1024
+"""Past this many unwritten bytes a log sink drops lines (and counts them) rather than grow."""
+LOG_DIR_NAME: Final = "logs"
+"""Access logs for ``arn:aws:logs:...`` destinations go to this directory next to the db."""
+
+# --- Metrics ------------------------------------------------------------------
+LATENCY_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 29.0)
+"""Histogram buckets for integration and upstream-connect latency (29 s = integration timeout)."""
 
 # --- Addresses and identity ---------------------------------------------------
 DEFAULT_HOST: Final = "127.0.0.1"
