@@ -76,6 +76,8 @@ DATA_TRACE_MAX_BYTES: Final = 1024
 """Payload excerpt length in data-trace log lines."""
 ACCESS_LOG_FORMAT_MAX_BYTES: Final = 3 * 1024
 """AWS: access log template size 3 KB."""
+ACCESS_LOG_FORMAT_CACHE: Final = 64
+"""Compiled access-log formats kept (one per distinct stage format in use)."""
 LOG_SINK_FLUSH_BYTES: Final = 64 * 1024
 """A log sink writes out once this much is buffered, without waiting for the loop."""
 LOG_SINK_MAX_BUFFER_BYTES: Final = 4 * 1024 * 1024
