@@ -1,0 +1,101 @@
+"""The VTL subset mapping templates use (reference 6.4)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxy.control.templates import escape_javascript, render_template
+from proxy.errors import IntegrationError
+
+BODY = '{"action": "send", "message": "hi \\"you\\"", "data": {"items": [1, {"id": "b"}]}, "nothing": null}'
+CONTEXT = {
+    "$context.connectionId": "KVmb8fjMIAMCFgQ=",
+    "$context.identity.sourceIp": "127.0.0.1",
+    "$context.stage": "dev",
+}
+STAGE_VARIABLES = {"env": "blue", "region": "eu"}
+
+
+def render(template: str, body: str = BODY) -> str:
+    return render_template(template, body=body, context=CONTEXT, stage_variables=STAGE_VARIABLES)
+
+
+def test_plain_text_and_json_pass_unchanged() -> None:
+    assert render('{"statusCode": 200}') == '{"statusCode": 200}'
+    assert render("") == ""
+    assert render("cost: $5 and #hash") == "cost: $5 and #hash"
+
+
+def test_input_body_is_the_raw_message() -> None:
+    assert render("$input.body") == BODY
+    assert render("${input.body}", body="not json") == "not json"
+
+
+def test_input_json_yields_json_text() -> None:
+    assert render("$input.json('$.action')") == '"send"'
+    assert render("$input.json('$.data.items')") == '[1,{"id":"b"}]'
+    assert json.loads(render("$input.json('$')")) == json.loads(BODY)
+    assert render("$input.json('$.missing')") == ""
+
+
+def test_input_path_yields_the_value() -> None:
+    assert render("$input.path('$.action')") == "send"
+    assert render("$input.path('$.data.items[1].id')") == "b"
+    assert render("$input.path('$.data')") == '{"items":[1,{"id":"b"}]}'
+    assert render("[$input.path('$.nothing')]") == "[]"
+    assert render("$input.path('$.action')", body="not json") == "$input.path('$.action')"
+
+
+def test_context_variables_render_and_trailing_text_stays() -> None:
+    assert render('{"id": "$context.connectionId"}') == '{"id": "KVmb8fjMIAMCFgQ="}'
+    assert render("${context.identity.sourceIp}") == "127.0.0.1"
+    assert render("stage $context.stage.") == "stage dev."
+
+
+def test_stage_variables_in_all_three_spellings() -> None:
+    assert render("$stageVariables.env/$stageVariables['region']/${stageVariables['env']}") == "blue/eu/blue"
+    assert render("[$stageVariables.undefined]") == "[]"
+
+
+def test_unresolved_references_render_as_written_unless_quiet() -> None:
+    assert render("$context.unknownThing") == "$context.unknownThing"
+    assert render("[$!context.unknownThing]") == "[]"
+    assert render("$foo.bar $input.nope") == "$foo.bar $input.nope"
+
+
+def test_util_helpers() -> None:
+    assert render("$util.escapeJavaScript($input.path('$.message'))") == 'hi \\"you\\"'
+    assert render("$util.urlEncode('a b/c~*')") == "a+b%2Fc%7E*"
+    assert render("$util.urlDecode('a+b%2Fc')") == "a b/c"
+    assert render("$util.base64Encode('héllo')") == "aMOpbGxv"
+    assert render('$util.base64Decode("aMOpbGxv")') == "héllo"
+    assert render("$util.parseJson($input.body).data.items[1].id") == "b"
+    assert render("$util.parseJson( $input.json('$.data') ).items[0]") == "1"
+
+
+def test_escape_javascript_follows_java_rules() -> None:
+    assert escape_javascript("it's \\ /\n\t") == "it\\'s \\\\ \\/\\n\\t"
+    assert escape_javascript("é\x01") == "\\u00E9\\u0001"
+    assert escape_javascript("😀") == "\\uD83D\\uDE00"
+
+
+@pytest.mark.parametrize("template", ["$util.parseJson('{nope')", "$util.base64Decode('***')"])
+def test_bad_input_to_a_helper_fails_the_integration(template: str) -> None:
+    with pytest.raises(IntegrationError, match=r"\$util\."):
+        render(template)
+
+
+def test_a_realistic_reply_template() -> None:
+    template = (
+        '{"from": "$context.connectionId", "said": $input.json(\'$.message\'), '
+        '"env": "$stageVariables.env", "n": $input.path(\'$.data.items[0]\')}'
+    )
+    assert json.loads(render(template)) == {"from": "KVmb8fjMIAMCFgQ=", "said": 'hi "you"', "env": "blue", "n": 1}
+
+
+def test_malformed_references_stay_literal() -> None:
+    assert render("${input.body") == "${input.body"
+    assert render("$input.json('$.action'") == "$input.json('$.action'"
+    assert render("$util.urlEncode(") == "$util.urlEncode("
