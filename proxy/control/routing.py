@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
@@ -131,20 +131,19 @@ class Expression:
     """A compiled selection expression: literal text and variables in order."""
 
     parts: tuple[str | _Variable, ...]
+    reads_body: bool = field(init=False)
+    """Whether evaluating needs the parsed message (computed once: per-message hot path)."""
 
-    @property
-    def reads_body(self) -> bool:
-        return any(isinstance(part, _Variable) and part.body_path is not None for part in self.parts)
-
-    @property
-    def literal(self) -> str | None:
-        """The expression's value when it holds no variable at all."""
-        if any(isinstance(part, _Variable) for part in self.parts):
-            return None
-        return "".join(part for part in self.parts if isinstance(part, str))
+    def __post_init__(self) -> None:
+        reads = any(isinstance(part, _Variable) and part.body_path is not None for part in self.parts)
+        object.__setattr__(self, "reads_body", reads)
 
     def evaluate(self, body: object, variables: Mapping[str, str] = EMPTY) -> str:
-        return "".join(part if isinstance(part, str) else part.evaluate(body, variables) for part in self.parts)
+        parts = self.parts
+        if len(parts) == 1:
+            only = parts[0]
+            return only if isinstance(only, str) else only.evaluate(body, variables)
+        return "".join(part if isinstance(part, str) else part.evaluate(body, variables) for part in parts)
 
 
 _BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+|\[\d+\]|\['[^']*'\]|\[\"[^\"]*\"\])*")
