@@ -110,3 +110,5 @@ MAX_HTTP_STATUS: Final = 599
 """A MOCK request template's ``statusCode`` must be a real HTTP status."""
 MOCK_DEFAULT_STATUS: Final = 200
 """A MOCK integration without a request template answers this (AWS: 200)."""
+MAX_TEMPLATE_LOOP_ITERATIONS: Final = 10_000
+"""``#foreach`` iterations one template render may run (all loops together)."""

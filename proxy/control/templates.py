@@ -1,25 +1,32 @@
 """A small VTL subset for MOCK and HTTP mapping templates (reference 6.4).
 
-Layer 2 (sans-IO). Templates are compiled once (cached) into literal text and
-references; rendering only evaluates the references.
+Layer 2 (sans-IO). Templates are compiled once (cached) into a tree of
+literal text, references and directives; rendering only walks the tree.
 
-Supported references (``$name`` or ``${name}``; ``$!name`` renders an
-unresolved reference as nothing instead of its source text):
+References (``$name`` or ``${name}``; ``$!name`` renders an unresolved
+reference as nothing instead of its source text):
 
 * ``$input.body``; ``$input.json('$.a.b')`` (JSON text of the value);
   ``$input.path('$.a[0]')`` (the value itself); ``$input.params(...)`` (framegate
   passes no request parameters to templates: ``""``, or ``{}`` without a name).
 * ``$context.X`` from ``RequestContext.variables()`` (``$context.identity.sourceIp``).
 * ``$stageVariables.x``, ``$stageVariables['x']`` (undefined: ``""``).
-* ``$util.escapeJavaScript/urlEncode/urlDecode/base64Encode/base64Decode/parseJson``;
-  arguments are string literals or references.
+* ``$util.escapeJavaScript/urlEncode/urlDecode/base64Encode/base64Decode/parseJson``.
+* Variables made by ``#set`` and ``#foreach`` (plus ``$foreach.index``,
+  ``$foreach.count``, ``$foreach.hasNext``).
 * Attributes and ``['key']``/``[0]`` indexes on JSON values
   (``$util.parseJson($input.body).action``).
 
+Directives: ``#set($x = expr)``, ``#if(cond)``/``#elseif(cond)``/``#else``/``#end``,
+``#foreach($x in expr)``/``#end``, ``## line`` and ``#* block *#`` comments.
+Conditions use ``== != < <= > >=``, ``&& || !`` and parentheses over
+references, ``'strings'``/``"strings"`` (not interpolated), numbers,
+``true``/``false``/``null``. As in Velocity 1.7, only null and false are false.
+
 A string renders as itself, other values as compact JSON (VTL would print
 Java's ``{a=1}``; JSON is what a WebSocket client can read), null as nothing.
-References to anything else (``$foo``) and directives (``#set``, ``#if``,
-``#foreach``) are not interpreted and render as written.
+Unresolved references render as written. Unlike Velocity, whitespace around
+directives is kept as written.
 """
 
 from __future__ import annotations
@@ -27,20 +34,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Final
 from urllib.parse import quote_plus, unquote_plus
 
 from proxy.control.routing import MISSING, parse_json_or_none, parse_path, resolve_path, to_text
+from proxy.control.vtl import ROOTS, Block, Const, Expr, Foreach, If, Not, Ref, Set, Step, compile_template
 from proxy.errors import IntegrationError
-from proxy.limits import TEMPLATE_CACHE
+from proxy.limits import MAX_TEMPLATE_LOOP_ITERATIONS
 
 CONTEXT_PREFIX: Final = "$context."
 
-# --- $util ---------------------------------------------------------------------
+# --- $util -----------------------------------------------------------------------------
 
 _JS_ESCAPES: Final = {
     "'": "\\'",
@@ -105,144 +111,7 @@ UTIL: Final[Mapping[str, Callable[[str], object]]] = {
     "parseJson": parse_json,
 }
 
-# --- Compiled form -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    key: str | int
-    """Attribute or method name, or an index key."""
-    args: tuple[Argument, ...] | None = None
-    """Method-call arguments; None for an attribute or index."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Ref:
-    root: str
-    steps: tuple[_Step, ...]
-    source: str
-    quiet: bool
-
-
-Argument = str | int | _Ref
-Part = str | _Ref
-
-ROOTS: Final = frozenset({"input", "context", "stageVariables", "util"})
-
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_INDEX = re.compile(r"""\[\s*(?:'([^']*)'|"([^"]*)"|(\d+))\s*\]""")
-_LITERAL = re.compile(r"""\s*(?:'([^']*)'|"([^"]*)"|(-?\d+))\s*""")
-
-
-class _Parser:
-    """Recursive descent over one template; failures leave text literal."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def skip_spaces(self, position: int) -> int:
-        while position < len(self.text) and self.text[position].isspace():
-            position += 1
-        return position
-
-    def parts(self) -> tuple[Part, ...]:
-        parts: list[Part] = []
-        literal_start = position = 0
-        text = self.text
-        while (position := text.find("$", position)) >= 0:
-            parsed = self.reference(position)
-            if parsed is None:
-                position += 1
-                continue
-            ref, end = parsed
-            if position > literal_start:
-                parts.append(text[literal_start:position])
-            parts.append(ref)
-            literal_start = position = end
-        if literal_start < len(text):
-            parts.append(text[literal_start:])
-        return tuple(parts)
-
-    def reference(self, dollar: int) -> tuple[_Ref, int] | None:
-        position = dollar + 1
-        quiet = self.text.startswith("!", position)
-        position += quiet
-        braced = self.text.startswith("{", position)
-        position += braced
-        root = _IDENT.match(self.text, position)
-        if root is None or root.group() not in ROOTS:
-            return None
-        steps, position = self.steps(root.end())
-        if braced:
-            if not self.text.startswith("}", position):
-                return None
-            position += 1
-        return _Ref(root.group(), steps, self.text[dollar:position], quiet), position
-
-    def steps(self, position: int) -> tuple[tuple[_Step, ...], int]:
-        steps: list[_Step] = []
-        while True:
-            step = self.attribute(position) if self.text.startswith(".", position) else self.index(position)
-            if step is None:
-                return tuple(steps), position
-            steps.append(step[0])
-            position = step[1]
-
-    def attribute(self, dot: int) -> tuple[_Step, int] | None:
-        name = _IDENT.match(self.text, dot + 1)
-        if name is None:
-            return None
-        if not self.text.startswith("(", name.end()):
-            return _Step(name.group()), name.end()
-        call = self.arguments(name.end())
-        if call is None:
-            return None
-        return _Step(name.group(), call[0]), call[1]
-
-    def index(self, position: int) -> tuple[_Step, int] | None:
-        match = _INDEX.match(self.text, position)
-        if match is None:
-            return None
-        single, double, number = match.groups()
-        key: str | int = int(number) if number is not None else (single if single is not None else double)
-        return _Step(key), match.end()
-
-    def arguments(self, paren: int) -> tuple[tuple[Argument, ...], int] | None:
-        args: list[Argument] = []
-        position = self.skip_spaces(paren + 1)
-        if self.text.startswith(")", position):
-            return (), position + 1
-        while True:
-            parsed = self.argument(position)
-            if parsed is None:
-                return None
-            args.append(parsed[0])
-            position = self.skip_spaces(parsed[1])
-            if self.text.startswith(")", position):
-                return tuple(args), position + 1
-            if not self.text.startswith(",", position):
-                return None
-            position += 1
-
-    def argument(self, position: int) -> tuple[Argument, int] | None:
-        position = self.skip_spaces(position)
-        if self.text.startswith("$", position):
-            return self.reference(position)
-        match = _LITERAL.match(self.text, position)
-        if match is None:
-            return None
-        single, double, number = match.groups()
-        value: Argument = int(number) if number is not None else (single if single is not None else double)
-        return value, match.end()
-
-
-@lru_cache(maxsize=TEMPLATE_CACHE)
-def compile_template(template: str) -> tuple[Part, ...]:
-    """Split a template into literal text and references (cached)."""
-    return _Parser(template).parts()
-
-
-# --- Evaluation ------------------------------------------------------------------------
+# --- Evaluation ---------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -250,7 +119,10 @@ class _Scope:
     body: str
     context: Mapping[str, str]
     stage_variables: Mapping[str, str]
-    _parsed: object = field(default=MISSING)
+    variables: dict[str, object] = field(default_factory=dict)
+    """``#set`` and ``#foreach`` variables."""
+    iterations_left: int = MAX_TEMPLATE_LOOP_ITERATIONS
+    _parsed: object = MISSING
 
     def parsed_body(self) -> object:
         if self._parsed is MISSING:
@@ -265,15 +137,8 @@ class _Scope:
         return MISSING if steps is None else resolve_path(self.parsed_body(), steps)
 
 
-def _argument(arg: Argument, scope: _Scope) -> object:
-    if isinstance(arg, _Ref):
-        value = _evaluate(arg, scope)
-        return "" if value is MISSING else value
-    return arg
-
-
-def _input(step: _Step, scope: _Scope) -> object:
-    args = tuple(_argument(arg, scope) for arg in step.args or ())
+def _input(step: Step, scope: _Scope) -> object:
+    args = tuple(_value(arg, scope) for arg in step.args or ())
     if step.key == "body" and step.args is None:
         return scope.body
     if step.key == "json" and len(args) == 1:
@@ -286,14 +151,14 @@ def _input(step: _Step, scope: _Scope) -> object:
     return MISSING
 
 
-def _util(step: _Step, scope: _Scope) -> object:
+def _util(step: Step, scope: _Scope) -> object:
     helper = UTIL.get(str(step.key))
     if helper is None or step.args is None or len(step.args) != 1:
         return MISSING
-    return helper(to_text(_argument(step.args[0], scope)))
+    return helper(to_text(_value(step.args[0], scope)))
 
 
-def _context(steps: tuple[_Step, ...], scope: _Scope) -> tuple[object, int]:
+def _context(steps: tuple[Step, ...], scope: _Scope) -> tuple[object, int]:
     """Longest dotted name with a value, and how many steps it used."""
     names: list[str] = []
     for step in steps:
@@ -307,7 +172,7 @@ def _context(steps: tuple[_Step, ...], scope: _Scope) -> tuple[object, int]:
     return MISSING, len(steps)
 
 
-def _member(value: object, step: _Step) -> object:
+def _member(value: object, step: Step) -> object:
     if step.args is not None:
         return MISSING
     if isinstance(value, dict):
@@ -317,19 +182,24 @@ def _member(value: object, step: _Step) -> object:
     return MISSING
 
 
-def _evaluate(ref: _Ref, scope: _Scope) -> object:
-    if not ref.steps:
-        return MISSING
+def _root(ref: Ref, scope: _Scope) -> tuple[object, int]:
+    """The value the reference's root and first steps name, and how many steps that used."""
+    if ref.root in scope.variables:
+        return scope.variables[ref.root], 0
+    if ref.root not in ROOTS or not ref.steps:
+        return MISSING, 0
     first = ref.steps[0]
-    used = 1
     if ref.root == "context":
-        value, used = _context(ref.steps, scope)
-    elif ref.root == "stageVariables":
-        value = scope.stage_variables.get(str(first.key), "") if first.args is None else MISSING
-    elif ref.root == "input":
-        value = _input(first, scope)
-    else:
-        value = _util(first, scope)
+        return _context(ref.steps, scope)
+    if ref.root == "stageVariables":
+        return (scope.stage_variables.get(str(first.key), "") if first.args is None else MISSING), 1
+    if ref.root == "input":
+        return _input(first, scope), 1
+    return _util(first, scope), 1
+
+
+def _reference(ref: Ref, scope: _Scope) -> object:
+    value, used = _root(ref, scope)
     for step in ref.steps[used:]:
         if value is MISSING:
             break
@@ -337,13 +207,84 @@ def _evaluate(ref: _Ref, scope: _Scope) -> object:
     return value
 
 
-def _render(part: Part, scope: _Scope) -> str:
-    if isinstance(part, str):
-        return part
-    value = _evaluate(part, scope)
-    if value is MISSING:
-        return "" if part.quiet else part.source
-    return to_text(value)
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+_ORDERINGS: Final[Mapping[str, Callable[[int], bool]]] = {
+    "==": lambda order: order == 0,
+    "!=": lambda order: order != 0,
+    "<": lambda order: order < 0,
+    "<=": lambda order: order <= 0,
+    ">": lambda order: order > 0,
+    ">=": lambda order: order >= 0,
+}
+
+
+def _compare(operator: str, left: object, right: object) -> bool:
+    """Velocity rules: numbers compare as numbers; otherwise only ``==``/``!=``, by text."""
+    left_number, right_number = _number(left), _number(right)
+    if left_number is not None and right_number is not None:
+        return _ORDERINGS[operator]((left_number > right_number) - (left_number < right_number))
+    if operator not in ("==", "!="):
+        return False
+    same = (left is None) == (right is None) and to_text(left) == to_text(right)
+    return same == (operator == "==")
+
+
+def _truthy(value: object) -> bool:
+    return value is not MISSING and value is not None and value is not False
+
+
+def _value(expr: Expr, scope: _Scope) -> object:
+    """Evaluate an expression; an unresolved reference is None (VTL null)."""
+    if isinstance(expr, Const):
+        return expr.value
+    if isinstance(expr, Ref):
+        value = _reference(expr, scope)
+        return None if value is MISSING else value
+    if isinstance(expr, Not):
+        return not _truthy(_value(expr.operand, scope))
+    if expr.operator == "&&":
+        return _truthy(_value(expr.left, scope)) and _truthy(_value(expr.right, scope))
+    if expr.operator == "||":
+        return _truthy(_value(expr.left, scope)) or _truthy(_value(expr.right, scope))
+    return _compare(expr.operator, _value(expr.left, scope), _value(expr.right, scope))
+
+
+def _items(value: object) -> list[object]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return list(value.values())
+    return []
+
+
+def _render_foreach(node: Foreach, scope: _Scope) -> Iterator[str]:
+    items = _items(_value(node.items, scope))
+    for index, item in enumerate(items):
+        scope.iterations_left -= 1
+        if scope.iterations_left < 0:
+            raise IntegrationError(f"Mapping template ran more than {MAX_TEMPLATE_LOOP_ITERATIONS} #foreach iterations")
+        scope.variables[node.name] = item
+        scope.variables["foreach"] = {"index": index, "count": index + 1, "hasNext": index + 1 < len(items)}
+        yield from _render_block(node.body, scope)
+
+
+def _render_block(block: Block, scope: _Scope) -> Iterator[str]:
+    for node in block:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, Ref):
+            value = _reference(node, scope)
+            yield ("" if node.quiet else node.source) if value is MISSING else to_text(value)
+        elif isinstance(node, Set):
+            scope.variables[node.name] = _value(node.value, scope)
+        elif isinstance(node, If):
+            chosen = next((body for condition, body in node.branches if _truthy(_value(condition, scope))), None)
+            yield from _render_block(node.otherwise if chosen is None else chosen, scope)
+        else:
+            yield from _render_foreach(node, scope)
 
 
 def render_template(template: str, *, body: str, context: Mapping[str, str], stage_variables: Mapping[str, str]) -> str:
@@ -356,8 +297,8 @@ def render_template(template: str, *, body: str, context: Mapping[str, str], sta
         stage_variables: the stage's variables.
 
     Raises:
-        IntegrationError: a ``$util`` helper got input it cannot decode.
+        IntegrationError: a directive is malformed, a ``$util`` helper got
+            input it cannot decode, or loops ran too long.
     """
-    parts = compile_template(template)
     scope = _Scope(body, context, stage_variables)
-    return "".join(_render(part, scope) for part in parts)
+    return "".join(_render_block(compile_template(template), scope))

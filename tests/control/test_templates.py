@@ -99,3 +99,52 @@ def test_malformed_references_stay_literal() -> None:
     assert render("${input.body") == "${input.body"
     assert render("$input.json('$.action'") == "$input.json('$.action'"
     assert render("$util.urlEncode(") == "$util.urlEncode("
+
+
+# --- directives -------------------------------------------------------------------------
+
+
+def test_if_else_picks_the_status_a_mock_returns() -> None:
+    template = '#if($input.path(\'$.action\') == "send"){"statusCode": 200}#else{"statusCode": 400}#end'
+    assert render(template) == '{"statusCode": 200}'
+    assert render(template, body='{"action": "other"}') == '{"statusCode": 400}'
+    assert render(template, body="not json") == '{"statusCode": 400}'
+
+
+def test_set_elseif_and_numeric_comparison() -> None:
+    template = "#set($n = $input.path('$.n'))#if($n >= 10)big#elseif($n > 1 && $n != 3)mid#{else}small#{end}"
+    results = [render(template, body=json.dumps({"n": n})) for n in (12, 5, 3, 1)]
+    assert results == ["big", "mid", "small", "small"]
+
+
+def test_conditions_treat_only_null_and_false_as_false() -> None:
+    template = "#if($input.path('$.v'))T#{else}F#end"
+    values = ['""', "0", "[]", "false", "null", '"x"']
+    assert [render(template, body=f'{{"v": {v}}}') for v in values] == ["T", "T", "T", "F", "F", "T"]
+    assert render(template, body="{}") == "F"
+    assert render("#if(!$input.path('$.v') || false)yes#end", body="{}") == "yes"
+
+
+def test_foreach_builds_a_json_array() -> None:
+    template = "[#foreach($item in $input.path('$.data.items'))$item#if($foreach.hasNext),#end#end]"
+    assert json.loads(render(template)) == [1, {"id": "b"}]
+    indexed = '#foreach($k in $util.parseJson(\'["a","b"]\'))$foreach.count:$k #end'
+    assert render(indexed) == "1:a 2:b "
+    assert render("#foreach($x in $input.path('$.missing'))never#end") == ""
+
+
+def test_comments_render_nothing() -> None:
+    assert render("a## to the end of the line\nb#* a\nblock *#c") == "abc"
+
+
+def test_set_variables_render_like_references() -> None:
+    assert render("#set($who = $context.connectionId)#set($n = 2)$who/$n/$!nobody/$nobody") == (
+        "KVmb8fjMIAMCFgQ=/2//$nobody"
+    )
+
+
+def test_runaway_loops_fail_the_integration() -> None:
+    body = json.dumps({"a": list(range(200))})
+    template = "#foreach($x in $input.path('$.a'))#foreach($y in $input.path('$.a'))#end#end"
+    with pytest.raises(IntegrationError, match="#foreach"):
+        render(template, body=body)
