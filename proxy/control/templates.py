@@ -40,11 +40,13 @@ from typing import Final
 from urllib.parse import quote_plus, unquote_plus
 
 from proxy.control.routing import MISSING, parse_json_or_none, parse_path, resolve_path, to_text
-from proxy.control.vtl import ROOTS, Block, Const, Expr, Foreach, If, Not, Ref, Set, Step, compile_template
+from proxy.control.vtl import Block, Const, Expr, Foreach, If, Not, Ref, Set, Step, compile_template
 from proxy.errors import IntegrationError
 from proxy.limits import MAX_TEMPLATE_LOOP_ITERATIONS
 
 CONTEXT_PREFIX: Final = "$context."
+ROOTS: Final = frozenset({"input", "context", "stageVariables", "util"})
+"""The references templates provide; any other root names a ``#set`` variable."""
 
 # --- $util -----------------------------------------------------------------------------
 

@@ -74,8 +74,6 @@ Expr = Const | Ref | Not | Binary
 Node = str | Ref | Set | If | Foreach
 Block = tuple[Node, ...]
 
-ROOTS: Final = frozenset({"input", "context", "stageVariables", "util"})
-
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INDEX = re.compile(r"""\[\s*(?:'([^']*)'|"([^"]*)"|(\d+))\s*\]""")
 _LITERAL = re.compile(r"""'([^']*)'|"([^"]*)"|(-?\d+(?:\.\d+)?)|(true|false|null)\b""")
@@ -83,6 +81,11 @@ _OPERATORS = ("==", "!=", "<=", ">=", "<", ">")
 _SPECIAL = re.compile(r"[$#]")
 _DIRECTIVE = re.compile(r"#\{?(set|if|elseif|else|end|foreach)\b\}?")
 _KEYWORDS: Final[Mapping[str, object]] = {"true": True, "false": False, "null": None}
+
+
+def _quoted(single: str | None, double: str | None) -> str:
+    """The text of a literal matched as ``'single'`` or ``"double"``."""
+    return single if single is not None else double or ""
 
 
 class _Parser:
@@ -246,7 +249,7 @@ class _Parser:
         if match is None:
             return None
         single, double, number = match.groups()
-        key: str | int = int(number) if number is not None else (single if single is not None else double)
+        key: str | int = int(number) if number is not None else _quoted(single, double)
         return Step(key), match.end()
 
     def arguments(self, paren: int) -> tuple[tuple[Expr, ...], int]:
@@ -308,7 +311,7 @@ class _Parser:
             return Const(float(number) if "." in number else int(number)), match.end()
         if keyword is not None:
             return Const(_KEYWORDS[keyword]), match.end()
-        return Const(single if single is not None else double), match.end()
+        return Const(_quoted(single, double)), match.end()
 
 
 @lru_cache(maxsize=TEMPLATE_CACHE)
@@ -316,6 +319,10 @@ def compile_template(template: str) -> Block:
     """Compile a template into its node tree (cached).
 
     Raises:
-        IntegrationError: a directive is malformed or unbalanced.
+        IntegrationError: a directive is malformed or unbalanced, or nesting
+            is too deep to parse.
     """
-    return _Parser(template).template()
+    try:
+        return _Parser(template).template()
+    except RecursionError as error:
+        raise IntegrationError("Mapping template: nesting too deep") from error

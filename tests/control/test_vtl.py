@@ -62,3 +62,8 @@ def test_literals_in_expressions() -> None:
 def test_malformed_directives_fail_the_integration(template: str, message: str) -> None:
     with pytest.raises(IntegrationError, match=message):
         compile_template(template)
+
+
+def test_absurd_nesting_is_an_error_not_a_crash() -> None:
+    with pytest.raises(IntegrationError, match="too deep"):
+        compile_template("#if(" + "(" * 100_000 + "1" + ")" * 100_000 + ")x#end")
