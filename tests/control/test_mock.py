@@ -148,3 +148,15 @@ def test_passthrough_never_without_a_matching_template_fails() -> None:
 def test_a_template_that_renders_nothing_sends_nothing() -> None:
     integration = _mock({"$default": '{"statusCode": 200}'}, (_response("$default", {"$default": "  "}),))
     assert run(integration) == MockResult(200, None)
+
+
+def test_the_shipped_demo_shape_echoes() -> None:
+    # proxy/demo_api.json: template selection "\$default" names the "$default" template literally.
+    demo = _mock({"$default": '{"statusCode": 200}'}, (_response("$default"),), selection="\\$default")
+    assert run(demo, body='{"action": "anything"}') == MockResult(200, '{"action": "anything"}')
+
+
+def test_a_cdk_style_mock_without_a_matching_key_passes_through_with_200() -> None:
+    # aws-cdk's WebSocketMockIntegration example: key "application/json", selection "\$default".
+    cdk = _mock({"application/json": '{"statusCode": 404}'}, (_response("$default"),), selection="\\$default")
+    assert run(cdk, body="hello") == MockResult(200, "hello")
