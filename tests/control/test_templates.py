@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.control.templates import escape_javascript, render_template
 from proxy.errors import IntegrationError
@@ -148,3 +150,16 @@ def test_runaway_loops_fail_the_integration() -> None:
     template = "#foreach($x in $input.path('$.a'))#foreach($y in $input.path('$.a'))#end#end"
     with pytest.raises(IntegrationError, match="#foreach"):
         render(template, body=body)
+
+
+VTL_ALPHABET = "$#!{}()[].,'\"=<>&|*\n abinputjsonpathcontextstageVariablesutilsetifelseendforeach0123456789"
+
+
+@given(template=st.text(alphabet=VTL_ALPHABET, max_size=60), body=st.text(max_size=20))
+def test_any_template_renders_or_fails_as_an_integration_error(template: str, body: str) -> None:
+    try:
+        rendered = render(template, body=body)
+    except IntegrationError as error:
+        assert str(error).startswith(("Mapping template", "$util."))
+    else:
+        assert isinstance(rendered, str)
