@@ -8,6 +8,7 @@ integration request parameters read the same values through ``variables()``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -117,3 +118,29 @@ class RequestContext:
     def variables(self) -> dict[str, str]:
         """``'$context.apiId' -> value`` for every variable ``fields()`` fills."""
         return {"$context." + name: value for name, value in self.fields().items()}
+
+    def lazy_variables(self) -> Mapping[str, str]:
+        """``variables()``, built only if something reads it (most templates never do)."""
+        return _LazyVariables(self)
+
+
+class _LazyVariables(Mapping[str, str]):
+    __slots__ = ("_context", "_values")
+
+    def __init__(self, context: RequestContext) -> None:
+        self._context = context
+        self._values: dict[str, str] | None = None
+
+    def _built(self) -> dict[str, str]:
+        if self._values is None:
+            self._values = self._context.variables()
+        return self._values
+
+    def __getitem__(self, name: str) -> str:
+        return self._built()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())

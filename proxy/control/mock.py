@@ -22,14 +22,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from proxy.control.context import RequestContext
 from proxy.control.model import DEFAULT, EMPTY, Integration, IntegrationResponse, Route
-from proxy.control.routing import evaluate_selection, parse_json_or_none
+from proxy.control.routing import compile_expression, evaluate_selection, parse_json_or_none
 from proxy.control.templates import render_template
 from proxy.errors import IntegrationError
-from proxy.limits import MAX_HTTP_STATUS, MIN_HTTP_STATUS, MOCK_DEFAULT_STATUS
+from proxy.limits import MAX_HTTP_STATUS, MIN_HTTP_STATUS, MOCK_DEFAULT_STATUS, TEMPLATE_CACHE
 
 STATUS_VARIABLE: Final = "integration.response.statuscode"
 NEVER: Final = "NEVER"
@@ -59,6 +60,7 @@ def select_template(
     return template if template is not None else templates.get(DEFAULT)
 
 
+@lru_cache(maxsize=TEMPLATE_CACHE)
 def _status_code(rendered: str) -> int:
     document = parse_json_or_none(rendered)
     status = document.get("statusCode") if isinstance(document, dict) else None
@@ -108,7 +110,7 @@ class _Render:
 
     def __init__(self, body: str, context: RequestContext, stage_variables: Mapping[str, str]) -> None:
         self.body = body
-        self.context = context.variables()
+        self.context = context.lazy_variables()
         self.stage_variables = stage_variables
 
     def __call__(self, template: str) -> str:
@@ -138,8 +140,9 @@ def run_mock(
             "Internal server error" frame (or, on ``$connect``, a refused upgrade).
     """
     render = _Render(body, context, stage_variables)
-    parsed = parse_json_or_none(body) if integration.template_selection_expression else None
-    request_template = select_template(integration.request_templates, integration.template_selection_expression, parsed)
+    expression = integration.template_selection_expression
+    parsed = parse_json_or_none(body) if expression and compile_expression(expression).reads_body else None
+    request_template = select_template(integration.request_templates, expression, parsed)
     status = _request_status(integration, request_template, render)
     if not route.two_way:
         return MockResult(status, None)

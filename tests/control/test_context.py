@@ -82,3 +82,12 @@ def test_every_variable_is_prefixed_and_fields_feed_access_logs() -> None:
     assert all(name.startswith("$context.") for name in context.variables())
     line = render_access_line("$context.requestId $context.routeKey $context.status $context.nope", context.fields())
     assert line == "R0oXAdfD0kwCH6w= $default 200 -"
+
+
+def test_lazy_variables_are_built_on_first_read() -> None:
+    context = _context()
+    lazy = context.lazy_variables()
+    context.status = 201
+    assert dict(lazy) == context.variables()
+    assert lazy["$context.status"] == "201"
+    assert len(lazy) == len(context.variables())
