@@ -308,22 +308,33 @@ def substitute_stage_variables(template: str, variables: Mapping[str, str]) -> s
 def validate_stage_variables(variables: Mapping[str, str]) -> None:
     """Check a stage's variables against AWS's rules (reference 6.7).
 
+    Messages follow the ones AWS sends for REST stages (observed, note the
+    two spaces); the length messages are framegate's own.
+
     Raises:
         BadRequestException: too many variables, or a bad name or value.
     """
     if len(variables) > MAX_STAGE_VARIABLES:
-        raise BadRequestException(f"Stage variables exceed the limit of {MAX_STAGE_VARIABLES} per stage")
+        raise BadRequestException(
+            f"Too many stage variables: {len(variables)}.  A stage may have {MAX_STAGE_VARIABLES}."
+        )
     for name, value in variables.items():
-        if not _STAGE_VARIABLE_NAME.fullmatch(name) or len(name) > MAX_STAGE_VARIABLE_NAME_CHARS:
+        if not _STAGE_VARIABLE_NAME.fullmatch(name):
             raise BadRequestException(
-                f"Stage variable name {name!r} must be 1-{MAX_STAGE_VARIABLE_NAME_CHARS} characters "
-                "of letters, digits and underscores"
+                f"Invalid stage variable name: {name}.  Please use names with only word characters."
+            )
+        if len(name) > MAX_STAGE_VARIABLE_NAME_CHARS:
+            raise BadRequestException(
+                f"Invalid stage variable name: {name}.  "
+                f"Names may have at most {MAX_STAGE_VARIABLE_NAME_CHARS} characters."
             )
         if not isinstance(value, str) or not _STAGE_VARIABLE_VALUE.fullmatch(value):
             raise BadRequestException(
-                f"Stage variable value for {name!r} must match [A-Za-z0-9-._~:/?#&=,]+ (got {value!r})"
+                f"Invalid stage variable value: {value}.  Please use values with alphanumeric characters and "
+                "the symbols '-', '.', '_', '~', ':', '/', '?', '#', '&', '=', and ','."
             )
         if len(value) > MAX_STAGE_VARIABLE_VALUE_CHARS:
             raise BadRequestException(
-                f"Stage variable value for {name!r} exceeds {MAX_STAGE_VARIABLE_VALUE_CHARS} characters"
+                f"Invalid stage variable value for {name}.  Values may have at most "
+                f"{MAX_STAGE_VARIABLE_VALUE_CHARS} characters."
             )
