@@ -123,6 +123,8 @@ def test_the_response_template_is_chosen_by_status() -> None:
     )
     assert run(_mock({"$default": '{"statusCode": 201}'}, (response,))).reply == "created"
     assert run(_mock({"$default": '{"statusCode": 202}'}, (response,))).reply == "other"
+    unbraced = _response("$default", {"404": "missing"}, selection="$integration.response.statuscode")
+    assert run(_mock({"$default": '{"statusCode": 404}'}, (unbraced,))).reply == "missing"
 
 
 def test_the_request_template_can_compute_the_status() -> None:

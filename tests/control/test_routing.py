@@ -17,7 +17,12 @@ from proxy.control.routing import (
     validate_stage_variables,
 )
 from proxy.errors import BadRequestException, IntegrationError
-from proxy.limits import MAX_STAGE_VARIABLE_NAME_CHARS, MAX_STAGE_VARIABLE_VALUE_CHARS, MAX_STAGE_VARIABLES
+from proxy.limits import (
+    MAX_STAGE_VARIABLE_NAME_CHARS,
+    MAX_STAGE_VARIABLE_VALUE_CHARS,
+    MAX_STAGE_VARIABLES,
+    ROUTE_TABLE_CACHE,
+)
 
 CHAT = {"service": "chat", "action": "join"}
 
@@ -209,3 +214,10 @@ def test_valid_stage_variables_pass() -> None:
 def test_invalid_stage_variables_are_bad_requests(variables: dict[str, str], message: str) -> None:
     with pytest.raises(BadRequestException, match=message):
         validate_stage_variables(variables)
+
+
+def test_selection_stays_right_when_more_snapshots_than_the_cache_holds() -> None:
+    snapshots = [_snapshot(f"k{i}", "$default") for i in range(ROUTE_TABLE_CACHE * 2 + 1)]
+    for round_ in range(2):
+        for i, snapshot in enumerate(snapshots):
+            assert _key(select_route(snapshot, json.dumps({"action": f"k{i}"}))) == f"k{i}", round_
