@@ -291,6 +291,7 @@ class ControlService:
         if protocol != WEBSOCKET:
             raise BadRequestException(f"framegate supports WEBSOCKET APIs only, not {protocol}")
         _required(values, "name", "name")
+        _required(values, "route_selection_expression", "routeSelectionExpression (for WEBSOCKET APIs)")
         api_id = self._fresh_id(self.apis, self._new_api_id)
         api = Api(**{**values, "api_id": api_id, "created_date": self.clock()})
         _validate_api(api)

@@ -16,13 +16,17 @@ from collections.abc import Callable
 import h11
 
 from proxy import limits
+from proxy.control import wire
 from proxy.control.handlers import Request
 from proxy.control.wire import Response
+from proxy.errors import ControlError
 from proxy.metrics import exposition
 
 logger = logging.getLogger(__name__)
 
 Handle = Callable[[Request], Response]
+Exposition = Callable[[], tuple[bytes, str]]
+"""Returns the Prometheus text and its content type (``proxy.metrics.exposition``)."""
 METRICS_PATH = b"/metrics"
 SERVER_NAME = b"framegate"
 
@@ -30,8 +34,16 @@ SERVER_NAME = b"framegate"
 class AdminProtocol(asyncio.Protocol):
     """One admin connection: feeds h11, dispatches each complete request, writes the reply."""
 
-    def __init__(self, handle: Handle, max_body: int = limits.MAX_ADMIN_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        handle: Handle,
+        max_body: int = limits.MAX_ADMIN_BODY_BYTES,
+        open_set: set[AdminProtocol] | None = None,
+        metrics: Exposition = exposition,
+    ) -> None:
         self._handle = handle
+        self._metrics = metrics
+        self._open = open_set if open_set is not None else set()
         self._max_body = max_body
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.MAX_REQUEST_HEAD_BYTES)
         self._transport: asyncio.Transport | None = None
@@ -41,6 +53,7 @@ class AdminProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._open.add(self)
 
     def data_received(self, data: bytes) -> None:
         self._conn.receive_data(data)
@@ -85,12 +98,19 @@ class AdminProtocol(asyncio.Protocol):
         request = self._request
         assert request is not None
         if request.method == b"GET" and request.target.split(b"?", 1)[0] == METRICS_PATH:
-            body, content_type = exposition()
+            body, content_type = self._metrics()
             response = Response(200, body, [("Content-Type", content_type)])
         else:
-            target = request.target.decode("latin-1")
-            response = self._handle(Request(request.method.decode("ascii"), target, bytes(self._body)))
+            response = self._dispatch(request)
         self._send(response)
+
+    def _dispatch(self, request: h11.Request) -> Response:
+        target = request.target.decode("latin-1")
+        try:
+            return self._handle(Request(request.method.decode("ascii"), target, bytes(self._body)))
+        except Exception:  # the connection boundary: a bug answers 500, the listener lives on
+            logger.exception("admin request %s %s failed", request.method, target)
+            return wire.error(ControlError("Internal server error"))
 
     def _send(self, response: Response) -> None:
         headers: list[tuple[bytes, bytes]] = [
@@ -133,6 +153,12 @@ class AdminProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._open.discard(self)
+
+    def abort(self) -> None:
+        """Drop the connection now (server shutdown)."""
+        if self._transport is not None:
+            self._transport.abort()
 
 
 def _content_length(request: h11.Request) -> int:
@@ -142,9 +168,34 @@ def _content_length(request: h11.Request) -> int:
     return 0
 
 
+class AdminServer:
+    """The admin listener and its open connections, closed together (keep-alive clients linger)."""
+
+    def __init__(self, server: asyncio.Server, connections: set[AdminProtocol]) -> None:
+        self.server = server
+        self._connections = connections
+
+    @property
+    def port(self) -> int:
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        self.server.close()
+        for connection in list(self._connections):
+            connection.abort()
+        await self.server.wait_closed()
+
+
 async def start_admin_server(
-    handle: Handle, host: str, port: int, max_body: int = limits.MAX_ADMIN_BODY_BYTES
-) -> asyncio.Server:
-    """Listen on ``host:port`` (0 picks a free port; read it from ``server.sockets``)."""
+    handle: Handle,
+    host: str,
+    port: int,
+    max_body: int = limits.MAX_ADMIN_BODY_BYTES,
+    metrics: Exposition = exposition,
+) -> AdminServer:
+    """Listen on ``host:port`` (0 picks a free port; read it from ``.port``)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: AdminProtocol(handle, max_body), host, port)
+    connections: set[AdminProtocol] = set()
+    server = await loop.create_server(lambda: AdminProtocol(handle, max_body, connections, metrics), host, port)
+    return AdminServer(server, connections)

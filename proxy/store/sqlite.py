@@ -43,9 +43,13 @@ class SqliteStore:
         self.path = str(path)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per apply().
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
 
     @property
     def schema_version(self) -> int:
