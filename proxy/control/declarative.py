@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,6 +86,20 @@ def _stage_changes(current: Stage, values: Mapping[str, Any]) -> dict[str, Any]:
     return diff
 
 
+def _upsert(
+    current: T | None,
+    values: dict[str, Any],
+    create: Callable[[], T],
+    update: Callable[[T, dict[str, Any]], T],
+) -> tuple[T, bool]:
+    """Create the resource, or update the members that differ; True if anything was written."""
+    if current is None:
+        return create(), True
+    if diff := _changes(current, values):
+        return update(current, diff), True
+    return current, False
+
+
 def _own(cls: type, item: Mapping[str, Any]) -> dict[str, Any]:
     """The members of ``cls`` in a document item, without its nested children."""
     return wire.decode(cls, {k: v for k, v in item.items() if k not in _NESTED})
@@ -127,18 +141,19 @@ class _Applier:
         """Create or update one route and its integration; True if anything was written."""
         api_id = state.api.api_id
         values = _own(Route, item)
-        route = next((r for r in state.routes.values() if r.route_key == values.get("route_key")), None)
+        existing = next((r for r in state.routes.values() if r.route_key == values.get("route_key")), None)
         changed = False
-        integration_id = route.integration_id if route else None
         if "integration" in item:
-            integration_id, changed = self._integration(state, integration_id, item["integration"])
+            current_id = existing.integration_id if existing else None
+            integration_id, changed = self._integration(state, current_id, item["integration"])
             values["target"] = f"integrations/{integration_id}"
-        if route is None:
-            route = self.service.create_route(api_id, values)
-            changed = True
-        elif diff := _changes(route, values):
-            route = self.service.update_route(api_id, route.route_id, diff)
-            changed = True
+        route, written = _upsert(
+            existing,
+            values,
+            lambda: self.service.create_route(api_id, values),
+            lambda r, diff: self.service.update_route(api_id, r.route_id, diff),
+        )
+        changed = changed or written
         for response in item.get("routeResponses") or []:
             wanted = wire.decode(RouteResponse, response)
             if not any(replace(r, route_response_id="") == RouteResponse("", **wanted) for r in route.route_responses):
@@ -154,14 +169,12 @@ class _Applier:
     def _integration(self, state: ApiState, integration_id: str | None, item: Mapping[str, Any]) -> tuple[str, bool]:
         api_id = state.api.api_id
         values = _own(Integration, item)
-        current = state.integrations.get(integration_id or "")
-        changed = False
-        if current is None:
-            current = self.service.create_integration(api_id, values)
-            changed = True
-        elif diff := _changes(current, values):
-            current = self.service.update_integration(api_id, current.integration_id, diff)
-            changed = True
+        current, changed = _upsert(
+            state.integrations.get(integration_id or ""),
+            values,
+            lambda: self.service.create_integration(api_id, values),
+            lambda i, diff: self.service.update_integration(api_id, i.integration_id, diff),
+        )
         wanted = tuple(wire.decode(IntegrationResponse, r) for r in item.get("integrationResponses") or [])
         have = tuple(replace(r, integration_response_id="") for r in current.integration_responses)
         if have != tuple(IntegrationResponse("", **w) for w in wanted):

@@ -60,6 +60,15 @@ _INTEGRATION_RESPONSE_KEY = re.compile(r"\$default|/.+/")
 _ARN = re.compile(r"arn:aws:apigateway:[^:]*::/(apis/(?P<api>[^/]+)(/stages/(?P<stage>[^/]+))?|domainnames/(?P<dn>.+))")
 
 
+_CHILD_KINDS: dict[type, tuple[str, str, str]] = {
+    # model type: (store kind, ApiState attribute, key member)
+    Route: (base.ROUTE, "routes", "route_id"),
+    Integration: (base.INTEGRATION, "integrations", "integration_id"),
+    Stage: (base.STAGE, "stages", "stage_name"),
+    Deployment: (base.DEPLOYMENT, "deployments", "deployment_id"),
+}
+
+
 class Publisher(Protocol):
     """Where live state goes: ``control.catalog.MemoryCatalog`` in a server."""
 
@@ -215,15 +224,9 @@ class ControlService:
         if row.kind == base.DOMAIN:
             self.domains[row.key] = records.from_plain(DomainName, row.record)
             return
-        state = self.apis[row.parent]
-        if row.kind == base.ROUTE:
-            state.routes[row.key] = records.from_plain(Route, row.record)
-        elif row.kind == base.INTEGRATION:
-            state.integrations[row.key] = records.from_plain(Integration, row.record)
-        elif row.kind == base.STAGE:
-            state.stages[row.key] = records.from_plain(Stage, row.record)
-        elif row.kind == base.DEPLOYMENT:
-            state.deployments[row.key] = records.from_plain(Deployment, row.record)
+        for cls, (kind, collection, _) in _CHILD_KINDS.items():
+            if row.kind == kind:
+                getattr(self.apis[row.parent], collection)[row.key] = records.from_plain(cls, row.record)
 
     def publish_all(self) -> None:
         """Push every API and domain to the publisher (at start)."""
@@ -261,24 +264,12 @@ class ControlService:
         return Put(base.API, base.TOP, state.api.api_id, records.to_plain(state.api))
 
     @staticmethod
-    def _put_route(state: ApiState, route: Route) -> Put:
-        state.routes[route.route_id] = route
-        return Put(base.ROUTE, state.api.api_id, route.route_id, records.to_plain(route))
-
-    @staticmethod
-    def _put_integration(state: ApiState, integration: Integration) -> Put:
-        state.integrations[integration.integration_id] = integration
-        return Put(base.INTEGRATION, state.api.api_id, integration.integration_id, records.to_plain(integration))
-
-    @staticmethod
-    def _put_stage(state: ApiState, stage: Stage) -> Put:
-        state.stages[stage.stage_name] = stage
-        return Put(base.STAGE, state.api.api_id, stage.stage_name, records.to_plain(stage))
-
-    @staticmethod
-    def _put_deployment(state: ApiState, deployment: Deployment) -> Put:
-        state.deployments[deployment.deployment_id] = deployment
-        return Put(base.DEPLOYMENT, state.api.api_id, deployment.deployment_id, records.to_plain(deployment))
+    def _put(state: ApiState, value: Route | Integration | Stage | Deployment) -> Put:
+        """Record ``value`` in its API's state and return the store write for it."""
+        kind, collection, key = _CHILD_KINDS[type(value)]
+        name = getattr(value, key)
+        getattr(state, collection)[name] = value
+        return Put(kind, state.api.api_id, name, records.to_plain(value))
 
     def _put_domain(self, domain: DomainName) -> Put:
         self.domains[domain.domain_name] = domain
@@ -355,14 +346,14 @@ class ControlService:
             raise TooManyRequestsException("Routes per API quota exceeded", "RoutesPerApi")
         route = Route(**{**values, "route_id": self._fresh_id(state.routes), "route_responses": ()})
         self._check_route(state, route)
-        self._commit([self._put_route(state, route)], state, redeploy=True)
+        self._commit([self._put(state, route)], state, redeploy=True)
         return route
 
     def update_route(self, api_id: str, route_id: str, values: Mapping[str, Any]) -> Route:
         state = self.state(api_id)
         route = replace(self.route(api_id, route_id), **_without(values, "route_id", "route_responses"))
         self._check_route(state, route)
-        self._commit([self._put_route(state, route)], state, redeploy=True)
+        self._commit([self._put(state, route)], state, redeploy=True)
         return route
 
     def delete_route(self, api_id: str, route_id: str) -> None:
@@ -408,7 +399,7 @@ class ControlService:
 
     def _save_route_responses(self, api_id: str, route: Route, responses: tuple[RouteResponse, ...]) -> None:
         state = self.state(api_id)
-        self._commit([self._put_route(state, replace(route, route_responses=responses))], state, redeploy=True)
+        self._commit([self._put(state, replace(route, route_responses=responses))], state, redeploy=True)
 
     # --- integrations and integration responses ---------------------------------------
 
@@ -427,7 +418,7 @@ class ControlService:
             **{**values, "integration_id": self._fresh_id(state.integrations), "integration_responses": ()}
         )
         _validate_integration(integration)
-        self._commit([self._put_integration(state, integration)], state, redeploy=True)
+        self._commit([self._put(state, integration)], state, redeploy=True)
         return integration
 
     def update_integration(self, api_id: str, integration_id: str, values: Mapping[str, Any]) -> Integration:
@@ -435,7 +426,7 @@ class ControlService:
         old = self.integration(api_id, integration_id)
         integration = replace(old, **_without(values, "integration_id", "integration_responses"))
         _validate_integration(integration)
-        self._commit([self._put_integration(state, integration)], state, redeploy=True)
+        self._commit([self._put(state, integration)], state, redeploy=True)
         return integration
 
     def delete_integration(self, api_id: str, integration_id: str) -> None:
@@ -496,7 +487,7 @@ class ControlService:
     ) -> None:
         state = self.state(api_id)
         updated = replace(integration, integration_responses=responses)
-        self._commit([self._put_integration(state, updated)], state, redeploy=True)
+        self._commit([self._put(state, updated)], state, redeploy=True)
 
     # --- deployments ----------------------------------------------------------------
 
@@ -534,9 +525,9 @@ class ControlService:
         state = self.state(api_id)
         stage = self.stage(api_id, stage_name) if stage_name is not None else None
         deployment = self._new_deployment(state, description)
-        changes: list[Change] = [self._put_deployment(state, deployment)]
+        changes: list[Change] = [self._put(state, deployment)]
         if stage is not None:
-            changes.append(self._put_stage(state, self._repoint(stage, deployment.deployment_id)))
+            changes.append(self._put(state, self._repoint(stage, deployment.deployment_id)))
         self._commit(changes, state)
         return deployment
 
@@ -549,8 +540,8 @@ class ControlService:
         if not stages or not state.routes:
             return []
         deployment = self._new_deployment(state, AUTO_DEPLOY_DESCRIPTION, auto=True)
-        changes: list[Change] = [self._put_deployment(state, deployment)]
-        changes.extend(self._put_stage(state, self._repoint(s, deployment.deployment_id)) for s in stages)
+        changes: list[Change] = [self._put(state, deployment)]
+        changes.extend(self._put(state, self._repoint(s, deployment.deployment_id)) for s in stages)
         return changes
 
     def list_deployments(self, api_id: str) -> list[Deployment]:
@@ -559,7 +550,7 @@ class ControlService:
     def update_deployment(self, api_id: str, deployment_id: str, description: str | None) -> Deployment:
         state = self.state(api_id)
         deployment = replace(self.deployment(api_id, deployment_id), description=description)
-        self._commit([self._put_deployment(state, deployment)], state)
+        self._commit([self._put(state, deployment)], state)
         return deployment
 
     def delete_deployment(self, api_id: str, deployment_id: str) -> None:
@@ -606,7 +597,7 @@ class ControlService:
         defaults = merge_settings(DEFAULT_ROUTE_SETTINGS, values.get("default_route_settings") or RouteSettings())
         stage = Stage(**{**values, "created_date": now, "last_updated_date": now, "default_route_settings": defaults})
         self._check_stage(state, stage)
-        self._commit([self._put_stage(state, stage)], state, redeploy=stage.auto_deploy and not stage.deployment_id)
+        self._commit([self._put(state, stage)], state, redeploy=stage.auto_deploy and not stage.deployment_id)
         return state.stages[name]
 
     def update_stage(self, api_id: str, stage_name: str, values: Mapping[str, Any]) -> Stage:
@@ -625,7 +616,7 @@ class ControlService:
         stage = replace(old, **changes, last_updated_date=self.clock())
         self._check_stage(state, stage)
         turned_on = stage.auto_deploy and not old.auto_deploy
-        self._commit([self._put_stage(state, stage)], state, redeploy=turned_on)
+        self._commit([self._put(state, stage)], state, redeploy=turned_on)
         return state.stages[stage_name]
 
     def delete_stage(self, api_id: str, stage_name: str) -> None:
@@ -647,7 +638,7 @@ class ControlService:
 
     def _save_stage(self, api_id: str, stage: Stage) -> None:
         state = self.state(api_id)
-        self._commit([self._put_stage(state, stage)], state)
+        self._commit([self._put(state, stage)], state)
 
     # --- domain names and API mappings ---------------------------------------------------
 
