@@ -283,3 +283,19 @@ def test_catalog_is_a_memory_catalog(admin: Admin) -> None:
     target = admin.catalog.resolve("127.0.0.1:8080", "/dev")
     assert target.api.name == "demo"
     assert target.snapshot.routes["$default"].two_way
+
+
+def test_references_are_checked(client: Any) -> None:
+    api_id, _ = deployed_api(client)
+    integration_id = client.get_integrations(ApiId=api_id)["Items"][0]["IntegrationId"]
+    with pytest.raises(client.exceptions.ConflictException, match=r"\$default"):
+        client.delete_integration(ApiId=api_id, IntegrationId=integration_id)
+    with pytest.raises(client.exceptions.BadRequestException, match="target"):
+        client.create_route(ApiId=api_id, RouteKey="x", Target="integrations/missing")
+    with pytest.raises(client.exceptions.BadRequestException, match="nosuchroute"):
+        client.update_stage(ApiId=api_id, StageName="prod", RouteSettings={"nosuchroute": {"ThrottlingBurstLimit": 1}})
+    with pytest.raises(client.exceptions.NotFoundException):
+        client.update_stage(ApiId=api_id, StageName="prod", DeploymentId="missing")
+    with pytest.raises(client.exceptions.BadRequestException, match=r"\$default"):
+        route_id = client.get_routes(ApiId=api_id)["Items"][0]["RouteId"]
+        client.create_route_response(ApiId=api_id, RouteId=route_id, RouteResponseKey="other")
