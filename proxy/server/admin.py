@@ -16,8 +16,11 @@ from collections.abc import Callable
 import h11
 
 from proxy import limits
+from proxy.config import Config
 from proxy.control import wire
 from proxy.control.handlers import Request
+from proxy.control.plane import ControlPlane, open_control_plane
+from proxy.control.service import Publisher
 from proxy.control.wire import Response
 from proxy.errors import ControlError
 from proxy.metrics import exposition
@@ -199,3 +202,17 @@ async def start_admin_server(
     connections: set[AdminProtocol] = set()
     server = await loop.create_server(lambda: AdminProtocol(handle, max_body, connections, metrics), host, port)
     return AdminServer(server, connections)
+
+
+async def start_control_plane(config: Config, catalog: Publisher) -> tuple[ControlPlane, AdminServer]:
+    """Open the control plane of ``config`` and serve it on ``config.admin_host:admin_port``.
+
+    What ``framegate serve`` calls once: the catalog is current before this returns.
+    """
+    plane = open_control_plane(config, catalog)
+    try:
+        server = await start_admin_server(plane.handle, config.admin_host, config.admin_port)
+    except BaseException:
+        plane.close()
+        raise
+    return plane, server
