@@ -268,7 +268,14 @@ def _portable(item: dict[str, Any], *drop: str) -> dict[str, Any]:
 
 
 def run_export(db_path: str, fmt: str, output: str) -> int:
-    """``framegate export``: write the state of ``db_path`` as JSON or YAML to a file or ``-``."""
+    """``framegate export``: write the state of ``db_path`` as JSON or YAML to a file or ``-``.
+
+    Returns:
+        The exit status: 0, or 1 if there is no store at ``db_path`` (rather than create one).
+    """
+    if not Path(db_path).is_file():
+        sys.stderr.write(f"framegate export: no store at {db_path}\n")
+        return 1
     store = SqliteStore(db_path)
     try:
         service = ControlService(store, MemoryCatalog(), clock=lambda: "")

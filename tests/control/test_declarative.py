@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from proxy.config import Config
@@ -12,6 +16,7 @@ from proxy.control.catalog import MemoryCatalog
 from proxy.control.declarative import apply_document, export_document, run_export
 from proxy.control.plane import open_control_plane
 
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG_YAML = """
 apis:
   - name: chat
@@ -152,3 +157,20 @@ def test_backend_creates_then_repoints_quickstart(tmp_path: Path) -> None:
         assert (integration.integration_type, integration.integration_uri) == ("HTTP_PROXY", "ws://127.0.0.1:9102")
     finally:
         plane.close()
+
+
+@pytest.mark.integration
+def test_framegate_export_command(tmp_path: Path) -> None:
+    config = Config(db_path=str(tmp_path / "a.db"), config_file=_write(tmp_path, "c.yaml", CONFIG_YAML))
+    open_control_plane(config, MemoryCatalog()).close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "proxy", "export", "--db", config.db_path, "--format", "yaml"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    document = yaml.safe_load(done.stdout)
+    assert [api["name"] for api in document["apis"]] == ["chat"]
+    assert [s["stageName"] for s in document["apis"][0]["stages"]] == ["blue", "green"]
+    missing = [sys.executable, "-m", "proxy", "export", "--db", str(tmp_path / "none.db")]
+    done = subprocess.run(missing, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "no store" in done.stderr
+    assert not (tmp_path / "none.db").exists()
