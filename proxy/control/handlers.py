@@ -117,6 +117,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("DeleteRoute", "DELETE", R + "/{routeId}", 204,
               lambda s, c: s.delete_route(c.arg("apiId"), c.arg("routeId"))),
 
+    Operation("DeleteRouteRequestParameter", "DELETE", R + "/{routeId}/requestparameters/{requestParameterKey}", 204,
+              lambda s, c: s.delete_route_request_parameter(
+                  c.arg("apiId"), c.arg("routeId"), c.arg("requestParameterKey"))),
+
     Operation("CreateRouteResponse", "POST", R + "/{routeId}" + RR, 201,
               lambda s, c: s.create_route_response(c.arg("apiId"), c.arg("routeId"), c.fields(RouteResponse))),
     Operation("GetRouteResponses", "GET", R + "/{routeId}" + RR, 200,

@@ -25,10 +25,12 @@ from proxy import ids, limits
 from proxy.control import records
 from proxy.control.catalog import ApiEntry
 from proxy.control.model import (
+    CONNECT,
     DEFAULT,
     DEFAULT_ROUTE_SETTINGS,
     INTEGRATION_TYPES,
     RESERVED_ROUTE_KEYS,
+    AccessLogSettings,
     Api,
     ApiMapping,
     Deployment,
@@ -153,6 +155,16 @@ def validate_stage_variables(variables: Mapping[str, str]) -> None:
             raise BadRequestException(
                 f"Stage variable value {value!r} for {name} must match [A-Za-z0-9-._~:/?#&=,]+ (max 512 characters)"
             )
+
+
+def _validate_access_log(settings: AccessLogSettings | None) -> None:
+    """AWS: the format is one line, at most 3 KB, and must contain ``$context.requestId``."""
+    if settings is None or settings.format is None:
+        return
+    if len(settings.format.encode()) > limits.ACCESS_LOG_FORMAT_MAX_BYTES or "\n" in settings.format:
+        raise BadRequestException("accessLogSettings.format must be one line of at most 3 KB")
+    if "$context.requestId" not in settings.format:
+        raise BadRequestException("accessLogSettings.format must contain $context.requestId")
 
 
 def _validate_api(api: Api) -> None:
@@ -337,7 +349,10 @@ class ControlService:
             raise ConflictException(f"Route with key {key} already exists for this API")
         if route.target is not None and route.integration_id not in state.integrations:
             raise BadRequestException(f"Invalid target {route.target}: expected integrations/{{integrationId}}")
-        _one_of(route.authorization_type, {"NONE", "AWS_IAM", "CUSTOM", "JWT"}, "authorizationType")
+        _one_of(route.authorization_type, {"NONE", "AWS_IAM", "CUSTOM"}, "authorizationType")
+        connect_only = route.authorization_type != "NONE" or route.api_key_required or route.request_parameters
+        if connect_only and key != CONNECT:
+            raise BadRequestException("Authorization, API keys and requestParameters apply only to the $connect route")
 
     def create_route(self, api_id: str, values: Mapping[str, Any]) -> Route:
         state = self.state(api_id)
@@ -361,6 +376,14 @@ class ControlService:
         self.route(api_id, route_id)
         del state.routes[route_id]
         self._commit([Delete(base.ROUTE, api_id, route_id)], state, redeploy=True)
+
+    def delete_route_request_parameter(self, api_id: str, route_id: str, key: str) -> None:
+        route = self.route(api_id, route_id)
+        if key not in route.request_parameters:
+            raise NotFoundException(f"Invalid request parameter {key} for route {route_id}", "RequestParameter")
+        kept = {k: v for k, v in route.request_parameters.items() if k != key}
+        state = self.state(api_id)
+        self._commit([self._put(state, replace(route, request_parameters=kept))], state, redeploy=True)
 
     def route_response(self, api_id: str, route_id: str, response_id: str) -> RouteResponse:
         responses = self.route(api_id, route_id).route_responses
@@ -578,6 +601,7 @@ class ControlService:
         if stage.deployment_id is not None:
             self.deployment(state.api.api_id, stage.deployment_id)
         validate_stage_variables(stage.stage_variables)
+        _validate_access_log(stage.access_log_settings)
         routes = {r.route_key for r in state.routes.values()}
         for key, settings in {DEFAULT: stage.default_route_settings, **stage.route_settings}.items():
             if key not in routes and settings is not stage.default_route_settings:

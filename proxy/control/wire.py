@@ -25,6 +25,8 @@ from proxy.errors import BadRequestException, ControlError
 
 JSON = "application/json"
 API_MAPPING_SELECTION_EXPRESSION = "$request.basepath"
+DOMAIN_CONFIGURATION = {"endpointType": "REGIONAL", "securityPolicy": "TLS_1_2", "domainNameStatus": "AVAILABLE"}
+"""What AWS fills into a WebSocket custom domain's configuration (regional, TLS 1.2 only)."""
 _CHILDREN: dict[type, tuple[str, ...]] = {
     # Members that are our own bookkeeping, not the resource's wire shape.
     Route: ("route_responses",),
@@ -66,6 +68,7 @@ def encode(value: object, region: str) -> dict[str, Any]:
         plain["apiEndpoint"] = f"wss://{value.api_id}.execute-api.{region}.amazonaws.com"
     elif isinstance(value, DomainName):
         plain["apiMappingSelectionExpression"] = API_MAPPING_SELECTION_EXPRESSION
+        plain["domainNameConfigurations"] = [{**DOMAIN_CONFIGURATION, **c} for c in value.domain_name_configurations]
         plain["domainNameArn"] = f"arn:aws:apigateway:{region}::/domainnames/{value.domain_name}"
     return plain
 

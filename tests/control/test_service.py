@@ -247,8 +247,14 @@ def test_auto_deploy_redeploys_on_every_change(client: Any, admin: Admin) -> Non
 
 def test_domain_names_and_api_mappings_route_hosts(client: Any, admin: Admin) -> None:
     api_id, _ = deployed_api(client)
-    domain = client.create_domain_name(DomainName="chat.example.com")
+    certificate = "arn:aws:acm:us-east-1:123456789012:certificate/abc"
+    domain = client.create_domain_name(
+        DomainName="chat.example.com", DomainNameConfigurations=[{"CertificateArn": certificate}]
+    )
     assert domain["ApiMappingSelectionExpression"] == "$request.basepath"
+    configuration = domain["DomainNameConfigurations"][0]
+    assert configuration["CertificateArn"] == certificate
+    assert (configuration["EndpointType"], configuration["SecurityPolicy"]) == ("REGIONAL", "TLS_1_2")
     mapping = client.create_api_mapping(DomainName="chat.example.com", ApiId=api_id, Stage="prod", ApiMappingKey="v1")
     assert admin.catalog.resolve("chat.example.com", "/v1").api.api_id == api_id
     with pytest.raises(client.exceptions.ConflictException):
@@ -299,3 +305,24 @@ def test_references_are_checked(client: Any) -> None:
     with pytest.raises(client.exceptions.BadRequestException, match=r"\$default"):
         route_id = client.get_routes(ApiId=api_id)["Items"][0]["RouteId"]
         client.create_route_response(ApiId=api_id, RouteId=route_id, RouteResponseKey="other")
+
+
+def test_connect_only_settings_and_access_log_format(client: Any) -> None:
+    api_id, _ = deployed_api(client)
+    with pytest.raises(client.exceptions.BadRequestException, match=r"\$connect"):
+        client.create_route(ApiId=api_id, RouteKey="other", AuthorizationType="AWS_IAM")
+    connect = client.create_route(
+        ApiId=api_id, RouteKey="$connect", RequestParameters={"route.request.header.Auth": {"Required": True}}
+    )
+    client.delete_route_request_parameter(
+        ApiId=api_id, RouteId=connect["RouteId"], RequestParameterKey="route.request.header.Auth"
+    )
+    assert client.get_route(ApiId=api_id, RouteId=connect["RouteId"])["RequestParameters"] == {}
+    with pytest.raises(client.exceptions.BadRequestException, match="requestId"):
+        client.update_stage(ApiId=api_id, StageName="prod", AccessLogSettings={"Format": "$context.routeKey"})
+    stage = client.update_stage(
+        ApiId=api_id, StageName="prod", AccessLogSettings={"Format": "$context.requestId $context.routeKey"}
+    )
+    assert stage["AccessLogSettings"] == {"Format": "$context.requestId $context.routeKey"}
+    client.delete_access_log_settings(ApiId=api_id, StageName="prod")
+    assert "AccessLogSettings" not in client.get_stage(ApiId=api_id, StageName="prod")
