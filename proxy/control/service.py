@@ -249,9 +249,9 @@ class ControlService:
 
     def _commit(self, changes: list[Change], state: ApiState | None = None, *, redeploy: bool = False) -> None:
         """Persist ``changes`` (plus an auto-deployment if asked), then publish ``state``."""
-        if state is not None and redeploy:
-            changes.extend(self._auto_deploy(state))
         try:
+            if state is not None and redeploy:
+                changes.extend(self._auto_deploy(state))
             self.store.apply(changes)
         except Exception:
             self._load()  # memory was mutated first: bring it back to what the disk holds
