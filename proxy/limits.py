@@ -81,3 +81,15 @@ ECHO_PORT: Final = 9001
 DEFAULT_REGION: Final = "us-east-1"
 ACCOUNT_ID: Final = "123456789012"
 """Fixed fake account id used in ARNs and messages."""
+
+# --- Load generator (framegate bench) and echo backend ------------------------
+BENCH_DEFAULT_DURATION_S: Final = 10.0
+"""Measured load when neither --duration nor --messages is given."""
+BENCH_MAX_DURATION_S: Final = 15 * 60.0
+"""Hard ceiling on any bench run, --messages included: every load is bounded."""
+BENCH_PROGRESS_INTERVAL_S: Final = 0.5
+"""Live progress refresh on a terminal; also how often workers publish counters."""
+BENCH_HISTOGRAM_SUB_BUCKET_BITS: Final = 10
+"""Log-linear histogram: 2**10 linear sub-buckets per power of two, < 0.1 % value error."""
+BENCH_HISTOGRAM_MAX_NS: Final = 60 * 60 * 10**9
+"""Largest recordable latency (1 hour); larger values are clamped into the top bucket."""
