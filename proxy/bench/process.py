@@ -59,7 +59,7 @@ class ReadyProcess:
         timeout: float = HANDSHAKE_TIMEOUT_S,
     ) -> None:
         full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
-        self._stderr = tempfile.TemporaryFile("w+")  # a file, not a pipe: chatty logs never block the child
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop); a file, not a pipe: chatty logs never block the child
         command = [*(["taskset", "-c", str(cpu)] if cpu is not None else []), *argv]
         self.proc = subprocess.Popen(
             command,
