@@ -59,6 +59,12 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "account-level new connections per second (default %(default)s)",
     ),
+    "data_trace_max_bytes": (
+        "--data-trace-max-bytes",
+        int,
+        "payload bytes shown in data-trace log lines (default %(default)s)",
+    ),
+    "log_dir": ("--log-dir", str, "directory for access logs sent to arn:aws:logs ARNs (default: logs/ next to --db)"),
     "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR (default %(default)s)"),
 }
 

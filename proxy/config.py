@@ -39,6 +39,8 @@ class Config:
     account_rate_limit: float = limits.ACCOUNT_RATE_LIMIT
     new_connections_per_s: float = limits.NEW_CONNECTIONS_PER_S
     data_trace_max_bytes: int = limits.DATA_TRACE_MAX_BYTES
+    log_dir: str | None = None
+    """Where ``arn:aws:logs:...:log-group:NAME`` access logs go; None: ``logs/`` next to the db."""
     log_level: str = "INFO"
 
     def validate(self) -> None:

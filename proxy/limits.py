@@ -56,6 +56,8 @@ NEW_CONNECTIONS_PER_S: Final = 500.0
 """AWS: new connections per second per account and region."""
 THROTTLE_IDLE_RECLAIM_S: Final = 300.0
 """Token buckets untouched this long are dropped (they would be full anyway)."""
+THROTTLE_TOKEN_EPSILON: Final = 1e-9
+"""Token-count slack absorbing float error in clock readings (0.01 * k is not exact)."""
 
 # --- Control-plane quotas ---------------------------------------------------
 MAX_STAGES_PER_API: Final = 10
@@ -72,6 +74,20 @@ MAX_ADMIN_BODY_BYTES: Final = 1024 * 1024
 # --- Logging ----------------------------------------------------------------
 DATA_TRACE_MAX_BYTES: Final = 1024
 """Payload excerpt length in data-trace log lines."""
+ACCESS_LOG_FORMAT_MAX_BYTES: Final = 3 * 1024
+"""AWS: access log template size 3 KB."""
+ACCESS_LOG_FORMAT_CACHE: Final = 64
+"""Compiled access-log formats kept (one per distinct stage format in use)."""
+LOG_SINK_FLUSH_BYTES: Final = 64 * 1024
+"""A log sink writes out once this much is buffered, without waiting for the loop."""
+LOG_SINK_MAX_BUFFER_BYTES: Final = 4 * 1024 * 1024
+"""Past this many unwritten bytes a log sink drops lines (and counts them) rather than grow."""
+LOG_DIR_NAME: Final = "logs"
+"""Access logs for ``arn:aws:logs:...`` destinations go to this directory next to the db."""
+
+# --- Metrics ------------------------------------------------------------------
+LATENCY_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 29.0)
+"""Histogram buckets for integration and upstream-connect latency (29 s = integration timeout)."""
 
 # --- Addresses and identity ---------------------------------------------------
 DEFAULT_HOST: Final = "127.0.0.1"

@@ -13,13 +13,29 @@ stores these values) and the data plane (which only reads ``Target``s from a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from proxy.limits import INTEGRATION_TIMEOUT_MS, THROTTLING_BURST_LIMIT, THROTTLING_RATE_LIMIT
 
-EMPTY: Mapping[str, str] = MappingProxyType({})
+
+class _EmptyMapping(Mapping[str, str]):
+    """An immutable, hashable empty mapping: dataclasses refuse unhashable defaults (3.11+)."""
+
+    def __getitem__(self, key: str) -> str:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+
+EMPTY: Mapping[str, str] = _EmptyMapping()
 
 CONNECT = "$connect"
 DISCONNECT = "$disconnect"

@@ -1,0 +1,168 @@
+"""Prometheus collectors mirroring AWS's WebSocket API metrics, plus gateway internals.
+
+Layer 4. Everything registers in one ``CollectorRegistry``, ``REGISTRY``,
+served as ``/metrics`` on the admin port (``exposition``). Only ``proxy.server``
+updates these; the core never sees them.
+
+AWS metrics (namespace ``AWS/ApiGateway``, reference section 11) become
+Prometheus families labelled ``api_id`` and ``stage``:
+
+====================  =============================================
+AWS                   Prometheus
+====================  =============================================
+ConnectCount          ``framegate_connect_count_total``
+MessageCount          ``framegate_message_count_total`` (both directions)
+IntegrationError      ``framegate_integration_error_total``
+ClientError           ``framegate_client_error_total``
+ExecutionError        ``framegate_execution_error_total``
+IntegrationLatency    ``framegate_integration_latency_seconds`` (histogram)
+====================  =============================================
+
+AWS emits the per-route dimension set only when ``DetailedMetricsEnabled``;
+here that set is a twin family with a ``route`` label and a ``framegate_route_``
+prefix (``framegate_route_message_count_total{api_id,stage,route}``), so summing
+a stage family never double counts.
+
+Hot path: ``stage()``/``route()`` return cached ``StageMetrics`` holding
+pre-bound label children, and per-code/per-level children are cached, so an
+event costs one dict lookup and one ``inc()``, never a label resolution.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from proxy.limits import LATENCY_BUCKETS_S
+from proxy.throttle import LEVELS
+
+REGISTRY = CollectorRegistry()
+"""The process-wide registry ``/metrics`` serves."""
+
+STAGE_LABELS = ("api_id", "stage")
+ROUTE_LABELS = ("api_id", "stage", "route")
+
+
+class _AwsFamilies:
+    """The six AWS metric families for one label set (stage, or stage + route)."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str, labels: tuple[str, ...]) -> None:
+        def counter(name: str, text: str) -> Counter:
+            return Counter(f"{prefix}{name}", text, labels, registry=registry)
+
+        self.connect_count = counter("connect_count", "AWS ConnectCount: requests sent to the $connect route")
+        self.message_count = counter("message_count", "AWS MessageCount: messages from and to clients")
+        self.integration_error = counter("integration_error", "AWS IntegrationError: integration answered 4XX/5XX")
+        self.client_error = counter("client_error", "AWS ClientError: gateway answered 4XX before the integration")
+        self.execution_error = counter("execution_error", "AWS ExecutionError: errors while calling the integration")
+        self.integration_latency = Histogram(
+            f"{prefix}integration_latency_seconds",
+            "AWS IntegrationLatency: from sending to the integration to its response",
+            labels,
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+
+
+class StageMetrics:
+    """Pre-bound children of the AWS families for one (API, stage) or (API, stage, route)."""
+
+    __slots__ = (
+        "client_error",
+        "connect_count",
+        "execution_error",
+        "integration_error",
+        "integration_latency",
+        "message_count",
+    )
+
+    def __init__(self, families: _AwsFamilies, labels: tuple[str, ...]) -> None:
+        self.connect_count = families.connect_count.labels(*labels)
+        self.message_count = families.message_count.labels(*labels)
+        self.integration_error = families.integration_error.labels(*labels)
+        self.client_error = families.client_error.labels(*labels)
+        self.execution_error = families.execution_error.labels(*labels)
+        self.integration_latency = families.integration_latency.labels(*labels)
+
+
+class GatewayMetrics:
+    """All framegate collectors on one registry, with cached label children.
+
+    Construct one per registry (a second on the same registry raises, as
+    prometheus_client refuses duplicate names); tests pass a fresh registry.
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self._stage_families = _AwsFamilies(registry, "framegate_", STAGE_LABELS)
+        self._route_families = _AwsFamilies(registry, "framegate_route_", ROUTE_LABELS)
+        # api_id -> stage -> metrics (and -> route -> metrics): no key tuple built per lookup.
+        self._stages: dict[str, dict[str, StageMetrics]] = {}
+        self._routes: dict[str, dict[str, dict[str, StageMetrics]]] = {}
+
+        self.open_connections = Gauge(
+            "framegate_open_connections", "Client WebSocket connections currently open", registry=registry
+        )
+        self.bytes_in = Counter("framegate_bytes_in", "Bytes received from clients", registry=registry)
+        self.bytes_out = Counter("framegate_bytes_out", "Bytes sent to clients", registry=registry)
+        self.frames_fragmented = Counter(
+            "framegate_frames_fragmented", "Continuation-carrying frames received from clients", registry=registry
+        )
+        self.messages_reassembled = Counter(
+            "framegate_messages_reassembled", "Client messages reassembled from several frames", registry=registry
+        )
+        self._closes = Counter(
+            "framegate_closes", "Client connections closed, by close code (1009: too big)", ["code"], registry=registry
+        )
+        self._throttled = Counter(
+            "framegate_throttled_requests", "Requests refused by throttling, by level", ["level"], registry=registry
+        )
+        self.upstream_connect_failures = Counter(
+            "framegate_upstream_connect_failures", "Upstream (integration) connections that failed", registry=registry
+        )
+        self.upstream_connect_latency = Histogram(
+            "framegate_upstream_connect_latency_seconds",
+            "Time to open an upstream (integration) connection",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._close_children: dict[int, Counter] = {}
+        self._throttled_children = {level: self._throttled.labels(level) for level in LEVELS}
+
+    def stage(self, api_id: str, stage: str) -> StageMetrics:
+        """The AWS metrics of one stage (created on first use, then cached)."""
+        stages = self._stages.get(api_id)
+        if stages is None:
+            stages = self._stages[api_id] = {}
+        metrics = stages.get(stage)
+        if metrics is None:
+            metrics = stages[stage] = StageMetrics(self._stage_families, (api_id, stage))
+        return metrics
+
+    def route(self, api_id: str, stage: str, route_key: str) -> StageMetrics:
+        """The per-route AWS metrics; call only when the route has ``DetailedMetricsEnabled``."""
+        stages = self._routes.get(api_id)
+        if stages is None:
+            stages = self._routes[api_id] = {}
+        routes = stages.get(stage)
+        if routes is None:
+            routes = stages[stage] = {}
+        metrics = routes.get(route_key)
+        if metrics is None:
+            metrics = routes[route_key] = StageMetrics(self._route_families, (api_id, stage, route_key))
+        return metrics
+
+    def close(self, code: int) -> Counter:
+        """The close counter child for ``code``."""
+        child = self._close_children.get(code)
+        if child is None:
+            child = self._close_children[code] = self._closes.labels(str(code))
+        return child
+
+    def throttled(self, level: str) -> Counter:
+        """The throttled-requests child for a level from ``proxy.throttle.LEVELS``."""
+        return self._throttled_children[level]
+
+
+def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+    """The ``/metrics`` body and its Content-Type (Prometheus text format)."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,82 @@
+"""An admin server on an ephemeral loopback port, driven by boto3 and the aws CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from proxy.config import Config
+from proxy.control.catalog import MemoryCatalog
+from proxy.control.plane import ControlPlane, open_control_plane
+from proxy.metrics import exposition
+from proxy.server.admin import Exposition, start_admin_server
+
+DUMMY_CREDENTIALS = {"aws_access_key_id": "x", "aws_secret_access_key": "x", "region_name": "us-east-1"}
+
+
+@dataclass
+class Admin:
+    url: str
+    plane: ControlPlane
+    catalog: MemoryCatalog
+
+
+@contextmanager
+def running_admin(config: Config, metrics: Exposition = exposition) -> Iterator[Admin]:
+    """The control plane of ``config`` behind a real admin listener, its loop in a thread."""
+    catalog = MemoryCatalog()
+    plane = open_control_plane(config, catalog)
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(start_admin_server(plane.handle, "127.0.0.1", 0, metrics=metrics))
+    port = server.port
+    thread = threading.Thread(target=loop.run_forever, name="admin-loop", daemon=True)
+    thread.start()
+    try:
+        yield Admin(f"http://127.0.0.1:{port}", plane, catalog)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.run_until_complete(server.close())
+        loop.close()
+        plane.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "framegate.db")
+
+
+@pytest.fixture
+def admin(db_path: str) -> Iterator[Admin]:
+    with running_admin(Config(db_path=db_path)) as server:
+        yield server
+
+
+@pytest.fixture
+def client(admin: Admin) -> Iterator[Any]:
+    client = boto3.client("apigatewayv2", endpoint_url=admin.url, **DUMMY_CREDENTIALS)
+    yield client
+    client.close()
+
+
+def make_api(client: Any, name: str = "chat") -> str:
+    api_id: str = client.create_api(
+        Name=name, ProtocolType="WEBSOCKET", RouteSelectionExpression="$request.body.action"
+    )["ApiId"]
+    return api_id
+
+
+def make_proxy_route(client: Any, api_id: str, uri: str, route_key: str = "$default") -> tuple[str, str]:
+    """A route proxying to ``uri``; returns (route id, integration id)."""
+    integration = client.create_integration(ApiId=api_id, IntegrationType="HTTP_PROXY", IntegrationUri=uri)
+    target = f"integrations/{integration['IntegrationId']}"
+    route = client.create_route(ApiId=api_id, RouteKey=route_key, Target=target)
+    return route["RouteId"], integration["IntegrationId"]

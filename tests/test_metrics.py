@@ -1,0 +1,109 @@
+"""GatewayMetrics as a scraper sees it: Prometheus text parsed back with prometheus_client's parser."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.metrics import GatewayMetrics, exposition
+from proxy.throttle import LEVELS
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def scrape(registry: CollectorRegistry) -> dict[tuple[str, Labels], float]:
+    """Every sample of the exposition as ``{(sample name, sorted labels): value}``."""
+    body, _ = exposition(registry)
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def test_stage_counters_carry_aws_names_and_api_stage_labels(registry: CollectorRegistry) -> None:
+    metrics = GatewayMetrics(registry)
+    dev = metrics.stage("abc123defg", "dev")
+    dev.connect_count.inc()
+    dev.message_count.inc(3)
+    dev.client_error.inc()
+    dev.integration_error.inc(2)
+    dev.execution_error.inc()
+    dev.integration_latency.observe(0.02)
+    samples = scrape(registry)
+    labels = (("api_id", "abc123defg"), ("stage", "dev"))
+    assert samples[("framegate_connect_count_total", labels)] == 1
+    assert samples[("framegate_message_count_total", labels)] == 3
+    assert samples[("framegate_client_error_total", labels)] == 1
+    assert samples[("framegate_integration_error_total", labels)] == 2
+    assert samples[("framegate_execution_error_total", labels)] == 1
+    assert samples[("framegate_integration_latency_seconds_count", labels)] == 1
+    assert samples[("framegate_integration_latency_seconds_sum", labels)] == pytest.approx(0.02)
+    bucket = "framegate_integration_latency_seconds_bucket"
+    assert samples[(bucket, tuple(sorted((*labels, ("le", "0.025")))))] == 1
+    assert samples[(bucket, tuple(sorted((*labels, ("le", "0.01")))))] == 0
+
+
+def test_stage_metrics_are_cached_per_api_and_stage(registry: CollectorRegistry) -> None:
+    metrics = GatewayMetrics(registry)
+    assert metrics.stage("a", "dev") is metrics.stage("a", "dev")
+    assert metrics.stage("a", "dev") is not metrics.stage("a", "prod")
+    assert metrics.route("a", "dev", "chat") is metrics.route("a", "dev", "chat")
+    assert metrics.close(1009) is metrics.close(1009)
+
+
+def test_detailed_route_metrics_are_a_separate_family_with_a_route_label(registry: CollectorRegistry) -> None:
+    metrics = GatewayMetrics(registry)
+    metrics.stage("a", "dev").message_count.inc()
+    metrics.route("a", "dev", "chat").message_count.inc()
+    samples = scrape(registry)
+    assert samples[("framegate_route_message_count_total", (("api_id", "a"), ("route", "chat"), ("stage", "dev")))] == 1
+    stage_family = [key for key in samples if key[0] == "framegate_message_count_total"]
+    assert stage_family == [("framegate_message_count_total", (("api_id", "a"), ("stage", "dev")))]
+
+
+def test_gateway_counters_closes_by_code_and_throttling_by_level(registry: CollectorRegistry) -> None:
+    metrics = GatewayMetrics(registry)
+    metrics.open_connections.inc(2)
+    metrics.open_connections.dec()
+    metrics.bytes_in.inc(100)
+    metrics.bytes_out.inc(40)
+    metrics.frames_fragmented.inc(3)
+    metrics.messages_reassembled.inc()
+    metrics.close(1009).inc()
+    metrics.close(1000).inc(2)
+    metrics.throttled("route").inc()
+    metrics.upstream_connect_failures.inc()
+    metrics.upstream_connect_latency.observe(0.003)
+    samples = scrape(registry)
+    assert samples[("framegate_open_connections", ())] == 1
+    assert samples[("framegate_bytes_in_total", ())] == 100
+    assert samples[("framegate_bytes_out_total", ())] == 40
+    assert samples[("framegate_frames_fragmented_total", ())] == 3
+    assert samples[("framegate_messages_reassembled_total", ())] == 1
+    assert samples[("framegate_closes_total", (("code", "1009"),))] == 1
+    assert samples[("framegate_closes_total", (("code", "1000"),))] == 2
+    assert samples[("framegate_upstream_connect_failures_total", ())] == 1
+    assert samples[("framegate_upstream_connect_latency_seconds_count", ())] == 1
+    throttled = {level: samples[("framegate_throttled_requests_total", (("level", level),))] for level in LEVELS}
+    assert throttled == {"new_connections": 0, "account": 0, "stage": 0, "route": 1}
+
+
+def test_exposition_is_prometheus_text(registry: CollectorRegistry) -> None:
+    GatewayMetrics(registry)
+    body, content_type = exposition(registry)
+    assert content_type.startswith("text/plain")
+    assert b"# TYPE framegate_connect_count_total counter" in body
+
+
+def test_one_registry_holds_one_gateway_metrics() -> None:
+    registry = CollectorRegistry()
+    GatewayMetrics(registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        GatewayMetrics(registry)

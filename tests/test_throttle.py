@@ -1,0 +1,259 @@
+"""Token buckets and the three-level throttler, on a fake clock."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from proxy import limits
+from proxy.control.model import CONNECT, RouteSettings, Stage
+from proxy.throttle import (
+    ACCOUNT,
+    NEW_CONNECTIONS,
+    ROUTE,
+    STAGE,
+    Throttler,
+    TokenBucket,
+    effective_route_settings,
+    resolve_limits,
+)
+
+DATE = "2026-01-01T00:00:00Z"
+UNSET = RouteSettings()
+
+
+class FakeClock:
+    """A clock that only moves when a test says so."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_stage(
+    default: RouteSettings = UNSET, routes: dict[str, RouteSettings] | None = None, name: str = "dev"
+) -> Stage:
+    return Stage(name, DATE, DATE, default_route_settings=default, route_settings=routes or {})
+
+
+def make_throttler(
+    clock: FakeClock, account_burst: int = 1000, account_rate: float = 1000.0, new_connections: float = 1000.0
+) -> Throttler:
+    return Throttler(
+        clock=clock, account_burst=account_burst, account_rate=account_rate, new_connections_per_s=new_connections
+    )
+
+
+def flood(bucket: TokenBucket, steps: int, step: float) -> int:
+    """At t = 0, step, 2*step, ... steps*step take until refused; count admissions."""
+    admitted = 0
+    for k in range(steps + 1):
+        now = k * step
+        while bucket.take(now):
+            admitted += 1
+    return admitted
+
+
+def test_bucket_starts_full_and_refuses_when_empty() -> None:
+    bucket = TokenBucket(rate=1.0, burst=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_bucket_refills_at_rate_and_caps_at_burst() -> None:
+    bucket = TokenBucket(rate=2.0, burst=3, now=0.0)
+    assert sum(bucket.take(0.0) for _ in range(3)) == 3
+    assert bucket.take(0.25) is False  # half a token
+    assert bucket.take(0.5) is True  # one token
+    assert sum(bucket.take(100.0) for _ in range(10)) == 3  # long idle refills only to burst
+
+
+@pytest.mark.parametrize(
+    ("burst", "rate", "seconds", "steps_per_s"),
+    [
+        (100, 2000.0, 1.5, 4096),
+        (5000, 10000.0, 2.0, 16384),
+        (10, 7.3, 3.0, 1000),
+        (1, 0.5, 9.0, 10),
+        (1, 50.0, 2.0, 100),
+    ],
+)
+def test_flood_admits_exactly_burst_plus_rate_times_duration(
+    burst: int, rate: float, seconds: float, steps_per_s: int
+) -> None:
+    bucket = TokenBucket(rate=rate, burst=burst, now=0.0)
+    steps = round(seconds * steps_per_s)
+    admitted = flood(bucket, steps, 1 / steps_per_s)
+    assert admitted == burst + math.floor(rate * seconds)
+
+
+@given(
+    burst=st.integers(2, 40),
+    rate_quarters=st.integers(0, 4000),
+    step_exponent=st.integers(4, 12),
+    steps=st.integers(1, 600),
+)
+def test_flood_exactness_for_any_binary_exact_inputs(
+    burst: int, rate_quarters: int, step_exponent: int, steps: int
+) -> None:
+    rate = rate_quarters / 4
+    step = 2.0**-step_exponent
+    # A flood leaves under one token after each step; if a step's refill could then overflow the
+    # bucket, the cap (not the rate) decides what a sampled flood gets, as for any token bucket.
+    assume(rate * step <= burst - 1)
+    bucket = TokenBucket(rate=rate, burst=burst, now=0.0)
+    admitted = flood(bucket, steps, step)
+    assert admitted == burst + math.floor(rate * steps * step)
+
+
+def test_zero_burst_admits_nothing_whatever_the_rate() -> None:
+    bucket = TokenBucket(rate=50.0, burst=0, now=0.0)
+    assert flood(bucket, 200, 0.01) == 0
+
+
+def test_give_back_returns_the_token() -> None:
+    bucket = TokenBucket(rate=0.0, burst=1, now=0.0)
+    assert bucket.take(0.0)
+    bucket.give_back()
+    assert bucket.take(0.0)
+    assert not bucket.take(0.0)
+
+
+def test_reconfigure_keeps_tokens_and_caps_them_at_the_new_burst() -> None:
+    bucket = TokenBucket(rate=0.0, burst=10, now=0.0)
+    for _ in range(4):
+        bucket.take(0.0)
+    bucket.reconfigure(rate=0.0, burst=20, now=0.0)
+    assert sum(bucket.take(0.0) for _ in range(30)) == 6
+    full = TokenBucket(rate=0.0, burst=10, now=0.0)
+    full.reconfigure(rate=0.0, burst=2, now=0.0)
+    assert sum(full.take(0.0) for _ in range(30)) == 2
+
+
+def test_route_settings_override_stage_default_field_by_field() -> None:
+    stage = make_stage(
+        RouteSettings(throttling_burst_limit=50, throttling_rate_limit=5.0, data_trace_enabled=True),
+        {"chat": RouteSettings(throttling_rate_limit=1.0, logging_level="INFO")},
+    )
+    merged = effective_route_settings(stage, "chat")
+    assert merged == RouteSettings(
+        throttling_burst_limit=50, throttling_rate_limit=1.0, data_trace_enabled=True, logging_level="INFO"
+    )
+    assert effective_route_settings(stage, "other") is stage.default_route_settings
+
+
+def test_limits_fall_back_to_aws_defaults_and_are_capped_by_the_account() -> None:
+    unset = resolve_limits(make_stage(), "x", account_burst=10**9, account_rate=1e9)
+    assert (unset.burst, unset.rate, unset.level) == (
+        limits.THROTTLING_BURST_LIMIT,
+        limits.THROTTLING_RATE_LIMIT,
+        STAGE,
+    )
+    stage = make_stage(routes={"x": RouteSettings(throttling_burst_limit=900, throttling_rate_limit=9000.0)})
+    capped = resolve_limits(stage, "x", account_burst=100, account_rate=10.0)
+    assert (capped.burst, capped.rate, capped.level) == (100, 10.0, ROUTE)
+
+
+def test_each_route_key_has_its_own_bucket() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock)
+    stage = make_stage(RouteSettings(throttling_burst_limit=2, throttling_rate_limit=0.0))
+    assert [throttler.admit_message("a1", stage, "chat") for _ in range(3)] == [None, None, STAGE]
+    assert [throttler.admit_message("a1", stage, "join") for _ in range(3)] == [None, None, STAGE]
+    assert throttler.admit_message("a2", stage, "chat") is None  # another API, another bucket
+
+
+def test_route_override_refuses_with_level_route() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock)
+    stage = make_stage(routes={"chat": RouteSettings(throttling_burst_limit=1, throttling_rate_limit=0.0)})
+    assert throttler.admit_message("a1", stage, "chat") is None
+    assert throttler.admit_message("a1", stage, "chat") == ROUTE
+
+
+def test_connect_uses_the_connect_route_settings() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock)
+    stage = make_stage(routes={CONNECT: RouteSettings(throttling_burst_limit=1, throttling_rate_limit=0.0)})
+    assert throttler.admit_connect("a1", stage) is None
+    assert throttler.admit_connect("a1", stage) == ROUTE
+    assert throttler.admit_message("a1", stage, "chat") is None
+
+
+def test_account_bucket_is_shared_and_refusal_does_not_spend_route_tokens() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock, account_burst=2, account_rate=1.0)
+    stage = make_stage(routes={"r": RouteSettings(throttling_burst_limit=2, throttling_rate_limit=0.0)})
+    assert throttler.admit_message("a1", stage, "other") is None
+    assert throttler.admit_message("a2", stage, "other") is None
+    assert throttler.admit_message("a1", stage, "r") == ACCOUNT
+    clock.now = 2.0  # two account tokens again; route "r" never paid for the refusal
+    assert [throttler.admit_message("a1", stage, "r") for _ in range(3)] == [None, None, ROUTE]
+
+
+def test_new_connections_bucket_refuses_connects_only() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock, new_connections=2.0)
+    stage = make_stage()
+    assert [throttler.admit_connect("a1", stage) for _ in range(3)] == [None, None, NEW_CONNECTIONS]
+    assert throttler.admit_message("a1", stage, "chat") is None
+    clock.now = 0.5
+    assert throttler.admit_connect("a1", stage) is None
+
+
+def test_new_connection_refusal_gives_back_route_and_account_tokens() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock, account_burst=3, account_rate=0.0, new_connections=1.0)
+    stage = make_stage(routes={CONNECT: RouteSettings(throttling_burst_limit=2, throttling_rate_limit=0.0)})
+    assert throttler.admit_connect("a1", stage) is None
+    assert throttler.admit_connect("a1", stage) == NEW_CONNECTIONS
+    clock.now = 1.0
+    assert throttler.admit_connect("a1", stage) is None  # the refused attempt cost the $connect route nothing
+    assert throttler.admit_message("a1", stage, "x") is None  # account: 3 - 2 admitted connects = 1 left
+    assert throttler.admit_message("a1", stage, "x") == ACCOUNT
+
+
+def test_updated_stage_applies_to_the_existing_bucket_keeping_its_tokens() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock)
+    stage = make_stage(RouteSettings(throttling_burst_limit=10, throttling_rate_limit=0.0))
+    for _ in range(7):
+        assert throttler.admit_message("a1", stage, "chat") is None
+    lowered = replace(stage, route_settings={"chat": RouteSettings(throttling_burst_limit=1)})
+    assert throttler.admit_message("a1", lowered, "chat") is None  # 3 left, capped to 1
+    assert throttler.admit_message("a1", lowered, "chat") == ROUTE
+    raised = replace(stage, default_route_settings=RouteSettings(throttling_burst_limit=10, throttling_rate_limit=4.0))
+    clock.now = 1.0
+    assert throttler.admit_message("a1", raised, "chat") == STAGE  # seen now: refill starts now
+    clock.now = 2.0
+    assert [throttler.admit_message("a1", raised, "chat") for _ in range(5)] == [None] * 4 + [STAGE]
+
+
+def test_same_limits_in_a_new_stage_object_keep_the_bucket_state() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock)
+    stage = make_stage(RouteSettings(throttling_burst_limit=1, throttling_rate_limit=0.0))
+    assert throttler.admit_message("a1", stage, "chat") is None
+    republished = replace(stage, stage_variables={"v": "1"})
+    assert throttler.admit_message("a1", republished, "chat") == STAGE
+
+
+def test_idle_full_buckets_are_reclaimed_and_partial_ones_kept() -> None:
+    clock = FakeClock()
+    throttler = Throttler(
+        clock=clock, account_burst=1000, account_rate=1000.0, new_connections_per_s=1000.0, idle_reclaim_s=10.0
+    )
+    refilling = make_stage(RouteSettings(throttling_burst_limit=5, throttling_rate_limit=100.0), name="fast")
+    stuck = make_stage(RouteSettings(throttling_burst_limit=5, throttling_rate_limit=0.0), name="slow")
+    throttler.admit_message("a1", refilling, "chat")
+    throttler.admit_message("a1", stuck, "chat")
+    assert throttler.bucket_count() == 2
+    clock.now = 25.0
+    throttler.admit_message("a2", refilling, "chat")
+    assert throttler.bucket_count() == 2  # a1/fast reclaimed, a1/slow kept (not full), a2/fast new
+    assert [throttler.admit_message("a1", stuck, "chat") for _ in range(5)] == [None] * 4 + [STAGE]
