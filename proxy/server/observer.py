@@ -12,7 +12,7 @@ module keeps every observability decision out of the relay code:
   frame instead, keep the connection); ``sent`` per message to the client;
   ``closed`` once, with the close code.
 
-``context`` arguments are anything with ``variables() -> Mapping[str, str]``
+``context`` arguments are anything with ``fields() -> Mapping[str, str]``
 (``proxy.control.context.RequestContext``): they are only asked for when the
 stage writes access logs, so a stage without them pays nothing.
 """
@@ -40,7 +40,7 @@ STATUS_THROTTLED: Final = "429"
 
 
 class HasVariables(Protocol):
-    def variables(self) -> Mapping[str, str]:
+    def fields(self) -> Mapping[str, str]:
         """``$context`` values by name without the prefix (``requestId``, ``identity.sourceIp``)."""
         ...
 
@@ -93,7 +93,7 @@ class Observer:
         refused = self.throttler.admit_connect(api_id, stage)
         settings = effective_route_settings(stage, CONNECT)
         if ExecutionLog.level(settings) is not None:
-            request_id = context.variables().get("requestId", "-")
+            request_id = context.fields().get("requestId", "-")
             if refused is None:
                 self.execution.request(settings, request_id, connection_id, CONNECT, b"")
             else:
@@ -125,8 +125,8 @@ class Observer:
         settings = stage.access_log_settings
         if settings is None or not settings.destination_arn or not settings.format:
             return
-        variables = context.variables()
-        if "status" not in variables:
+        variables = context.fields()
+        if variables.get("status", "-") == "-":
             variables = {**variables, "status": status}
         self.sinks.write(settings.destination_arn, render_access_line(settings.format, variables))
 
@@ -184,7 +184,7 @@ class ConnectionObserver:
             view.detailed.message_count.inc()
         refused = observer.throttler.admit_message(self.api_id, stage, route_key)
         if view.logged:
-            request_id = context.variables().get("requestId", "-")
+            request_id = context.fields().get("requestId", "-")
             if refused is None:
                 observer.execution.request(view.settings, request_id, self.connection_id, route_key, payload)
             else:

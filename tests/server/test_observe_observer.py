@@ -30,7 +30,7 @@ class Context:
     request_id: str = "req-1"
     extra: dict[str, str] = field(default_factory=dict)
 
-    def variables(self) -> Mapping[str, str]:
+    def fields(self) -> Mapping[str, str]:
         return {"requestId": self.request_id, "eventType": self.event_type, **self.extra}
 
 
@@ -141,8 +141,8 @@ def test_sent_messages_count_and_close_records_code_and_disconnect(
 
 def test_stage_without_access_logs_never_asks_for_variables(observer: Observer, tmp_path: Path) -> None:
     class Untouchable:
-        def variables(self) -> Mapping[str, str]:
-            raise AssertionError("variables() built for a stage that logs nothing")
+        def fields(self) -> Mapping[str, str]:
+            raise AssertionError("fields() built for a stage that logs nothing")
 
     stage = Stage("dev", DATE, DATE)
     connection = observer.connected(API, stage, "c1", Untouchable())
