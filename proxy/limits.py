@@ -98,6 +98,21 @@ DEFAULT_REGION: Final = "us-east-1"
 ACCOUNT_ID: Final = "123456789012"
 """Fixed fake account id used in ARNs and messages."""
 
+# --- Route selection and templates (compiled once, cached) -------------------
+SELECTION_EXPRESSION_CACHE: Final = 256
+"""Compiled selection expressions kept (route, template and response selection)."""
+ROUTE_TABLE_CACHE: Final = 64
+"""Deployment snapshots whose compiled route tables are kept."""
+TEMPLATE_CACHE: Final = 256
+"""Compiled mapping templates kept."""
+MIN_HTTP_STATUS: Final = 100
+MAX_HTTP_STATUS: Final = 599
+"""A MOCK request template's ``statusCode`` must be a real HTTP status."""
+MOCK_DEFAULT_STATUS: Final = 200
+"""A MOCK integration without a request template answers this (AWS: 200)."""
+MAX_TEMPLATE_LOOP_ITERATIONS: Final = 10_000
+"""``#foreach`` iterations one template render may run (all loops together)."""
+
 # --- Load generator (framegate bench) and echo backend ------------------------
 BENCH_DEFAULT_DURATION_S: Final = 10.0
 """Measured load when neither --duration nor --messages is given."""
