@@ -151,12 +151,13 @@ def _figures(
         "mb": summary["messages"] * summary["size"] / MB,
         "setups": summary["messages"],
     }
+    timed_messages = workload.timed and summary["messages"] > 0
     figures: dict[str, Any] = {
         "msgs_per_s": summary["msgs_per_s"],
         "mb_per_s": summary["mb_per_s"],
         "connections_per_s": summary["connections_per_s"],
-        "p50_us": summary["latency_us"]["p50"],
-        "p99_us": summary["latency_us"]["p99"],
+        "p50_us": summary["latency_us"]["p50"] if timed_messages else None,
+        "p99_us": summary["latency_us"]["p99"] if timed_messages else None,
         "connect_p99_ms": summary["connect_ms"]["p99"],
         "proxy_cpu_s": cpu,
         "errors": summary["errors"],
