@@ -126,7 +126,7 @@ CONTENDERS: dict[str, Starter] = {
     "direct": direct,
     "framegate": _framegate({}),
     "framegate-pure": _framegate({"FRAMEGATE_PURE": "1"}),
-    "raw-relay": _python_peer("benchmarks.peers.raw_relay", "raw-relay ready"),
+    "raw": _python_peer("benchmarks.peers.raw_relay", "raw-relay ready"),
     "ws-proxy": _python_peer("benchmarks.peers.ws_proxy", "ws-proxy ready"),
     "nginx": nginx,
 }

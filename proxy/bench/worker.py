@@ -115,23 +115,26 @@ class Driver(Listener):
         self.result.connect.record(conn.connect_ns)
         self._live += 1
         if self.sending and self.plan.rate is None:
-            for _ in range(self.plan.window):
-                self._send(conn)
+            self._send(conn, self.plan.window)
 
-    def message(self, conn: BenchConnection, received_ns: int) -> None:
-        if not conn.pending:
-            return  # not ours (a server-initiated message): nothing to time
-        stamp = conn.pending.popleft()
-        if self.measuring and stamp >= self.measure_from_ns:
-            result = self.result
-            result.latency.record(received_ns - stamp)
-            result.messages += 1
-            quota = self.plan.messages
-            if quota is not None and result.messages >= quota:
-                self._finish()
-                return
-        if self.sending and self.plan.rate is None:
-            self._send(conn)
+    def messages(self, conn: BenchConnection, count: int, received_ns: int) -> None:
+        pending = conn.pending
+        measuring = self.measuring
+        result = self.result
+        record = result.latency.record
+        since = self.measure_from_ns
+        echoed = min(count, len(pending))  # more than pending: server-initiated, nothing to time
+        for _ in range(echoed):
+            stamp = pending.popleft()
+            if measuring and stamp >= since:
+                record(received_ns - stamp)
+                result.messages += 1
+        quota = self.plan.messages
+        if quota is not None and result.messages >= quota:
+            self._finish()
+            return
+        if self.sending and self.plan.rate is None and echoed:
+            self._send(conn, echoed)
 
     def failed(self, conn: BenchConnection | None, key: str) -> None:
         self.result.errors[key] += 1
@@ -143,18 +146,19 @@ class Driver(Listener):
     def closed(self, conn: BenchConnection) -> None:
         pass
 
-    def _send(self, conn: BenchConnection) -> None:
-        if conn.is_open and self.admit():
-            conn.send(self.clock())
+    def _send(self, conn: BenchConnection, count: int = 1) -> None:
+        count = self.admit(count)
+        if conn.is_open and count:
+            conn.send(self.clock(), count)
 
-    def admit(self) -> bool:
-        """Count one send against the measured quota; False once the quota is spent."""
+    def admit(self, count: int = 1) -> int:
+        """How many of ``count`` sends the measured quota still allows (all of them before measuring)."""
         if self.measuring:
             quota = self.plan.messages
-            if quota is not None and self.sent_measured >= quota:
-                return False
-            self.sent_measured += 1
-        return True
+            if quota is not None:
+                count = max(0, min(count, quota - self.sent_measured))
+            self.sent_measured += count
+        return count
 
     # --- run ------------------------------------------------------------------------
     async def run(self) -> WorkerResult:
