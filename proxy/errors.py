@@ -7,6 +7,8 @@ frames or HTTP replies::
      ├── ProtocolError(close_code)          a peer broke RFC 6455 or an AWS cap
      │    └── PayloadTooBig                  frame or message over its limit (1009)
      ├── HandshakeError(status_hint)        the upgrade cannot be accepted
+     ├── IntegrationError                   an integration cannot run or answer
+     │                                      (client sees "Internal server error")
      └── ControlError(status)               control-plane failures, AWS shapes:
           ├── BadRequestException            400
           ├── AccessDeniedException          403
@@ -56,6 +58,16 @@ class HandshakeError(FramegateError):
         super().__init__(message)
         self.status_hint = status_hint
         self.body = body if body is not None else message
+
+
+class IntegrationError(FramegateError):
+    """An integration failed at runtime: a missing stage variable, a MOCK
+    template that yields no ``statusCode``, a template helper given bad input.
+
+    The data plane answers with the "Internal server error" frame (messages)
+    or refuses the upgrade (``$connect``); the message says what went wrong
+    for the execution log, never for the client.
+    """
 
 
 class ControlError(FramegateError):

@@ -97,3 +97,30 @@ ECHO_PORT: Final = 9001
 DEFAULT_REGION: Final = "us-east-1"
 ACCOUNT_ID: Final = "123456789012"
 """Fixed fake account id used in ARNs and messages."""
+
+# --- Route selection and templates (compiled once, cached) -------------------
+SELECTION_EXPRESSION_CACHE: Final = 256
+"""Compiled selection expressions kept (route, template and response selection)."""
+ROUTE_TABLE_CACHE: Final = 64
+"""Deployment snapshots whose compiled route tables are kept."""
+TEMPLATE_CACHE: Final = 256
+"""Compiled mapping templates kept."""
+MIN_HTTP_STATUS: Final = 100
+MAX_HTTP_STATUS: Final = 599
+"""A MOCK request template's ``statusCode`` must be a real HTTP status."""
+MOCK_DEFAULT_STATUS: Final = 200
+"""A MOCK integration without a request template answers this (AWS: 200)."""
+MAX_TEMPLATE_LOOP_ITERATIONS: Final = 10_000
+"""``#foreach`` iterations one template render may run (all loops together)."""
+
+# --- Load generator (framegate bench) and echo backend ------------------------
+BENCH_DEFAULT_DURATION_S: Final = 10.0
+"""Measured load when neither --duration nor --messages is given."""
+BENCH_MAX_DURATION_S: Final = 15 * 60.0
+"""Hard ceiling on any bench run, --messages included: every load is bounded."""
+BENCH_PROGRESS_INTERVAL_S: Final = 0.5
+"""Live progress refresh on a terminal; also how often workers publish counters."""
+BENCH_HISTOGRAM_SUB_BUCKET_BITS: Final = 10
+"""Log-linear histogram: 2**10 linear sub-buckets per power of two, < 0.1 % value error."""
+BENCH_HISTOGRAM_MAX_NS: Final = 60 * 60 * 10**9
+"""Largest recordable latency (1 hour); larger values are clamped into the top bucket."""

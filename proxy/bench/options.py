@@ -46,3 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE (- for stdout)")
     parser.add_argument("--seed", type=int, default=0, help="payload and schedule seed (default %(default)s)")
+    parser.add_argument(
+        "--marks", action="store_true", help="print 'framegate bench mark start|end' when measuring starts and ends"
+    )

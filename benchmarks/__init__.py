@@ -1,0 +1,1 @@
+"""framegate's benchmark suite: ``python -m benchmarks.run`` (end to end) and its peers."""

@@ -1,0 +1,133 @@
+"""The contenders benchmarks/run.py puts in front of the echo backend, each started and stopped by PID.
+
+``direct`` is no proxy at all (the load talks to the backend); the others are
+processes whose CPU time and memory are the measured cost of the hop.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.bench.process import REPO_ROOT, ReadyProcess, python_argv, raise_fd_limit
+from proxy.limits import CLOSE_TIMEOUT_S, HANDSHAKE_TIMEOUT_S
+
+STAGE_PATH = "/prod"
+"""Every contender is loaded on this path: framegate's ``--backend`` stage; the others ignore it."""
+_POLL_S = 0.05  # nginx prints no ready line: how often to try its port while it starts
+NGINX_TEMPLATE = Path(__file__).resolve().parent / "peers" / "nginx.conf.tmpl"
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A started contender: the URL to load and the PID whose CPU and RSS are the proxy's (None: direct)."""
+
+    url: str
+    pid: int | None
+    note: str = ""
+
+
+Starter = Callable[[str, int | None], AbstractContextManager[Running]]
+"""``start(backend_url, cpu)``: a context manager that runs the contender (pinned to ``cpu``)."""
+
+
+@contextmanager
+def direct(backend: str, cpu: int | None) -> Iterator[Running]:
+    yield Running(backend + STAGE_PATH, None, "no proxy: the load talks to the echo backend")
+
+
+def _framegate(env: dict[str, str]) -> Starter:
+    @contextmanager
+    def start(backend: str, cpu: int | None) -> Iterator[Running]:
+        with tempfile.TemporaryDirectory(prefix="framegate-bench-") as tmp:
+            argv = python_argv(
+                "-m", "proxy", "serve", "--backend", backend, "--port", "0", "--admin-port", "0",
+                "--db", str(Path(tmp) / "framegate.db"), "--log-level", "WARNING",
+            )  # fmt: skip
+            with ReadyProcess(argv, "framegate ready", env=env, cpu=cpu) as proc:
+                codec = proc.ready_line.rsplit("codec=", 1)[-1].split()[0] if "codec=" in proc.ready_line else "?"
+                yield Running(proc.url + STAGE_PATH, proc.pid, f"codec={codec}")
+
+    return start
+
+
+def _python_peer(module: str, prefix: str) -> Starter:
+    @contextmanager
+    def start(backend: str, cpu: int | None) -> Iterator[Running]:
+        argv = python_argv("-m", module, "--backend", backend, "--port", "0")
+        with ReadyProcess(argv, prefix, cpu=cpu) as proc:
+            yield Running(proc.url + STAGE_PATH, proc.pid)
+
+    return start
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (nginx cannot listen on port 0 and report it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"nginx exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+                return
+        except OSError:
+            time.sleep(_POLL_S)
+    raise TimeoutError(f"nginx did not listen on {port} within {timeout} s")
+
+
+@contextmanager
+def nginx(backend: str, cpu: int | None) -> Iterator[Running]:
+    binary = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+    if binary is None:
+        raise FileNotFoundError("nginx is not installed: skipped (apt-get install nginx-light to include it)")
+    backend_port = backend.rsplit(":", 1)[1]
+    with tempfile.TemporaryDirectory(prefix="framegate-nginx-") as tmp:
+        port = free_port()
+        conf = (
+            NGINX_TEMPLATE.read_text()
+            .replace("@PREFIX@", tmp)
+            .replace("@LISTEN_PORT@", str(port))
+            .replace("@BACKEND_PORT@", backend_port)
+        )
+        (Path(tmp) / "nginx.conf").write_text(conf)
+        command = [*(["taskset", "-c", str(cpu)] if cpu is not None else []), binary, "-p", tmp, "-c", "nginx.conf"]
+        proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=raise_fd_limit
+        )
+        try:
+            _wait_listening(port, proc, HANDSHAKE_TIMEOUT_S)
+            yield Running(f"ws://127.0.0.1:{port}{STAGE_PATH}", proc.pid, "1 worker")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(CLOSE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+CONTENDERS: dict[str, Starter] = {
+    "direct": direct,
+    "framegate": _framegate({}),
+    "framegate-pure": _framegate({"FRAMEGATE_PURE": "1"}),
+    "raw-relay": _python_peer("benchmarks.peers.raw_relay", "raw-relay ready"),
+    "ws-proxy": _python_peer("benchmarks.peers.ws_proxy", "ws-proxy ready"),
+    "nginx": nginx,
+}
+"""In the order they run; ratios are taken against ``raw-relay`` and ``ws-proxy``."""

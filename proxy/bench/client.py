@@ -1,0 +1,287 @@
+"""The load generator's WebSocket client: a raw ``asyncio.Protocol`` on ``proxy.codec``.
+
+Layer 5 (IO). No websockets library and no coroutine per message: the
+handshake is a fixed request and a status-line check, messages are
+pre-encoded once per connection, and every echo is handled inside
+``data_received`` by a callback into the driver (``proxy.bench.worker``).
+That is what lets one process out-run a ``websockets`` client several times
+over, so the load side is not what a benchmark measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import cast
+from urllib.parse import urlsplit
+
+from proxy.codec import FrameDecoder, FrameEncoder
+from proxy.errors import ProtocolError
+from proxy.frames import CloseCode, Opcode, parse_close
+from proxy.limits import MAX_FRAME_BYTES, MAX_REQUEST_HEAD_BYTES
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_HEAD_END = b"\r\n\r\n"
+_NONCE_BYTES = 16
+_MASK_KEY_BYTES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where to connect and what to ask for, parsed once from ``--url``."""
+
+    host: str
+    port: int
+    path: str
+    host_header: str
+
+    @classmethod
+    def from_url(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        if parts.scheme != "ws":
+            raise ValueError(f"only ws:// URLs are supported, got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"URL has no host: {url!r}")
+        port = parts.port or 80
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.hostname, port, path, parts.netloc)
+
+
+def error_key(kind: str, code: int | str) -> str:
+    """How errors are grouped: ``close:1009``, ``http:429``, ``connect:ECONNREFUSED``, ``timeout:connect``."""
+    return f"{kind}:{code}"
+
+
+def _os_error_key(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return error_key("connect", name)
+
+
+class Listener:
+    """What a connection reports to its driver; the driver overrides what it needs."""
+
+    def opened(self, conn: BenchConnection) -> None: ...
+
+    def message(self, conn: BenchConnection, received_ns: int) -> None: ...
+
+    def failed(self, conn: BenchConnection | None, key: str) -> None:
+        """``conn`` is None when no socket was ever connected."""
+
+    def closed(self, conn: BenchConnection) -> None: ...
+
+
+class BenchConnection(asyncio.Protocol):
+    """One client connection: upgrade, then pre-encoded messages out and echoes in.
+
+    Args:
+        target: where and what path to upgrade.
+        listener: receives ``opened``/``message``/``failed``/``closed``.
+        frame: the message this connection sends, already encoded and masked
+            once with a per-connection key. A load generator's mask need not
+            be unpredictable; the proxy still unmasks every frame it reads.
+        clock: nanosecond monotonic clock, injected by the driver.
+    """
+
+    def __init__(self, target: Target, listener: Listener, frame: bytes, clock: Callable[[], int]) -> None:
+        self.target = target
+        self.listener = listener
+        self.frame = frame
+        self.clock = clock
+        self.pending: deque[int] = deque()
+        """Send (or scheduled send) times of messages not yet echoed, oldest first."""
+        self.started_ns = clock()
+        self.connect_ns = 0
+        """Connect plus handshake time, set once open."""
+        self.is_open = False
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[bool] = loop.create_future()
+        """True once upgraded; False if the connection failed before that."""
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._transport: asyncio.Transport | None = None
+        self._head = bytearray()
+        self._nonce = base64.b64encode(os.urandom(_NONCE_BYTES))
+        self._decoder = FrameDecoder(server_side=False)
+        self._encoder = FrameEncoder(client_side=True)
+        self._closing = False
+        self._failed = False
+
+    # --- asyncio.Protocol -----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self._transport.write(self._request())
+
+    def data_received(self, data: bytes) -> None:
+        if self.is_open:
+            self._frames_received(data)
+        else:
+            self._head_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.is_open and not self._closing and not self._failed:
+            self.fail(error_key("close", CloseCode.ABNORMAL))
+        elif not self.is_open and not self._failed:
+            self.fail(error_key("handshake", "eof"))
+        self.is_open = False
+        self._transport = None
+        if not self.done.done():
+            self.done.set_result(None)
+        self.listener.closed(self)
+
+    # --- handshake --------------------------------------------------------------
+    def _request(self) -> bytes:
+        t = self.target
+        return (
+            f"GET {t.path} HTTP/1.1\r\nHost: {t.host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {self._nonce.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+
+    def _head_received(self, data: bytes) -> None:
+        self._head += data
+        end = self._head.find(_HEAD_END)
+        if end < 0:
+            if len(self._head) > MAX_REQUEST_HEAD_BYTES:
+                self.fail(error_key("handshake", "oversized"))
+            return
+        head = bytes(self._head[:end]).decode("latin-1")
+        rest = bytes(self._head[end + len(_HEAD_END) :])
+        self._head.clear()
+        status = self._check_response(head)
+        if status != HTTPStatus.SWITCHING_PROTOCOLS:
+            self.fail(error_key("http", status))
+            return
+        self.is_open = True
+        self.connect_ns = self.clock() - self.started_ns
+        self.ready.set_result(True)
+        self.listener.opened(self)
+        if rest:
+            self._frames_received(rest)
+
+    def _check_response(self, head: str) -> int:
+        """The status code; a 101 whose Sec-WebSocket-Accept is wrong counts as 0 (not an upgrade)."""
+        lines = head.split("\r\n")
+        try:
+            status = int(lines[0].split(" ", 2)[1])
+        except (IndexError, ValueError):
+            return 0
+        if status != HTTPStatus.SWITCHING_PROTOCOLS:
+            return status
+        expected = base64.b64encode(hashlib.sha1(self._nonce + _WS_GUID).digest()).decode()
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "sec-websocket-accept":
+                return status if value.strip() == expected else 0
+        return 0
+
+    # --- frames -------------------------------------------------------------------
+    def _frames_received(self, data: bytes) -> None:
+        try:
+            events = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._dispatch(exc.events)
+            self.fail(error_key("protocol", exc.close_code), close_code=exc.close_code)
+            return
+        self._dispatch(events)
+
+    def _dispatch(self, events: list[tuple[int, bytes]]) -> None:
+        listener = self.listener
+        for opcode, payload in events:
+            if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
+                listener.message(self, self.clock())
+            elif opcode == Opcode.PING:
+                self._write(self._encoder.pong(payload))
+            elif opcode == Opcode.CLOSE:
+                self._close_received(payload)
+                return
+
+    def _close_received(self, payload: bytes) -> None:
+        code, _reason = parse_close(payload)
+        if not self._closing:
+            self._closing = True
+            self._write(self._encoder.close(None if code == CloseCode.NO_STATUS else code))
+            self.fail(error_key("close", code))
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- driver API -----------------------------------------------------------------
+    def send(self, stamp_ns: int) -> None:
+        """Write this connection's message; ``stamp_ns`` is when it was (or was due to be) sent."""
+        self.pending.append(stamp_ns)
+        assert self._transport is not None
+        self._transport.write(self.frame)
+
+    def close(self, code: int = CloseCode.NORMAL) -> None:
+        """Start the closing handshake (the server's close frame ends it)."""
+        if self._closing or self._transport is None:
+            return
+        self._closing = True
+        self._write(self._encoder.close(code))
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def fail(self, key: str, close_code: int | None = None) -> None:
+        """Report ``key`` once and drop the connection (after a close frame when ``close_code``)."""
+        if self._failed:
+            return
+        self._failed = True
+        if not self.ready.done():
+            self.ready.set_result(False)
+        self.listener.failed(self, key)
+        if close_code is not None and not self._closing:
+            self._closing = True
+            self._write(self._encoder.close(close_code))
+        if self._transport is not None:
+            self._transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+
+def encode_message(size: int, binary: bool, seed: int) -> bytes:
+    """The payload and its masked frame(s), fragmented at the AWS frame cap like any client must."""
+    payload = make_payload(size, seed)
+    opcode = Opcode.BINARY if binary else Opcode.TEXT
+    encoder = FrameEncoder(client_side=True, max_frame=MAX_FRAME_BYTES)
+    frame: bytes = encoder.message(opcode, payload, mask_key=os.urandom(_MASK_KEY_BYTES))
+    return frame
+
+
+def make_payload(size: int, seed: int) -> bytes:
+    """``size`` printable ASCII bytes (valid as text or binary), reproducible from ``seed``."""
+    alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    block = bytes(alphabet[(seed + i * 7919) % len(alphabet)] for i in range(min(size, 4096)))
+    return (block * (size // max(len(block), 1) + 1))[:size]
+
+
+async def open_connection(
+    target: Target, listener: Listener, frame: bytes, clock: Callable[[], int], timeout: float
+) -> BenchConnection | None:
+    """Connect; connection errors go to ``listener.failed`` and return None.
+
+    The connection is returned as soon as TCP is up; ``listener.opened`` fires
+    when the upgrade completes.
+    """
+    loop = asyncio.get_running_loop()
+    started = clock()
+    try:
+        _transport, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: BenchConnection(target, listener, frame, clock), target.host, target.port),
+            timeout,
+        )
+    except TimeoutError:
+        listener.failed(None, error_key("timeout", "connect"))
+        return None
+    except OSError as exc:
+        listener.failed(None, _os_error_key(exc))
+        return None
+    conn.started_ns = started
+    return conn

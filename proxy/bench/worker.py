@@ -1,0 +1,329 @@
+"""One load-generating process: opens connections, drives one mode, returns a picklable result.
+
+Layer 5 (IO). Modes:
+
+- closed loop (``window=1``) and pipelined (``window=W``): each connection keeps
+  W messages outstanding and sends the next one from inside the echo callback;
+- open loop (``rate``): a scheduler sends at fixed intended times round-robin
+  over the connections, and latency runs from the *intended* time, so a stall
+  shows up as latency instead of silently lowering the send rate
+  (no coordinated omission);
+- connect-only: ``connections`` concurrent slots connect, upgrade and close in
+  a loop; the figure is completed setups per second;
+- idle: open K connections, hold them, close them (memory measurements).
+
+Every mode is bounded by its duration, a message quota, or the hard ceiling
+``BENCH_MAX_DURATION_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from proxy.bench.client import BenchConnection, Listener, Target, encode_message, error_key, open_connection
+from proxy.bench.histogram import Histogram
+from proxy.limits import BENCH_PROGRESS_INTERVAL_S, CLOSE_TIMEOUT_S
+
+_NS_PER_S = 1_000_000_000
+MARK_PREFIX = "framegate bench mark"
+"""Printed (flushed) when the measured window starts and ends, with ``--marks``: benchmarks/run.py
+samples the proxy's CPU time and RSS at these lines."""
+
+Publish = Callable[[int, int], None]
+"""Progress sink: ``(measured messages or setups so far, errors so far)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one worker does; every field is this worker's share (picklable)."""
+
+    url: str
+    connections: int
+    size: int
+    binary: bool
+    window: int
+    rate: float | None
+    connect_only: bool
+    idle: bool
+    duration_s: float
+    messages: int | None
+    ramp_up_s: float
+    warmup_s: float
+    timeout_s: float
+    seed: int
+    marks: bool
+
+    @property
+    def mode(self) -> str:
+        if self.connect_only:
+            return "connect-only"
+        if self.idle:
+            return "idle"
+        if self.rate is not None:
+            return "open-loop"
+        return "closed-loop" if self.window == 1 else "pipelined"
+
+
+@dataclass(slots=True)
+class WorkerResult:
+    """What one worker measured; merged by ``proxy.bench.main``."""
+
+    mode: str
+    messages: int = 0
+    """Echoes received for messages sent in the measured window (connect-only: completed setups)."""
+    payload_bytes: int = 0
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+    """This process's user+system CPU time over the run: the load generator's own cost."""
+    connections_opened: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+    connect: Histogram = field(default_factory=Histogram)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Driver(Listener):
+    """Runs one ``Plan`` on the current event loop."""
+
+    def __init__(self, plan: Plan, publish: Publish | None = None, clock: Callable[[], int] = time.monotonic_ns):
+        self.plan = plan
+        self.target = Target.from_url(plan.url)
+        self.frame = encode_message(plan.size, plan.binary, plan.seed)
+        self.clock = clock
+        self.publish = publish
+        self.result = WorkerResult(plan.mode)
+        self.conns: list[BenchConnection] = []
+        self.sending = False
+        self.measure_from_ns = 0
+        self.measuring = False
+        self.sent_measured = 0
+        self._live = 0
+        self._finished: asyncio.Future[None] | None = None
+
+    # --- Listener ----------------------------------------------------------------
+    def opened(self, conn: BenchConnection) -> None:
+        self.result.connections_opened += 1
+        self.result.connect.record(conn.connect_ns)
+        self._live += 1
+        if self.sending and self.plan.rate is None:
+            for _ in range(self.plan.window):
+                self._send(conn)
+
+    def message(self, conn: BenchConnection, received_ns: int) -> None:
+        if not conn.pending:
+            return  # not ours (a server-initiated message): nothing to time
+        stamp = conn.pending.popleft()
+        if self.measuring and stamp >= self.measure_from_ns:
+            result = self.result
+            result.latency.record(received_ns - stamp)
+            result.messages += 1
+            quota = self.plan.messages
+            if quota is not None and result.messages >= quota:
+                self._finish()
+                return
+        if self.sending and self.plan.rate is None:
+            self._send(conn)
+
+    def failed(self, conn: BenchConnection | None, key: str) -> None:
+        self.result.errors[key] += 1
+        if conn is not None and conn.is_open:
+            self._live -= 1
+            if self._live == 0 and self.plan.mode not in ("connect-only", "idle"):
+                self._finish()  # every connection is gone: nothing left to measure
+
+    def closed(self, conn: BenchConnection) -> None:
+        pass
+
+    def _send(self, conn: BenchConnection) -> None:
+        if conn.is_open and self.admit():
+            conn.send(self.clock())
+
+    def admit(self) -> bool:
+        """Count one send against the measured quota; False once the quota is spent."""
+        if self.measuring:
+            quota = self.plan.messages
+            if quota is not None and self.sent_measured >= quota:
+                return False
+            self.sent_measured += 1
+        return True
+
+    # --- run ------------------------------------------------------------------------
+    async def run(self) -> WorkerResult:
+        """Run the plan to completion and return what was measured."""
+        cpu_before = _cpu_s()
+        loop = asyncio.get_running_loop()
+        self._finished = loop.create_future()
+        progress = loop.create_task(self._publish_loop())
+        try:
+            if self.plan.connect_only:
+                await self._run_connect_only()
+            elif self.plan.idle:
+                await self._run_idle()
+            else:
+                await self._run_load()
+        finally:
+            progress.cancel()
+            await self._close_all()
+        self.result.cpu_s = _cpu_s() - cpu_before
+        self.result.payload_bytes = self.result.messages * self.plan.size
+        self._report()
+        return self.result
+
+    async def _run_load(self) -> None:
+        self.sending = True
+        await self._open_all()
+        if self.plan.rate is not None:
+            scheduler = OpenLoopScheduler(self, self.plan.rate)
+            scheduler.start()
+        await asyncio.sleep(self.plan.warmup_s)
+        await self._measure_window()
+        self.sending = False
+
+    async def _run_idle(self) -> None:
+        await self._open_all()
+        await self._measure_window()
+
+    async def _run_connect_only(self) -> None:
+        plan = self.plan
+        started = 0
+        timer = self._start_window()
+
+        async def slot() -> None:
+            nonlocal started
+            while not self._finished_done() and (plan.messages is None or started < plan.messages):
+                started += 1
+                conn = await self._open_one()
+                if conn is None:
+                    continue
+                conn.close()
+                await asyncio.wait_for(asyncio.shield(conn.done), plan.timeout_s)
+                self.result.messages += 1
+
+        await asyncio.gather(*(slot() for _ in range(plan.connections)))
+        self._finish()
+        await self._end_window(timer)
+
+    async def _measure_window(self) -> None:
+        """The measured interval, from now until the duration, a quota or a total failure ends it."""
+        await self._end_window(self._start_window())
+
+    def _start_window(self) -> asyncio.TimerHandle:
+        self._mark("start")
+        self.measure_from_ns = self.clock()
+        self.measuring = True
+        return asyncio.get_running_loop().call_later(self.plan.duration_s, self._finish)
+
+    async def _end_window(self, timer: asyncio.TimerHandle) -> None:
+        assert self._finished is not None
+        try:
+            await self._finished
+        finally:
+            timer.cancel()
+            self.measuring = False
+            self.result.elapsed_s = (self.clock() - self.measure_from_ns) / _NS_PER_S
+            self._mark("end")
+
+    def _finished_done(self) -> bool:
+        return self._finished is None or self._finished.done()
+
+    def _finish(self) -> None:
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    # --- connections --------------------------------------------------------------------
+    async def _open_all(self) -> None:
+        n = self.plan.connections
+        ramp = self.plan.ramp_up_s
+
+        async def delayed(i: int) -> None:
+            if ramp > 0:
+                await asyncio.sleep(ramp * i / n)
+            await self._open_one()
+
+        await asyncio.gather(*(delayed(i) for i in range(n)))
+
+    async def _open_one(self) -> BenchConnection | None:
+        """Connect and upgrade; None (and an error counted) if either fails."""
+        conn = await open_connection(self.target, self, self.frame, self.clock, self.plan.timeout_s)
+        if conn is None:
+            return None
+        self.conns.append(conn)
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(conn.ready), self.plan.timeout_s)
+        except TimeoutError:
+            conn.fail(error_key("timeout", "handshake"))
+            return None
+        return conn if ok else None
+
+    async def _close_all(self) -> None:
+        live = [conn for conn in self.conns if not conn.done.done()]
+        for conn in live:
+            conn.close()
+        if live:
+            await asyncio.wait([conn.done for conn in live], timeout=CLOSE_TIMEOUT_S)
+        for conn in live:
+            if not conn.done.done():
+                conn.abort()
+        self.conns.clear()
+
+    # --- reporting ---------------------------------------------------------------------
+    async def _publish_loop(self) -> None:
+        if self.publish is None:
+            return
+        while True:
+            await asyncio.sleep(BENCH_PROGRESS_INTERVAL_S)
+            self.publish(self.result.messages, sum(self.result.errors.values()))
+
+    def _report(self) -> None:
+        if self.publish is not None:
+            self.publish(self.result.messages, sum(self.result.errors.values()))
+
+    def _mark(self, name: str) -> None:
+        if self.plan.marks:
+            print(f"{MARK_PREFIX} {name}", flush=True)
+
+
+class OpenLoopScheduler:
+    """Sends at intended times ``t0 + k / rate``, round-robin over open connections.
+
+    Each message carries its intended time, so latency includes any delay in
+    sending it: a stalled proxy shows as latency, not as a lower rate.
+    """
+
+    def __init__(self, driver: Driver, rate: float) -> None:
+        self.driver = driver
+        self.rate = rate
+        self.t0 = driver.clock()
+        self.scheduled = 0
+        self._next_conn = 0
+
+    def start(self) -> None:
+        asyncio.get_running_loop().call_soon(self._tick)
+
+    def _tick(self) -> None:
+        driver = self.driver
+        if not driver.sending:
+            return
+        now = driver.clock()
+        due = int((now - self.t0) * self.rate / _NS_PER_S) + 1
+        conns = [c for c in driver.conns if c.is_open]
+        while self.scheduled < due and conns:
+            intended = self.t0 + int(self.scheduled * _NS_PER_S / self.rate)
+            self.scheduled += 1
+            conn = conns[self._next_conn % len(conns)]
+            self._next_conn += 1
+            if not driver.admit():
+                return
+            conn.send(intended)
+        next_due = self.t0 + int(self.scheduled * _NS_PER_S / self.rate)
+        delay = max(0.0, (next_due - driver.clock()) / _NS_PER_S)
+        asyncio.get_running_loop().call_later(delay, self._tick)

@@ -1,0 +1,146 @@
+"""``$context`` for one connect, message or disconnect (reference 6.1, 6.5).
+
+Layer 3, sans-IO: the data plane fills a ``RequestContext`` with ids and times
+it already has (no clock is read here); mapping templates, access logs and
+integration request parameters read the same values through ``variables()``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+UNKNOWN: Final = "-"
+"""What a variable framegate cannot fill reads as (AWS logs ``-`` too)."""
+
+CONNECT_EVENT: Final = "CONNECT"
+MESSAGE_EVENT: Final = "MESSAGE"
+DISCONNECT_EVENT: Final = "DISCONNECT"
+
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+"""English month names: ``strftime('%b')`` would follow the process locale."""
+
+_IDENTITY_UNKNOWN: Final = (
+    "accountId",
+    "apiKey",
+    "apiKeyId",
+    "caller",
+    "user",
+    "userArn",
+    "principalOrgId",
+    "cognitoAuthenticationProvider",
+    "cognitoAuthenticationType",
+    "cognitoIdentityId",
+    "cognitoIdentityPoolId",
+)
+"""Identity fields AWS fills from IAM/Cognito/API keys; framegate has none of them."""
+
+_MS_PER_S: Final = 1000
+
+
+def clf_time(epoch_ms: int) -> str:
+    """Common Log Format time in UTC, e.g. ``02/Apr/2020:02:42:33 +0000``."""
+    moment = datetime.fromtimestamp(epoch_ms / _MS_PER_S, tz=UTC)
+    return f"{moment.day:02d}/{_MONTHS[moment.month - 1]}/{moment.year:04d}:{moment:%H:%M:%S} +0000"
+
+
+def _text(value: object) -> str:
+    return UNKNOWN if value is None else str(value)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What AWS calls ``requestContext``: one event on one connection.
+
+    Mutable on purpose: the data plane fills ``status``, ``integration_*`` and
+    ``error_message`` as the request proceeds, then logs it.
+    """
+
+    api_id: str
+    stage: str
+    connection_id: str
+    domain_name: str
+    connected_at_ms: int
+    source_ip: str
+    user_agent: str
+    event_type: str
+    """``CONNECT`` | ``MESSAGE`` | ``DISCONNECT``."""
+    route_key: str
+    request_id: str
+    request_time_epoch_ms: int
+    message_id: str | None = None
+    """MESSAGE events only."""
+    status: int | None = None
+    error_message: str | None = None
+    integration_latency_ms: int | None = None
+    integration_status: int | None = None
+
+    def fields(self) -> dict[str, str]:
+        """Every variable of reference 6.5 framegate can fill, by name without
+        the ``$context.`` prefix (the form ``proxy.accesslog`` takes); unknown
+        values read ``-``."""
+        error = self.error_message
+        values = {
+            "apiId": self.api_id,
+            "connectionId": self.connection_id,
+            "connectedAt": str(self.connected_at_ms),
+            "domainName": self.domain_name,
+            "domainPrefix": self.domain_name.split(".", 1)[0],
+            "eventType": self.event_type,
+            "messageId": _text(self.message_id),
+            "routeKey": self.route_key,
+            "requestId": self.request_id,
+            "extendedRequestId": self.request_id,
+            "stage": self.stage,
+            "requestTime": clf_time(self.request_time_epoch_ms),
+            "requestTimeEpoch": str(self.request_time_epoch_ms),
+            "status": _text(self.status),
+            "identity.sourceIp": self.source_ip or UNKNOWN,
+            "identity.userAgent": self.user_agent or UNKNOWN,
+            "error.message": _text(error),
+            "error.messageString": UNKNOWN if error is None else json.dumps(error),
+            "error.responseType": UNKNOWN,
+            "error.validationErrorString": UNKNOWN,
+            "integrationLatency": _text(self.integration_latency_ms),
+            "integration.latency": _text(self.integration_latency_ms),
+            "integration.status": _text(self.integration_status),
+            "integration.integrationStatus": _text(self.integration_status),
+            "integration.error": UNKNOWN,
+            "integration.requestId": UNKNOWN,
+            "authorizer.principalId": UNKNOWN,
+        }
+        values.update((f"identity.{name}", UNKNOWN) for name in _IDENTITY_UNKNOWN)
+        return values
+
+    def variables(self) -> dict[str, str]:
+        """``'$context.apiId' -> value`` for every variable ``fields()`` fills."""
+        return {"$context." + name: value for name, value in self.fields().items()}
+
+    def lazy_variables(self) -> Mapping[str, str]:
+        """``variables()``, built only if something reads it (most templates never do)."""
+        return _LazyVariables(self)
+
+
+class _LazyVariables(Mapping[str, str]):
+    __slots__ = ("_context", "_values")
+
+    def __init__(self, context: RequestContext) -> None:
+        self._context = context
+        self._values: dict[str, str] | None = None
+
+    def _built(self) -> dict[str, str]:
+        if self._values is None:
+            self._values = self._context.variables()
+        return self._values
+
+    def __getitem__(self, name: str) -> str:
+        return self._built()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())

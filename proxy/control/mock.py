@@ -1,0 +1,156 @@
+"""MOCK integrations: the gateway answers a route itself (reference 6.4).
+
+Layer 3, sans-IO. How a MOCK integration runs, as in AWS:
+
+1. A request template is chosen: ``integration.template_selection_expression``
+   is evaluated on the message (``$default`` when unset) and its value picks
+   a key of ``request_templates``, falling back to ``$default``.
+2. The template renders to JSON carrying ``statusCode``: that is the result's
+   status. No template and a passing-through ``passthrough_behavior`` means 200;
+   ``NEVER`` (or ``WHEN_NO_TEMPLATES`` while templates exist) means failure.
+3. Only a two-way route (one with a route response) replies. The integration
+   response is chosen by its key against the status: ``/regex/`` keys must
+   match the whole status, else ``$default``.
+4. That response's template is chosen like the request's (its expression may
+   read ``${integration.response.statuscode}``) and rendered with the message as
+   ``$input.body``. Without response templates the message passes through, so
+   a bare MOCK route with a route response echoes (framegate's demo ``$default``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Final
+
+from proxy.control.context import RequestContext
+from proxy.control.model import DEFAULT, EMPTY, Integration, IntegrationResponse, Route
+from proxy.control.routing import compile_expression, evaluate_selection, parse_json_or_none
+from proxy.control.templates import render_template
+from proxy.errors import IntegrationError
+from proxy.limits import MAX_HTTP_STATUS, MIN_HTTP_STATUS, MOCK_DEFAULT_STATUS, TEMPLATE_CACHE
+
+STATUS_VARIABLE: Final = "integration.response.statuscode"
+NEVER: Final = "NEVER"
+WHEN_NO_TEMPLATES: Final = "WHEN_NO_TEMPLATES"
+
+
+@dataclass(frozen=True, slots=True)
+class MockResult:
+    status: int
+    """From the request template's ``{"statusCode": N}``; 200 without a template."""
+    reply: str | None
+    """Text frame for the client; None for a one-way route, or when no
+    integration response matched or its template rendered nothing."""
+
+
+def select_template(
+    templates: Mapping[str, str],
+    expression: str | None,
+    body: object,
+    variables: Mapping[str, str] = EMPTY,
+) -> str | None:
+    """The template whose key the selection expression yields, else ``$default``'s."""
+    if not templates:
+        return None
+    key = evaluate_selection(expression, body, variables=variables) if expression else DEFAULT
+    template = templates.get(key)
+    return template if template is not None else templates.get(DEFAULT)
+
+
+@lru_cache(maxsize=TEMPLATE_CACHE)
+def _status_code(rendered: str) -> int:
+    document = parse_json_or_none(rendered)
+    status = document.get("statusCode") if isinstance(document, dict) else None
+    if isinstance(status, str) and status.isdigit():
+        status = int(status)
+    if not isinstance(status, int) or isinstance(status, bool) or not MIN_HTTP_STATUS <= status <= MAX_HTTP_STATUS:
+        raise IntegrationError(f'MOCK request template must yield {{"statusCode": <HTTP status>}}, got {rendered!r}')
+    return status
+
+
+def _request_status(integration: Integration, request_template: str | None, render: _Render) -> int:
+    if request_template is not None:
+        return _status_code(render(request_template))
+    passthrough = integration.passthrough_behavior
+    if passthrough == NEVER or (passthrough == WHEN_NO_TEMPLATES and integration.request_templates):
+        raise IntegrationError(
+            f"No request template matches and passthroughBehavior is {passthrough} "
+            f"(integration {integration.integration_id})"
+        )
+    return MOCK_DEFAULT_STATUS
+
+
+def _key_matches(key: str, status: str) -> bool:
+    if len(key) > 1 and key.startswith("/") and key.endswith("/"):
+        try:
+            return re.fullmatch(key[1:-1], status) is not None
+        except re.error:
+            return False
+    return key == status
+
+
+def select_integration_response(responses: tuple[IntegrationResponse, ...], status: int) -> IntegrationResponse | None:
+    """The first response whose key matches ``status``, else the ``$default`` one."""
+    value = str(status)
+    default = None
+    for response in responses:
+        key = response.integration_response_key
+        if key == DEFAULT:
+            default = response
+        elif _key_matches(key, value):
+            return response
+    return default
+
+
+class _Render:
+    """Renders templates for one request, sharing its body, context and variables."""
+
+    def __init__(self, body: str, context: RequestContext, stage_variables: Mapping[str, str]) -> None:
+        self.body = body
+        self.context = context.lazy_variables()
+        self.stage_variables = stage_variables
+
+    def __call__(self, template: str) -> str:
+        return render_template(template, body=self.body, context=self.context, stage_variables=self.stage_variables)
+
+
+def run_mock(
+    integration: Integration,
+    route: Route,
+    *,
+    body: str,
+    context: RequestContext,
+    stage_variables: Mapping[str, str],
+) -> MockResult:
+    """Run a MOCK integration for one connect or message (steps in the module doc).
+
+    Args:
+        integration: the route's MOCK integration.
+        route: the selected route (its route responses make it two-way).
+        body: the message text; ``""`` for ``$connect``.
+        context: the request's ``$context``.
+        stage_variables: the connection's stage variables.
+
+    Raises:
+        IntegrationError: no usable request template, or one without a valid
+            ``statusCode``, or a template helper failed. The client sees the
+            "Internal server error" frame (or, on ``$connect``, a refused upgrade).
+    """
+    render = _Render(body, context, stage_variables)
+    expression = integration.template_selection_expression
+    parsed = parse_json_or_none(body) if expression and compile_expression(expression).reads_body else None
+    request_template = select_template(integration.request_templates, expression, parsed)
+    status = _request_status(integration, request_template, render)
+    if not route.two_way:
+        return MockResult(status, None)
+    response = select_integration_response(integration.integration_responses, status)
+    if response is None:
+        return MockResult(status, None)
+    response_template = select_template(
+        response.response_templates, response.template_selection_expression, None, {STATUS_VARIABLE: str(status)}
+    )
+    reply = body if response_template is None else render(response_template)
+    return MockResult(status, reply if reply.strip() else None)

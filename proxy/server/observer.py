@@ -1,0 +1,212 @@
+"""The gateway's one handle on throttling, metrics, access logs and execution logs.
+
+Layer 4. The gateway makes one call per event and acts on the answer; this
+module keeps every observability decision out of the relay code:
+
+* ``Observer.admit_connect`` before the upgrade: ``None`` or the refusing
+  throttle level (answer HTTP 429 with ``THROTTLED_CONNECT_BODY``).
+* ``Observer.connected`` once the connection is up: returns a
+  ``ConnectionObserver`` the connection keeps.
+* ``ConnectionObserver.message`` per client message after route selection:
+  ``None`` (forward it) or the refusing level (send the too-many-requests
+  frame instead, keep the connection); ``sent`` per message to the client;
+  ``closed`` once, with the close code.
+
+``context`` arguments are anything with ``variables() -> Mapping[str, str]``
+(``proxy.control.context.RequestContext``): they are only asked for when the
+stage writes access logs, so a stage without them pays nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Final, Protocol
+
+from proxy.accesslog import render_access_line
+from proxy.config import Config
+from proxy.control.model import CONNECT, DISCONNECT, RouteSettings, Stage
+from proxy.metrics import GatewayMetrics, StageMetrics
+from proxy.server.logsink import ExecutionLog, LogSinks, default_log_dir
+from proxy.throttle import Throttler, effective_route_settings
+
+logger = logging.getLogger(__name__)
+
+THROTTLED_CONNECT_BODY: Final = '{"message": "Too Many Requests"}'
+"""AWS's body for a throttled handshake (HTTP 429)."""
+STATUS_OK: Final = "200"
+STATUS_THROTTLED: Final = "429"
+
+
+class HasVariables(Protocol):
+    def variables(self) -> Mapping[str, str]:
+        """``$context`` values by name without the prefix (``requestId``, ``identity.sourceIp``)."""
+        ...
+
+
+class _RouteView:
+    """What one route key means on one stage for one connection, resolved once."""
+
+    __slots__ = ("detailed", "logged", "settings")
+
+    def __init__(self, settings: RouteSettings, detailed: StageMetrics | None) -> None:
+        self.settings = settings
+        self.detailed = detailed
+        self.logged = ExecutionLog.level(settings) is not None
+
+
+class Observer:
+    """Throttler, metrics and log sinks for a whole gateway process.
+
+    Args:
+        config: account limits, data-trace length, log directory.
+        clock: monotonic seconds for the throttler.
+        metrics: collectors (a fresh registry in tests; ``REGISTRY`` by default).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: GatewayMetrics | None = None,
+        sinks: LogSinks | None = None,
+    ) -> None:
+        self.throttler = Throttler(
+            clock=clock,
+            account_burst=config.account_burst_limit,
+            account_rate=config.account_rate_limit,
+            new_connections_per_s=config.new_connections_per_s,
+        )
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self.sinks = sinks if sinks is not None else LogSinks(config.log_dir or default_log_dir(config.db_path))
+        self.execution = ExecutionLog(config.data_trace_max_bytes)
+
+    def admit_connect(self, api_id: str, stage: Stage, connection_id: str, context: HasVariables) -> str | None:
+        """Throttle a handshake on route ``$connect``; count and log it.
+
+        Returns:
+            ``None`` to go on, else the refusing level: answer 429 before the upgrade.
+        """
+        stage_metrics = self.metrics.stage(api_id, stage.stage_name)
+        refused = self.throttler.admit_connect(api_id, stage)
+        settings = effective_route_settings(stage, CONNECT)
+        if ExecutionLog.level(settings) is not None:
+            request_id = context.variables().get("requestId", "-")
+            if refused is None:
+                self.execution.request(settings, request_id, connection_id, CONNECT, b"")
+            else:
+                self.execution.error(settings, request_id, connection_id, f"$connect throttled ({refused} level)")
+        if refused is None:
+            stage_metrics.connect_count.inc()
+            return None
+        self.metrics.throttled(refused).inc()
+        stage_metrics.client_error.inc()
+        self.access_log(stage, context, STATUS_THROTTLED)
+        logger.info(
+            "connect throttled connectionId=%s apiId=%s stage=%s level=%s",
+            connection_id,
+            api_id,
+            stage.stage_name,
+            refused,
+        )
+        return refused
+
+    def connected(self, api_id: str, stage: Stage, connection_id: str, context: HasVariables) -> ConnectionObserver:
+        """A connection was accepted: count it open and write its CONNECT access line."""
+        self.metrics.open_connections.inc()
+        self.access_log(stage, context, STATUS_OK)
+        logger.info("connected connectionId=%s apiId=%s stage=%s", connection_id, api_id, stage.stage_name)
+        return ConnectionObserver(self, api_id, stage, connection_id)
+
+    def access_log(self, stage: Stage, context: HasVariables, status: str) -> None:
+        """One access-log line for ``stage``, if it has ``AccessLogSettings``."""
+        settings = stage.access_log_settings
+        if settings is None or not settings.destination_arn or not settings.format:
+            return
+        variables = context.variables()
+        if "status" not in variables:
+            variables = {**variables, "status": status}
+        self.sinks.write(settings.destination_arn, render_access_line(settings.format, variables))
+
+    def close(self) -> None:
+        """Flush and close log files (at shutdown)."""
+        self.sinks.close()
+
+
+class ConnectionObserver:
+    """Per-connection observability: cached metric children and route settings."""
+
+    __slots__ = ("_observer", "_routes", "_stage", "api_id", "connection_id", "stage_metrics")
+
+    def __init__(self, observer: Observer, api_id: str, stage: Stage, connection_id: str) -> None:
+        self._observer = observer
+        self.api_id = api_id
+        self.connection_id = connection_id
+        self.stage_metrics = observer.metrics.stage(api_id, stage.stage_name)
+        self._stage = stage
+        self._routes: dict[str, _RouteView] = {}
+
+    def _route(self, stage: Stage, route_key: str) -> _RouteView:
+        if stage is not self._stage:
+            # update-stage published new settings: re-resolve lazily, route by route.
+            self._stage = stage
+            self._routes.clear()
+        view = self._routes.get(route_key)
+        if view is None:
+            settings = effective_route_settings(stage, route_key)
+            detailed = (
+                self._observer.metrics.route(self.api_id, stage.stage_name, route_key)
+                if settings.detailed_metrics_enabled
+                else None
+            )
+            view = self._routes[route_key] = _RouteView(settings, detailed)
+        return view
+
+    def message(self, stage: Stage, route_key: str, payload: bytes, context: HasVariables) -> str | None:
+        """One client message, after route selection.
+
+        Args:
+            stage: the stage *current* in the catalog (live route settings).
+            route_key: the selected route.
+            payload: the message, for data-trace excerpts.
+            context: the message's request context.
+
+        Returns:
+            ``None`` to forward it, else the refusing level: send the
+            too-many-requests frame instead and keep the connection open.
+        """
+        observer = self._observer
+        view = self._route(stage, route_key)
+        self.stage_metrics.message_count.inc()
+        if view.detailed is not None:
+            view.detailed.message_count.inc()
+        refused = observer.throttler.admit_message(self.api_id, stage, route_key)
+        if view.logged:
+            request_id = context.variables().get("requestId", "-")
+            if refused is None:
+                observer.execution.request(view.settings, request_id, self.connection_id, route_key, payload)
+            else:
+                observer.execution.error(view.settings, request_id, self.connection_id, "Too Many Requests")
+        if refused is not None:
+            observer.metrics.throttled(refused).inc()
+            self.stage_metrics.client_error.inc()
+            if view.detailed is not None:
+                view.detailed.client_error.inc()
+        if stage.access_log_settings is not None:
+            observer.access_log(stage, context, STATUS_OK if refused is None else STATUS_THROTTLED)
+        return refused
+
+    def sent(self) -> None:
+        """One message went to the client (MessageCount counts both directions)."""
+        self.stage_metrics.message_count.inc()
+
+    def closed(self, stage: Stage, code: int, context: HasVariables) -> None:
+        """The connection ended with close ``code``: count it and write the DISCONNECT line."""
+        observer = self._observer
+        observer.metrics.open_connections.dec()
+        observer.metrics.close(code).inc()
+        if stage.access_log_settings is not None:
+            observer.access_log(stage, context, STATUS_OK)
+        logger.info("disconnected connectionId=%s route=%s code=%d", self.connection_id, DISCONNECT, code)

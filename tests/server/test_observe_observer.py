@@ -1,0 +1,166 @@
+"""The gateway's observability facade, in process: decisions, counters and log lines per event."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from proxy.config import Config
+from proxy.control.model import CONNECT, AccessLogSettings, RouteSettings, Stage
+from proxy.metrics import GatewayMetrics
+from proxy.server.logsink import EXECUTION_LOGGER
+from proxy.server.observer import Observer
+from tests.test_metrics import scrape
+from tests.test_throttle import FakeClock
+
+API = "abcdefghij"
+DATE = "2026-01-01T00:00:00Z"
+FORMAT = '{"requestId":"$context.requestId","eventType":"$context.eventType","status":"$context.status"}'
+
+
+@dataclass
+class Context:
+    event_type: str
+    request_id: str = "req-1"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def variables(self) -> Mapping[str, str]:
+        return {"requestId": self.request_id, "eventType": self.event_type, **self.extra}
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def observer(tmp_path: Path, registry: CollectorRegistry) -> Iterator[Observer]:
+    config = Config(db_path=str(tmp_path / "fg.db"), account_burst_limit=10_000, account_rate_limit=10_000.0)
+    built = Observer(config, clock=FakeClock(), metrics=GatewayMetrics(registry))
+    yield built
+    built.close()
+
+
+def stage_with(
+    tmp_path: Path, routes: dict[str, RouteSettings] | None = None, default: RouteSettings | None = None
+) -> Stage:
+    return Stage(
+        "dev",
+        DATE,
+        DATE,
+        default_route_settings=default or RouteSettings(),
+        route_settings=routes or {},
+        access_log_settings=AccessLogSettings(f"file://{tmp_path}/access.log", FORMAT),
+    )
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return scrape(registry).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def access_lines(tmp_path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+
+
+def test_admitted_connect_counts_and_logs_connect(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    stage = stage_with(tmp_path)
+    assert observer.admit_connect(API, stage, "c1", Context("CONNECT")) is None
+    observer.connected(API, stage, "c1", Context("CONNECT"))
+    assert sample(registry, "framegate_connect_count_total", api_id=API, stage="dev") == 1
+    assert sample(registry, "framegate_open_connections") == 1
+    assert access_lines(tmp_path) == [{"requestId": "req-1", "eventType": "CONNECT", "status": "200"}]
+
+
+def test_throttled_connect_is_refused_counted_and_logged_429(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    stage = stage_with(tmp_path, {CONNECT: RouteSettings(throttling_burst_limit=1, throttling_rate_limit=0.0)})
+    assert observer.admit_connect(API, stage, "c1", Context("CONNECT")) is None
+    assert observer.admit_connect(API, stage, "c2", Context("CONNECT", "req-2")) == "route"
+    assert sample(registry, "framegate_connect_count_total", api_id=API, stage="dev") == 1
+    assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 1
+    assert sample(registry, "framegate_throttled_requests_total", level="route") == 1
+    assert access_lines(tmp_path) == [{"requestId": "req-2", "eventType": "CONNECT", "status": "429"}]
+
+
+def test_message_flood_admits_exactly_the_burst_and_counts_the_rest(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    stage = stage_with(tmp_path, default=RouteSettings(throttling_burst_limit=3, throttling_rate_limit=0.0))
+    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
+    decisions = [connection.message(stage, "chat", b"hi", Context("MESSAGE", f"m{n}")) for n in range(5)]
+    assert decisions == [None, None, None, "stage", "stage"]
+    assert sample(registry, "framegate_message_count_total", api_id=API, stage="dev") == 5
+    assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 2
+    assert sample(registry, "framegate_throttled_requests_total", level="stage") == 2
+    statuses = [line["status"] for line in access_lines(tmp_path) if line["eventType"] == "MESSAGE"]
+    assert statuses == ["200", "200", "200", "429", "429"]
+
+
+def test_updated_stage_applies_to_an_open_connection(observer: Observer, tmp_path: Path) -> None:
+    stage = stage_with(tmp_path)
+    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
+    assert connection.message(stage, "chat", b"x", Context("MESSAGE")) is None
+    blocked = replace(stage, route_settings={"chat": RouteSettings(throttling_burst_limit=0, throttling_rate_limit=0)})
+    assert connection.message(blocked, "chat", b"x", Context("MESSAGE")) == "route"
+    assert connection.message(blocked, "other", b"x", Context("MESSAGE")) is None
+
+
+def test_detailed_metrics_only_for_routes_that_enable_them(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    stage = stage_with(tmp_path, {"chat": RouteSettings(detailed_metrics_enabled=True)})
+    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
+    connection.message(stage, "chat", b"x", Context("MESSAGE"))
+    connection.message(stage, "join", b"x", Context("MESSAGE"))
+    assert sample(registry, "framegate_route_message_count_total", api_id=API, stage="dev", route="chat") == 1
+    routes = {labels for name, labels in scrape(registry) if name == "framegate_route_message_count_total"}
+    assert routes == {(("api_id", API), ("route", "chat"), ("stage", "dev"))}
+
+
+def test_sent_messages_count_and_close_records_code_and_disconnect(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    stage = stage_with(tmp_path)
+    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
+    connection.sent()
+    connection.closed(stage, 1009, Context("DISCONNECT"))
+    assert sample(registry, "framegate_message_count_total", api_id=API, stage="dev") == 1
+    assert sample(registry, "framegate_open_connections") == 0
+    assert sample(registry, "framegate_closes_total", code="1009") == 1
+    assert [line["eventType"] for line in access_lines(tmp_path)] == ["CONNECT", "DISCONNECT"]
+
+
+def test_stage_without_access_logs_never_asks_for_variables(observer: Observer, tmp_path: Path) -> None:
+    class Untouchable:
+        def variables(self) -> Mapping[str, str]:
+            raise AssertionError("variables() built for a stage that logs nothing")
+
+    stage = Stage("dev", DATE, DATE)
+    connection = observer.connected(API, stage, "c1", Untouchable())
+    assert connection.message(stage, "chat", b"x", Untouchable()) is None
+    connection.closed(stage, 1000, Untouchable())
+    assert not (tmp_path / "access.log").exists()
+
+
+def test_data_trace_logs_payload_excerpts_for_info_routes(
+    observer: Observer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stage = stage_with(tmp_path, {"chat": RouteSettings(logging_level="INFO", data_trace_enabled=True)})
+    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
+    with caplog.at_level(logging.INFO, logger=EXECUTION_LOGGER):
+        connection.message(stage, "chat", b'{"action":"chat"}', Context("MESSAGE", "m1"))
+        connection.message(stage, "quiet", b"nothing", Context("MESSAGE", "m2"))
+    lines = [r.getMessage() for r in caplog.records if r.name == EXECUTION_LOGGER]
+    assert lines == [
+        "(m1) connectionId=c1 routeKey=chat request received",
+        '(m1) connectionId=c1 Method request body before transformations: {"action":"chat"}',
+    ]
