@@ -25,7 +25,13 @@ import os
 
 from proxy.errors import PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Opcode, is_valid_close_code
-from proxy.limits import MAX_CLOSE_REASON_BYTES, MAX_CONTROL_PAYLOAD_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
+from proxy.limits import (
+    MASK_KEY_POOL_BYTES,
+    MAX_CLOSE_REASON_BYTES,
+    MAX_CONTROL_PAYLOAD_BYTES,
+    MAX_FRAME_BYTES,
+    MAX_MESSAGE_BYTES,
+)
 
 # Wire constants (RFC 6455 5.2), as C enums so the parser compiles to plain comparisons.
 cdef enum:
@@ -46,6 +52,7 @@ cdef enum:
 
 cdef Py_ssize_t MAX_CONTROL = MAX_CONTROL_PAYLOAD_BYTES
 cdef Py_ssize_t MAX_REASON = MAX_CLOSE_REASON_BYTES
+cdef Py_ssize_t KEY_POOL = MASK_KEY_POOL_BYTES
 cdef uint64_t ASCII_HIGH_BITS = 0x8080808080808080ULL
 cdef uint64_t TOP_BIT = 1ULL << 63
 
@@ -463,6 +470,15 @@ cdef class FrameEncoder:
         finally:
             PyBuffer_Release(&view)
 
+    cdef const uint8_t* _fresh_keys(self, Py_ssize_t count) except NULL:
+        """``count`` unused random mask keys, valid until the next call (drawn from a pooled os.urandom)."""
+        cdef Py_ssize_t needed = count * MASK_KEY_BYTES
+        if self._keys is None or self._keys_used + needed > len(self._keys):
+            self._keys = os.urandom(max(KEY_POOL, needed))
+            self._keys_used = 0
+        self._keys_used += needed
+        return <const uint8_t*>PyBytes_AS_STRING(self._keys) + self._keys_used - needed
+
     cdef bytes _encode(self, int opcode, const uint8_t* data, Py_ssize_t size, Py_ssize_t step, object mask_key):
         """Write ``data`` as frames of at most ``step`` bytes into one new ``bytes``."""
         cdef bint masked = self.client_side
@@ -477,13 +493,13 @@ cdef class FrameEncoder:
         cdef int first_byte = opcode
         if masked:
             if mask_key is None:
-                keys = os.urandom(MASK_KEY_BYTES * frames)  # a fresh key per frame
+                key = self._fresh_keys(frames)  # a fresh key per frame
                 key_step = MASK_KEY_BYTES
             else:
                 keys = bytes(mask_key)
                 if len(keys) != MASK_KEY_BYTES:
                     raise ValueError("mask_key must be 4 bytes")
-            key = <const uint8_t*>PyBytes_AS_STRING(keys)
+                key = <const uint8_t*>PyBytes_AS_STRING(keys)
         while True:
             length = step if size - start > step else size - start
             if start + length >= size:

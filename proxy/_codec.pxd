@@ -47,5 +47,10 @@ cdef class FrameEncoder:
     cdef public bint client_side
     cdef public Py_ssize_t max_frame
     cdef public Py_ssize_t fragmented
+    # Pooled os.urandom bytes for mask keys, and how many are spent.
+    cdef bytes _keys
+    cdef Py_ssize_t _keys_used
+
+    cdef const uint8_t* _fresh_keys(self, Py_ssize_t count) except NULL
 
     cdef bytes _encode(self, int opcode, const uint8_t* data, Py_ssize_t size, Py_ssize_t step, object mask_key)

@@ -1,0 +1,1 @@
+"""Benchmarks: micro (pytest-benchmark, codec level) and end-to-end runs; not collected by plain pytest."""
