@@ -280,7 +280,6 @@ class ClientConnection(asyncio.Protocol):
                 ClientHandshake(forward.url, headers, subprotocols),
                 self._gateway.client_encoder,
                 timeout_s=forward.timeout_s,
-                max_frame=config.max_frame,
                 max_message=config.max_message,
             )
         except HandshakeError:
