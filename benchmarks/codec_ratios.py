@@ -70,7 +70,7 @@ def _wsproto_decode(parser: FrameProtocol, stream: bytes) -> list[tuple[int, byt
     """wsproto yields frames; joining their payloads is the reassembly our codec does."""
     parser.receive_bytes(stream)
     parts = [frame.payload for frame in parser.received_frames()]
-    return [(Opcode.BINARY, b"".join(parts))]
+    return [(Opcode.BINARY, b"".join(part for part in parts if isinstance(part, bytes | bytearray)))]
 
 
 def _wsproto_encode(writer: FrameProtocol, data: bytes) -> bytes:
