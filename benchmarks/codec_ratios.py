@@ -62,8 +62,8 @@ def _framegate_operation(implementation: str, operation: str, size: int) -> Oper
     if operation == "decode":
         decoder, stream = module.FrameDecoder(server_side=True), client_stream(size)
         return lambda: decoder.feed(stream)
-    encoder, data = module.FrameEncoder(client_side=True), payload(size)
-    return lambda: encoder.message(Opcode.BINARY, data)
+    encoder, data, binary = module.FrameEncoder(client_side=True), payload(size), int(Opcode.BINARY)
+    return lambda: encoder.message(binary, data)
 
 
 def _wsproto_decode(parser: FrameProtocol, stream: bytes) -> list[tuple[int, bytes]]:
