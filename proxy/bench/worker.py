@@ -166,7 +166,7 @@ class Driver(Listener):
         cpu_before = _cpu_s()
         loop = asyncio.get_running_loop()
         self._finished = loop.create_future()
-        progress = loop.create_task(self._publish_loop())
+        progress = loop.create_task(self._watch_loop())
         try:
             if self.plan.connect_only:
                 await self._run_connect_only()
@@ -280,12 +280,17 @@ class Driver(Listener):
         self.conns.clear()
 
     # --- reporting ---------------------------------------------------------------------
-    async def _publish_loop(self) -> None:
-        if self.publish is None:
-            return
+    async def _watch_loop(self) -> None:
+        """Every interval: publish progress, and fail connections whose oldest message is overdue."""
+        timeout_ns = int(self.plan.timeout_s * _NS_PER_S)
         while True:
             await asyncio.sleep(BENCH_PROGRESS_INTERVAL_S)
-            self.publish(self.result.messages, sum(self.result.errors.values()))
+            now = self.clock()
+            for conn in self.conns:
+                if conn.is_open and conn.pending and now - conn.pending[0] > timeout_ns:
+                    conn.fail(error_key("timeout", "message"))
+            if self.publish is not None:
+                self.publish(self.result.messages, sum(self.result.errors.values()))
 
     def _report(self) -> None:
         if self.publish is not None:
