@@ -18,9 +18,9 @@ import h11
 from proxy import limits
 from proxy.config import Config
 from proxy.control import wire
+from proxy.control.catalog import MemoryCatalog
 from proxy.control.handlers import Request
 from proxy.control.plane import ControlPlane, open_control_plane
-from proxy.control.service import Publisher
 from proxy.control.wire import Response
 from proxy.errors import ControlError
 from proxy.metrics import exposition
@@ -204,7 +204,7 @@ async def start_admin_server(
     return AdminServer(server, connections)
 
 
-async def start_control_plane(config: Config, catalog: Publisher) -> tuple[ControlPlane, AdminServer]:
+async def start_control_plane(config: Config, catalog: MemoryCatalog) -> tuple[ControlPlane, AdminServer]:
     """Open the control plane of ``config`` and serve it on ``config.admin_host:admin_port``.
 
     What ``framegate serve`` calls once: the catalog is current before this returns.
