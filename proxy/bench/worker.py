@@ -140,11 +140,15 @@ class Driver(Listener):
         self.result.errors[key] += 1
         if conn is not None and conn.is_open:
             self._live -= 1
-            if self._live == 0 and self.plan.mode not in ("connect-only", "idle"):
-                self._finish()  # every connection is gone: nothing left to measure
+            self._finish_if_all_lost()
 
     def closed(self, conn: BenchConnection) -> None:
         pass
+
+    def _finish_if_all_lost(self) -> None:
+        """A load with every connection gone has nothing left to measure (checked once all were tried)."""
+        if self._live == 0 and self.measuring and self.plan.mode not in ("connect-only", "idle"):
+            self._finish()
 
     def _send(self, conn: BenchConnection, count: int = 1) -> None:
         count = self.admit(count)
@@ -224,6 +228,7 @@ class Driver(Listener):
         self._mark("start")
         self.measure_from_ns = self.clock()
         self.measuring = True
+        self._finish_if_all_lost()
         return asyncio.get_running_loop().call_later(self.plan.duration_s, self._finish)
 
     async def _end_window(self, timer: asyncio.TimerHandle) -> None:
