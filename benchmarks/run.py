@@ -76,7 +76,7 @@ WORKLOADS = (
     Workload("64B-pipelined", "64 B pipelined, 10 conns x 32", ("-c", "10", "-w", "32", "-s", "64"), "msgs", True),
     Workload("64KiB-binary", "64 KiB binary, 10 conns", ("-c", "10", "-s", "65536", "--binary"), "mb", True),
     Workload("connect", "2000 setups, 50 at a time", ("--connect-only", "-c", "50", "-m", "2000"), "setups", False),
-    Workload("idle", "2000 idle connections", ("--idle", "2000", "--ramp-up", "1", "-d", "0.5"), "kib_per_conn", False),
+    Workload("idle", "2000 idle connections", ("--idle", "2000", "--ramp-up", "1", "-d", "1"), "kib_per_conn", False),
 )
 HEADLINE_UNITS = {
     "msgs": "msgs/proxy-CPU-s",
@@ -165,7 +165,7 @@ def _figures(
     }
     if workload.figure == "kib_per_conn":
         opened = summary["connections_opened"]
-        rss_open = marks.get("start", (0.0, 0))[1]
+        rss_open = marks.get("end", (0.0, 0))[1]  # after the hold: lazily made upstreams exist by then
         figures["headline"] = (rss_open - rss_before) / opened if proxied and opened else None
     else:
         figures["headline"] = work[workload.figure] / cpu if cpu > 0 else None

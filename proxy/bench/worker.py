@@ -140,11 +140,15 @@ class Driver(Listener):
         self.result.errors[key] += 1
         if conn is not None and conn.is_open:
             self._live -= 1
-            if self._live == 0 and self.plan.mode not in ("connect-only", "idle"):
-                self._finish()  # every connection is gone: nothing left to measure
+            self._finish_if_all_lost()
 
     def closed(self, conn: BenchConnection) -> None:
         pass
+
+    def _finish_if_all_lost(self) -> None:
+        """A load with every connection gone has nothing left to measure (checked once all were tried)."""
+        if self._live == 0 and self.measuring and self.plan.mode not in ("connect-only", "idle"):
+            self._finish()
 
     def _send(self, conn: BenchConnection, count: int = 1) -> None:
         count = self.admit(count)
@@ -166,7 +170,7 @@ class Driver(Listener):
         cpu_before = _cpu_s()
         loop = asyncio.get_running_loop()
         self._finished = loop.create_future()
-        progress = loop.create_task(self._publish_loop())
+        progress = loop.create_task(self._watch_loop())
         try:
             if self.plan.connect_only:
                 await self._run_connect_only()
@@ -224,6 +228,7 @@ class Driver(Listener):
         self._mark("start")
         self.measure_from_ns = self.clock()
         self.measuring = True
+        self._finish_if_all_lost()
         return asyncio.get_running_loop().call_later(self.plan.duration_s, self._finish)
 
     async def _end_window(self, timer: asyncio.TimerHandle) -> None:
@@ -280,12 +285,17 @@ class Driver(Listener):
         self.conns.clear()
 
     # --- reporting ---------------------------------------------------------------------
-    async def _publish_loop(self) -> None:
-        if self.publish is None:
-            return
+    async def _watch_loop(self) -> None:
+        """Every interval: publish progress, and fail connections whose oldest message is overdue."""
+        timeout_ns = int(self.plan.timeout_s * _NS_PER_S)
         while True:
             await asyncio.sleep(BENCH_PROGRESS_INTERVAL_S)
-            self.publish(self.result.messages, sum(self.result.errors.values()))
+            now = self.clock()
+            for conn in self.conns:
+                if conn.is_open and conn.pending and now - conn.pending[0] > timeout_ns:
+                    conn.fail(error_key("timeout", "message"))
+            if self.publish is not None:
+                self.publish(self.result.messages, sum(self.result.errors.values()))
 
     def _report(self) -> None:
         if self.publish is not None:
