@@ -30,6 +30,8 @@ event costs one dict lookup and one ``inc()``, never a label resolution.
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from proxy.limits import LATENCY_BUCKETS_S
@@ -105,10 +107,14 @@ class GatewayMetrics:
         self.bytes_in = Counter("framegate_bytes_in", "Bytes received from clients", registry=registry)
         self.bytes_out = Counter("framegate_bytes_out", "Bytes sent to clients", registry=registry)
         self.frames_fragmented = Counter(
-            "framegate_frames_fragmented", "Continuation-carrying frames received from clients", registry=registry
+            "framegate_frames_fragmented",
+            "Messages sent to clients split into several frames (over the frame cap); added at close",
+            registry=registry,
         )
         self.messages_reassembled = Counter(
-            "framegate_messages_reassembled", "Client messages reassembled from several frames", registry=registry
+            "framegate_messages_reassembled",
+            "Client messages reassembled from several frames; added at close",
+            registry=registry,
         )
         self._closes = Counter(
             "framegate_closes", "Client connections closed, by close code (1009: too big)", ["code"], registry=registry
@@ -161,6 +167,12 @@ class GatewayMetrics:
     def throttled(self, level: str) -> Counter:
         """The throttled-requests child for a level from ``proxy.throttle.LEVELS``."""
         return self._throttled_children[level]
+
+
+@cache
+def default_metrics() -> GatewayMetrics:
+    """The process-wide ``GatewayMetrics`` on ``REGISTRY`` (a registry takes one)."""
+    return GatewayMetrics(REGISTRY)
 
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:

@@ -28,7 +28,7 @@ from typing import Final, Protocol
 from proxy.accesslog import MISSING, render_access_line
 from proxy.config import Config
 from proxy.control.model import CONNECT, DISCONNECT, RouteSettings, Stage
-from proxy.metrics import GatewayMetrics, StageMetrics
+from proxy.metrics import GatewayMetrics, StageMetrics, default_metrics
 from proxy.server.logsink import ExecutionLog, LogSinks, default_log_dir
 from proxy.throttle import Throttler, effective_route_settings
 
@@ -36,8 +36,16 @@ logger = logging.getLogger(__name__)
 
 THROTTLED_CONNECT_BODY: Final = '{"message": "Too Many Requests"}'
 """AWS's body for a throttled handshake (HTTP 429)."""
+_GATEWAY_CLIENT_ERRORS: Final = frozenset({400, 403, 404, 426, 431})
+"""Handshake refusals the gateway answers itself, before any integration (ClientError)."""
 STATUS_OK: Final = "200"
 STATUS_THROTTLED: Final = "429"
+
+
+class StageSource(Protocol):
+    """Where the stage *current* in the control plane is read (``MemoryCatalog``)."""
+
+    def stage(self, api_id: str, stage_name: str) -> Stage | None: ...
 
 
 class HasVariables(Protocol):
@@ -67,25 +75,30 @@ class Observer:
 
     Args:
         config: account limits, data-trace length, log directory.
+        stages: the live stages, so ``update-stage`` reaches open connections;
+            without it a connection keeps the stage it connected with.
         clock: monotonic seconds for the throttler.
-        metrics: collectors (a fresh registry in tests; ``REGISTRY`` by default).
+        metrics: collectors (a fresh registry in tests; the process-wide
+            ``default_metrics()`` on ``REGISTRY`` otherwise).
     """
 
     def __init__(
         self,
         config: Config,
         *,
+        stages: StageSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         metrics: GatewayMetrics | None = None,
         sinks: LogSinks | None = None,
     ) -> None:
+        self.stages = stages
         self.throttler = Throttler(
             clock=clock,
             account_burst=config.account_burst_limit,
             account_rate=config.account_rate_limit,
             new_connections_per_s=config.new_connections_per_s,
         )
-        self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.sinks = sinks if sinks is not None else LogSinks(config.log_dir or default_log_dir(config.db_path))
         self.execution = ExecutionLog(config.data_trace_max_bytes)
 
@@ -126,6 +139,28 @@ class Observer:
         logger.info("connected connectionId=%s apiId=%s stage=%s", connection_id, api_id, stage.stage_name)
         return ConnectionObserver(self, api_id, stage, connection_id)
 
+    def refused(self, api_id: str, stage: Stage, status: int) -> None:
+        """A handshake refused for another reason than throttling (already counted).
+
+        A 4XX from the gateway itself is a ClientError; anything else the
+        integration answered (or failed to) is an IntegrationError.
+        """
+        stage_metrics = self.metrics.stage(api_id, stage.stage_name)
+        if status in _GATEWAY_CLIENT_ERRORS:
+            stage_metrics.client_error.inc()
+        else:
+            stage_metrics.integration_error.inc()
+
+    def upstream_opened(self, api_id: str, stage: Stage, seconds: float) -> None:
+        """An upstream (integration) connection was established in ``seconds``."""
+        self.metrics.upstream_connect_latency.observe(seconds)
+        self.metrics.stage(api_id, stage.stage_name).integration_latency.observe(seconds)
+
+    def upstream_failed(self, api_id: str, stage: Stage) -> None:
+        """An upstream could not be reached or timed out: an ExecutionError."""
+        self.metrics.upstream_connect_failures.inc()
+        self.metrics.stage(api_id, stage.stage_name).execution_error.inc()
+
     def access_log(self, stage: Stage, context: HasVariables, status: str) -> None:
         """One access-log line for ``stage``, if it has ``AccessLogSettings``."""
         settings = stage.access_log_settings
@@ -144,15 +179,25 @@ class Observer:
 class ConnectionObserver:
     """Per-connection observability: cached metric children and route settings."""
 
-    __slots__ = ("_observer", "_routes", "_stage", "api_id", "connection_id", "stage_metrics")
+    __slots__ = ("_observer", "_routes", "_seen", "_stage", "api_id", "connection_id", "stage_metrics", "stage_name")
 
     def __init__(self, observer: Observer, api_id: str, stage: Stage, connection_id: str) -> None:
         self._observer = observer
         self.api_id = api_id
+        self.stage_name = stage.stage_name
         self.connection_id = connection_id
         self.stage_metrics = observer.metrics.stage(api_id, stage.stage_name)
         self._stage = stage
+        self._seen = stage
         self._routes: dict[str, _RouteView] = {}
+
+    def current_stage(self) -> Stage:
+        """The stage as the control plane has it now (the last one seen if it was deleted)."""
+        stages = self._observer.stages
+        current = None if stages is None else stages.stage(self.api_id, self.stage_name)
+        if current is not None:
+            self._seen = current
+        return self._seen
 
     def _route(self, stage: Stage, route_key: str) -> _RouteView:
         if stage is not self._stage:
@@ -208,11 +253,24 @@ class ConnectionObserver:
         """One message went to the client (MessageCount counts both directions)."""
         self.stage_metrics.message_count.inc()
 
-    def closed(self, stage: Stage, code: int, context: HasVariables) -> None:
-        """The connection ended with close ``code``: count it and write the DISCONNECT line."""
+    def closed(
+        self, stage: Stage, code: int, context: HasVariables, *, fragmented: int = 0, reassembled: int = 0
+    ) -> None:
+        """The connection ended with close ``code``: count it and write the DISCONNECT line.
+
+        Args:
+            fragmented: messages the connection's encoder split into frames.
+            reassembled: messages its decoder joined from several frames. Both
+                are the codec's own counters, added once here rather than per frame.
+        """
         observer = self._observer
-        observer.metrics.open_connections.dec()
-        observer.metrics.close(code).inc()
+        metrics = observer.metrics
+        metrics.open_connections.dec()
+        metrics.close(code).inc()
+        if fragmented:
+            metrics.frames_fragmented.inc(fragmented)
+        if reassembled:
+            metrics.messages_reassembled.inc(reassembled)
         if stage.access_log_settings is not None:
             observer.access_log(stage, context, STATUS_OK)
         logger.info("disconnected connectionId=%s route=%s code=%d", self.connection_id, DISCONNECT, code)
