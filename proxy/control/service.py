@@ -287,6 +287,23 @@ class ControlService:
         self.domains[domain.domain_name] = domain
         return Put(base.DOMAIN, base.TOP, domain.domain_name, records.to_plain(domain))
 
+    # --- listings (creation order, which keeps nextToken offsets stable) ---------
+
+    def list_routes(self, api_id: str) -> list[Route]:
+        return list(self.state(api_id).routes.values())
+
+    def list_integrations(self, api_id: str) -> list[Integration]:
+        return list(self.state(api_id).integrations.values())
+
+    def list_deployments(self, api_id: str) -> list[Deployment]:
+        return list(self.state(api_id).deployments.values())
+
+    def list_stages(self, api_id: str) -> list[Stage]:
+        return list(self.state(api_id).stages.values())
+
+    def list_domain_names(self) -> list[DomainName]:
+        return list(self.domains.values())
+
     # --- APIs -----------------------------------------------------------------
 
     def create_api(self, values: Mapping[str, Any]) -> Api:
@@ -566,9 +583,6 @@ class ControlService:
         changes: list[Change] = [self._put(state, deployment)]
         changes.extend(self._put(state, self._repoint(s, deployment.deployment_id)) for s in stages)
         return changes
-
-    def list_deployments(self, api_id: str) -> list[Deployment]:
-        return list(self.state(api_id).deployments.values())
 
     def update_deployment(self, api_id: str, deployment_id: str, description: str | None) -> Deployment:
         state = self.state(api_id)

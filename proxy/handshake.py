@@ -1,0 +1,222 @@
+"""The HTTP upgrade, both roles, on wsproto's sans-IO handshake.
+
+Layer 2 (sans-IO): bytes in, a parsed request or response out, bytes to send
+back; no sockets, no clocks. Frames after the upgrade go through
+``proxy.codec``, not wsproto, so this module ends where the handshake does and
+hands over whatever bytes the peer sent after it (pipelined frames).
+
+Server role (clients): ``ServerHandshake`` caps the request head, turns
+wsproto's errors into the HTTP status a client should see (400 malformed,
+426 not an upgrade, 431 head too large) and renders 101 or an HTTP error.
+Client role (upstreams): ``ClientHandshake`` renders the upgrade request with
+the connection's context headers and parses the backend's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from proxy.errors import HandshakeError
+from proxy.limits import MAX_REQUEST_HEAD_BYTES, MAX_URL_CHARS
+
+Headers = list[tuple[bytes, bytes]]
+
+_HEAD_END = b"\r\n\r\n"
+_NOT_AN_UPGRADE = ("Missing header, 'Connection: Upgrade'", "Missing header, 'Upgrade: websocket'")
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """A client's valid WebSocket upgrade request."""
+
+    path: str
+    """The request path without the query string."""
+    query: str
+    """The raw query string (no ``?``), kept for the integration."""
+    host: str
+    subprotocols: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+    """Lower-case names; Host, Sec-WebSocket-Protocol and -Extensions excluded (wsproto's split)."""
+
+    def header(self, name: str, default: str = "") -> str:
+        """The first value of header ``name`` (lower case)."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+
+def _text(value: bytes) -> str:
+    return value.decode("latin-1")
+
+
+def http_response(status: int, body: bytes = b"", headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """A complete ``Connection: close`` HTTP/1.1 response (error answers to a handshake)."""
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    lines = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(body)}", "Connection: close"]
+    if body:
+        lines.append("Content-Type: application/json")
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def error_body(message: str) -> bytes:
+    """AWS's error body shape: ``{"message": ...}``."""
+    escaped = message.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{{"message": "{escaped}"}}'.encode()
+
+
+class ServerHandshake:
+    """One client's upgrade request, parsed incrementally.
+
+    Args:
+        max_head: request line plus headers, in bytes; more is answered 431.
+    """
+
+    __slots__ = ("_buffer", "_handshake", "_max_head", "_request", "trailing")
+
+    def __init__(self, max_head: int = MAX_REQUEST_HEAD_BYTES) -> None:
+        self._handshake = H11Handshake(ConnectionType.SERVER)
+        self._buffer = bytearray()
+        self._max_head = max_head
+        self._request: Request | None = None
+        self.trailing = b""
+        """Bytes the client sent after its request head (frames it pipelined)."""
+
+    def receive_data(self, data: bytes) -> UpgradeRequest | None:
+        """Feed bytes; return the request once its head is complete.
+
+        Raises:
+            HandshakeError: the request cannot become a WebSocket; ``status_hint``
+                and ``body`` say what to answer (see ``reject``).
+        """
+        self._buffer += data
+        end = self._buffer.find(_HEAD_END)
+        if end < 0:
+            if len(self._buffer) > self._max_head:
+                raise HandshakeError(
+                    f"request head exceeds {self._max_head} bytes", HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+                )
+            return None
+        head_length = end + len(_HEAD_END)
+        if head_length > self._max_head:
+            raise HandshakeError(
+                f"request head of {head_length} bytes exceeds {self._max_head}",
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+            )
+        self.trailing = bytes(self._buffer[head_length:])
+        return self._parse(bytes(self._buffer[:head_length]))
+
+    def _parse(self, head: bytes) -> UpgradeRequest:
+        try:
+            self._handshake.receive_data(head)
+            events = list(self._handshake.events())
+        except RemoteProtocolError as exc:
+            raise _classify(exc) from exc
+        request = next((event for event in events if isinstance(event, Request)), None)
+        if request is None:
+            raise HandshakeError("incomplete upgrade request", HTTPStatus.BAD_REQUEST)
+        if len(request.target) > MAX_URL_CHARS:
+            raise HandshakeError(f"URL longer than {MAX_URL_CHARS} characters", HTTPStatus.REQUEST_URI_TOO_LONG)
+        self._request = request
+        path, _, query = request.target.partition("?")
+        headers = tuple((_text(name).lower(), _text(value)) for name, value in request.extra_headers)
+        return UpgradeRequest(path, query, request.host, tuple(request.subprotocols), headers)
+
+    def accept(self, subprotocol: str | None = None) -> bytes:
+        """The 101 response, with the subprotocol the integration chose."""
+        return self._handshake.send(AcceptConnection(subprotocol=subprotocol))
+
+    @staticmethod
+    def reject(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+        """An HTTP error answer with an AWS-style ``{"message": ...}`` body."""
+        return http_response(status, error_body(message), headers)
+
+
+def _classify(exc: RemoteProtocolError) -> HandshakeError:
+    """wsproto's error as the status a client should see."""
+    text = str(exc)
+    hint = exc.event_hint
+    if text in _NOT_AN_UPGRADE:
+        return HandshakeError(
+            f"this is a WebSocket endpoint: {text}", HTTPStatus.UPGRADE_REQUIRED, headers=[("Upgrade", "websocket")]
+        )
+    if not isinstance(hint, RejectConnection):
+        return HandshakeError(text, HTTPStatus.BAD_REQUEST)
+    return HandshakeError(text, hint.status_code, headers=[(_text(name), _text(value)) for name, value in hint.headers])
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamAccepted:
+    """The backend switched protocols."""
+
+    subprotocol: str | None
+    trailing: bytes
+    """Frames the backend sent right behind its 101."""
+
+
+class ClientHandshake:
+    """The upgrade request to an upstream, and its answer.
+
+    Args:
+        url: ``ws://`` or ``wss://`` URL, query included.
+        headers: extra request headers (context, forwarding).
+        subprotocols: what the client offered, passed on unchanged.
+    """
+
+    __slots__ = ("_handshake", "_status", "request_bytes")
+
+    def __init__(self, url: str, headers: Sequence[tuple[str, str]], subprotocols: Sequence[str]) -> None:
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._handshake = H11Handshake(ConnectionType.CLIENT)
+        self._status: int | None = None
+        request = Request(
+            host=parts.netloc,
+            target=target,
+            subprotocols=list(subprotocols),
+            extra_headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
+        )
+        self.request_bytes = self._handshake.send(request)
+
+    def receive_data(self, data: bytes) -> UpstreamAccepted | None:
+        """Feed the backend's answer; ``UpstreamAccepted`` on 101, None for more.
+
+        Raises:
+            HandshakeError: the backend refused (``status_hint`` is its status) or
+                answered something that is not a valid WebSocket upgrade (502).
+        """
+        try:
+            self._handshake.receive_data(data)
+            events = list(self._handshake.events())
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            raise HandshakeError(f"backend answered an invalid upgrade: {exc}", HTTPStatus.BAD_GATEWAY) from exc
+        for event in events:
+            if isinstance(event, AcceptConnection):
+                trailing = bytes(self._handshake._h11_connection.trailing_data[0])
+                return UpstreamAccepted(event.subprotocol, trailing)
+            if isinstance(event, RejectConnection):
+                self._status = event.status_code
+                if not event.has_body:
+                    raise self._refused()
+            if isinstance(event, RejectData) and event.body_finished:
+                raise self._refused()
+        return None
+
+    def receive_eof(self) -> HandshakeError:
+        """The backend closed before completing its answer."""
+        if self._status is not None:
+            return self._refused()
+        return HandshakeError("backend closed the connection during the upgrade", HTTPStatus.BAD_GATEWAY)
+
+    def _refused(self) -> HandshakeError:
+        status = self._status or HTTPStatus.BAD_GATEWAY
+        return HandshakeError(f"backend refused the upgrade with HTTP {status}", status)

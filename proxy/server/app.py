@@ -1,0 +1,85 @@
+"""``framegate serve``: the control plane, the data plane and /metrics in one process.
+
+Layer 4. Start-up order: open the store and bring the catalog to its start-up
+state (demo API, ``--config``, ``--backend``), bind the admin listener, bind
+the data listener, then print one ready line. SIGTERM/SIGINT stop accepting,
+close open connections with 1001 (at most ``--drain-timeout``) and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from proxy import codec
+from proxy.config import Config
+from proxy.control.catalog import MemoryCatalog
+from proxy.control.plane import QUICKSTART_API, ControlPlane
+from proxy.errors import ControlError
+from proxy.server.admin import start_control_plane
+from proxy.server.gateway import Gateway
+from proxy.server.loop import run_loop
+from proxy.server.observer import Observer
+
+logger = logging.getLogger(__name__)
+
+READY_PREFIX = "framegate ready"
+
+
+def _url(scheme: str, server: asyncio.Server) -> str:
+    host, port = server.sockets[0].getsockname()[:2]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _default_api(config: Config, plane: ControlPlane) -> str | None:
+    """``--default-api``, else the quickstart API when ``--backend`` fronts one."""
+    if config.default_api is not None or config.backend is None:
+        return config.default_api
+    for api_id, state in plane.service.apis.items():
+        if state.api.name == QUICKSTART_API:
+            return api_id
+    return None
+
+
+async def _serve(config: Config) -> int:
+    loop = asyncio.get_running_loop()
+    catalog = MemoryCatalog(config.default_api)
+    try:
+        plane, admin = await start_control_plane(config, catalog)
+    except (OSError, ControlError, ValueError) as exc:
+        print(f"framegate serve: cannot start the control plane: {exc}", file=sys.stderr)
+        return 1
+    catalog.default_api = _default_api(config, plane)
+    observer = Observer(config)
+    gateway = Gateway(config, catalog, observer)
+    try:
+        server = await loop.create_server(gateway.protocol, config.host, config.port, reuse_address=True)
+    except OSError as exc:
+        print(f"framegate serve: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        await admin.close()
+        plane.close()
+        return 1
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    admin_url = _url("http", admin.server)
+    print(
+        f"{READY_PREFIX} data={_url('ws', server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
+        flush=True,
+    )
+    logger.info("APIs: %s; demo: ws://%s:%s/dev", ", ".join(catalog.api_ids()), config.host, config.port)
+    await stop.wait()
+    logger.info("shutting down: draining %d connections", len(gateway.connections))
+    server.close()
+    await gateway.drain(config.drain_timeout)
+    await admin.close()
+    observer.close()
+    plane.close()
+    return 0
+
+
+def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; the exit status for the CLI."""
+    return run_loop(_serve(config))

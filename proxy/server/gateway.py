@@ -1,0 +1,545 @@
+"""The data plane: one ``asyncio.Protocol`` per client WebSocket connection.
+
+Layer 4, the only place client sockets live. Per connection:
+
+1. HANDSHAKE: the request head is parsed by ``proxy.handshake`` under a
+   deadline and a size cap; the catalog resolves (Host, path) to a stage and
+   the deployment it points at; ``$connect`` is throttled; a ws:// ``$connect``
+   or ``$default`` upstream is opened *before* answering, so a backend that
+   refuses or is down gives the client an HTTP error instead of a 101.
+2. OPEN: frames go through ``proxy.codec`` (AWS caps enforced there); each
+   message is routed, throttled and integrated by ``proxy.session``; upstream
+   messages come back re-fragmented. Back-pressure pauses the other side.
+3. CLOSING/CLOSED: close codes propagate both ways; ``$disconnect`` runs.
+
+Observability is one ``Observer`` call per event (``proxy.server.observer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Final, cast
+
+from proxy import ids
+from proxy.codec import FrameDecoder, FrameEncoder
+from proxy.config import Config
+from proxy.control.catalog import MemoryCatalog
+from proxy.control.context import MESSAGE_EVENT, RequestContext
+from proxy.control.model import Stage
+from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
+from proxy.frames import CloseCode, Event, Opcode, parse_close
+from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest, error_body, http_response
+from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
+from proxy.server.flow import FlowControl
+from proxy.server.observer import THROTTLED_CONNECT_BODY, ConnectionObserver, Observer
+from proxy.server.upstream import Upstream, open_upstream
+from proxy.session import Client, Close, Decision, Forward, Reply, Session
+
+logger = logging.getLogger(__name__)
+
+_HANDSHAKE: Final = 0
+_CONNECTING: Final = 1
+_OPEN: Final = 2
+_CLOSING: Final = 3
+_CLOSED: Final = 4
+
+_FORBIDDEN: Final = "Forbidden"
+_INTERNAL: Final = "Internal server error"
+_UNSENDABLE = frozenset({CloseCode.NO_STATUS, CloseCode.ABNORMAL})
+
+
+def epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _host_name(host: str) -> str:
+    """``$context.domainName``: the Host without its port."""
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _forwarded_for(request: UpgradeRequest, source_ip: str) -> str:
+    previous = request.header("x-forwarded-for")
+    return f"{previous}, {source_ip}" if previous else source_ip
+
+
+class Gateway:
+    """What all client connections share: settings, catalog, observer, encoders.
+
+    Encoders keep no per-connection state, so one per role serves everyone.
+    """
+
+    def __init__(self, config: Config, catalog: MemoryCatalog, observer: Observer) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.observer = observer
+        self.server_encoder = FrameEncoder(client_side=False, max_frame=config.max_frame)
+        self.client_encoder = FrameEncoder(client_side=True, max_frame=config.max_frame)
+        self.connections: set[ClientConnection] = set()
+        self._idle: asyncio.Event | None = None
+
+    def protocol(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    def forget(self, connection: ClientConnection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._idle is not None:
+            self._idle.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Close every connection with 1001 and wait for them (at most ``timeout_s``)."""
+        if not self.connections:
+            return
+        self._idle = asyncio.Event()
+        for connection in list(self.connections):
+            connection.shut_down()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            for connection in list(self.connections):
+                connection.abort()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client: handshake, relay, close (see the module docstring)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._config = gateway.config
+        self._loop = asyncio.get_running_loop()
+        self._state = _HANDSHAKE
+        self._transport: asyncio.Transport | None = None
+        self._flow: FlowControl | None = None
+        self._handshake: ServerHandshake | None = ServerHandshake(self._config.max_request_head)
+        self._early = b""
+        self._source_ip = "-"
+        self._forwarded_for = "-"
+        self._subprotocols: tuple[str, ...] = ()
+        self._decoder: FrameDecoder | None = None
+        self._session: Session | None = None
+        self._observer: ConnectionObserver | None = None
+        self._upstreams: dict[str, Upstream] = {}
+        self._pending: list[tuple[str, int, bytes]] = []
+        self._connecting: asyncio.Task[None] | None = None
+        self._writing_paused = False
+        self._close_code: int = CloseCode.ABNORMAL
+        self._last_activity = 0.0
+        self._timers: list[asyncio.TimerHandle] = []
+
+    # --- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+        self._flow = FlowControl(transport)
+        config = self._config
+        transport.set_write_buffer_limits(config.write_high_water, config.write_low_water)
+        peer = transport.get_extra_info("peername")
+        self._source_ip = str(peer[0]) if peer else "-"
+        self._timers.append(self._loop.call_later(config.handshake_timeout, self._handshake_expired))
+        self._gateway.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self._state == _OPEN:
+                self._frames(data)
+            elif self._state == _HANDSHAKE:
+                self._handshake_data(data)
+            elif self._state == _CONNECTING:
+                self._early += data  # reading is paused; this is at most one read's worth
+            elif self._state == _CLOSING and self._decoder is not None:
+                self._frames(data)
+            # Otherwise: closing after a protocol error, input is discarded until EOF or the close timeout.
+        except Exception:
+            # The one catch-all, at the connection boundary: never let a bug kill the server.
+            logger.exception("internal error connectionId=%s", self.connection_id)
+            self.close(CloseCode.INTERNAL_ERROR, _INTERNAL)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_open = self._state in (_OPEN, _CLOSING)
+        self._state = _CLOSED
+        for timer in self._timers:
+            timer.cancel()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        for upstream in list(self._upstreams.values()):
+            upstream.close(CloseCode.GOING_AWAY, "client went away")
+        self._upstreams.clear()
+        self._pending.clear()
+        if was_open and self._session is not None and self._observer is not None:
+            context = self._session.disconnect()
+            self._observer.closed(self._current_stage(), self._close_code, context)
+        self._transport = None
+        self._gateway.forget(self)
+
+    def pause_writing(self) -> None:
+        # The client reads slower than backends send: stop reading them.
+        self._writing_paused = True
+        for upstream in self._upstreams.values():
+            if upstream.flow is not None:
+                upstream.flow.pause()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        for upstream in self._upstreams.values():
+            if upstream.flow is not None:
+                upstream.flow.resume()
+
+    @property
+    def connection_id(self) -> str:
+        return self._session.connection_id if self._session is not None else "-"
+
+    # --- handshake --------------------------------------------------------------------
+
+    def _handshake_data(self, data: bytes) -> None:
+        assert self._handshake is not None
+        try:
+            request = self._handshake.receive_data(data)
+        except HandshakeError as exc:
+            self._refuse(exc.status_hint, str(exc), exc.headers)
+            return
+        if request is not None:
+            self._start(request)
+
+    def _handshake_expired(self) -> None:
+        if self._state == _HANDSHAKE:
+            deadline = self._config.handshake_timeout
+            self._refuse(HTTPStatus.REQUEST_TIMEOUT, f"upgrade not completed within {deadline:g} s")
+
+    def _start(self, request: UpgradeRequest) -> None:
+        gateway = self._gateway
+        try:
+            target = gateway.catalog.resolve(request.host, request.path)
+        except NotFoundException as exc:
+            self._refuse(HTTPStatus.FORBIDDEN, _FORBIDDEN, [("X-Framegate-Error", str(exc))])
+            return
+        client = Client(self._source_ip, request.header("user-agent"), _host_name(request.host), request.query)
+        self._forwarded_for = _forwarded_for(request, self._source_ip)
+        self._subprotocols = request.subprotocols
+        session = self._session = Session(target, ids.connection_id(), client, ids.connection_id, epoch_ms)
+        context = session.connect_context()
+        stage = target.stage
+        if gateway.observer.admit_connect(target.api.api_id, stage, session.connection_id, context) is not None:
+            self._refuse(HTTPStatus.TOO_MANY_REQUESTS, "", body=THROTTLED_CONNECT_BODY)
+            return
+        try:
+            status = session.connect_status(context)
+            forward = session.handshake_upstream()
+        except IntegrationError as exc:
+            logger.warning("$connect failed connectionId=%s: %s", session.connection_id, exc)
+            self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL)
+            return
+        if not HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES:
+            self._refuse(status, _FORBIDDEN if status == HTTPStatus.FORBIDDEN else f"$connect answered {status}")
+            return
+        self._state = _CONNECTING
+        assert self._flow is not None
+        self._flow.pause()
+        if forward is None:
+            self._accept(None, context)
+        else:
+            self._connecting = self._loop.create_task(self._connect(forward, context))
+
+    async def _connect(self, forward: Forward, context: RequestContext) -> None:
+        try:
+            upstream = await self._open(forward, self._subprotocols)
+        except HandshakeError as exc:
+            logger.info("upstream refused connectionId=%s: %s", self.connection_id, exc)
+            message = _INTERNAL if exc.status_hint >= HTTPStatus.INTERNAL_SERVER_ERROR else _FORBIDDEN
+            self._refuse(exc.status_hint, message, [("X-Framegate-Error", str(exc))])
+            return
+        if self._state != _CONNECTING:
+            upstream.close(CloseCode.GOING_AWAY, "client went away")
+            return
+        accepted = upstream.accepted.result()
+        self._accept(accepted.subprotocol, context)
+
+    async def _open(self, forward: Forward, subprotocols: Sequence[str]) -> Upstream:
+        """Open the upstream ``forward`` names, record it and return it."""
+        session = self._session
+        assert session is not None
+        target = session.target
+        headers = [
+            ("X-Framegate-Connection-Id", session.connection_id),
+            ("X-Framegate-Api-Id", target.api.api_id),
+            ("X-Framegate-Stage", target.stage.stage_name),
+            ("X-Forwarded-For", self._forwarded_for),
+        ]
+        config = self._config
+        metrics = self._gateway.observer.metrics
+        started = self._loop.time()
+        try:
+            upstream, _accepted = await open_upstream(
+                self,
+                forward.url,
+                ClientHandshake(forward.url, headers, subprotocols),
+                self._gateway.client_encoder,
+                timeout_s=forward.timeout_s,
+                max_message=config.max_message,
+            )
+        except HandshakeError:
+            metrics.upstream_connect_failures.inc()
+            raise
+        metrics.upstream_connect_latency.observe(self._loop.time() - started)
+        self._upstreams[forward.url] = upstream
+        if self._writing_paused and upstream.flow is not None:
+            upstream.flow.pause()
+        return upstream
+
+    def _accept(self, subprotocol: str | None, context: RequestContext) -> None:
+        assert self._transport is not None and self._handshake is not None and self._session is not None
+        self._transport.write(self._handshake.accept(subprotocol))
+        self._state = _OPEN
+        session = self._session
+        target = session.target
+        self._observer = self._gateway.observer.connected(
+            target.api.api_id, target.stage, session.connection_id, context
+        )
+        config = self._config
+        self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
+        self._last_activity = self._loop.time()
+        self._timers.append(self._loop.call_later(config.idle_timeout, self._idle_check))
+        self._timers.append(
+            self._loop.call_later(
+                config.max_connection_duration, self.close, CloseCode.GOING_AWAY, "Connection duration exceeded"
+            )
+        )
+        early = self._handshake.trailing + self._early
+        self._handshake = None
+        self._early = b""
+        assert self._flow is not None
+        self._flow.resume()
+        if early:
+            self._frames(early)
+
+    def _refuse(
+        self, status: int, message: str, headers: Sequence[tuple[str, str]] = (), body: str | None = None
+    ) -> None:
+        """Answer the upgrade with an HTTP error and close."""
+        transport = self._transport
+        self._state = _CLOSING
+        if transport is None or transport.is_closing():
+            return
+        content = body.encode() if body is not None else error_body(message)
+        transport.write(http_response(status, content, headers))
+        transport.close()
+
+    # --- messages ---------------------------------------------------------------------
+
+    def _frames(self, data: bytes) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        self._last_activity = self._loop.time()
+        try:
+            events = decoder.feed(data)
+        except ProtocolError as exc:
+            self._events(exc.events)
+            self._protocol_error(exc)
+            return
+        self._events(events)
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        """Close with the fault's code; the stream cannot be parsed further, so stop reading it."""
+        self.close(exc.close_code, str(exc))
+        self._decoder = None
+        transport = self._transport
+        if transport is not None and transport.can_write_eof():
+            # Half-close: the peer reads our close frame, then EOF; unread input does not reset it.
+            transport.write_eof()
+
+    def _events(self, events: list[Event]) -> None:
+        for opcode, payload in events:
+            if self._state != _OPEN:
+                if opcode == Opcode.CLOSE:
+                    self._close_acknowledged()
+                return
+            if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
+                self._message(opcode, payload)
+            elif opcode == Opcode.PING:
+                self._write(self._gateway.server_encoder.pong(payload))
+            elif opcode == Opcode.CLOSE:
+                self._client_closed(payload)
+
+    def _message(self, opcode: int, payload: bytes) -> None:
+        session = self._session
+        observer = self._observer
+        assert session is not None and observer is not None
+        route = session.route(opcode, payload)
+        context = _MessageContext(session, route.route_key if route is not None else "-")
+        if route is None:
+            self._act(session.no_route(context.request_id))
+            return
+        if observer.message(self._current_stage(), route.route_key, payload, context) is not None:
+            self._act(session.throttled(context.request_id))
+            return
+        self._act(session.integrate(route, opcode, payload, context.get), opcode, payload)
+
+    def _act(self, decision: Decision, opcode: int = Opcode.TEXT, payload: bytes = b"") -> None:
+        if decision is None:
+            return
+        if isinstance(decision, Forward):
+            upstream = self._upstreams.get(decision.url)
+            if upstream is not None:
+                upstream.send(opcode, payload)
+            else:
+                self._open_later(decision, opcode, payload)
+        elif isinstance(decision, Reply):
+            self._send(Opcode.TEXT, decision.text.encode())
+        elif isinstance(decision, Close):
+            self.close(decision.code, decision.reason)
+
+    def _open_later(self, forward: Forward, opcode: int, payload: bytes) -> None:
+        """First message for a non-``$default`` ws:// route: queue it and connect, reading paused."""
+        first = not any(url == forward.url for url, _, _ in self._pending)
+        self._pending.append((forward.url, opcode, payload))
+        if first:
+            assert self._flow is not None
+            self._flow.pause()
+            self._loop.create_task(self._connect_route(forward))
+
+    async def _connect_route(self, forward: Forward) -> None:
+        assert self._flow is not None
+        session = self._session
+        assert session is not None
+        try:
+            await self._open(forward, ())
+        except HandshakeError as exc:
+            logger.info("route upstream failed connectionId=%s: %s", self.connection_id, exc)
+            dropped = [item for item in self._pending if item[0] == forward.url]
+            self._pending = [item for item in self._pending if item[0] != forward.url]
+            for _ in dropped:
+                self._act(session.internal_error(None))
+            self._flow.resume()
+            return
+        upstream = self._upstreams[forward.url]
+        if self._state != _OPEN:
+            upstream.close(CloseCode.GOING_AWAY, "client went away")
+            return
+        for url, opcode, payload in self._pending:
+            if url == forward.url:
+                upstream.send(opcode, payload)
+        self._pending = [item for item in self._pending if item[0] != forward.url]
+        self._flow.resume()
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        self._write(self._gateway.server_encoder.message(opcode, payload))
+        if self._observer is not None:
+            self._observer.sent()
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def _current_stage(self) -> Stage:
+        """The stage as the catalog has it now: route settings apply to open connections too."""
+        session = self._session
+        assert session is not None
+        target = session.target
+        return self._gateway.catalog.stage(target.api.api_id, target.stage.stage_name) or target.stage
+
+    # --- upstream callbacks -------------------------------------------------------------
+
+    def upstream_message(self, opcode: int, payload: bytes) -> None:
+        if self._state == _OPEN:
+            self._last_activity = self._loop.time()
+            self._send(opcode, payload)
+
+    def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None:
+        for url, known in list(self._upstreams.items()):
+            if known is upstream:
+                del self._upstreams[url]
+        if code is None:
+            self.close(CloseCode.INTERNAL_ERROR, "Backend connection lost")
+        elif code in _UNSENDABLE:
+            self.close(CloseCode.NORMAL, reason)
+        else:
+            self.close(code, reason)
+
+    def upstream_pause(self) -> None:
+        if self._flow is not None:
+            self._flow.pause()
+
+    def upstream_resume(self) -> None:
+        if self._flow is not None:
+            self._flow.resume()
+
+    # --- closing ----------------------------------------------------------------------
+
+    def _client_closed(self, payload: bytes) -> None:
+        """The client started the closing handshake: answer it and pass it on."""
+        code, reason = parse_close(payload)
+        self._close_code = code
+        self._state = _CLOSING
+        self._write(self._gateway.server_encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
+        upstream_code = CloseCode.NORMAL if code in _UNSENDABLE else code
+        for upstream in list(self._upstreams.values()):
+            upstream.close(upstream_code, reason)
+        self._upstreams.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _close_acknowledged(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close the client with ``code`` (and its upstreams with the same code)."""
+        if self._state != _OPEN:
+            if self._state in (_HANDSHAKE, _CONNECTING):
+                self.abort()
+            return
+        self._state = _CLOSING
+        self._close_code = code
+        reason = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+        self._write(self._gateway.server_encoder.close(code, reason))
+        for upstream in list(self._upstreams.values()):
+            upstream.close(code, reason)
+        self._upstreams.clear()
+        if self._transport is not None:
+            self._timers.append(self._loop.call_later(CLOSE_TIMEOUT_S, self._transport.abort))
+
+    def shut_down(self) -> None:
+        """Server shutdown: 1001 to open connections, drop the others."""
+        if self._state == _OPEN:
+            self.close(CloseCode.GOING_AWAY, "Server shutting down")
+        elif self._state != _CLOSED:
+            self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _idle_check(self) -> None:
+        remaining = self._last_activity + self._config.idle_timeout - self._loop.time()
+        if remaining > 0:
+            self._timers.append(self._loop.call_later(remaining, self._idle_check))
+        else:
+            self.close(CloseCode.GOING_AWAY, "Going away: idle timeout")
+
+
+class _MessageContext:
+    """A message's ``$context``, built only if a log, template or error frame reads it."""
+
+    __slots__ = ("_context", "_route_key", "_session")
+
+    def __init__(self, session: Session, route_key: str) -> None:
+        self._session = session
+        self._route_key = route_key
+        self._context: RequestContext | None = None
+
+    def get(self) -> RequestContext:
+        if self._context is None:
+            self._context = self._session.context(MESSAGE_EVENT, self._route_key, ids.connection_id())
+        return self._context
+
+    @property
+    def request_id(self) -> str:
+        return self.get().request_id
+
+    def fields(self) -> dict[str, str]:
+        return self.get().fields()

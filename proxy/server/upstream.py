@@ -1,0 +1,226 @@
+"""One WebSocket connection from the gateway to a backend (a ws:// integration).
+
+Layer 4. The client role of the relay: the upgrade goes through
+``proxy.handshake.ClientHandshake``, frames through ``proxy.codec`` (masked,
+re-fragmented to the frame cap). Messages and closes are handed to the owning
+client connection (``UpstreamOwner``); the owner's write buffer pausing pauses
+this socket's reading and vice versa (``FlowControl``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from http import HTTPStatus
+from typing import Protocol, cast
+from urllib.parse import urlsplit
+
+from proxy.codec import FrameDecoder, FrameEncoder
+from proxy.errors import HandshakeError, ProtocolError
+from proxy.frames import CloseCode, Event, Opcode, parse_close
+from proxy.handshake import ClientHandshake, UpstreamAccepted
+from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
+from proxy.server.flow import FlowControl
+
+_DEFAULT_PORTS = {"ws": 80, "wss": 443}
+
+
+class UpstreamOwner(Protocol):
+    """The client connection an upstream belongs to."""
+
+    def upstream_message(self, opcode: int, payload: bytes) -> None: ...
+
+    def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None:
+        """The backend closed (``code`` None: the socket died without a close frame)."""
+        ...
+
+    def upstream_pause(self) -> None:
+        """The upstream's write buffer is full: stop reading the client."""
+        ...
+
+    def upstream_resume(self) -> None: ...
+
+
+class Upstream(asyncio.Protocol):
+    """The gateway's WebSocket client to one backend, for one client connection."""
+
+    def __init__(
+        self,
+        owner: UpstreamOwner,
+        handshake: ClientHandshake,
+        encoder: FrameEncoder,
+        max_message: int,
+    ) -> None:
+        self._owner = owner
+        self._handshake: ClientHandshake | None = handshake
+        self._encoder = encoder
+        # Backends are ours to trust with frame sizes: only the message cap applies
+        # to what they send; the client gets it re-fragmented to the frame cap.
+        self._decoder = FrameDecoder(server_side=False, max_frame=max_message, max_message=max_message)
+        self._transport: asyncio.Transport | None = None
+        self._closing = False
+        self._reported = False
+        self.flow: FlowControl | None = None
+        self.accepted: asyncio.Future[UpstreamAccepted] = asyncio.get_running_loop().create_future()
+
+    # --- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self.flow = FlowControl(self._transport)
+        assert self._handshake is not None
+        self._transport.write(self._handshake.request_bytes)
+
+    def data_received(self, data: bytes) -> None:
+        if self._handshake is None:
+            self._frames(data)
+            return
+        try:
+            accepted = self._handshake.receive_data(data)
+        except HandshakeError as exc:
+            self._fail_handshake(exc)
+            return
+        if accepted is not None:
+            self._handshake = None
+            self.accepted.set_result(accepted)
+            if accepted.trailing:
+                self._frames(accepted.trailing)
+
+    def eof_received(self) -> bool | None:
+        if self._handshake is not None:
+            self._fail_handshake(self._handshake.receive_eof())
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handshake is not None:
+            self._fail_handshake(self._handshake.receive_eof())
+        self._transport = None
+        self._report(None, "backend connection lost")
+
+    def pause_writing(self) -> None:
+        self._owner.upstream_pause()
+
+    def resume_writing(self) -> None:
+        self._owner.upstream_resume()
+
+    # --- what the owner calls -----------------------------------------------------------
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        """Relay one message (re-fragmented and masked)."""
+        if self._transport is not None and not self._closing:
+            self._transport.write(self._encoder.message(opcode, payload))
+
+    def close(self, code: int | None, reason: str = "") -> None:
+        """Start the closing handshake; the socket is dropped if the backend does not answer."""
+        transport = self._transport
+        self._reported = True  # the owner initiated this: no callback
+        if transport is None or self._closing:
+            return
+        self._closing = True
+        if self._handshake is not None:
+            transport.abort()
+            return
+        transport.write(self._encoder.close(code, reason))
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
+
+    # --- frames -------------------------------------------------------------------------
+
+    def _frames(self, data: bytes) -> None:
+        try:
+            events = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._events(exc.events)
+            self._protocol_error(exc)
+            return
+        self._events(events)
+
+    def _events(self, events: list[Event]) -> None:
+        owner = self._owner
+        for opcode, payload in events:
+            if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
+                owner.upstream_message(opcode, payload)
+            elif opcode == Opcode.PING:
+                if self._transport is not None:
+                    self._transport.write(self._encoder.pong(payload))
+            elif opcode == Opcode.CLOSE:
+                self._backend_closed(payload)
+                return
+
+    def _backend_closed(self, payload: bytes) -> None:
+        code, reason = parse_close(payload)
+        transport = self._transport
+        if transport is not None and not self._closing:
+            self._closing = True
+            transport.write(self._encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
+        if transport is not None:
+            transport.close()
+        self._report(code, reason)
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        if self._transport is not None and not self._closing:
+            self._closing = True
+            self._transport.write(self._encoder.close(exc.close_code, str(exc)[:MAX_CLOSE_REASON_BYTES]))
+            self._transport.close()
+        self._report(CloseCode.INTERNAL_ERROR, f"Backend protocol error: {exc}"[:MAX_CLOSE_REASON_BYTES])
+
+    def _report(self, code: int | None, reason: str) -> None:
+        if not self._reported:
+            self._reported = True
+            self._owner.upstream_closed(self, code, reason)
+
+    def _fail_handshake(self, exc: HandshakeError) -> None:
+        self._handshake = None
+        self._reported = True
+        if not self.accepted.done():
+            self.accepted.set_exception(exc)
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def _address(url: str) -> tuple[str, int, ssl.SSLContext | None]:
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise HandshakeError(f"integration URI is not a ws:// or wss:// URL: {url}", HTTPStatus.INTERNAL_SERVER_ERROR)
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    context = ssl.create_default_context() if parts.scheme == "wss" else None
+    return parts.hostname, port, context
+
+
+async def open_upstream(
+    owner: UpstreamOwner,
+    url: str,
+    handshake: ClientHandshake,
+    encoder: FrameEncoder,
+    *,
+    timeout_s: float,
+    max_message: int,
+) -> tuple[Upstream, UpstreamAccepted]:
+    """Connect and upgrade within ``timeout_s`` (the integration timeout).
+
+    Raises:
+        HandshakeError: 502 when the backend is unreachable or refuses without a
+            status, 504 on timeout, else the backend's own refusal status.
+    """
+    host, port, context = _address(url)
+    loop = asyncio.get_running_loop()
+    upstream: Upstream | None = None
+
+    def factory() -> Upstream:
+        nonlocal upstream
+        upstream = Upstream(owner, handshake, encoder, max_message)
+        return upstream
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            await loop.create_connection(factory, host, port, ssl=context)
+            assert upstream is not None
+            accepted = await upstream.accepted
+    except TimeoutError as exc:
+        if upstream is not None:
+            upstream.close(None)
+        raise HandshakeError(
+            f"backend {url} did not answer within {timeout_s:g} s", HTTPStatus.GATEWAY_TIMEOUT
+        ) from exc
+    except OSError as exc:
+        raise HandshakeError(f"backend {url} is unreachable: {exc.strerror or exc}", HTTPStatus.BAD_GATEWAY) from exc
+    return upstream, accepted

@@ -1,0 +1,259 @@
+"""What one client connection does with each event: the relay's decisions, sans-IO.
+
+Layer 3. The gateway (``proxy.server.gateway``) owns the sockets and asks a
+``Session`` what to do; the answer is a value it acts on (Envoy's local reply
+vs continue): ``Forward`` to a WebSocket upstream, ``Reply`` with a text
+frame, ``Close`` with a code, or ``None`` (nothing to send). A connection's
+session is bound to the deployment snapshot its stage pointed at when it
+connected; the *current* stage (live settings) is passed in per call.
+
+Per message, in order (reference 6.2, 6.4): route selection (``$default``
+when the snapshot has no other message route, without parsing), throttling
+(the gateway's observer, between ``route`` and ``integrate``), then the
+integration: ws:// passthrough, MOCK, or the "Internal server error" frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from proxy import gateway_frames
+from proxy.control.context import CONNECT_EVENT, DISCONNECT_EVENT, RequestContext
+from proxy.control.mock import run_mock
+from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, HTTP_PROXY, MOCK, Integration, Route, Target
+from proxy.control.routing import route_table, substitute_stage_variables
+from proxy.errors import IntegrationError
+from proxy.frames import CloseCode, Opcode
+
+WEBSOCKET_SCHEMES = ("ws://", "wss://")
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Relay the message to the upstream at ``url`` (opened on first use)."""
+
+    url: str
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send ``text`` to the client as one text message; the connection stays open."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the client connection with ``code``."""
+
+    code: int
+    reason: str
+
+
+Decision = Forward | Reply | Close | None
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who connected, for ``$context`` and the upstream's forwarding headers."""
+
+    source_ip: str
+    user_agent: str
+    domain_name: str
+    query: str
+
+
+def is_websocket(integration: Integration | None) -> bool:
+    """A passthrough integration: HTTP_PROXY to a ws:// or wss:// URI."""
+    return (
+        integration is not None
+        and integration.integration_type == HTTP_PROXY
+        and (integration.integration_uri or "").startswith(WEBSOCKET_SCHEMES)
+    )
+
+
+def upstream_url(integration: Integration, stage_variables: Mapping[str, str], query: str) -> str:
+    """The integration URI with stage variables substituted and the client's query appended.
+
+    Raises:
+        IntegrationError: the URI names a stage variable the stage does not define.
+    """
+    url = substitute_stage_variables(integration.integration_uri or "", stage_variables)
+    if not query:
+        return url
+    return f"{url}&{query}" if "?" in url else f"{url}?{query}"
+
+
+class Session:
+    """The decisions of one client connection.
+
+    Args:
+        target: what the connection resolved to at connect (snapshot kept for life).
+        connection_id: the AWS-shaped id.
+        client: the client's identity and query string.
+        new_id: makes request and message ids.
+        clock_ms: epoch milliseconds, for ``$context`` times.
+    """
+
+    __slots__ = (
+        "_clock_ms",
+        "_new_id",
+        "_table",
+        "_urls",
+        "client",
+        "connected_at_ms",
+        "connection_id",
+        "target",
+    )
+
+    def __init__(
+        self,
+        target: Target,
+        connection_id: str,
+        client: Client,
+        new_id: Callable[[], str],
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.target = target
+        self.connection_id = connection_id
+        self.client = client
+        self._new_id = new_id
+        self._clock_ms = clock_ms
+        self.connected_at_ms = clock_ms()
+        self._table = route_table(target.snapshot)
+        self._urls: dict[str, str] = {}
+
+    # --- $connect -----------------------------------------------------------------
+
+    def context(self, event_type: str, route_key: str, message_id: str | None = None) -> RequestContext:
+        """A fresh ``$context`` for one event of this connection."""
+        return RequestContext(
+            api_id=self.target.api.api_id,
+            stage=self.target.stage.stage_name,
+            connection_id=self.connection_id,
+            domain_name=self.client.domain_name,
+            connected_at_ms=self.connected_at_ms,
+            source_ip=self.client.source_ip,
+            user_agent=self.client.user_agent,
+            event_type=event_type,
+            route_key=route_key,
+            request_id=self._new_id(),
+            request_time_epoch_ms=self._clock_ms(),
+            message_id=message_id,
+        )
+
+    def connect_context(self) -> RequestContext:
+        return self.context(CONNECT_EVENT, CONNECT)
+
+    def handshake_upstream(self) -> Forward | None:
+        """The upstream to open before answering 101: ``$connect``'s, else ``$default``'s, if ws://.
+
+        Raises:
+            IntegrationError: its URI cannot be built (a missing stage variable).
+        """
+        snapshot = self.target.snapshot
+        for key in (CONNECT, DEFAULT):
+            route = snapshot.routes.get(key)
+            integration = snapshot.integration_for(route) if route is not None else None
+            if is_websocket(integration):
+                assert integration is not None
+                return self._forward(integration)
+        return None
+
+    def connect_status(self, context: RequestContext) -> int:
+        """HTTP status of the ``$connect`` route's non-passthrough integration (200 = accept).
+
+        Raises:
+            IntegrationError: the integration cannot run (answer 500).
+        """
+        snapshot = self.target.snapshot
+        route = snapshot.routes.get(CONNECT)
+        integration = snapshot.integration_for(route) if route is not None else None
+        if route is None or integration is None or is_websocket(integration):
+            return 200
+        if integration.integration_type != MOCK:
+            raise IntegrationError(f"{integration.integration_type} integrations are not supported on $connect")
+        result = run_mock(
+            integration, route, body="", context=context, stage_variables=self.target.stage.stage_variables
+        )
+        return result.status
+
+    # --- messages -----------------------------------------------------------------
+
+    def route(self, opcode: int, payload: bytes) -> Route | None:
+        """The route of one client message; None when nothing matches and there is no ``$default``."""
+        table = self._table
+        if not table.routes or opcode != Opcode.TEXT:
+            return table.default
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:  # the codec validated it; unreachable in practice
+            return table.default
+        return table.select(text)
+
+    def no_route(self, request_id: str) -> Reply:
+        return Reply(gateway_frames.forbidden(self.connection_id, request_id))
+
+    def throttled(self, request_id: str) -> Reply:
+        return Reply(gateway_frames.too_many_requests(self.connection_id, request_id))
+
+    def integrate(self, route: Route, opcode: int, payload: bytes, context: Callable[[], RequestContext]) -> Decision:
+        """Run ``route``'s integration for one message.
+
+        ``context`` builds the message's ``$context``; the passthrough path never
+        calls it, so relaying costs no ids and no clock reads.
+        """
+        integration = self.target.snapshot.integration_for(route)
+        if is_websocket(integration):
+            assert integration is not None
+            try:
+                return self._forward(integration)
+            except IntegrationError:
+                return self.internal_error(context())
+        if opcode != Opcode.TEXT:
+            # AWS accepts text frames only; ws:// passthrough is our extension.
+            return Close(CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported by this route")
+        request = context()
+        if integration is None or integration.integration_type != MOCK:
+            return self.internal_error(request)
+        try:
+            result = run_mock(
+                integration,
+                route,
+                body=payload.decode(),
+                context=request,
+                stage_variables=self.target.stage.stage_variables,
+            )
+        except IntegrationError:
+            return self.internal_error(request)
+        return Reply(result.reply) if result.reply is not None else None
+
+    def internal_error(self, context: RequestContext | None) -> Reply:
+        """AWS's "Internal server error" frame (integration failed, timed out, unsupported)."""
+        request_id = context.request_id if context is not None else self._new_id()
+        return Reply(gateway_frames.internal_server_error(self.connection_id, request_id))
+
+    def _forward(self, integration: Integration) -> Forward:
+        url = self._urls.get(integration.integration_id)
+        if url is None:
+            url = upstream_url(integration, self.target.stage.stage_variables, self.client.query)
+            self._urls[integration.integration_id] = url
+        return Forward(url, integration.timeout_in_millis / 1000)
+
+    # --- $disconnect ----------------------------------------------------------------
+
+    def disconnect(self) -> RequestContext:
+        """Run a MOCK ``$disconnect`` (best effort; its result cannot reach the client)."""
+        context = self.context(DISCONNECT_EVENT, DISCONNECT)
+        snapshot = self.target.snapshot
+        route = snapshot.routes.get(DISCONNECT)
+        integration = snapshot.integration_for(route) if route is not None else None
+        variables = self.target.stage.stage_variables
+        if route is not None and integration is not None and integration.integration_type == MOCK:
+            try:
+                run_mock(integration, route, body="", context=context, stage_variables=variables)
+            except IntegrationError as exc:
+                context.error_message = str(exc)
+        return context
