@@ -92,11 +92,6 @@ class MemoryCatalog:
     def api_ids(self) -> list[str]:
         return sorted(self._apis)
 
-    def stage(self, api_id: str, stage_name: str) -> Stage | None:
-        """The stage as published now: open connections read live route settings here."""
-        entry = self._apis.get(api_id)
-        return None if entry is None else entry.stages.get(stage_name)
-
     def resolve(self, host: str, path: str) -> Target:
         hostname = _split_host(host)
         domain = self._domains.get(hostname)

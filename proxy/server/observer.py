@@ -36,16 +36,10 @@ logger = logging.getLogger(__name__)
 
 THROTTLED_CONNECT_BODY: Final = '{"message": "Too Many Requests"}'
 """AWS's body for a throttled handshake (HTTP 429)."""
-_GATEWAY_CLIENT_ERRORS: Final = frozenset({400, 403, 404, 426, 431})
-"""Handshake refusals the gateway answers itself, before any integration (ClientError)."""
+_EXECUTION_FAILURES: Final = frozenset({500, 502, 504})
+"""``$connect`` statuses meaning the gateway could not call the integration (ExecutionError)."""
 STATUS_OK: Final = "200"
 STATUS_THROTTLED: Final = "429"
-
-
-class StageSource(Protocol):
-    """Where the stage *current* in the control plane is read (``MemoryCatalog``)."""
-
-    def stage(self, api_id: str, stage_name: str) -> Stage | None: ...
 
 
 class HasVariables(Protocol):
@@ -75,8 +69,6 @@ class Observer:
 
     Args:
         config: account limits, data-trace length, log directory.
-        stages: the live stages, so ``update-stage`` reaches open connections;
-            without it a connection keeps the stage it connected with.
         clock: monotonic seconds for the throttler.
         metrics: collectors (a fresh registry in tests; the process-wide
             ``default_metrics()`` on ``REGISTRY`` otherwise).
@@ -86,12 +78,10 @@ class Observer:
         self,
         config: Config,
         *,
-        stages: StageSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         metrics: GatewayMetrics | None = None,
         sinks: LogSinks | None = None,
     ) -> None:
-        self.stages = stages
         self.throttler = Throttler(
             clock=clock,
             account_burst=config.account_burst_limit,
@@ -140,14 +130,15 @@ class Observer:
         return ConnectionObserver(self, api_id, stage, connection_id)
 
     def refused(self, api_id: str, stage: Stage, status: int) -> None:
-        """A handshake refused for another reason than throttling (already counted).
+        """``$connect`` failed after throttling admitted it (429s are counted by ``admit_connect``).
 
-        A 4XX from the gateway itself is a ClientError; anything else the
-        integration answered (or failed to) is an IntegrationError.
+        The gateway failing to call the integration (500 template error, 502
+        unreachable, 504 timeout) is an ExecutionError; any other status is
+        the integration's answer, an IntegrationError.
         """
         stage_metrics = self.metrics.stage(api_id, stage.stage_name)
-        if status in _GATEWAY_CLIENT_ERRORS:
-            stage_metrics.client_error.inc()
+        if status in _EXECUTION_FAILURES:
+            stage_metrics.execution_error.inc()
         else:
             stage_metrics.integration_error.inc()
 
@@ -156,10 +147,9 @@ class Observer:
         self.metrics.upstream_connect_latency.observe(seconds)
         self.metrics.stage(api_id, stage.stage_name).integration_latency.observe(seconds)
 
-    def upstream_failed(self, api_id: str, stage: Stage) -> None:
-        """An upstream could not be reached or timed out: an ExecutionError."""
+    def upstream_failed(self) -> None:
+        """An upstream refused, could not be reached or timed out (``refused`` classifies it)."""
         self.metrics.upstream_connect_failures.inc()
-        self.metrics.stage(api_id, stage.stage_name).execution_error.inc()
 
     def access_log(self, stage: Stage, context: HasVariables, status: str) -> None:
         """One access-log line for ``stage``, if it has ``AccessLogSettings``."""
@@ -179,25 +169,28 @@ class Observer:
 class ConnectionObserver:
     """Per-connection observability: cached metric children and route settings."""
 
-    __slots__ = ("_observer", "_routes", "_seen", "_stage", "api_id", "connection_id", "stage_metrics", "stage_name")
+    __slots__ = (
+        "_observer",
+        "_routes",
+        "_stage",
+        "api_id",
+        "bytes_in",
+        "bytes_out",
+        "connection_id",
+        "stage_metrics",
+    )
 
     def __init__(self, observer: Observer, api_id: str, stage: Stage, connection_id: str) -> None:
         self._observer = observer
         self.api_id = api_id
-        self.stage_name = stage.stage_name
         self.connection_id = connection_id
         self.stage_metrics = observer.metrics.stage(api_id, stage.stage_name)
+        self.bytes_in = observer.metrics.bytes_in
+        """``bytes_in.inc(n)`` per read of client frames."""
+        self.bytes_out = observer.metrics.bytes_out
+        """``bytes_out.inc(n)`` per write of frames to the client."""
         self._stage = stage
-        self._seen = stage
         self._routes: dict[str, _RouteView] = {}
-
-    def current_stage(self) -> Stage:
-        """The stage as the control plane has it now (the last one seen if it was deleted)."""
-        stages = self._observer.stages
-        current = None if stages is None else stages.stage(self.api_id, self.stage_name)
-        if current is not None:
-            self._seen = current
-        return self._seen
 
     def _route(self, stage: Stage, route_key: str) -> _RouteView:
         if stage is not self._stage:
@@ -253,22 +246,17 @@ class ConnectionObserver:
         """One message went to the client (MessageCount counts both directions)."""
         self.stage_metrics.message_count.inc()
 
-    def closed(
-        self, stage: Stage, code: int, context: HasVariables, *, fragmented: int = 0, reassembled: int = 0
-    ) -> None:
+    def closed(self, stage: Stage, code: int, context: HasVariables, *, reassembled: int = 0) -> None:
         """The connection ended with close ``code``: count it and write the DISCONNECT line.
 
         Args:
-            fragmented: messages the connection's encoder split into frames.
-            reassembled: messages its decoder joined from several frames. Both
-                are the codec's own counters, added once here rather than per frame.
+            reassembled: messages the connection's decoder joined from several
+                frames (the codec's own counter, added once here, not per frame).
         """
         observer = self._observer
         metrics = observer.metrics
         metrics.open_connections.dec()
         metrics.close(code).inc()
-        if fragmented:
-            metrics.frames_fragmented.inc(fragmented)
         if reassembled:
             metrics.messages_reassembled.inc(reassembled)
         if stage.access_log_settings is not None:

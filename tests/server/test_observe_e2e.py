@@ -32,7 +32,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("aws") is None, reason="aws CLI not installed"),
 ]
-pytest.importorskip("proxy.server.app", reason="the data-plane gateway (proxy/server/app.py) is not merged yet")
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"framegate ready data=(?P<data>ws://\S+) admin=(?P<admin>http://\S+) ")
 START_CEILING_S = 30.0

@@ -194,40 +194,17 @@ def test_a_real_request_context_renders_with_the_gateway_status(observer: Observ
     assert (tmp_path / "access.log").read_text() == "req-9 CONNECT $connect 200 127.0.0.1\n"
 
 
-class Stages:
-    """A ``StageSource`` the test updates, as ``update-stage`` updates the catalog."""
-
-    def __init__(self, stage: Stage) -> None:
-        self.current: Stage | None = stage
-
-    def stage(self, api_id: str, stage_name: str) -> Stage | None:
-        return self.current if api_id == API and stage_name == "dev" else None
-
-
-def test_current_stage_follows_the_stage_source_and_survives_deletion(tmp_path: Path) -> None:
-    stage = stage_with(tmp_path)
-    stages = Stages(stage)
-    config = Config(db_path=str(tmp_path / "fg.db"))
-    observer = Observer(config, stages=stages, metrics=GatewayMetrics(CollectorRegistry()))
-    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
-    updated = replace(stage, route_settings={"chat": RouteSettings(throttling_burst_limit=0)})
-    stages.current = updated
-    assert connection.current_stage() is updated
-    stages.current = None
-    assert connection.current_stage() is updated
-    observer.close()
-
-
 def test_refusals_and_upstream_outcomes_land_in_aws_error_metrics(
     observer: Observer, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
     stage = stage_with(tmp_path)
-    observer.refused(API, stage, 403)
-    observer.refused(API, stage, 401)  # answered by the integration
-    observer.upstream_failed(API, stage)
+    observer.refused(API, stage, 403)  # the integration's answer
+    observer.refused(API, stage, 401)
+    observer.refused(API, stage, 502)  # the integration could not be reached
+    observer.upstream_failed()
     observer.upstream_opened(API, stage, 0.004)
-    assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 1
-    assert sample(registry, "framegate_integration_error_total", api_id=API, stage="dev") == 1
+    assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 0
+    assert sample(registry, "framegate_integration_error_total", api_id=API, stage="dev") == 2
     assert sample(registry, "framegate_execution_error_total", api_id=API, stage="dev") == 1
     assert sample(registry, "framegate_upstream_connect_failures_total") == 1
     assert sample(registry, "framegate_upstream_connect_latency_seconds_count") == 1
@@ -237,8 +214,7 @@ def test_refusals_and_upstream_outcomes_land_in_aws_error_metrics(
 def test_codec_counters_are_added_at_close(observer: Observer, registry: CollectorRegistry, tmp_path: Path) -> None:
     stage = stage_with(tmp_path)
     connection = observer.connected(API, stage, "c1", Context("CONNECT"))
-    connection.closed(stage, 1000, Context("DISCONNECT"), fragmented=2, reassembled=5)
-    assert sample(registry, "framegate_frames_fragmented_total") == 2
+    connection.closed(stage, 1000, Context("DISCONNECT"), reassembled=5)
     assert sample(registry, "framegate_messages_reassembled_total") == 5
 
 
