@@ -1,0 +1,1 @@
+"""Test helpers: framegate subprocesses and independent ``websockets`` backends."""
