@@ -6,6 +6,7 @@ Every test runs on both codecs (``FRAMEGATE_PURE=1`` and the Cython build).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import socket
 from collections.abc import Iterator
@@ -29,11 +30,7 @@ HANDSHAKE = (
 
 
 def _codec_available() -> bool:
-    try:
-        import proxy._codec  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("proxy._codec") is not None
 
 
 @pytest.fixture(params=["cython", "python"])
