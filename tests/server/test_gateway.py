@@ -40,7 +40,7 @@ def pure(request: pytest.FixtureRequest) -> bool:
         if os.environ.get("FRAMEGATE_REQUIRE_EXT") == "1":
             pytest.fail("FRAMEGATE_REQUIRE_EXT=1 but proxy._codec is not built")
         pytest.skip("Cython codec not built (python setup.py build_ext --inplace)")
-    return request.param == "python"
+    return bool(request.param == "python")
 
 
 @pytest.fixture
