@@ -1,16 +1,21 @@
-"""Start ``python -m proxy serve`` as a subprocess and read its ready line."""
+"""Run framegate for tests: ``python -m proxy serve`` as a subprocess, or a ``Gateway`` in-process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from proxy.config import Config
+from proxy.control.catalog import Catalog
+from proxy.server.gateway import Gateway
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 15.0
@@ -69,3 +74,30 @@ def framegate(
         if process.poll() is None:
             process.kill()
         process.communicate(timeout=STOP_TIMEOUT_S)
+
+
+@dataclass
+class InProcessGateway:
+    """A ``Gateway`` listening on loopback inside the test's event loop."""
+
+    gateway: Gateway
+    server: asyncio.Server
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+
+@asynccontextmanager
+async def in_process_gateway(catalog: Catalog, config: Config | None = None) -> AsyncIterator[InProcessGateway]:
+    """Serve ``catalog`` on an ephemeral port; close the listener and every connection afterwards."""
+    gateway = Gateway(config or Config(port=0, admin_port=0), catalog)
+    server = await asyncio.get_running_loop().create_server(gateway.protocol, "127.0.0.1", 0)
+    try:
+        yield InProcessGateway(gateway, server)
+    finally:
+        server.close()
+        for connection in list(gateway.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        await server.wait_closed()
