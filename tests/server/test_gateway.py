@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.helpers.backends import echo_backend
-from tests.helpers.servers import ServerProcess, framegate
+from tests.helpers.servers import REPO_ROOT, ServerProcess, framegate
 
 pytestmark = pytest.mark.integration
 
@@ -260,3 +263,30 @@ async def test_backend_crash_closes_client_1011(tmp_path: Path, pure: bool) -> N
                 with pytest.raises(ConnectionClosed) as closed:
                     await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+
+
+async def test_sigterm_closes_clients_with_1001_and_exits_0(tmp_path: Path, pure: bool) -> None:
+    with framegate(tmp_path, pure=pure) as server:
+        async with connect(f"{server.data_url}/dev") as ws:
+            await ws.send("x")
+            assert await ws.recv() == "x"
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        returncode = await asyncio.to_thread(server.process.wait, CEILING_S)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert returncode == 0
+
+
+def test_busy_port_fails_with_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--admin-port", "0"]
+        command += ["--db", str(tmp_path / "busy.db")]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=CEILING_S)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "cannot listen" in result.stderr
