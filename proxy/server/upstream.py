@@ -25,6 +25,7 @@ from proxy.limits import CLOSE_TIMEOUT_S
 logger = logging.getLogger(__name__)
 
 BACKEND_TOO_BIG = "backend message exceeds the gateway's size limit"
+INTERNAL_ERROR_REASON = "internal error"
 
 
 class UpstreamOwner(Protocol):
@@ -74,7 +75,13 @@ class Upstream(asyncio.Protocol):
         if self._owner is None:
             self._held += data
             return
-        self._receive_frames(data)
+        try:
+            self._receive_frames(data)
+        except Exception:
+            # The backend leg's connection boundary: log, and close both legs with 1011.
+            logger.exception("upstream %s failed", self.key)
+            self._send_close(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
+            self._report_closed(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
 
     def eof_received(self) -> bool | None:
         return None
@@ -128,6 +135,9 @@ class Upstream(asyncio.Protocol):
         """Start the closing handshake (the owner is not told again)."""
         self._reported = True
         self._send_close(code, reason)
+        if self._owner is not None and self._transport is not None and not self._transport.is_closing():
+            # Reading may be paused by back-pressure: the backend's close reply must still arrive.
+            self._transport.resume_reading()
 
     def abort(self) -> None:
         self._reported = True
@@ -172,7 +182,8 @@ class Upstream(asyncio.Protocol):
     def _deliver(self, owner: UpstreamOwner, events: list[tuple[int, bytes]]) -> None:
         for opcode, payload in events:
             if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
-                owner.upstream_message(self, opcode, payload)
+                if not self._closing:
+                    owner.upstream_message(self, opcode, payload)
             elif opcode == Opcode.PING:
                 self.pong(payload)
             elif opcode == Opcode.CLOSE:

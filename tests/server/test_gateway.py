@@ -136,6 +136,32 @@ async def test_fragmented_message_reassembled_and_ping_answered(demo: ServerProc
     writer.close()
 
 
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: ``(first byte, payload)``."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), CEILING_S)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return first, await asyncio.wait_for(reader.readexactly(length), CEILING_S)
+
+
+async def test_100_kib_reply_arrives_as_four_frames_of_at_most_32_kib(demo: ServerProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", demo.port)
+    message = bytes(range(97, 123)) * (100 * KIB // 26) + b"x" * (100 * KIB % 26)
+    writer.write(HANDSHAKE.encode())
+    chunks = [message[i : i + 32 * KIB] for i in range(0, len(message), 32 * KIB)]
+    for index, chunk in enumerate(chunks):
+        writer.write(_masked_frame(0x1 if index == 0 else 0x0, chunk, fin=index == len(chunks) - 1))
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
+    frames = [await _read_frame(reader) for _ in range(4)]
+    writer.close()
+    assert [first for first, _ in frames] == [0x01, 0x00, 0x00, 0x80]
+    assert [len(payload) for _, payload in frames] == [32 * KIB, 32 * KIB, 32 * KIB, 4 * KIB]
+    assert b"".join(payload for _, payload in frames) == message
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
