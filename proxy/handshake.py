@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.events import AcceptConnection, Event, RejectConnection, RejectData, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
@@ -31,7 +31,7 @@ HEAD_END = b"\r\n\r\n"
 STATUS_BAD_REQUEST = 400
 STATUS_UPGRADE_REQUIRED = 426
 STATUS_HEAD_TOO_LARGE = 431
-FORWARDED_HEADERS = (b"x-forwarded-for",)
+STATUS_BAD_GATEWAY = 502
 _REASONS = {
     400: "Bad Request",
     403: "Forbidden",
@@ -91,6 +91,21 @@ def _split_head(buffer: bytearray, max_head: int) -> tuple[bytes, bytes] | None:
     return bytes(buffer[:end]), bytes(buffer[end:])
 
 
+def _parse_head(h11: H11Handshake, buffer: bytearray, max_head: int) -> tuple[list[Event], bytes] | None:
+    """Feed wsproto exactly the head once it is complete: ``(events, trailing bytes)``.
+
+    Raises:
+        HandshakeError: 431, the head outgrew ``max_head``.
+        RemoteProtocolError: wsproto refused the head.
+    """
+    split = _split_head(buffer, max_head)
+    if split is None:
+        return None
+    head, trailing = split
+    h11.receive_data(head)
+    return list(h11.events()), trailing
+
+
 class ServerHandshake:
     """Server side: accumulate a client's upgrade request, then accept or reject it.
 
@@ -110,16 +125,14 @@ class ServerHandshake:
             HandshakeError: 400 malformed, 426 not an upgrade, 431 head too large.
         """
         self._buffer += data
-        split = _split_head(self._buffer, self._max_head)
-        if split is None:
-            return None
-        head, trailing = split
         try:
-            self._h11.receive_data(head)
-            events = list(self._h11.events())
+            parsed = _parse_head(self._h11, self._buffer, self._max_head)
         except RemoteProtocolError as exc:
             status = STATUS_UPGRADE_REQUIRED if str(exc) in _NOT_AN_UPGRADE else STATUS_BAD_REQUEST
             raise HandshakeError(str(exc), status) from None
+        if parsed is None:
+            return None
+        events, trailing = parsed
         request = next((e for e in events if isinstance(e, Request)), None)
         if request is None:
             raise HandshakeError("malformed upgrade request", STATUS_BAD_REQUEST)
@@ -215,17 +228,12 @@ class ClientHandshake:
         """
         self._buffer += data
         try:
-            split = _split_head(self._buffer, self._max_head)
-        except HandshakeError as exc:
-            raise HandshakeError(f"backend response head: {exc}", 502) from None
-        if split is None:
+            parsed = _parse_head(self._h11, self._buffer, self._max_head)
+        except (HandshakeError, RemoteProtocolError) as exc:
+            raise HandshakeError(f"invalid backend handshake: {exc}", STATUS_BAD_GATEWAY) from None
+        if parsed is None:
             return None
-        head, trailing = split
-        try:
-            self._h11.receive_data(head)
-            events = list(self._h11.events())
-        except RemoteProtocolError as exc:
-            raise HandshakeError(f"invalid backend handshake: {exc}", 502) from None
+        events, trailing = parsed
         for event in events:
             if isinstance(event, AcceptConnection):
                 return UpstreamReply(101, event.subprotocol, trailing)
@@ -233,7 +241,7 @@ class ClientHandshake:
                 return UpstreamReply(event.status_code, None, b"")
             if isinstance(event, RejectData):
                 continue
-        raise HandshakeError("backend sent no usable handshake response", 502)
+        raise HandshakeError("backend sent no usable handshake response", STATUS_BAD_GATEWAY)
 
 
 @dataclass(frozen=True, slots=True)
