@@ -22,13 +22,14 @@ from typing import Final
 from proxy import gateway_frames, ids
 from proxy.control.context import RequestContext
 from proxy.control.mock import MockResult, run_mock
-from proxy.control.model import CONNECT, DEFAULT, HTTP_PROXY, MOCK, Integration, Route, Target
+from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, HTTP_PROXY, MOCK, Integration, Route, Target
 from proxy.control.routing import RouteTable, route_table, substitute_stage_variables
 from proxy.errors import IntegrationError
 from proxy.frames import CloseCode, Opcode
 
 EVENT_CONNECT: Final = "CONNECT"
 EVENT_MESSAGE: Final = "MESSAGE"
+EVENT_DISCONNECT: Final = "DISCONNECT"
 WS_SCHEMES: Final = ("ws://", "wss://")
 BINARY_REFUSED: Final = "binary frames are not supported by this route's integration"
 
@@ -149,6 +150,24 @@ class Session:
             return None
         context = self.context(EVENT_CONNECT, CONNECT, None)
         return run_mock(integration, route, body="", context=context, stage_variables=self.target.stage.stage_variables)
+
+    def disconnect(self) -> MockResult | None:
+        """Run a MOCK ``$disconnect`` integration, best effort: its result reaches nobody.
+
+        Returns:
+            The result, or None without a MOCK ``$disconnect`` or when it failed.
+        """
+        route = self.target.snapshot.routes.get(DISCONNECT)
+        integration = self._integration(route)
+        if route is None or integration is None or integration.integration_type != MOCK:
+            return None
+        context = self.context(EVENT_DISCONNECT, DISCONNECT, None)
+        try:
+            return run_mock(
+                integration, route, body="", context=context, stage_variables=self.target.stage.stage_variables
+            )
+        except IntegrationError:
+            return None
 
     def upstream_uri(self, integration: Integration) -> str:
         """The integration URI with stage variables substituted, once per connection."""

@@ -8,7 +8,7 @@ from itertools import count
 import pytest
 
 from proxy.control.context import RequestContext
-from proxy.control.model import CONNECT, DEFAULT, Route
+from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, Route
 from proxy.errors import IntegrationError
 from proxy.frames import CloseCode, Opcode
 from proxy.session import Close, Forward, Peer, Reply, Session
@@ -123,3 +123,10 @@ def test_context_carries_connection_facts() -> None:
         "pytest",
     )
     assert context.connected_at_ms == NOW_MS and context.message_id == "mid"
+
+
+def test_disconnect_mock_runs_best_effort() -> None:
+    ran = _session({DISCONNECT: mock("x", template='{"statusCode": 200}'), DEFAULT: mock("d")}).disconnect()
+    assert ran is not None and ran.status == 200
+    assert _session({DISCONNECT: mock("x", template="broken"), DEFAULT: mock("d")}).disconnect() is None
+    assert _session({DEFAULT: mock("d")}).disconnect() is None

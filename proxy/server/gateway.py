@@ -514,6 +514,8 @@ class ClientConnection(asyncio.Protocol):
         logger.info("closing connectionId=%s code=%d", self.connection_id, code)
 
     def _on_disconnected(self) -> None:
+        if self.session is not None:
+            self.session.disconnect()
         logger.debug("disconnected connectionId=%s", self.connection_id)
 
 
