@@ -1,1 +1,1 @@
-"""framegate's benchmark suite: ``python -m benchmarks.run`` (end to end) and its peers."""
+"""framegate benchmarks: ``micro/`` (pytest-benchmark, codec level) and ``python -m benchmarks.run`` (end to end, with peers)."""

@@ -21,6 +21,7 @@ from proxy.limits import CLOSE_TIMEOUT_S, HANDSHAKE_TIMEOUT_S
 
 STAGE_PATH = "/prod"
 """Every contender is loaded on this path: framegate's ``--backend`` stage; the others ignore it."""
+UNTHROTTLED = 10**9
 _POLL_S = 0.05  # nginx prints no ready line: how often to try its port while it starts
 NGINX_TEMPLATE = Path(__file__).resolve().parent / "peers" / "nginx.conf.tmpl"
 
@@ -38,6 +39,13 @@ Starter = Callable[[str, int | None], AbstractContextManager[Running]]
 """``start(backend_url, cpu)``: a context manager that runs the contender (pinned to ``cpu``)."""
 
 
+_UNTHROTTLED = (
+    "--account-burst-limit", str(UNTHROTTLED), "--account-rate-limit", str(UNTHROTTLED),
+    "--new-connections-per-s", str(UNTHROTTLED),
+)  # fmt: skip
+"""The benchmark measures the hop, not AWS's account quotas (500 new connections/s would cap ``connect``)."""
+
+
 @contextmanager
 def direct(backend: str, cpu: int | None) -> Iterator[Running]:
     yield Running(backend + STAGE_PATH, None, "no proxy: the load talks to the echo backend")
@@ -49,7 +57,7 @@ def _framegate(env: dict[str, str]) -> Starter:
         with tempfile.TemporaryDirectory(prefix="framegate-bench-") as tmp:
             argv = python_argv(
                 "-m", "proxy", "serve", "--backend", backend, "--port", "0", "--admin-port", "0",
-                "--db", str(Path(tmp) / "framegate.db"), "--log-level", "WARNING",
+                "--db", str(Path(tmp) / "framegate.db"), "--log-level", "WARNING", *_UNTHROTTLED,
             )  # fmt: skip
             with ReadyProcess(argv, "framegate ready", env=env, cpu=cpu) as proc:
                 codec = proc.ready_line.rsplit("codec=", 1)[-1].split()[0] if "codec=" in proc.ready_line else "?"
@@ -126,7 +134,7 @@ CONTENDERS: dict[str, Starter] = {
     "direct": direct,
     "framegate": _framegate({}),
     "framegate-pure": _framegate({"FRAMEGATE_PURE": "1"}),
-    "raw-relay": _python_peer("benchmarks.peers.raw_relay", "raw-relay ready"),
+    "raw": _python_peer("benchmarks.peers.raw_relay", "raw-relay ready"),
     "ws-proxy": _python_peer("benchmarks.peers.ws_proxy", "ws-proxy ready"),
     "nginx": nginx,
 }

@@ -23,6 +23,9 @@ _MASK = 0x80
 _LENGTH = 0x7F
 _LENGTH_TWO_BYTES = 126
 _LENGTH_EIGHT_BYTES = 127
+_MASK_KEY_BYTES = 4
+_SURROGATE_LEAD = 0xED
+_SURROGATE_LEAD_MAX_NEXT = 0x9F  # ED A0..BF would encode U+D800..U+DFFF
 _KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -46,6 +49,13 @@ def _is_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _is_surrogate_prefix(pending: bytes) -> bool:
+    """CPython's incremental decoder holds back ED A0..BF (a UTF-16 surrogate) until
+    the next byte; no continuation can make it valid, so reject it now, as the
+    Cython automaton does."""
+    return len(pending) >= 2 and pending[0] == _SURROGATE_LEAD and pending[1] > _SURROGATE_LEAD_MAX_NEXT
 
 
 def _check_close_body(payload: bytes) -> None:
@@ -223,6 +233,8 @@ class FrameDecoder:
             self._text.decode(payload, final)
         except UnicodeDecodeError:
             raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA) from None
+        if _is_surrogate_prefix(self._text.getstate()[0]):
+            raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
 
 
 def _header(fin_opcode: int, length: int, masked: bool) -> bytes:
@@ -297,5 +309,7 @@ class FrameEncoder:
     def _frame(self, first_byte: int, payload: Payload, mask_key: bytes | None) -> bytes:
         if not self.client_side:
             return _header(first_byte, len(payload), False) + payload
-        key = mask_key if mask_key is not None else os.urandom(4)
+        key = mask_key if mask_key is not None else os.urandom(_MASK_KEY_BYTES)
+        if len(key) != _MASK_KEY_BYTES:
+            raise ValueError("mask_key must be 4 bytes")
         return _header(first_byte, len(payload), True) + key + _unmask(payload, key)

@@ -19,6 +19,8 @@ frames or HTTP replies::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class FramegateError(Exception):
     """Base of every error framegate raises on purpose."""
@@ -52,12 +54,20 @@ class HandshakeError(FramegateError):
     Attributes:
         status_hint: the HTTP status to answer with (400, 403, 404, 426, 429, 431, 502 ...).
         body: response body; JSON text where AWS sends one.
+        headers: extra response headers (``Upgrade`` on a 426, say).
     """
 
-    def __init__(self, message: str, status_hint: int = 400, body: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status_hint: int = 400,
+        body: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         super().__init__(message)
         self.status_hint = status_hint
         self.body = body if body is not None else message
+        self.headers = tuple(headers)
 
 
 class IntegrationError(FramegateError):

@@ -1,267 +1,259 @@
-"""One client connection's message pipeline, sans-IO (Envoy-style ordered stages).
+"""What one client connection does with each event: the relay's decisions, sans-IO.
 
-Layer 3. The gateway hands each complete client message to
-``Session.receive_message`` and acts on the returned decision:
+Layer 3. The gateway (``proxy.server.gateway``) owns the sockets and asks a
+``Session`` what to do; the answer is a value it acts on (Envoy's local reply
+vs continue): ``Forward`` to a WebSocket upstream, ``Reply`` with a text
+frame, ``Close`` with a code, or ``None`` (nothing to send). A connection's
+session is bound to the deployment snapshot its stage pointed at when it
+connected; the *current* stage (live settings) is passed in per call.
 
-* ``Forward(integration_id, uri, opcode, payload)``: relay to that ws:// upstream;
-* ``Reply(text)``: send a text frame to the client (MOCK reply, gateway error frame);
-* ``Close(code, reason)``: close the client (binary on a non-passthrough route);
-* ``None``: nothing to do (a one-way route).
-
-Stages run in order and each either returns a decision or ``CONTINUE``:
-binary policy -> route selection -> throttle hook -> integration. Clocks and
-id sources are injected, so the whole pipeline runs in memory in tests.
+Per message, in order (reference 6.2, 6.4): route selection (``$default``
+when the snapshot has no other message route, without parsing), throttling
+(the gateway's observer, between ``route`` and ``integrate``), then the
+integration: ws:// passthrough, MOCK, or the "Internal server error" frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
 
-from proxy import gateway_frames, ids
-from proxy.control.context import RequestContext
-from proxy.control.mock import MockResult, run_mock
+from proxy import gateway_frames
+from proxy.control.context import CONNECT_EVENT, DISCONNECT_EVENT, RequestContext
+from proxy.control.mock import run_mock
 from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, HTTP_PROXY, MOCK, Integration, Route, Target
-from proxy.control.routing import RouteTable, route_table, substitute_stage_variables
+from proxy.control.routing import route_table, substitute_stage_variables
 from proxy.errors import IntegrationError
 from proxy.frames import CloseCode, Opcode
 
-EVENT_CONNECT: Final = "CONNECT"
-EVENT_MESSAGE: Final = "MESSAGE"
-EVENT_DISCONNECT: Final = "DISCONNECT"
-WS_SCHEMES: Final = ("ws://", "wss://")
-BINARY_REFUSED: Final = "binary frames are not supported by this route's integration"
+WEBSOCKET_SCHEMES = ("ws://", "wss://")
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Relay the message to the ws:// upstream of ``integration_id`` at ``uri``."""
+    """Relay the message to the upstream at ``url`` (opened on first use)."""
 
-    integration_id: str
-    uri: str
-    opcode: int
-    payload: bytes
+    url: str
+    timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Send ``text`` to the client as a text frame; the connection stays open."""
+    """Send ``text`` to the client as one text message; the connection stays open."""
 
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close the client connection with ``code`` and ``reason``."""
+    """Close the client connection with ``code``."""
 
     code: int
     reason: str
 
 
-class _Continue:
-    """A stage's "not me, next stage" answer."""
-
-
-CONTINUE: Final = _Continue()
 Decision = Forward | Reply | Close | None
 
-Admit = Callable[[Route, bytes, RequestContext], str | None]
-"""Throttle hook: ``None`` to go on, else the refusing level (answer too-many-requests)."""
-ClockMs = Callable[[], int]
-NewId = Callable[[], str]
 
-
-def is_passthrough(integration: Integration | None) -> bool:
-    """A ws:// or wss:// HTTP_PROXY integration: the gateway relays frames to it."""
-    return (
-        integration is not None
-        and integration.integration_type == HTTP_PROXY
-        and (integration.integration_uri or "").startswith(WS_SCHEMES)
-    )
-
-
-@dataclass(slots=True)
-class Peer:
-    """What the handshake told us about the client, for ``$context``."""
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who connected, for ``$context`` and the upstream's forwarding headers."""
 
     source_ip: str
     user_agent: str
+    domain_name: str
+    query: str
+
+
+def is_websocket(integration: Integration | None) -> bool:
+    """A passthrough integration: HTTP_PROXY to a ws:// or wss:// URI."""
+    return (
+        integration is not None
+        and integration.integration_type == HTTP_PROXY
+        and (integration.integration_uri or "").startswith(WEBSOCKET_SCHEMES)
+    )
+
+
+def upstream_url(integration: Integration, stage_variables: Mapping[str, str], query: str) -> str:
+    """The integration URI with stage variables substituted and the client's query appended.
+
+    Raises:
+        IntegrationError: the URI names a stage variable the stage does not define.
+    """
+    url = substitute_stage_variables(integration.integration_uri or "", stage_variables)
+    if not query:
+        return url
+    return f"{url}&{query}" if "?" in url else f"{url}?{query}"
 
 
 class Session:
-    """The relay state of one client connection, bound to one deployment snapshot for life.
+    """The decisions of one client connection.
 
     Args:
-        target: what the client's Host and path resolved to at connect.
-        connection_id: the AWS-shaped id of this connection.
-        peer: client address and user agent.
-        clock_ms: wall-clock epoch milliseconds (for ``$context``).
-        admit: optional throttle hook, called per message after route selection.
-        new_id: request/message id source.
+        target: what the connection resolved to at connect (snapshot kept for life).
+        connection_id: the AWS-shaped id.
+        client: the client's identity and query string.
+        new_id: makes request and message ids.
+        clock_ms: epoch milliseconds, for ``$context`` times.
     """
+
+    __slots__ = (
+        "_clock_ms",
+        "_new_id",
+        "_table",
+        "_urls",
+        "client",
+        "connected_at_ms",
+        "connection_id",
+        "target",
+    )
 
     def __init__(
         self,
         target: Target,
         connection_id: str,
-        peer: Peer,
-        clock_ms: ClockMs,
-        *,
-        admit: Admit | None = None,
-        new_id: NewId = ids.request_id,
+        client: Client,
+        new_id: Callable[[], str],
+        clock_ms: Callable[[], int],
     ) -> None:
         self.target = target
         self.connection_id = connection_id
-        self.peer = peer
-        self._clock_ms = clock_ms
-        self._admit = admit
+        self.client = client
         self._new_id = new_id
+        self._clock_ms = clock_ms
         self.connected_at_ms = clock_ms()
-        self._table: RouteTable = route_table(target.snapshot)
-        self._uris: dict[str, str] = {}
-        self.fast_forward = self._fast_forward()
-        """``(integration_id, uri)`` when every message goes to one ws:// upstream untouched."""
+        self._table = route_table(target.snapshot)
+        self._urls: dict[str, str] = {}
 
-    # --- connect ---------------------------------------------------------------
+    # --- $connect -----------------------------------------------------------------
 
-    def connect_upstream(self) -> tuple[str, str] | None:
-        """``(integration_id, uri)`` to open during the handshake: ``$connect``'s, else ``$default``'s.
-
-        Raises:
-            IntegrationError: the URI names an undefined stage variable.
-        """
-        for key in (CONNECT, DEFAULT):
-            route = self.target.snapshot.routes.get(key)
-            integration = self._integration(route)
-            if integration is not None and is_passthrough(integration):
-                return integration.integration_id, self.upstream_uri(integration)
-        return None
-
-    def connect_mock(self) -> MockResult | None:
-        """Run a MOCK ``$connect`` integration; its status decides the upgrade.
-
-        Raises:
-            IntegrationError: the template is unusable (the client gets 500-class refusal).
-        """
-        route = self.target.snapshot.routes.get(CONNECT)
-        integration = self._integration(route)
-        if route is None or integration is None or integration.integration_type != MOCK:
-            return None
-        context = self.context(EVENT_CONNECT, CONNECT, None)
-        return run_mock(integration, route, body="", context=context, stage_variables=self.target.stage.stage_variables)
-
-    def disconnect(self) -> MockResult | None:
-        """Run a MOCK ``$disconnect`` integration, best effort: its result reaches nobody.
-
-        Returns:
-            The result, or None without a MOCK ``$disconnect`` or when it failed.
-        """
-        route = self.target.snapshot.routes.get(DISCONNECT)
-        integration = self._integration(route)
-        if route is None or integration is None or integration.integration_type != MOCK:
-            return None
-        context = self.context(EVENT_DISCONNECT, DISCONNECT, None)
-        try:
-            return run_mock(
-                integration, route, body="", context=context, stage_variables=self.target.stage.stage_variables
-            )
-        except IntegrationError:
-            return None
-
-    def upstream_uri(self, integration: Integration) -> str:
-        """The integration URI with stage variables substituted, once per connection."""
-        uri = self._uris.get(integration.integration_id)
-        if uri is None:
-            raw = integration.integration_uri or ""
-            uri = self._uris[integration.integration_id] = substitute_stage_variables(
-                raw, self.target.stage.stage_variables
-            )
-        return uri
-
-    # --- messages -------------------------------------------------------------
-
-    def receive_message(self, opcode: int, payload: bytes) -> Decision:
-        """Run the pipeline for one client message and return what to do."""
-        binary = opcode == Opcode.BINARY
-        route = self._table.select(None if binary else payload.decode("utf-8"))
-        if route is None:
-            return Reply(gateway_frames.forbidden(self.connection_id, self._new_id()))
-        integration = self._integration(route)
-        for stage in (self._binary_policy, self._throttle):
-            decision = stage(route, integration, opcode, payload)
-            if decision is not CONTINUE:
-                assert not isinstance(decision, _Continue)
-                return decision
-        return self._integrate(route, integration, opcode, payload)
-
-    def _binary_policy(
-        self, route: Route, integration: Integration | None, opcode: int, payload: bytes
-    ) -> Decision | _Continue:
-        """AWS closes with 1003 on binary; ws:// passthrough is framegate's exception."""
-        if opcode == Opcode.BINARY and not is_passthrough(integration):
-            return Close(CloseCode.UNSUPPORTED_DATA, BINARY_REFUSED)
-        return CONTINUE
-
-    def _throttle(
-        self, route: Route, integration: Integration | None, opcode: int, payload: bytes
-    ) -> Decision | _Continue:
-        if self._admit is None:
-            return CONTINUE
-        context = self.context(EVENT_MESSAGE, route.route_key, self._new_id())
-        if self._admit(route, payload, context) is None:
-            return CONTINUE
-        return Reply(gateway_frames.too_many_requests(self.connection_id, context.request_id))
-
-    def _integrate(self, route: Route, integration: Integration | None, opcode: int, payload: bytes) -> Decision:
-        request_id = self._new_id()
-        try:
-            if is_passthrough(integration):
-                assert integration is not None
-                return Forward(integration.integration_id, self.upstream_uri(integration), opcode, payload)
-            if integration is not None and integration.integration_type == MOCK:
-                return self._mock(route, integration, payload.decode("utf-8"), request_id)
-        except IntegrationError:
-            pass
-        return Reply(gateway_frames.internal_server_error(self.connection_id, request_id))
-
-    def _mock(self, route: Route, integration: Integration, body: str, request_id: str) -> Decision:
-        context = self.context(EVENT_MESSAGE, route.route_key, request_id)
-        result = run_mock(
-            integration, route, body=body, context=context, stage_variables=self.target.stage.stage_variables
-        )
-        return None if result.reply is None else Reply(result.reply)
-
-    # --- helpers ----------------------------------------------------------------
-
-    def context(self, event_type: str, route_key: str, message_id: str | None) -> RequestContext:
-        """A ``$context`` for one event on this connection."""
-        target = self.target
+    def context(self, event_type: str, route_key: str, message_id: str | None = None) -> RequestContext:
+        """A fresh ``$context`` for one event of this connection."""
         return RequestContext(
-            api_id=target.api.api_id,
-            stage=target.stage.stage_name,
+            api_id=self.target.api.api_id,
+            stage=self.target.stage.stage_name,
             connection_id=self.connection_id,
-            domain_name=target.domain_name,
+            domain_name=self.client.domain_name,
             connected_at_ms=self.connected_at_ms,
-            source_ip=self.peer.source_ip,
-            user_agent=self.peer.user_agent,
+            source_ip=self.client.source_ip,
+            user_agent=self.client.user_agent,
             event_type=event_type,
             route_key=route_key,
-            request_id=message_id or self._new_id(),
+            request_id=self._new_id(),
             request_time_epoch_ms=self._clock_ms(),
-            message_id=message_id if event_type == EVENT_MESSAGE else None,
+            message_id=message_id,
         )
 
-    def _integration(self, route: Route | None) -> Integration | None:
-        return None if route is None else self.target.snapshot.integration_for(route)
+    def connect_context(self) -> RequestContext:
+        return self.context(CONNECT_EVENT, CONNECT)
 
-    def _fast_forward(self) -> tuple[str, str] | None:
-        if self._table.routes or self._admit is not None:
-            return None
-        integration = self._integration(self._table.default)
-        if integration is None or not is_passthrough(integration):
-            return None
+    def handshake_upstream(self) -> Forward | None:
+        """The upstream to open before answering 101: ``$connect``'s, else ``$default``'s, if ws://.
+
+        Raises:
+            IntegrationError: its URI cannot be built (a missing stage variable).
+        """
+        snapshot = self.target.snapshot
+        for key in (CONNECT, DEFAULT):
+            route = snapshot.routes.get(key)
+            integration = snapshot.integration_for(route) if route is not None else None
+            if is_websocket(integration):
+                assert integration is not None
+                return self._forward(integration)
+        return None
+
+    def connect_status(self, context: RequestContext) -> int:
+        """HTTP status of the ``$connect`` route's non-passthrough integration (200 = accept).
+
+        Raises:
+            IntegrationError: the integration cannot run (answer 500).
+        """
+        snapshot = self.target.snapshot
+        route = snapshot.routes.get(CONNECT)
+        integration = snapshot.integration_for(route) if route is not None else None
+        if route is None or integration is None or is_websocket(integration):
+            return 200
+        if integration.integration_type != MOCK:
+            raise IntegrationError(f"{integration.integration_type} integrations are not supported on $connect")
+        result = run_mock(
+            integration, route, body="", context=context, stage_variables=self.target.stage.stage_variables
+        )
+        return result.status
+
+    # --- messages -----------------------------------------------------------------
+
+    def route(self, opcode: int, payload: bytes) -> Route | None:
+        """The route of one client message; None when nothing matches and there is no ``$default``."""
+        table = self._table
+        if not table.routes or opcode != Opcode.TEXT:
+            return table.default
         try:
-            return integration.integration_id, self.upstream_uri(integration)
+            text = payload.decode()
+        except UnicodeDecodeError:  # the codec validated it; unreachable in practice
+            return table.default
+        return table.select(text)
+
+    def no_route(self, request_id: str) -> Reply:
+        return Reply(gateway_frames.forbidden(self.connection_id, request_id))
+
+    def throttled(self, request_id: str) -> Reply:
+        return Reply(gateway_frames.too_many_requests(self.connection_id, request_id))
+
+    def integrate(self, route: Route, opcode: int, payload: bytes, context: Callable[[], RequestContext]) -> Decision:
+        """Run ``route``'s integration for one message.
+
+        ``context`` builds the message's ``$context``; the passthrough path never
+        calls it, so relaying costs no ids and no clock reads.
+        """
+        integration = self.target.snapshot.integration_for(route)
+        if is_websocket(integration):
+            assert integration is not None
+            try:
+                return self._forward(integration)
+            except IntegrationError:
+                return self.internal_error(context())
+        if opcode != Opcode.TEXT:
+            # AWS accepts text frames only; ws:// passthrough is our extension.
+            return Close(CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported by this route")
+        request = context()
+        if integration is None or integration.integration_type != MOCK:
+            return self.internal_error(request)
+        try:
+            result = run_mock(
+                integration,
+                route,
+                body=payload.decode(),
+                context=request,
+                stage_variables=self.target.stage.stage_variables,
+            )
         except IntegrationError:
-            return None
+            return self.internal_error(request)
+        return Reply(result.reply) if result.reply is not None else None
+
+    def internal_error(self, context: RequestContext | None) -> Reply:
+        """AWS's "Internal server error" frame (integration failed, timed out, unsupported)."""
+        request_id = context.request_id if context is not None else self._new_id()
+        return Reply(gateway_frames.internal_server_error(self.connection_id, request_id))
+
+    def _forward(self, integration: Integration) -> Forward:
+        url = self._urls.get(integration.integration_id)
+        if url is None:
+            url = upstream_url(integration, self.target.stage.stage_variables, self.client.query)
+            self._urls[integration.integration_id] = url
+        return Forward(url, integration.timeout_in_millis / 1000)
+
+    # --- $disconnect ----------------------------------------------------------------
+
+    def disconnect(self) -> RequestContext:
+        """Run a MOCK ``$disconnect`` (best effort; its result cannot reach the client)."""
+        context = self.context(DISCONNECT_EVENT, DISCONNECT)
+        snapshot = self.target.snapshot
+        route = snapshot.routes.get(DISCONNECT)
+        integration = snapshot.integration_for(route) if route is not None else None
+        variables = self.target.stage.stage_variables
+        if route is not None and integration is not None and integration.integration_type == MOCK:
+            try:
+                run_mock(integration, route, body="", context=context, stage_variables=variables)
+            except IntegrationError as exc:
+                context.error_message = str(exc)
+        return context

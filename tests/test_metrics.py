@@ -12,14 +12,19 @@ from proxy.throttle import LEVELS
 Labels = tuple[tuple[str, str], ...]
 
 
-def scrape(registry: CollectorRegistry) -> dict[tuple[str, Labels], float]:
-    """Every sample of the exposition as ``{(sample name, sorted labels): value}``."""
-    body, _ = exposition(registry)
+def parse(text: str) -> dict[tuple[str, Labels], float]:
+    """Every sample of a Prometheus text exposition as ``{(sample name, sorted labels): value}``."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body.decode())
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def scrape(registry: CollectorRegistry) -> dict[tuple[str, Labels], float]:
+    """``parse`` of what ``/metrics`` would serve for ``registry``."""
+    body, _ = exposition(registry)
+    return parse(body.decode())
 
 
 @pytest.fixture

@@ -69,7 +69,8 @@ class Listener:
 
     def opened(self, conn: BenchConnection) -> None: ...
 
-    def message(self, conn: BenchConnection, received_ns: int) -> None: ...
+    def messages(self, conn: BenchConnection, count: int, received_ns: int) -> None:
+        """``count`` echoes arrived in one read at ``received_ns``."""
 
     def failed(self, conn: BenchConnection | None, key: str) -> None:
         """``conn`` is None when no socket was ever connected."""
@@ -190,15 +191,22 @@ class BenchConnection(asyncio.Protocol):
         self._dispatch(events)
 
     def _dispatch(self, events: list[tuple[int, bytes]]) -> None:
-        listener = self.listener
+        data = 0
         for opcode, payload in events:
             if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
-                listener.message(self, self.clock())
+                data += 1
             elif opcode == Opcode.PING:
                 self._write(self._encoder.pong(payload))
             elif opcode == Opcode.CLOSE:
+                self._report(data)
                 self._close_received(payload)
                 return
+        self._report(data)
+
+    def _report(self, data: int) -> None:
+        # One callback per read, not per message: a pipelined read answers with one write.
+        if data:
+            self.listener.messages(self, data, self.clock())
 
     def _close_received(self, payload: bytes) -> None:
         code, _reason = parse_close(payload)
@@ -210,11 +218,18 @@ class BenchConnection(asyncio.Protocol):
             self._transport.close()
 
     # --- driver API -----------------------------------------------------------------
-    def send(self, stamp_ns: int) -> None:
-        """Write this connection's message; ``stamp_ns`` is when it was (or was due to be) sent."""
-        self.pending.append(stamp_ns)
+    def send(self, stamp_ns: int, count: int = 1) -> None:
+        """Write ``count`` copies of this connection's message in one write.
+
+        ``stamp_ns`` is when they were (or were due to be) sent.
+        """
         assert self._transport is not None
-        self._transport.write(self.frame)
+        if count == 1:
+            self.pending.append(stamp_ns)
+            self._transport.write(self.frame)
+        else:
+            self.pending.extend([stamp_ns] * count)
+            self._transport.write(self.frame * count)
 
     def close(self, code: int = CloseCode.NORMAL) -> None:
         """Start the closing handshake (the server's close frame ends it)."""

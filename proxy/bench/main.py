@@ -19,7 +19,7 @@ from proxy.bench.process import raise_fd_limit
 from proxy.bench.report import Progress, Summary, write_json
 from proxy.bench.worker import Driver, Plan, Publish, WorkerResult
 from proxy.limits import BENCH_DEFAULT_DURATION_S, BENCH_MAX_DURATION_S, BENCH_PROGRESS_INTERVAL_S, CLOSE_TIMEOUT_S
-from proxy.server.echo import run_loop
+from proxy.server.loop import run_loop
 
 _COUNTERS_PER_WORKER = 2  # measured count, errors
 

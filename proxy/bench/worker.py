@@ -115,46 +115,54 @@ class Driver(Listener):
         self.result.connect.record(conn.connect_ns)
         self._live += 1
         if self.sending and self.plan.rate is None:
-            for _ in range(self.plan.window):
-                self._send(conn)
+            self._send(conn, self.plan.window)
 
-    def message(self, conn: BenchConnection, received_ns: int) -> None:
-        if not conn.pending:
-            return  # not ours (a server-initiated message): nothing to time
-        stamp = conn.pending.popleft()
-        if self.measuring and stamp >= self.measure_from_ns:
-            result = self.result
-            result.latency.record(received_ns - stamp)
-            result.messages += 1
-            quota = self.plan.messages
-            if quota is not None and result.messages >= quota:
-                self._finish()
-                return
-        if self.sending and self.plan.rate is None:
-            self._send(conn)
+    def messages(self, conn: BenchConnection, count: int, received_ns: int) -> None:
+        pending = conn.pending
+        measuring = self.measuring
+        result = self.result
+        record = result.latency.record
+        since = self.measure_from_ns
+        echoed = min(count, len(pending))  # more than pending: server-initiated, nothing to time
+        for _ in range(echoed):
+            stamp = pending.popleft()
+            if measuring and stamp >= since:
+                record(received_ns - stamp)
+                result.messages += 1
+        quota = self.plan.messages
+        if quota is not None and result.messages >= quota:
+            self._finish()
+            return
+        if self.sending and self.plan.rate is None and echoed:
+            self._send(conn, echoed)
 
     def failed(self, conn: BenchConnection | None, key: str) -> None:
         self.result.errors[key] += 1
         if conn is not None and conn.is_open:
             self._live -= 1
-            if self._live == 0 and self.plan.mode not in ("connect-only", "idle"):
-                self._finish()  # every connection is gone: nothing left to measure
+            self._finish_if_all_lost()
 
     def closed(self, conn: BenchConnection) -> None:
         pass
 
-    def _send(self, conn: BenchConnection) -> None:
-        if conn.is_open and self.admit():
-            conn.send(self.clock())
+    def _finish_if_all_lost(self) -> None:
+        """A load with every connection gone has nothing left to measure (checked once all were tried)."""
+        if self._live == 0 and self.measuring and self.plan.mode not in ("connect-only", "idle"):
+            self._finish()
 
-    def admit(self) -> bool:
-        """Count one send against the measured quota; False once the quota is spent."""
+    def _send(self, conn: BenchConnection, count: int = 1) -> None:
+        count = self.admit(count)
+        if conn.is_open and count:
+            conn.send(self.clock(), count)
+
+    def admit(self, count: int = 1) -> int:
+        """How many of ``count`` sends the measured quota still allows (all of them before measuring)."""
         if self.measuring:
             quota = self.plan.messages
-            if quota is not None and self.sent_measured >= quota:
-                return False
-            self.sent_measured += 1
-        return True
+            if quota is not None:
+                count = max(0, min(count, quota - self.sent_measured))
+            self.sent_measured += count
+        return count
 
     # --- run ------------------------------------------------------------------------
     async def run(self) -> WorkerResult:
@@ -162,7 +170,7 @@ class Driver(Listener):
         cpu_before = _cpu_s()
         loop = asyncio.get_running_loop()
         self._finished = loop.create_future()
-        progress = loop.create_task(self._publish_loop())
+        progress = loop.create_task(self._watch_loop())
         try:
             if self.plan.connect_only:
                 await self._run_connect_only()
@@ -220,6 +228,7 @@ class Driver(Listener):
         self._mark("start")
         self.measure_from_ns = self.clock()
         self.measuring = True
+        self._finish_if_all_lost()
         return asyncio.get_running_loop().call_later(self.plan.duration_s, self._finish)
 
     async def _end_window(self, timer: asyncio.TimerHandle) -> None:
@@ -276,12 +285,17 @@ class Driver(Listener):
         self.conns.clear()
 
     # --- reporting ---------------------------------------------------------------------
-    async def _publish_loop(self) -> None:
-        if self.publish is None:
-            return
+    async def _watch_loop(self) -> None:
+        """Every interval: publish progress, and fail connections whose oldest message is overdue."""
+        timeout_ns = int(self.plan.timeout_s * _NS_PER_S)
         while True:
             await asyncio.sleep(BENCH_PROGRESS_INTERVAL_S)
-            self.publish(self.result.messages, sum(self.result.errors.values()))
+            now = self.clock()
+            for conn in self.conns:
+                if conn.is_open and conn.pending and now - conn.pending[0] > timeout_ns:
+                    conn.fail(error_key("timeout", "message"))
+            if self.publish is not None:
+                self.publish(self.result.messages, sum(self.result.errors.values()))
 
     def _report(self) -> None:
         if self.publish is not None:

@@ -84,6 +84,11 @@ class MemoryCatalog:
     def remove_domain(self, domain_name: str) -> None:
         self._domains.pop(domain_name.lower(), None)
 
+    def stage(self, api_id: str, stage_name: str) -> Stage | None:
+        """The stage as published now (live settings for open connections)."""
+        entry = self._apis.get(api_id)
+        return entry.stages.get(stage_name) if entry is not None else None
+
     def api_ids(self) -> list[str]:
         return sorted(self._apis)
 

@@ -110,7 +110,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("DeleteApi", "DELETE", A + "/{apiId}", 204, lambda s, c: s.delete_api(c.arg("apiId"))),
 
     Operation("CreateRoute", "POST", R, 201, lambda s, c: s.create_route(c.arg("apiId"), c.fields(Route))),
-    Operation("GetRoutes", "GET", R, 200, lambda s, c: list(s.state(c.arg("apiId")).routes.values())),
+    Operation("GetRoutes", "GET", R, 200, lambda s, c: s.list_routes(c.arg("apiId"))),
     Operation("GetRoute", "GET", R + "/{routeId}", 200, lambda s, c: s.route(c.arg("apiId"), c.arg("routeId"))),
     Operation("UpdateRoute", "PATCH", R + "/{routeId}", 200,
               lambda s, c: s.update_route(c.arg("apiId"), c.arg("routeId"), c.fields(Route))),
@@ -135,7 +135,7 @@ OPERATIONS: tuple[Operation, ...] = (
 
     Operation("CreateIntegration", "POST", IN, 201,
               lambda s, c: s.create_integration(c.arg("apiId"), c.fields(Integration))),
-    Operation("GetIntegrations", "GET", IN, 200, lambda s, c: list(s.state(c.arg("apiId")).integrations.values())),
+    Operation("GetIntegrations", "GET", IN, 200, lambda s, c: s.list_integrations(c.arg("apiId"))),
     Operation("GetIntegration", "GET", IN + "/{integrationId}", 200,
               lambda s, c: s.integration(c.arg("apiId"), c.arg("integrationId"))),
     Operation("UpdateIntegration", "PATCH", IN + "/{integrationId}", 200,
@@ -170,7 +170,7 @@ OPERATIONS: tuple[Operation, ...] = (
               lambda s, c: s.delete_deployment(c.arg("apiId"), c.arg("deploymentId"))),
 
     Operation("CreateStage", "POST", S, 201, lambda s, c: s.create_stage(c.arg("apiId"), c.fields(Stage))),
-    Operation("GetStages", "GET", S, 200, lambda s, c: list(s.state(c.arg("apiId")).stages.values())),
+    Operation("GetStages", "GET", S, 200, lambda s, c: s.list_stages(c.arg("apiId"))),
     Operation("GetStage", "GET", S + "/{stageName}", 200, lambda s, c: s.stage(c.arg("apiId"), c.arg("stageName"))),
     Operation("UpdateStage", "PATCH", S + "/{stageName}", 200,
               lambda s, c: s.update_stage(c.arg("apiId"), c.arg("stageName"), c.fields(Stage))),
@@ -182,7 +182,7 @@ OPERATIONS: tuple[Operation, ...] = (
               lambda s, c: s.delete_access_log_settings(c.arg("apiId"), c.arg("stageName"))),
 
     Operation("CreateDomainName", "POST", DN, 201, lambda s, c: s.create_domain_name(c.fields(DomainName))),
-    Operation("GetDomainNames", "GET", DN, 200, lambda s, c: list(s.domains.values())),
+    Operation("GetDomainNames", "GET", DN, 200, lambda s, c: s.list_domain_names()),
     Operation("GetDomainName", "GET", DN + "/{domainName}", 200, lambda s, c: s.domain(c.arg("domainName"))),
     Operation("UpdateDomainName", "PATCH", DN + "/{domainName}", 200,
               lambda s, c: s.update_domain_name(c.arg("domainName"), c.fields(DomainName))),

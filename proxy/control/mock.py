@@ -26,9 +26,9 @@ from functools import lru_cache
 from typing import Final
 
 from proxy.control.context import RequestContext
-from proxy.control.model import DEFAULT, EMPTY, Integration, IntegrationResponse, Route
-from proxy.control.routing import compile_expression, evaluate_selection, parse_json_or_none
-from proxy.control.templates import render_template
+from proxy.control.model import DEFAULT, Integration, IntegrationResponse, Route
+from proxy.control.routing import parse_json_or_none
+from proxy.control.templates import render_template, select_template
 from proxy.errors import IntegrationError
 from proxy.limits import MAX_HTTP_STATUS, MIN_HTTP_STATUS, MOCK_DEFAULT_STATUS, TEMPLATE_CACHE
 
@@ -44,20 +44,6 @@ class MockResult:
     reply: str | None
     """Text frame for the client; None for a one-way route, or when no
     integration response matched or its template rendered nothing."""
-
-
-def select_template(
-    templates: Mapping[str, str],
-    expression: str | None,
-    body: object,
-    variables: Mapping[str, str] = EMPTY,
-) -> str | None:
-    """The template whose key the selection expression yields, else ``$default``'s."""
-    if not templates:
-        return None
-    key = evaluate_selection(expression, body, variables=variables) if expression else DEFAULT
-    template = templates.get(key)
-    return template if template is not None else templates.get(DEFAULT)
 
 
 @lru_cache(maxsize=TEMPLATE_CACHE)
@@ -140,9 +126,7 @@ def run_mock(
             "Internal server error" frame (or, on ``$connect``, a refused upgrade).
     """
     render = _Render(body, context, stage_variables)
-    expression = integration.template_selection_expression
-    parsed = parse_json_or_none(body) if expression and compile_expression(expression).reads_body else None
-    request_template = select_template(integration.request_templates, expression, parsed)
+    request_template = select_template(integration.request_templates, integration.template_selection_expression, body)
     status = _request_status(integration, request_template, render)
     if not route.two_way:
         return MockResult(status, None)
@@ -150,7 +134,7 @@ def run_mock(
     if response is None:
         return MockResult(status, None)
     response_template = select_template(
-        response.response_templates, response.template_selection_expression, None, {STATUS_VARIABLE: str(status)}
+        response.response_templates, response.template_selection_expression, variables={STATUS_VARIABLE: str(status)}
     )
     reply = body if response_template is None else render(response_template)
     return MockResult(status, reply if reply.strip() else None)

@@ -16,10 +16,11 @@ from importlib import resources
 from typing import Any
 
 from proxy.config import Config
+from proxy.control.catalog import MemoryCatalog
 from proxy.control.declarative import apply_document, load_document
 from proxy.control.handlers import Request, Router
 from proxy.control.model import DEFAULT, HTTP_PROXY
-from proxy.control.service import ControlService, Publisher
+from proxy.control.service import ControlService
 from proxy.control.wire import Response
 from proxy.store.sqlite import SqliteStore
 
@@ -72,7 +73,11 @@ class ControlPlane:
         self.store.close()
 
 
-def open_control_plane(config: Config, catalog: Publisher) -> ControlPlane:
+def _api_named(service: ControlService, name: str) -> str:
+    return next(state.api.api_id for state in service.apis.values() if state.api.name == name)
+
+
+def open_control_plane(config: Config, catalog: MemoryCatalog) -> ControlPlane:
     """Open ``config.db_path`` and bring the store and ``catalog`` to the start-up state.
 
     Raises:
@@ -90,6 +95,9 @@ def open_control_plane(config: Config, catalog: Publisher) -> ControlPlane:
             apply_document(service, load_document(config.config_file))
         if config.backend:
             apply_document(service, quickstart_document(config.backend))
+            if catalog.default_api is None:
+                # --backend promises ws://host:port/prod even if the store holds other APIs.
+                catalog.default_api = _api_named(service, QUICKSTART_API)
         service.publish_all()
     except BaseException:
         store.close()

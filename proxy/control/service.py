@@ -43,6 +43,7 @@ from proxy.control.model import (
     Snapshot,
     Stage,
 )
+from proxy.control.routing import validate_stage_variables
 from proxy.errors import BadRequestException, ConflictException, NotFoundException, TooManyRequestsException
 from proxy.store import base
 from proxy.store.base import Change, Delete, Put, Store
@@ -55,8 +56,6 @@ NewId = Callable[[], str]
 WEBSOCKET = "WEBSOCKET"
 API_KEY_SELECTION_EXPRESSIONS = frozenset({"$request.header.x-api-key", "$context.authorizer.usageIdentifierKey"})
 AUTO_DEPLOY_DESCRIPTION = "Automatic deployment triggered by changes to the Api configuration"
-_STAGE_VARIABLE_NAME = re.compile(r"[A-Za-z0-9_]+")
-_STAGE_VARIABLE_VALUE = re.compile(r"[A-Za-z0-9\-._~:/?#&=,]+")
 _MAPPING_KEY = re.compile(r"[A-Za-z0-9$\-_.+!*'()/]*")
 _INTEGRATION_RESPONSE_KEY = re.compile(r"\$default|/.+/")
 _ARN = re.compile(r"arn:aws:apigateway:[^:]*::/(apis/(?P<api>[^/]+)(/stages/(?P<stage>[^/]+))?|domainnames/(?P<dn>.+))")
@@ -142,19 +141,6 @@ def merge_route_settings(
     for key, settings in new.items():
         merged[key] = merge_settings(merged.get(key, RouteSettings()), settings)
     return merged
-
-
-def validate_stage_variables(variables: Mapping[str, str]) -> None:
-    """AWS rules: names ``[A-Za-z0-9_]``, values ``[A-Za-z0-9-._~:/?#&=,]``, count and length quotas."""
-    if len(variables) > limits.MAX_STAGE_VARIABLES:
-        raise BadRequestException(f"A stage may have at most {limits.MAX_STAGE_VARIABLES} stage variables")
-    for name, value in variables.items():
-        if len(name) > limits.MAX_STAGE_VARIABLE_NAME_CHARS or not _STAGE_VARIABLE_NAME.fullmatch(name):
-            raise BadRequestException(f"Stage variable name {name!r} must match [A-Za-z0-9_]+ (max 64 characters)")
-        if len(value) > limits.MAX_STAGE_VARIABLE_VALUE_CHARS or not _STAGE_VARIABLE_VALUE.fullmatch(value):
-            raise BadRequestException(
-                f"Stage variable value {value!r} for {name} must match [A-Za-z0-9-._~:/?#&=,]+ (max 512 characters)"
-            )
 
 
 def _validate_access_log(settings: AccessLogSettings | None) -> None:
@@ -286,6 +272,23 @@ class ControlService:
     def _put_domain(self, domain: DomainName) -> Put:
         self.domains[domain.domain_name] = domain
         return Put(base.DOMAIN, base.TOP, domain.domain_name, records.to_plain(domain))
+
+    # --- listings (creation order, which keeps nextToken offsets stable) ---------
+
+    def list_routes(self, api_id: str) -> list[Route]:
+        return list(self.state(api_id).routes.values())
+
+    def list_integrations(self, api_id: str) -> list[Integration]:
+        return list(self.state(api_id).integrations.values())
+
+    def list_deployments(self, api_id: str) -> list[Deployment]:
+        return list(self.state(api_id).deployments.values())
+
+    def list_stages(self, api_id: str) -> list[Stage]:
+        return list(self.state(api_id).stages.values())
+
+    def list_domain_names(self) -> list[DomainName]:
+        return list(self.domains.values())
 
     # --- APIs -----------------------------------------------------------------
 
@@ -566,9 +569,6 @@ class ControlService:
         changes: list[Change] = [self._put(state, deployment)]
         changes.extend(self._put(state, self._repoint(s, deployment.deployment_id)) for s in stages)
         return changes
-
-    def list_deployments(self, api_id: str) -> list[Deployment]:
-        return list(self.state(api_id).deployments.values())
 
     def update_deployment(self, api_id: str, deployment_id: str, description: str | None) -> Deployment:
         state = self.state(api_id)

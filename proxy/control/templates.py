@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote_plus, unquote_plus
 
-from proxy.control.routing import MISSING, parse_json_or_none, parse_path, resolve_path, to_text
+from proxy.control.model import DEFAULT, EMPTY
+from proxy.control.routing import MISSING, compile_expression, parse_json_or_none, parse_path, resolve_path, to_text
 from proxy.control.vtl import Block, Const, Expr, Foreach, If, Not, Ref, Set, Step, compile_template
 from proxy.errors import IntegrationError
 from proxy.limits import MAX_TEMPLATE_LOOP_ITERATIONS
@@ -287,6 +288,35 @@ def _render_block(block: Block, scope: _Scope) -> Iterator[str]:
             yield from _render_block(node.otherwise if chosen is None else chosen, scope)
         else:
             yield from _render_foreach(node, scope)
+
+
+def select_template(
+    templates: Mapping[str, str],
+    expression: str | None,
+    message: str = "",
+    *,
+    variables: Mapping[str, str] = EMPTY,
+) -> str | None:
+    """Pick a request or response template (reference 6.4).
+
+    Args:
+        templates: the ``requestTemplates`` / ``responseTemplates`` map.
+        expression: its ``templateSelectionExpression``; unset means ``$default``.
+        message: the message text, parsed only if the expression reads the body.
+        variables: non-body selection variables (``integration.response.statuscode``).
+
+    Returns:
+        The template under the key the expression yields, else the ``$default``
+        one, else None (no template applies).
+    """
+    if not templates:
+        return None
+    key = DEFAULT
+    if expression:
+        compiled = compile_expression(expression)
+        key = compiled.evaluate(parse_json_or_none(message) if compiled.reads_body else None, variables)
+    template = templates.get(key)
+    return template if template is not None else templates.get(DEFAULT)
 
 
 def render_template(template: str, *, body: str, context: Mapping[str, str], stage_variables: Mapping[str, str]) -> str:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import h11
 
 from proxy import limits
 from proxy.config import Config
 from proxy.control import wire
+from proxy.control.catalog import MemoryCatalog
 from proxy.control.handlers import Request
 from proxy.control.plane import ControlPlane, open_control_plane
-from proxy.control.service import Publisher
 from proxy.control.wire import Response
 from proxy.errors import ControlError
 from proxy.metrics import exposition
@@ -54,8 +55,7 @@ class AdminProtocol(asyncio.Protocol):
         self._body = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         self._open.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -204,7 +204,7 @@ async def start_admin_server(
     return AdminServer(server, connections)
 
 
-async def start_control_plane(config: Config, catalog: Publisher) -> tuple[ControlPlane, AdminServer]:
+async def start_control_plane(config: Config, catalog: MemoryCatalog) -> tuple[ControlPlane, AdminServer]:
     """Open the control plane of ``config`` and serve it on ``config.admin_host:admin_port``.
 
     What ``framegate serve`` calls once: the catalog is current before this returns.

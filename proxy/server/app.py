@@ -1,8 +1,9 @@
-"""``framegate serve``: the process that runs the data plane and the control plane.
+"""``framegate serve``: the control plane, the data plane and /metrics in one process.
 
-Layer 4. Opens the control plane (store, catalog, admin listener), binds the
-data listener, prints exactly one ready line, then runs until SIGTERM/SIGINT
-and drains: stop accepting, close clients with 1001, wait ``drain_timeout``.
+Layer 4. Start-up order: open the store and bring the catalog to its start-up
+state (demo API, ``--config``, ``--backend``), bind the admin listener, bind
+the data listener, then print one ready line. SIGTERM/SIGINT stop accepting,
+close open connections with 1001 (at most ``--drain-timeout``) and exit 0.
 """
 
 from __future__ import annotations
@@ -15,58 +16,70 @@ import sys
 from proxy import codec
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
+from proxy.control.plane import QUICKSTART_API, ControlPlane
+from proxy.errors import ControlError
 from proxy.server.admin import start_control_plane
 from proxy.server.gateway import Gateway
-from proxy.server.loop import run
+from proxy.server.loop import run_loop
+from proxy.server.observer import Observer
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
+READY_PREFIX = "framegate ready"
 
 
-def ready_line(data_host: str, data_port: int, admin_host: str, admin_port: int, db_path: str) -> str:
-    """The one line tests and scripts wait for."""
-    return (
-        f"framegate ready data=ws://{data_host}:{data_port} admin=http://{admin_host}:{admin_port} "
-        f"codec={codec.IMPLEMENTATION} db={db_path}"
-    )
+def _url(scheme: str, server: asyncio.Server) -> str:
+    host, port = server.sockets[0].getsockname()[:2]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def serve(config: Config) -> int:
-    """Run the gateway until a signal; return the process exit code."""
-    try:
-        return run(_serve(config))
-    except OSError as exc:
-        print(f"framegate serve: cannot listen: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+def _default_api(config: Config, plane: ControlPlane) -> str | None:
+    """``--default-api``, else the quickstart API when ``--backend`` fronts one."""
+    if config.default_api is not None or config.backend is None:
+        return config.default_api
+    for api_id, state in plane.service.apis.items():
+        if state.api.name == QUICKSTART_API:
+            return api_id
+    return None
 
 
 async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
-    catalog = MemoryCatalog(default_api=config.default_api)
-    plane, admin = await start_control_plane(config, catalog)
-    gateway = Gateway(config, catalog)
+    catalog = MemoryCatalog(config.default_api)
+    try:
+        plane, admin = await start_control_plane(config, catalog)
+    except (OSError, ControlError, ValueError) as exc:
+        print(f"framegate serve: cannot start the control plane: {exc}", file=sys.stderr)
+        return 1
+    catalog.default_api = _default_api(config, plane)
+    observer = Observer(config)
+    gateway = Gateway(config, catalog, observer)
     try:
         server = await loop.create_server(gateway.protocol, config.host, config.port, reuse_address=True)
-    except OSError:
+    except OSError as exc:
+        print(f"framegate serve: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
         await admin.close()
         plane.close()
-        raise
-    port = server.sockets[0].getsockname()[1]
-    sys.stdout.write(ready_line(config.host, port, config.admin_host, admin.port, config.db_path) + "\n")
-    sys.stdout.flush()
+        return 1
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    admin_url = _url("http", admin.server)
+    print(
+        f"{READY_PREFIX} data={_url('ws', server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
+        flush=True,
+    )
+    logger.info("APIs: %s; demo: ws://%s:%s/dev", ", ".join(catalog.api_ids()), config.host, config.port)
     await stop.wait()
-    logger.info("draining %d connections", len(gateway.connections))
+    logger.info("shutting down: draining %d connections", len(gateway.connections))
     server.close()
-    gateway.shutdown()
-    try:
-        await asyncio.wait_for(gateway.idle.wait(), config.drain_timeout)
-    except TimeoutError:
-        logger.warning("drain timeout: %d connections dropped", len(gateway.connections))
+    await gateway.drain(config.drain_timeout)
     await admin.close()
+    observer.close()
     plane.close()
-    return EXIT_OK
+    return 0
+
+
+def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; the exit status for the CLI."""
+    return run_loop(_serve(config))

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Coroutine
-from typing import Any, TypeVar, cast
+from typing import cast
 
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, Request
@@ -24,10 +23,10 @@ from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import ProtocolError
 from proxy.frames import CloseCode, Opcode, parse_close
 from proxy.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REQUEST_HEAD_BYTES
+from proxy.server.loop import run_loop
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 READY_PREFIX = "framegate echo-backend ready"
 
 
@@ -127,15 +126,6 @@ class EchoProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop when installed (it is a hard dependency), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 async def start_echo_server(host: str, port: int) -> asyncio.Server:

@@ -1,9 +1,10 @@
-"""Back-pressure between the two legs of a relay (uvicorn's ``FlowControl`` idea).
+"""Back-pressure: pause reading one side while the other cannot keep up.
 
-Layer 4. A transport's reading is paused for named reasons (the peer's write
-buffer is above its high-water mark, an upstream is still connecting) and
-resumes only when no reason is left, so two independent causes never undo
-each other.
+Layer 4. A transport's ``pause_writing`` (its buffer passed the high-water
+mark) pauses reading on the peer connection; ``resume_writing`` (below the
+low-water mark) resumes it. A connection may be paused for several reasons at
+once (several upstreams, an upstream still connecting), so pauses are counted
+and reading resumes only when the last one ends (uvicorn's ``FlowControl``).
 """
 
 from __future__ import annotations
@@ -12,32 +13,26 @@ import asyncio
 
 
 class FlowControl:
-    """Pause/resume reading one transport for a set of reasons.
+    """Counted pauses of one transport's reading."""
 
-    Args:
-        transport: the transport whose reading is controlled.
-    """
-
-    __slots__ = ("_reasons", "_transport")
+    __slots__ = ("_pauses", "_transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
-        self._reasons: set[str] = set()
+        self._pauses = 0
 
     @property
     def paused(self) -> bool:
-        return bool(self._reasons)
+        return self._pauses > 0
 
-    def pause(self, reason: str) -> None:
-        """Stop reading until ``resume(reason)`` (and every other reason) is lifted."""
-        if not self._reasons and not self._transport.is_closing():
+    def pause(self) -> None:
+        self._pauses += 1
+        if self._pauses == 1 and not self._transport.is_closing():
             self._transport.pause_reading()
-        self._reasons.add(reason)
 
-    def resume(self, reason: str) -> None:
-        """Lift ``reason``; reading resumes when it was the last one."""
-        if reason not in self._reasons:
+    def resume(self) -> None:
+        if self._pauses == 0:
             return
-        self._reasons.discard(reason)
-        if not self._reasons and not self._transport.is_closing():
+        self._pauses -= 1
+        if self._pauses == 0 and not self._transport.is_closing():
             self._transport.resume_reading()

@@ -1,22 +1,18 @@
-"""The client leg: one ``asyncio.Protocol`` per client connection (no streams).
+"""The data plane: one ``asyncio.Protocol`` per client WebSocket connection.
 
-Layer 4. Life of a connection:
+Layer 4, the only place client sockets live. Per connection:
 
-1. HANDSHAKE: bytes feed ``proxy.handshake.ServerHandshake`` under a deadline
-   timer; bad requests get an HTTP answer (400/426/431), an unknown API or
-   stage gets AWS's 403. ``$connect`` runs here: a MOCK status, then the
-   ws:// upstream of ``$connect``/``$default`` is connected *before* the
-   client gets its 101 (refused -> the backend's status, unreachable -> 502,
-   timeout -> 504). Reading is paused meanwhile.
-2. OPEN: frames go through ``proxy.codec``; each message goes through
-   ``proxy.session.Session`` (or its fast path straight to one upstream) and
-   the decision is acted on here. Pings are answered; idle and max-duration
-   timers close with 1001.
-3. CLOSING/CLOSED: close codes propagate both ways; a backend that vanishes
-   gives the client 1011.
+1. HANDSHAKE: the request head is parsed by ``proxy.handshake`` under a
+   deadline and a size cap; the catalog resolves (Host, path) to a stage and
+   the deployment it points at; ``$connect`` is throttled; a ws:// ``$connect``
+   or ``$default`` upstream is opened *before* answering, so a backend that
+   refuses or is down gives the client an HTTP error instead of a 101.
+2. OPEN: frames go through ``proxy.codec`` (AWS caps enforced there); each
+   message is routed, throttled and integrated by ``proxy.session``; upstream
+   messages come back re-fragmented. Back-pressure pauses the other side.
+3. CLOSING/CLOSED: close codes propagate both ways; ``$disconnect`` runs.
 
-Back-pressure: a leg whose write buffer passes the high-water mark pauses
-reading on the other leg (``FlowControl``); nothing is queued without bound.
+Observability is one ``Observer`` call per event (``proxy.server.observer``).
 """
 
 from __future__ import annotations
@@ -24,512 +20,526 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from enum import Enum
+from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Final, cast
 
-from proxy import gateway_frames, ids
+from proxy import ids
 from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.config import Config
-from proxy.control.catalog import Catalog
-from proxy.control.model import Target
+from proxy.control.catalog import MemoryCatalog
+from proxy.control.context import MESSAGE_EVENT, RequestContext
+from proxy.control.model import Stage
 from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
-from proxy.frames import CloseCode, Opcode, parse_close
-from proxy.handshake import (
-    ClientHandshake,
-    ServerHandshake,
-    UpgradeRequest,
-    join_query,
-    message_body,
-    parse_ws_uri,
-    reject,
-)
-from proxy.limits import CLOSE_TIMEOUT_S, INTEGRATION_TIMEOUT_MS, MS_PER_S
+from proxy.frames import CloseCode, Event, Opcode, parse_close
+from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest, error_body, http_response
+from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
 from proxy.server.flow import FlowControl
+from proxy.server.observer import THROTTLED_CONNECT_BODY, ConnectionObserver, Observer
 from proxy.server.upstream import Upstream, open_upstream
-from proxy.session import Close, Forward, Peer, Reply, Session
+from proxy.session import Client, Close, Decision, Forward, Reply, Session
 
 logger = logging.getLogger(__name__)
-TRACE: Final = 5
-"""Per-message log level, checked once per connection (picows style)."""
 
-FORBIDDEN_BODY: Final = message_body("Forbidden")
-INTERNAL_BODY: Final = message_body("Internal server error")
-STATUS_FORBIDDEN: Final = 403
-STATUS_INTERNAL: Final = 500
-STATUS_BAD_GATEWAY: Final = 502
-STATUS_GATEWAY_TIMEOUT: Final = 504
-REASON_IDLE: Final = "idle timeout"
-REASON_MAX_DURATION: Final = "maximum connection duration reached"
-REASON_SHUTDOWN: Final = "server shutting down"
-REASON_BACKEND_LOST: Final = "backend connection lost"
-REASON_CLIENT_GONE: Final = "client disconnected"
-PAUSE_CONNECTING: Final = "connecting"
-PAUSE_PEER: Final = "peer-buffer:"
+_HANDSHAKE: Final = 0
+_CONNECTING: Final = 1
+_OPEN: Final = 2
+_CLOSING: Final = 3
+_CLOSED: Final = 4
+
+_FORBIDDEN: Final = "Forbidden"
+_INTERNAL: Final = "Internal server error"
+_UNSENDABLE = frozenset({CloseCode.NO_STATUS, CloseCode.ABNORMAL})
 
 
-class State(Enum):
-    HANDSHAKE = "handshake"
-    CONNECTING = "connecting"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
+def epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _host_name(host: str) -> str:
+    """``$context.domainName``: the Host without its port."""
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _forwarded_for(request: UpgradeRequest, source_ip: str) -> str:
+    previous = request.header("x-forwarded-for")
+    return f"{previous}, {source_ip}" if previous else source_ip
 
 
 class Gateway:
-    """What every client connection shares: config, catalog, live connection set.
+    """What all client connections share: settings, catalog, observer, encoders.
 
-    Args:
-        config: static limits and timeouts.
-        catalog: the live (Host, path) -> Target index.
-        clock_ms: wall-clock epoch milliseconds for ``$context``.
+    Encoders keep no per-connection state, so one per role serves everyone.
     """
 
-    def __init__(self, config: Config, catalog: Catalog, clock_ms: Callable[[], int] | None = None) -> None:
+    def __init__(self, config: Config, catalog: MemoryCatalog, observer: Observer) -> None:
         self.config = config
         self.catalog = catalog
-        self.clock_ms = clock_ms or _epoch_ms
+        self.observer = observer
+        self.server_encoder = FrameEncoder(client_side=False, max_frame=config.max_frame)
+        self.client_encoder = FrameEncoder(client_side=True, max_frame=config.max_frame)
         self.connections: set[ClientConnection] = set()
-        self.idle: asyncio.Event = asyncio.Event()
-        self.idle.set()
+        self._idle: asyncio.Event | None = None
 
     def protocol(self) -> ClientConnection:
-        """The protocol factory for ``loop.create_server``."""
         return ClientConnection(self)
 
-    def track(self, connection: ClientConnection, live: bool) -> None:
-        if live:
-            self.connections.add(connection)
-            self.idle.clear()
-        else:
-            self.connections.discard(connection)
-            if not self.connections:
-                self.idle.set()
+    def forget(self, connection: ClientConnection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._idle is not None:
+            self._idle.set()
 
-    def shutdown(self) -> None:
-        """SIGTERM/SIGINT: close every connection with 1001."""
+    async def drain(self, timeout_s: float) -> None:
+        """Close every connection with 1001 and wait for them (at most ``timeout_s``)."""
+        if not self.connections:
+            return
+        self._idle = asyncio.Event()
         for connection in list(self.connections):
-            connection.shutdown()
-
-
-def _epoch_ms() -> int:
-    return int(time.time() * MS_PER_S)
+            connection.shut_down()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            for connection in list(self.connections):
+                connection.abort()
 
 
 class ClientConnection(asyncio.Protocol):
     """One client: handshake, relay, close (see the module docstring)."""
 
     def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.config = gateway.config
-        self.loop = asyncio.get_running_loop()
-        self.connection_id = ids.connection_id()
-        self.state = State.HANDSHAKE
-        self.transport: asyncio.Transport | None = None
-        self.flow: FlowControl | None = None
-        self.session: Session | None = None
-        self.upstreams: dict[str, Upstream] = {}
-        self._connecting: dict[str, list[tuple[int, bytes]]] = {}
-        self._handshake: ServerHandshake | None = ServerHandshake(self.config.max_request_head)
-        self._request: UpgradeRequest | None = None
-        self._decoder = FrameDecoder(
-            server_side=True, max_frame=self.config.max_frame, max_message=self.config.max_message
-        )
-        self._encoder = FrameEncoder(client_side=False, max_frame=self.config.max_frame)
+        self._gateway = gateway
+        self._config = gateway.config
+        self._loop = asyncio.get_running_loop()
+        self._state = _HANDSHAKE
+        self._transport: asyncio.Transport | None = None
+        self._flow: FlowControl | None = None
+        self._handshake: ServerHandshake | None = ServerHandshake(self._config.max_request_head)
+        self._early = b""
+        self._source_ip = "-"
+        self._forwarded_for = "-"
+        self._subprotocols: tuple[str, ...] = ()
+        self._decoder: FrameDecoder | None = None
+        self._session: Session | None = None
+        self._observer: ConnectionObserver | None = None
+        self._upstreams: dict[str, Upstream] = {}
+        self._pending: list[tuple[str, int, bytes]] = []
+        self._connecting: asyncio.Task[None] | None = None
+        self._writing_paused = False
+        self._close_code: int = CloseCode.ABNORMAL
+        self._last_activity = 0.0
         self._timers: list[asyncio.TimerHandle] = []
-        self._handshake_timer: asyncio.TimerHandle | None = None
-        self._last_data = 0.0
-        self._fast: Upstream | None = None
-        self._fast_key: str | None = None
-        self._trace = logger.isEnabledFor(TRACE)
 
-    # --- asyncio.Protocol ------------------------------------------------------------
+    # --- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)
-        self.flow = FlowControl(transport)
-        transport.set_write_buffer_limits(self.config.write_high_water, self.config.write_low_water)
-        self.gateway.track(self, True)
-        self._handshake_timer = self.loop.call_later(self.config.handshake_timeout, self._handshake_expired)
+        self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+        self._flow = FlowControl(transport)
+        config = self._config
+        transport.set_write_buffer_limits(config.write_high_water, config.write_low_water)
+        peer = transport.get_extra_info("peername")
+        self._source_ip = str(peer[0]) if peer else "-"
+        self._timers.append(self._loop.call_later(config.handshake_timeout, self._handshake_expired))
+        self._gateway.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         try:
-            if self.state is State.OPEN or self.state is State.CLOSING:
-                self._receive_frames(data)
-            elif self.state is State.HANDSHAKE:
-                self._receive_handshake(data)
+            if self._state == _OPEN:
+                self._frames(data)
+            elif self._state == _HANDSHAKE:
+                self._handshake_data(data)
+            elif self._state == _CONNECTING:
+                self._early += data  # reading is paused; this is at most one read's worth
+            elif self._state == _CLOSING and self._decoder is not None:
+                self._frames(data)
+            # Otherwise: closing after a protocol error, input is discarded until EOF or the close timeout.
         except Exception:
-            # The one catch-all, at the connection boundary.
-            logger.exception("connection %s failed", self.connection_id)
-            self._fail_internal()
-
-    def eof_received(self) -> bool | None:
-        return None
+            # The one catch-all, at the connection boundary: never let a bug kill the server.
+            logger.exception("internal error connectionId=%s", self.connection_id)
+            self.close(CloseCode.INTERNAL_ERROR, _INTERNAL)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_open = self.state in (State.OPEN, State.CLOSING)
-        self.state = State.CLOSED
+        was_open = self._state in (_OPEN, _CLOSING)
+        self._state = _CLOSED
         for timer in self._timers:
             timer.cancel()
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-        for upstream in self.upstreams.values():
-            upstream.close(CloseCode.GOING_AWAY, REASON_CLIENT_GONE)
-        self.upstreams.clear()
-        self.gateway.track(self, False)
-        if was_open:
-            self._on_disconnected()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        for upstream in list(self._upstreams.values()):
+            upstream.close(CloseCode.GOING_AWAY, "client went away")
+        self._upstreams.clear()
+        self._pending.clear()
+        if was_open and self._session is not None and self._observer is not None:
+            context = self._session.disconnect()
+            self._observer.closed(self._current_stage(), self._close_code, context)
+        self._transport = None
+        self._gateway.forget(self)
 
     def pause_writing(self) -> None:
-        for upstream in self.upstreams.values():
-            upstream.pause_reading(True)
+        # The client reads slower than backends send: stop reading them.
+        self._writing_paused = True
+        for upstream in self._upstreams.values():
+            if upstream.flow is not None:
+                upstream.flow.pause()
 
     def resume_writing(self) -> None:
-        for upstream in self.upstreams.values():
-            upstream.pause_reading(False)
+        self._writing_paused = False
+        for upstream in self._upstreams.values():
+            if upstream.flow is not None:
+                upstream.flow.resume()
 
-    # --- handshake ----------------------------------------------------------------------
+    @property
+    def connection_id(self) -> str:
+        return self._session.connection_id if self._session is not None else "-"
 
-    def _handshake_expired(self) -> None:
-        if self.state is State.HANDSHAKE and self.transport is not None:
-            logger.info("handshake deadline passed connectionId=%s", self.connection_id)
-            self.transport.abort()
+    # --- handshake --------------------------------------------------------------------
 
-    def _receive_handshake(self, data: bytes) -> None:
+    def _handshake_data(self, data: bytes) -> None:
         assert self._handshake is not None
         try:
             request = self._handshake.receive_data(data)
         except HandshakeError as exc:
-            self._refuse(exc.status_hint, message_body(str(exc)), str(exc))
+            self._refuse(exc.status_hint, str(exc), exc.headers)
             return
-        if request is None:
-            return
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-        self._request = request
+        if request is not None:
+            self._start(request)
+
+    def _handshake_expired(self) -> None:
+        if self._state == _HANDSHAKE:
+            deadline = self._config.handshake_timeout
+            self._refuse(HTTPStatus.REQUEST_TIMEOUT, f"upgrade not completed within {deadline:g} s")
+
+    def _start(self, request: UpgradeRequest) -> None:
+        gateway = self._gateway
         try:
-            target = self.gateway.catalog.resolve(request.host, request.path)
+            target = gateway.catalog.resolve(request.host, request.path)
         except NotFoundException as exc:
-            self._refuse(STATUS_FORBIDDEN, FORBIDDEN_BODY, str(exc))
+            self._refuse(HTTPStatus.FORBIDDEN, _FORBIDDEN, [("X-Framegate-Error", str(exc))])
             return
-        self._connect(target, request)
-
-    def _connect(self, target: Target, request: UpgradeRequest) -> None:
-        """Run ``$connect``: MOCK status, then the upstream, then the 101."""
-        session = self.session = Session(target, self.connection_id, self._peer(request), self.gateway.clock_ms)
+        client = Client(self._source_ip, request.header("user-agent"), _host_name(request.host), request.query)
+        self._forwarded_for = _forwarded_for(request, self._source_ip)
+        self._subprotocols = request.subprotocols
+        session = self._session = Session(target, ids.connection_id(), client, ids.connection_id, epoch_ms)
+        context = session.connect_context()
+        stage = target.stage
+        if gateway.observer.admit_connect(target.api.api_id, stage, session.connection_id, context) is not None:
+            self._refuse(HTTPStatus.TOO_MANY_REQUESTS, "", body=THROTTLED_CONNECT_BODY)
+            return
         try:
-            mock = session.connect_mock()
-            upstream = session.connect_upstream()
+            status = session.connect_status(context)
+            forward = session.handshake_upstream()
         except IntegrationError as exc:
-            self._refuse(STATUS_INTERNAL, INTERNAL_BODY, str(exc))
+            logger.warning("$connect failed connectionId=%s: %s", session.connection_id, exc)
+            self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL)
             return
-        if mock is not None and not 200 <= mock.status < 300:
-            self._refuse(mock.status, FORBIDDEN_BODY, f"$connect MOCK returned {mock.status}")
+        if not HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES:
+            self._refuse(status, _FORBIDDEN if status == HTTPStatus.FORBIDDEN else f"$connect answered {status}")
             return
-        if upstream is None:
-            self._accept(None, request.trailing)
-            return
-        self.state = State.CONNECTING
-        assert self.flow is not None
-        self.flow.pause(PAUSE_CONNECTING)
-        key, uri = upstream
-        self.loop.create_task(self._connect_upstream(key, uri, request))
+        self._state = _CONNECTING
+        assert self._flow is not None
+        self._flow.pause()
+        if forward is None:
+            self._accept(None, context)
+        else:
+            self._connecting = self._loop.create_task(self._connect(forward, context))
 
-    async def _connect_upstream(self, key: str, uri: str, request: UpgradeRequest) -> None:
-        status, upstream, subprotocol = await self._open(key, uri)
-        if self.state is not State.CONNECTING:
-            if upstream is not None:
-                upstream.abort()
-            return
-        if upstream is None:
-            self._refuse(status, message_body(_status_message(status)), f"upstream {uri} answered {status}")
-            return
-        if subprotocol is not None and subprotocol not in request.subprotocols:
-            upstream.abort()
-            self._refuse(STATUS_BAD_GATEWAY, message_body("Bad Gateway"), f"backend chose subprotocol {subprotocol}")
-            return
-        self._add_upstream(upstream)
-        self._accept(subprotocol, request.trailing)
-        assert self.flow is not None
-        self.flow.resume(PAUSE_CONNECTING)
-
-    async def _open(self, key: str, uri: str) -> tuple[int, Upstream | None, str | None]:
-        """Open an upstream: ``(101, upstream, subprotocol)`` or ``(status, None, None)``."""
-        assert self.session is not None and self._request is not None
-        request = self._request
-        target = self.session.target
-        timeout_s = _integration_timeout_s(self.session, key)
+    async def _connect(self, forward: Forward, context: RequestContext) -> None:
         try:
-            ws_uri = parse_ws_uri(uri)
-            handshake = ClientHandshake(
-                ws_uri.host_header,
-                join_query(ws_uri.target, request.query),
-                request.subprotocols,
-                self._context_headers(target, request),
-                self.config.max_request_head,
-            )
-            upstream, reply = await open_upstream(key, ws_uri, handshake, self.config, timeout_s)
-        except TimeoutError:
-            self._on_upstream(uri, STATUS_GATEWAY_TIMEOUT)
-            return STATUS_GATEWAY_TIMEOUT, None, None
-        except (OSError, ValueError, HandshakeError) as exc:
-            logger.info("upstream %s unreachable connectionId=%s: %s", uri, self.connection_id, exc)
-            self._on_upstream(uri, STATUS_BAD_GATEWAY)
-            return STATUS_BAD_GATEWAY, None, None
-        self._on_upstream(uri, reply.status)
-        if reply.status != 101:
-            return reply.status, None, None
-        return reply.status, upstream, reply.subprotocol
+            upstream = await self._open(forward, self._subprotocols)
+        except HandshakeError as exc:
+            logger.info("upstream refused connectionId=%s: %s", self.connection_id, exc)
+            message = _INTERNAL if exc.status_hint >= HTTPStatus.INTERNAL_SERVER_ERROR else _FORBIDDEN
+            self._refuse(exc.status_hint, message, [("X-Framegate-Error", str(exc))])
+            return
+        if self._state != _CONNECTING:
+            upstream.close(CloseCode.GOING_AWAY, "client went away")
+            return
+        accepted = upstream.accepted.result()
+        self._accept(accepted.subprotocol, context)
 
-    def _context_headers(self, target: Target, request: UpgradeRequest) -> list[tuple[str, str]]:
-        client_ip = self._peer(request).source_ip
-        forwarded = request.header(b"x-forwarded-for")
-        return [
-            ("X-Framegate-Connection-Id", self.connection_id),
+    async def _open(self, forward: Forward, subprotocols: Sequence[str]) -> Upstream:
+        """Open the upstream ``forward`` names, record it and return it."""
+        session = self._session
+        assert session is not None
+        target = session.target
+        headers = [
+            ("X-Framegate-Connection-Id", session.connection_id),
             ("X-Framegate-Api-Id", target.api.api_id),
             ("X-Framegate-Stage", target.stage.stage_name),
-            ("X-Forwarded-For", f"{forwarded}, {client_ip}" if forwarded else client_ip),
+            ("X-Forwarded-For", self._forwarded_for),
         ]
-
-    def _peer(self, request: UpgradeRequest) -> Peer:
-        assert self.transport is not None
-        peername = self.transport.get_extra_info("peername")
-        source_ip = str(peername[0]) if peername else ""
-        return Peer(source_ip, request.header(b"user-agent") or "")
-
-    def _accept(self, subprotocol: str | None, trailing: bytes) -> None:
-        assert self.transport is not None and self._handshake is not None and self.session is not None
-        self.transport.write(self._handshake.accept(subprotocol))
-        self._handshake = None
-        self.state = State.OPEN
-        self._last_data = self.loop.time()
-        self._timers.append(self.loop.call_later(self.config.idle_timeout, self._check_idle))
-        self._timers.append(self.loop.call_later(self.config.max_connection_duration, self._max_duration))
-        fast = self.session.fast_forward
-        if fast is not None and fast[0] in self.upstreams:
-            self._fast_key = fast[0]
-            self._fast = self.upstreams[fast[0]]
-        self._on_accepted()
-        for upstream in list(self.upstreams.values()):
-            upstream.start(self)
-        if trailing:
-            self._receive_frames(trailing)
-
-    def _refuse(self, status: int, body: str, reason: str) -> None:
-        """Answer the upgrade with an HTTP error and close."""
-        self._on_refused(status, reason)
-        self.state = State.CLOSED
-        if self.transport is not None:
-            self.transport.write(reject(status, body, [("X-Framegate-Error", _header_safe(reason))]))
-            self.transport.close()
-
-    # --- frames -----------------------------------------------------------------------
-
-    def _receive_frames(self, data: bytes) -> None:
+        config = self._config
+        metrics = self._gateway.observer.metrics
+        started = self._loop.time()
         try:
-            events = self._decoder.feed(data)
-        except ProtocolError as exc:
-            self._handle_events(exc.events)
-            self.close(exc.close_code, str(exc))
-            return
-        self._handle_events(events)
+            upstream, _accepted = await open_upstream(
+                self,
+                forward.url,
+                ClientHandshake(forward.url, headers, subprotocols),
+                self._gateway.client_encoder,
+                timeout_s=forward.timeout_s,
+                max_message=config.max_message,
+            )
+        except HandshakeError:
+            metrics.upstream_connect_failures.inc()
+            raise
+        metrics.upstream_connect_latency.observe(self._loop.time() - started)
+        self._upstreams[forward.url] = upstream
+        if self._writing_paused and upstream.flow is not None:
+            upstream.flow.pause()
+        return upstream
 
-    def _handle_events(self, events: list[tuple[int, bytes]]) -> None:
-        fast = self._fast
+    def _accept(self, subprotocol: str | None, context: RequestContext) -> None:
+        assert self._transport is not None and self._handshake is not None and self._session is not None
+        self._transport.write(self._handshake.accept(subprotocol))
+        self._state = _OPEN
+        session = self._session
+        target = session.target
+        self._observer = self._gateway.observer.connected(
+            target.api.api_id, target.stage, session.connection_id, context
+        )
+        config = self._config
+        self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
+        self._last_activity = self._loop.time()
+        self._timers.append(self._loop.call_later(config.idle_timeout, self._idle_check))
+        self._timers.append(
+            self._loop.call_later(
+                config.max_connection_duration, self.close, CloseCode.GOING_AWAY, "Connection duration exceeded"
+            )
+        )
+        early = self._handshake.trailing + self._early
+        self._handshake = None
+        self._early = b""
+        assert self._flow is not None
+        self._flow.resume()
+        if early:
+            self._frames(early)
+
+    def _refuse(
+        self, status: int, message: str, headers: Sequence[tuple[str, str]] = (), body: str | None = None
+    ) -> None:
+        """Answer the upgrade with an HTTP error and close."""
+        transport = self._transport
+        self._state = _CLOSING
+        if transport is None or transport.is_closing():
+            return
+        content = body.encode() if body is not None else error_body(message)
+        transport.write(http_response(status, content, headers))
+        transport.close()
+
+    # --- messages ---------------------------------------------------------------------
+
+    def _frames(self, data: bytes) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        self._last_activity = self._loop.time()
+        try:
+            events = decoder.feed(data)
+        except ProtocolError as exc:
+            self._events(exc.events)
+            self._protocol_error(exc)
+            return
+        self._events(events)
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        """Close with the fault's code; the stream cannot be parsed further, so stop reading it."""
+        self.close(exc.close_code, str(exc))
+        self._decoder = None
+        transport = self._transport
+        if transport is not None and transport.can_write_eof():
+            # Half-close: the peer reads our close frame, then EOF; unread input does not reset it.
+            transport.write_eof()
+
+    def _events(self, events: list[Event]) -> None:
         for opcode, payload in events:
+            if self._state != _OPEN:
+                if opcode == Opcode.CLOSE:
+                    self._close_acknowledged()
+                return
             if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
-                if self.state is not State.OPEN:
-                    continue
-                self._last_data = self.loop.time()
-                if fast is not None:
-                    fast.send(opcode, payload)
-                else:
-                    self._message(opcode, payload)
+                self._message(opcode, payload)
             elif opcode == Opcode.PING:
-                self._write(self._encoder.pong(payload))
+                self._write(self._gateway.server_encoder.pong(payload))
             elif opcode == Opcode.CLOSE:
                 self._client_closed(payload)
 
     def _message(self, opcode: int, payload: bytes) -> None:
-        assert self.session is not None
-        if self._trace:
-            logger.log(TRACE, "message in connectionId=%s bytes=%d", self.connection_id, len(payload))
-        decision = self.session.receive_message(opcode, payload)
+        session = self._session
+        observer = self._observer
+        assert session is not None and observer is not None
+        route = session.route(opcode, payload)
+        context = _MessageContext(session, route.route_key if route is not None else "-")
+        if route is None:
+            self._act(session.no_route(context.request_id))
+            return
+        if observer.message(self._current_stage(), route.route_key, payload, context) is not None:
+            self._act(session.throttled(context.request_id))
+            return
+        self._act(session.integrate(route, opcode, payload, context.get), opcode, payload)
+
+    def _act(self, decision: Decision, opcode: int = Opcode.TEXT, payload: bytes = b"") -> None:
+        if decision is None:
+            return
         if isinstance(decision, Forward):
-            self._forward(decision)
+            upstream = self._upstreams.get(decision.url)
+            if upstream is not None:
+                upstream.send(opcode, payload)
+            else:
+                self._open_later(decision, opcode, payload)
         elif isinstance(decision, Reply):
-            self.send_text(decision.text)
+            self._send(Opcode.TEXT, decision.text.encode())
         elif isinstance(decision, Close):
             self.close(decision.code, decision.reason)
 
-    def _forward(self, decision: Forward) -> None:
-        upstream = self.upstreams.get(decision.integration_id)
-        if upstream is not None:
-            upstream.send(decision.opcode, decision.payload)
-            return
-        pending = self._connecting.get(decision.integration_id)
-        if pending is not None:
-            pending.append((decision.opcode, decision.payload))
-            return
-        # First use of this integration: connect it, holding the client's reading meanwhile.
-        self._connecting[decision.integration_id] = [(decision.opcode, decision.payload)]
-        assert self.flow is not None
-        self.flow.pause(PAUSE_CONNECTING + decision.integration_id)
-        self.loop.create_task(self._connect_route_upstream(decision.integration_id, decision.uri))
+    def _open_later(self, forward: Forward, opcode: int, payload: bytes) -> None:
+        """First message for a non-``$default`` ws:// route: queue it and connect, reading paused."""
+        first = not any(url == forward.url for url, _, _ in self._pending)
+        self._pending.append((forward.url, opcode, payload))
+        if first:
+            assert self._flow is not None
+            self._flow.pause()
+            self._loop.create_task(self._connect_route(forward))
 
-    async def _connect_route_upstream(self, key: str, uri: str) -> None:
-        _, upstream, _ = await self._open(key, uri)
-        pending = self._connecting.pop(key, [])
-        if self.state is not State.OPEN:
-            if upstream is not None:
-                upstream.abort()
+    async def _connect_route(self, forward: Forward) -> None:
+        assert self._flow is not None
+        session = self._session
+        assert session is not None
+        try:
+            await self._open(forward, ())
+        except HandshakeError as exc:
+            logger.info("route upstream failed connectionId=%s: %s", self.connection_id, exc)
+            dropped = [item for item in self._pending if item[0] == forward.url]
+            self._pending = [item for item in self._pending if item[0] != forward.url]
+            for _ in dropped:
+                self._act(session.internal_error(None))
+            self._flow.resume()
             return
-        assert self.flow is not None and self.session is not None
-        if upstream is None:
-            for _ in pending:
-                self.send_text(gateway_frames.internal_server_error(self.connection_id, ids.request_id()))
-        else:
-            self._add_upstream(upstream)
-            upstream.start(self)
-            for opcode, payload in pending:
+        upstream = self._upstreams[forward.url]
+        if self._state != _OPEN:
+            upstream.close(CloseCode.GOING_AWAY, "client went away")
+            return
+        for url, opcode, payload in self._pending:
+            if url == forward.url:
                 upstream.send(opcode, payload)
-        self.flow.resume(PAUSE_CONNECTING + key)
+        self._pending = [item for item in self._pending if item[0] != forward.url]
+        self._flow.resume()
 
-    def _add_upstream(self, upstream: Upstream) -> None:
-        self.upstreams[upstream.key] = upstream
-
-    def _client_closed(self, payload: bytes) -> None:
-        code, reason = parse_close(payload)
-        if self.state is State.OPEN:
-            # Client-initiated: echo its close, pass it on to the backends.
-            self._write(self._encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
-            upstream_code = CloseCode.NORMAL if code == CloseCode.NO_STATUS else code
-            for upstream in self.upstreams.values():
-                upstream.close(upstream_code, reason)
-            self.upstreams.clear()
-            self._on_closed(code)
-        self.state = State.CLOSING
-        if self.transport is not None:
-            self.transport.close()
-
-    # --- upstream events (UpstreamOwner) ------------------------------------------------
-
-    def upstream_message(self, upstream: Upstream, opcode: int, payload: bytes) -> None:
-        if self.state is not State.OPEN:
-            return
-        self._last_data = self.loop.time()
-        self._write(self._encoder.message(opcode, payload))
-
-    def upstream_closed(self, upstream: Upstream, code: int, reason: str) -> None:
-        self.upstreams.pop(upstream.key, None)
-        if upstream is self._fast:
-            self._fast = None
-        if code == CloseCode.ABNORMAL:
-            code, reason = CloseCode.INTERNAL_ERROR, REASON_BACKEND_LOST
-        elif code == CloseCode.NO_STATUS:
-            code = CloseCode.NORMAL
-        self.close(code, reason)
-
-    def upstream_pause_writing(self, upstream: Upstream) -> None:
-        if self.flow is not None:
-            self.flow.pause(PAUSE_PEER + upstream.key)
-
-    def upstream_resume_writing(self, upstream: Upstream) -> None:
-        if self.flow is not None:
-            self.flow.resume(PAUSE_PEER + upstream.key)
-
-    # --- sending and closing -----------------------------------------------------------
-
-    def send_text(self, text: str) -> None:
-        """One text message to the client (MOCK reply, gateway error frame)."""
-        if self.state is State.OPEN:
-            self._write(self._encoder.message(Opcode.TEXT, text.encode("utf-8")))
+    def _send(self, opcode: int, payload: bytes) -> None:
+        self._write(self._gateway.server_encoder.message(opcode, payload))
+        if self._observer is not None:
+            self._observer.sent()
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def _current_stage(self) -> Stage:
+        """The stage as the catalog has it now: route settings apply to open connections too."""
+        session = self._session
+        assert session is not None
+        target = session.target
+        return self._gateway.catalog.stage(target.api.api_id, target.stage.stage_name) or target.stage
+
+    # --- upstream callbacks -------------------------------------------------------------
+
+    def upstream_message(self, opcode: int, payload: bytes) -> None:
+        if self._state == _OPEN:
+            self._last_activity = self._loop.time()
+            self._send(opcode, payload)
+
+    def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None:
+        for url, known in list(self._upstreams.items()):
+            if known is upstream:
+                del self._upstreams[url]
+        if code is None:
+            self.close(CloseCode.INTERNAL_ERROR, "Backend connection lost")
+        elif code in _UNSENDABLE:
+            self.close(CloseCode.NORMAL, reason)
+        else:
+            self.close(code, reason)
+
+    def upstream_pause(self) -> None:
+        if self._flow is not None:
+            self._flow.pause()
+
+    def upstream_resume(self) -> None:
+        if self._flow is not None:
+            self._flow.resume()
+
+    # --- closing ----------------------------------------------------------------------
+
+    def _client_closed(self, payload: bytes) -> None:
+        """The client started the closing handshake: answer it and pass it on."""
+        code, reason = parse_close(payload)
+        self._close_code = code
+        self._state = _CLOSING
+        self._write(self._gateway.server_encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
+        upstream_code = CloseCode.NORMAL if code in _UNSENDABLE else code
+        for upstream in list(self._upstreams.values()):
+            upstream.close(upstream_code, reason)
+        self._upstreams.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _close_acknowledged(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
     def close(self, code: int, reason: str = "") -> None:
-        """Gateway-initiated close of the client (and every upstream) with ``code``."""
-        if self.state is not State.OPEN:
+        """Close the client with ``code`` (and its upstreams with the same code)."""
+        if self._state != _OPEN:
+            if self._state in (_HANDSHAKE, _CONNECTING):
+                self.abort()
             return
-        self.state = State.CLOSING
-        self._write(self._encoder.close(code, reason))
-        for upstream in self.upstreams.values():
+        self._state = _CLOSING
+        self._close_code = code
+        reason = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+        self._write(self._gateway.server_encoder.close(code, reason))
+        for upstream in list(self._upstreams.values()):
             upstream.close(code, reason)
-        self.upstreams.clear()
-        self._fast = None
-        self._on_closed(code)
-        if self.transport is not None:
-            self._timers.append(self.loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort))
+        self._upstreams.clear()
+        if self._transport is not None:
+            self._timers.append(self._loop.call_later(CLOSE_TIMEOUT_S, self._transport.abort))
 
-    def shutdown(self) -> None:
-        """Drain: close an open connection with 1001, drop one still in its handshake."""
-        if self.state is State.OPEN:
-            self.close(CloseCode.GOING_AWAY, REASON_SHUTDOWN)
-        elif self.transport is not None and self.state is not State.CLOSING:
-            self.transport.abort()
+    def shut_down(self) -> None:
+        """Server shutdown: 1001 to open connections, drop the others."""
+        if self._state == _OPEN:
+            self.close(CloseCode.GOING_AWAY, "Server shutting down")
+        elif self._state != _CLOSED:
+            self.abort()
 
-    def _fail_internal(self) -> None:
-        if self.state is State.OPEN:
-            self.close(CloseCode.INTERNAL_ERROR, "internal error")
-        elif self.state in (State.HANDSHAKE, State.CONNECTING):
-            self._refuse(STATUS_INTERNAL, INTERNAL_BODY, "internal error")
-        elif self.transport is not None:
-            self.transport.abort()
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
 
-    # --- timers -------------------------------------------------------------------------
-
-    def _check_idle(self) -> None:
-        if self.state is not State.OPEN:
-            return
-        remaining = self._last_data + self.config.idle_timeout - self.loop.time()
+    def _idle_check(self) -> None:
+        remaining = self._last_activity + self._config.idle_timeout - self._loop.time()
         if remaining > 0:
-            self._timers.append(self.loop.call_later(remaining, self._check_idle))
-            return
-        self.close(CloseCode.GOING_AWAY, REASON_IDLE)
-
-    def _max_duration(self) -> None:
-        self.close(CloseCode.GOING_AWAY, REASON_MAX_DURATION)
-
-    # --- event hooks: the one place per event for metrics/logs (observe) --------------
-
-    def _on_accepted(self) -> None:
-        assert self.session is not None
-        target = self.session.target
-        logger.info(
-            "connected connectionId=%s apiId=%s stage=%s",
-            self.connection_id,
-            target.api.api_id,
-            target.stage.stage_name,
-        )
-
-    def _on_refused(self, status: int, reason: str) -> None:
-        logger.info("connect refused connectionId=%s status=%d reason=%s", self.connection_id, status, reason)
-
-    def _on_upstream(self, uri: str, status: int) -> None:
-        logger.debug("upstream %s answered %d connectionId=%s", uri, status, self.connection_id)
-
-    def _on_closed(self, code: int) -> None:
-        logger.info("closing connectionId=%s code=%d", self.connection_id, code)
-
-    def _on_disconnected(self) -> None:
-        if self.session is not None:
-            self.session.disconnect()
-        logger.debug("disconnected connectionId=%s", self.connection_id)
+            self._timers.append(self._loop.call_later(remaining, self._idle_check))
+        else:
+            self.close(CloseCode.GOING_AWAY, "Going away: idle timeout")
 
 
-def _integration_timeout_s(session: Session, integration_id: str) -> float:
-    """The integration's ``timeoutInMillis`` (AWS default 29 s) bounds connect + upgrade."""
-    integration = session.target.snapshot.integrations.get(integration_id)
-    timeout_ms = integration.timeout_in_millis if integration is not None else INTEGRATION_TIMEOUT_MS
-    return timeout_ms / MS_PER_S
+class _MessageContext:
+    """A message's ``$context``, built only if a log, template or error frame reads it."""
 
+    __slots__ = ("_context", "_route_key", "_session")
 
-def _status_message(status: int) -> str:
-    return {STATUS_BAD_GATEWAY: "Bad Gateway", STATUS_GATEWAY_TIMEOUT: "Gateway Timeout"}.get(status, "Forbidden")
+    def __init__(self, session: Session, route_key: str) -> None:
+        self._session = session
+        self._route_key = route_key
+        self._context: RequestContext | None = None
 
+    def get(self) -> RequestContext:
+        if self._context is None:
+            self._context = self._session.context(MESSAGE_EVENT, self._route_key, ids.connection_id())
+        return self._context
 
-def _header_safe(text: str) -> str:
-    """One header line: printable ASCII only, no CR/LF."""
-    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    @property
+    def request_id(self) -> str:
+        return self.get().request_id
+
+    def fields(self) -> dict[str, str]:
+        return self.get().fields()

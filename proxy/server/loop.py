@@ -1,6 +1,7 @@
-"""Event-loop choice: uvloop when installed, else the stdlib asyncio loop.
+"""The event loop: uvloop (a hard dependency), else asyncio's own.
 
-Layer 4. One place decides, so ``serve``, tests and benchmarks agree.
+Layer 4. One place decides, so ``serve``, ``echo-backend`` and ``bench`` run
+on the same loop.
 """
 
 from __future__ import annotations
@@ -11,16 +12,11 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a hard dependency, kept optional for dev boxes
-    uvloop = None  # type: ignore[assignment]
 
-LOOP_NAME = "uvloop" if uvloop is not None else "asyncio"
-
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` to completion on uvloop when available."""
-    if uvloop is not None:
-        return uvloop.run(main)
-    return asyncio.run(main)
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on uvloop when installed, else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

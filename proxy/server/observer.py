@@ -12,19 +12,20 @@ module keeps every observability decision out of the relay code:
   frame instead, keep the connection); ``sent`` per message to the client;
   ``closed`` once, with the close code.
 
-``context`` arguments are anything with ``variables() -> Mapping[str, str]``
-(``proxy.control.context.RequestContext``): they are only asked for when the
-stage writes access logs, so a stage without them pays nothing.
+``context`` arguments are ``proxy.control.context.RequestContext`` (anything
+with ``request_id`` and ``fields()``): ``fields()`` is only built when the
+stage writes access logs, so a stage without them pays nothing. An access line
+whose context has no ``status`` yet gets the gateway's (200, or 429 throttled).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Final, Protocol
 
-from proxy.accesslog import render_access_line
+from proxy.accesslog import MISSING, render_access_line
 from proxy.config import Config
 from proxy.control.model import CONNECT, DISCONNECT, RouteSettings, Stage
 from proxy.metrics import GatewayMetrics, StageMetrics
@@ -40,7 +41,12 @@ STATUS_THROTTLED: Final = "429"
 
 
 class HasVariables(Protocol):
-    def variables(self) -> Mapping[str, str]:
+    """The part of ``RequestContext`` observability reads."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    def fields(self) -> dict[str, str]:
         """``$context`` values by name without the prefix (``requestId``, ``identity.sourceIp``)."""
         ...
 
@@ -93,11 +99,11 @@ class Observer:
         refused = self.throttler.admit_connect(api_id, stage)
         settings = effective_route_settings(stage, CONNECT)
         if ExecutionLog.level(settings) is not None:
-            request_id = context.variables().get("requestId", "-")
             if refused is None:
-                self.execution.request(settings, request_id, connection_id, CONNECT, b"")
+                self.execution.request(settings, context.request_id, connection_id, CONNECT, b"")
             else:
-                self.execution.error(settings, request_id, connection_id, f"$connect throttled ({refused} level)")
+                message = f"$connect throttled ({refused} level)"
+                self.execution.error(settings, context.request_id, connection_id, message)
         if refused is None:
             stage_metrics.connect_count.inc()
             return None
@@ -125,9 +131,9 @@ class Observer:
         settings = stage.access_log_settings
         if settings is None or not settings.destination_arn or not settings.format:
             return
-        variables = context.variables()
-        if "status" not in variables:
-            variables = {**variables, "status": status}
+        variables = context.fields()
+        if variables.get("status", MISSING) == MISSING:
+            variables["status"] = status
         self.sinks.write(settings.destination_arn, render_access_line(settings.format, variables))
 
     def close(self) -> None:
@@ -184,11 +190,11 @@ class ConnectionObserver:
             view.detailed.message_count.inc()
         refused = observer.throttler.admit_message(self.api_id, stage, route_key)
         if view.logged:
-            request_id = context.variables().get("requestId", "-")
+            execution = observer.execution
             if refused is None:
-                observer.execution.request(view.settings, request_id, self.connection_id, route_key, payload)
+                execution.request(view.settings, context.request_id, self.connection_id, route_key, payload)
             else:
-                observer.execution.error(view.settings, request_id, self.connection_id, "Too Many Requests")
+                execution.error(view.settings, context.request_id, self.connection_id, "Too Many Requests")
         if refused is not None:
             observer.metrics.throttled(refused).inc()
             self.stage_metrics.client_error.inc()

@@ -1,249 +1,226 @@
-"""The backend leg of a relay: one ``asyncio.Protocol`` per ws:// upstream connection.
+"""One WebSocket connection from the gateway to a backend (a ws:// integration).
 
-Layer 4. ``open_upstream`` connects, sends the upgrade request built by
-``proxy.handshake.ClientHandshake`` and waits for the backend's answer. After
-a 101 the protocol holds its reading paused (and any frames that came with
-the 101) until the gateway calls ``start``: the client may not have its own
-101 yet, and nothing may be queued without bound meanwhile. Events go to an
-``UpstreamOwner`` (the gateway connection).
+Layer 4. The client role of the relay: the upgrade goes through
+``proxy.handshake.ClientHandshake``, frames through ``proxy.codec`` (masked,
+re-fragmented to the frame cap). Messages and closes are handed to the owning
+client connection (``UpstreamOwner``); the owner's write buffer pausing pauses
+this socket's reading and vice versa (``FlowControl``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
+from http import HTTPStatus
 from typing import Protocol, cast
+from urllib.parse import urlsplit
 
 from proxy.codec import FrameDecoder, FrameEncoder
-from proxy.config import Config
-from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
-from proxy.frames import CloseCode, Opcode, parse_close
-from proxy.handshake import ClientHandshake, UpstreamReply, WsUri
-from proxy.limits import CLOSE_TIMEOUT_S
+from proxy.errors import HandshakeError, ProtocolError
+from proxy.frames import CloseCode, Event, Opcode, parse_close
+from proxy.handshake import ClientHandshake, UpstreamAccepted
+from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
+from proxy.server.flow import FlowControl
 
-logger = logging.getLogger(__name__)
-
-BACKEND_TOO_BIG = "backend message exceeds the gateway's size limit"
-INTERNAL_ERROR_REASON = "internal error"
+_DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
 
 class UpstreamOwner(Protocol):
-    """What an upstream reports to the client connection it serves."""
+    """The client connection an upstream belongs to."""
 
-    def upstream_message(self, upstream: Upstream, opcode: int, payload: bytes) -> None: ...
-    def upstream_closed(self, upstream: Upstream, code: int, reason: str) -> None: ...
-    def upstream_pause_writing(self, upstream: Upstream) -> None: ...
-    def upstream_resume_writing(self, upstream: Upstream) -> None: ...
+    def upstream_message(self, opcode: int, payload: bytes) -> None: ...
+
+    def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None:
+        """The backend closed (``code`` None: the socket died without a close frame)."""
+        ...
+
+    def upstream_pause(self) -> None:
+        """The upstream's write buffer is full: stop reading the client."""
+        ...
+
+    def upstream_resume(self) -> None: ...
 
 
 class Upstream(asyncio.Protocol):
-    """One backend connection: handshake, then frames both ways.
+    """The gateway's WebSocket client to one backend, for one client connection."""
 
-    Args:
-        key: the integration id this upstream serves.
-        handshake: the prepared client handshake.
-        config: frame/message caps and write-buffer limits.
-    """
-
-    def __init__(self, key: str, handshake: ClientHandshake, config: Config) -> None:
-        self.key = key
+    def __init__(
+        self,
+        owner: UpstreamOwner,
+        handshake: ClientHandshake,
+        encoder: FrameEncoder,
+        max_message: int,
+    ) -> None:
+        self._owner = owner
         self._handshake: ClientHandshake | None = handshake
-        self._config = config
-        self.reply: asyncio.Future[UpstreamReply] = asyncio.get_running_loop().create_future()
-        self._owner: UpstreamOwner | None = None
+        self._encoder = encoder
+        # Backends are ours to trust with frame sizes: only the message cap applies
+        # to what they send; the client gets it re-fragmented to the frame cap.
+        self._decoder = FrameDecoder(server_side=False, max_frame=max_message, max_message=max_message)
         self._transport: asyncio.Transport | None = None
-        self._decoder = FrameDecoder(server_side=False, max_frame=config.max_frame, max_message=config.max_message)
-        self._encoder = FrameEncoder(client_side=True, max_frame=config.max_frame)
-        self._held = b""
         self._closing = False
         self._reported = False
-        self._close_timer: asyncio.TimerHandle | None = None
+        self.flow: FlowControl | None = None
+        self.accepted: asyncio.Future[UpstreamAccepted] = asyncio.get_running_loop().create_future()
 
-    # --- asyncio.Protocol --------------------------------------------------------------
+    # --- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(self._config.write_high_water, self._config.write_low_water)
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self.flow = FlowControl(self._transport)
         assert self._handshake is not None
-        transport.write(self._handshake.request_bytes())
+        self._transport.write(self._handshake.request_bytes)
 
     def data_received(self, data: bytes) -> None:
-        if self._handshake is not None:
-            self._receive_handshake(data)
-            return
-        if self._owner is None:
-            self._held += data
+        if self._handshake is None:
+            self._frames(data)
             return
         try:
-            self._receive_frames(data)
-        except Exception:
-            # The backend leg's connection boundary: log, and close both legs with 1011.
-            logger.exception("upstream %s failed", self.key)
-            self._send_close(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
-            self._report_closed(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
+            accepted = self._handshake.receive_data(data)
+        except HandshakeError as exc:
+            self._fail_handshake(exc)
+            return
+        if accepted is not None:
+            self._handshake = None
+            self.accepted.set_result(accepted)
+            if accepted.trailing:
+                self._frames(accepted.trailing)
 
     def eof_received(self) -> bool | None:
+        if self._handshake is not None:
+            self._fail_handshake(self._handshake.receive_eof())
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-        if not self.reply.done():
-            self.reply.set_exception(ConnectionError(f"backend closed during the handshake: {exc}"))
-        self._report_closed(CloseCode.ABNORMAL, "backend connection lost")
+        if self._handshake is not None:
+            self._fail_handshake(self._handshake.receive_eof())
+        self._transport = None
+        self._report(None, "backend connection lost")
 
     def pause_writing(self) -> None:
-        if self._owner is not None:
-            self._owner.upstream_pause_writing(self)
+        self._owner.upstream_pause()
 
     def resume_writing(self) -> None:
-        if self._owner is not None:
-            self._owner.upstream_resume_writing(self)
+        self._owner.upstream_resume()
 
-    # --- used by the gateway --------------------------------------------------------
-
-    def start(self, owner: UpstreamOwner) -> None:
-        """Begin relaying to ``owner``: deliver held frames, resume reading."""
-        self._owner = owner
-        held, self._held = self._held, b""
-        if held:
-            self._receive_frames(held)
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
+    # --- what the owner calls -----------------------------------------------------------
 
     def send(self, opcode: int, payload: bytes) -> None:
-        """Relay one message, re-fragmented to the frame cap."""
+        """Relay one message (re-fragmented and masked)."""
         if self._transport is not None and not self._closing:
             self._transport.write(self._encoder.message(opcode, payload))
 
-    def pong(self, payload: bytes) -> None:
-        if self._transport is not None and not self._closing:
-            self._transport.write(self._encoder.pong(payload))
-
-    def pause_reading(self, paused: bool) -> None:
-        """Back-pressure from the client leg."""
+    def close(self, code: int | None, reason: str = "") -> None:
+        """Start the closing handshake; the socket is dropped if the backend does not answer."""
         transport = self._transport
-        if transport is None or transport.is_closing() or self._owner is None:
+        self._reported = True  # the owner initiated this: no callback
+        if transport is None or self._closing:
             return
-        if paused:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
-
-    def close(self, code: int, reason: str = "") -> None:
-        """Start the closing handshake (the owner is not told again)."""
-        self._reported = True
-        self._send_close(code, reason)
-        if self._owner is not None and self._transport is not None and not self._transport.is_closing():
-            # Reading may be paused by back-pressure: the backend's close reply must still arrive.
-            self._transport.resume_reading()
-
-    def abort(self) -> None:
-        self._reported = True
-        if self._transport is not None:
-            self._transport.abort()
-
-    # --- internals ---------------------------------------------------------------------
-
-    def _receive_handshake(self, data: bytes) -> None:
-        assert self._handshake is not None and self._transport is not None
-        try:
-            reply = self._handshake.receive_data(data)
-        except HandshakeError as exc:
-            if not self.reply.done():
-                self.reply.set_exception(exc)
-            self._transport.abort()
+        self._closing = True
+        if self._handshake is not None:
+            transport.abort()
             return
-        if reply is None:
-            return
-        self._handshake = None
-        if reply.status == HTTP_SWITCHING:
-            # Hold the backend until the client is upgraded too.
-            self._transport.pause_reading()
-            self._held = reply.trailing
-        else:
-            self._reported = True
-            self._transport.close()
-        if not self.reply.done():
-            self.reply.set_result(reply)
+        transport.write(self._encoder.close(code, reason))
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
 
-    def _receive_frames(self, data: bytes) -> None:
-        owner = self._owner
-        assert owner is not None
+    # --- frames -------------------------------------------------------------------------
+
+    def _frames(self, data: bytes) -> None:
         try:
             events = self._decoder.feed(data)
         except ProtocolError as exc:
-            self._deliver(owner, exc.events)
-            self._fail(exc)
+            self._events(exc.events)
+            self._protocol_error(exc)
             return
-        self._deliver(owner, events)
+        self._events(events)
 
-    def _deliver(self, owner: UpstreamOwner, events: list[tuple[int, bytes]]) -> None:
+    def _events(self, events: list[Event]) -> None:
+        owner = self._owner
         for opcode, payload in events:
             if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
-                if not self._closing:
-                    owner.upstream_message(self, opcode, payload)
+                owner.upstream_message(opcode, payload)
             elif opcode == Opcode.PING:
-                self.pong(payload)
+                if self._transport is not None:
+                    self._transport.write(self._encoder.pong(payload))
             elif opcode == Opcode.CLOSE:
-                code, reason = parse_close(payload)
-                if not self._closing:
-                    self._send_close(code if code != CloseCode.NO_STATUS else None, reason)
-                assert self._transport is not None
-                self._transport.close()
-                self._report_closed(code, reason)
+                self._backend_closed(payload)
+                return
 
-    def _fail(self, exc: ProtocolError) -> None:
-        """The backend broke the protocol or a cap: close its leg, tell the client why."""
-        self._send_close(exc.close_code, str(exc))
-        reason = BACKEND_TOO_BIG if isinstance(exc, PayloadTooBig) else f"backend protocol error: {exc}"
-        self._report_closed(exc.close_code, reason)
-
-    def _send_close(self, code: int | None, reason: str) -> None:
+    def _backend_closed(self, payload: bytes) -> None:
+        code, reason = parse_close(payload)
         transport = self._transport
-        if self._closing or transport is None or transport.is_closing():
-            return
-        self._closing = True
-        transport.write(self._encoder.close(code, reason))
-        self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
+        if transport is not None and not self._closing:
+            self._closing = True
+            transport.write(self._encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
+        if transport is not None:
+            transport.close()
+        self._report(code, reason)
 
-    def _report_closed(self, code: int, reason: str) -> None:
-        if self._reported:
-            return
-        self._reported = True
-        if self._owner is not None:
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        if self._transport is not None and not self._closing:
+            self._closing = True
+            self._transport.write(self._encoder.close(exc.close_code, str(exc)[:MAX_CLOSE_REASON_BYTES]))
+            self._transport.close()
+        self._report(CloseCode.INTERNAL_ERROR, f"Backend protocol error: {exc}"[:MAX_CLOSE_REASON_BYTES])
+
+    def _report(self, code: int | None, reason: str) -> None:
+        if not self._reported:
+            self._reported = True
             self._owner.upstream_closed(self, code, reason)
 
+    def _fail_handshake(self, exc: HandshakeError) -> None:
+        self._handshake = None
+        self._reported = True
+        if not self.accepted.done():
+            self.accepted.set_exception(exc)
+        if self._transport is not None:
+            self._transport.abort()
 
-HTTP_SWITCHING = 101
+
+def _address(url: str) -> tuple[str, int, ssl.SSLContext | None]:
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise HandshakeError(f"integration URI is not a ws:// or wss:// URL: {url}", HTTPStatus.INTERNAL_SERVER_ERROR)
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    context = ssl.create_default_context() if parts.scheme == "wss" else None
+    return parts.hostname, port, context
 
 
 async def open_upstream(
-    key: str, uri: WsUri, handshake: ClientHandshake, config: Config, timeout_s: float
-) -> tuple[Upstream, UpstreamReply]:
-    """Connect to ``uri`` and run the upgrade, within ``timeout_s``.
+    owner: UpstreamOwner,
+    url: str,
+    handshake: ClientHandshake,
+    encoder: FrameEncoder,
+    *,
+    timeout_s: float,
+    max_message: int,
+) -> tuple[Upstream, UpstreamAccepted]:
+    """Connect and upgrade within ``timeout_s`` (the integration timeout).
 
     Raises:
-        TimeoutError: no answer in time (the client gets 504).
-        OSError, ConnectionError, HandshakeError: unreachable or broken backend (502).
+        HandshakeError: 502 when the backend is unreachable or refuses without a
+            status, 504 on timeout, else the backend's own refusal status.
     """
+    host, port, context = _address(url)
     loop = asyncio.get_running_loop()
-    context = ssl.create_default_context() if uri.secure else None
-    created: list[Upstream] = []
+    upstream: Upstream | None = None
 
     def factory() -> Upstream:
-        upstream = Upstream(key, handshake, config)
-        created.append(upstream)
+        nonlocal upstream
+        upstream = Upstream(owner, handshake, encoder, max_message)
         return upstream
 
-    async def connect() -> tuple[Upstream, UpstreamReply]:
-        _, protocol = await loop.create_connection(factory, uri.host, uri.port, ssl=context)
-        return protocol, await protocol.reply
-
     try:
-        return await asyncio.wait_for(connect(), timeout_s)
-    except BaseException:
-        for upstream in created:
-            upstream.abort()
-        raise
+        async with asyncio.timeout(timeout_s):
+            await loop.create_connection(factory, host, port, ssl=context)
+            assert upstream is not None
+            accepted = await upstream.accepted
+    except TimeoutError as exc:
+        if upstream is not None:
+            upstream.close(None)
+        raise HandshakeError(
+            f"backend {url} did not answer within {timeout_s:g} s", HTTPStatus.GATEWAY_TIMEOUT
+        ) from exc
+    except OSError as exc:
+        raise HandshakeError(f"backend {url} is unreachable: {exc.strerror or exc}", HTTPStatus.BAD_GATEWAY) from exc
+    return upstream, accepted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import socket
 import socketserver
@@ -133,6 +135,46 @@ def test_rejected_upgrades_are_grouped_by_http_status(
     assert code == 1
     assert summary["errors"] == {f"http:{number}": 4}
     assert f"http {number} {phrase}" in capsys.readouterr().out
+
+
+class _Sink(socketserver.BaseRequestHandler):
+    """Accepts the upgrade (computing Sec-WebSocket-Accept with hashlib, not our code), then never answers."""
+
+    def handle(self) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        self.request.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        while self.request.recv(65536):
+            pass
+
+
+def test_unanswered_messages_time_out(bench: BenchRun) -> None:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Sink)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        code, summary = bench(f"ws://127.0.0.1:{server.server_address[1]}/", "-c", "2", "-d", "5", "--timeout", "0.5")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert code == 1
+    assert summary["connections_opened"] == 2
+    assert summary["errors"] == {"timeout:message": 2}
 
 
 @pytest.mark.parametrize(

@@ -146,12 +146,13 @@ def test_bare_start_seeds_the_demo_and_restart_keeps_state(tmp_path: Path) -> No
 
 def test_backend_creates_then_repoints_quickstart(tmp_path: Path) -> None:
     db = str(tmp_path / "a.db")
+    open_control_plane(Config(db_path=db), MemoryCatalog()).close()  # a bare start seeds the demo
     open_control_plane(Config(db_path=db, backend="ws://127.0.0.1:9101"), MemoryCatalog()).close()
     catalog = MemoryCatalog()
     plane = open_control_plane(Config(db_path=db, backend="ws://127.0.0.1:9102"), catalog)
     try:
-        assert [s.api.name for s in plane.service.apis.values()] == ["quickstart"]
-        target = catalog.resolve("127.0.0.1:8080", "/prod")
+        assert [s.api.name for s in plane.service.apis.values()] == ["demo", "quickstart"]
+        target = catalog.resolve("127.0.0.1:8080", "/prod")  # still the default API beside the demo
         integration = target.snapshot.integration_for(target.snapshot.routes["$default"])
         assert integration is not None
         assert (integration.integration_type, integration.integration_uri) == ("HTTP_PROXY", "ws://127.0.0.1:9102")

@@ -95,7 +95,7 @@ def test_a_body_that_is_not_an_object_resolves_nothing() -> None:
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
-    max_leaves=20,
+    max_leaves=8,
 )
 
 

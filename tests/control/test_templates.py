@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.control.templates import escape_javascript, render_template
+from proxy.control.templates import escape_javascript, render_template, select_template
 from proxy.errors import IntegrationError
 
 BODY = '{"action": "send", "message": "hi \\"you\\"", "data": {"items": [1, {"id": "b"}]}, "nothing": null}'
@@ -163,3 +163,26 @@ def test_any_template_renders_or_fails_as_an_integration_error(template: str, bo
         assert str(error).startswith(("Mapping template", "$util."))
     else:
         assert isinstance(rendered, str)
+
+
+# --- template selection ---------------------------------------------------------------------
+
+
+def test_select_template_by_body_key_then_default() -> None:
+    templates = {"join": "J", "$default": "D"}
+    assert select_template(templates, "$request.body.action", '{"action": "join"}') == "J"
+    assert select_template(templates, "$request.body.action", '{"action": "other"}') == "D"
+    assert select_template(templates, "$request.body.action", "not json") == "D"
+    assert select_template(templates, None, '{"action": "join"}') == "D"
+    assert select_template(templates, "\\$default") == "D"
+
+
+def test_select_template_without_a_match_or_templates_is_none() -> None:
+    assert select_template({"join": "J"}, "$request.body.action", '{"action": "x"}') is None
+    assert select_template({}, "$request.body.action", '{"action": "join"}') is None
+
+
+def test_select_template_reads_response_variables() -> None:
+    templates = {"404": "missing", "$default": "other"}
+    status = {"integration.response.statuscode": "404"}
+    assert select_template(templates, "${integration.response.statuscode}", variables=status) == "missing"

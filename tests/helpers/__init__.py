@@ -1,1 +1,1 @@
-"""Test helpers: framegate subprocesses and independent ``websockets`` backends."""
+"""Shared test helpers: starting framegate processes and independent peers."""

@@ -1,103 +1,78 @@
-"""Run framegate for tests: ``python -m proxy serve`` as a subprocess, or a ``Gateway`` in-process."""
+"""Start ``framegate serve`` as a subprocess on ephemeral ports and stop it by PID.
+
+Tests talk to it only over loopback sockets, with independent clients (the
+``websockets`` library, raw sockets, boto3, the aws CLI).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
-import subprocess
 import sys
-import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.config import Config
-from proxy.control.catalog import Catalog
-from proxy.server.gateway import Gateway
+import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 15.0
-_READY = re.compile(r"framegate ready data=(ws://\S+) admin=(http://\S+) codec=(\w+) db=(\S+)")
+ROOT = Path(__file__).resolve().parents[2]
+READY = re.compile(
+    r"framegate ready data=(?P<data>ws://\S+) admin=(?P<admin>http://\S+) codec=(?P<codec>\w+) db=(?P<db>\S+)"
+)
+START_CEILING_S = 30.0
+"""Ceiling for the ready line (a loaded 2-core CI box imports slowly); never a synchronisation device."""
+CODECS = ("cython", "python")
 
 
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[str]
-    data_url: str
-    admin_url: str
+def codec_env(codec: str) -> dict[str, str]:
+    """The environment that makes a server run ``codec``; skips cython when it is not built."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("FRAMEGATE_PURE", None)
+    if codec == "python":
+        env["FRAMEGATE_PURE"] = "1"
+    elif not list((ROOT / "proxy").glob("_codec*.so")) and os.environ.get("FRAMEGATE_REQUIRE_EXT") != "1":
+        pytest.skip("Cython codec not built (python setup.py build_ext --inplace)")
+    return env
+
+
+@dataclass(frozen=True)
+class Framegate:
+    data: str
+    """``ws://HOST:PORT`` of the data plane."""
+    admin: str
+    """``http://HOST:PORT`` of the control plane and /metrics."""
     codec: str
-    ready_line: str
+    db_path: Path
+    log_path: Path
+    pid: int
 
     @property
-    def port(self) -> int:
-        return int(self.data_url.rsplit(":", 1)[1])
-
-
-def _read_ready(process: subprocess.Popen[str]) -> str:
-    """The first stdout line, under a ceiling (a thread, so a silent child cannot hang the test)."""
-    lines: list[str] = []
-    assert process.stdout is not None
-    stdout = process.stdout
-    reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(READY_TIMEOUT_S)
-    if not lines or not lines[0]:
-        process.kill()
-        _, err = process.communicate(timeout=STOP_TIMEOUT_S)
-        raise RuntimeError(f"framegate did not print its ready line; stderr:\n{err}")
-    return lines[0].strip()
-
-
-@contextmanager
-def framegate(
-    tmp_path: Path, args: Sequence[str] = (), *, pure: bool = False, env: dict[str, str] | None = None
-) -> Iterator[ServerProcess]:
-    """Run ``framegate serve --port 0 --admin-port 0 --db <tmp>`` plus ``args``; kill it by PID afterwards."""
-    child_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
-    child_env.pop("FRAMEGATE_PURE", None)
-    if pure:
-        child_env["FRAMEGATE_PURE"] = "1"
-    command = [sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0"]
-    command += ["--db", str(tmp_path / "framegate.db"), *args]
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        line = _read_ready(process)
-        match = _READY.fullmatch(line)
-        assert match, f"unexpected ready line {line!r}"
-        yield ServerProcess(process, match[1], match[2], match[3], line)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=STOP_TIMEOUT_S)
-
-
-@dataclass
-class InProcessGateway:
-    """A ``Gateway`` listening on loopback inside the test's event loop."""
-
-    gateway: Gateway
-    server: asyncio.Server
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+    def host_port(self) -> tuple[str, int]:
+        host, port = self.data.removeprefix("ws://").rsplit(":", 1)
+        return host, int(port)
 
 
 @asynccontextmanager
-async def in_process_gateway(catalog: Catalog, config: Config | None = None) -> AsyncIterator[InProcessGateway]:
-    """Serve ``catalog`` on an ephemeral port; close the listener and every connection afterwards."""
-    gateway = Gateway(config or Config(port=0, admin_port=0), catalog)
-    server = await asyncio.get_running_loop().create_server(gateway.protocol, "127.0.0.1", 0)
+async def framegate(tmp_path: Path, *flags: str, codec: str = "python") -> AsyncIterator[Framegate]:
+    """Run ``framegate serve --port 0 --admin-port 0 --db tmp/framegate.db *flags`` until the block ends."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    db_path = tmp_path / "framegate.db"
+    log_path = tmp_path / "framegate.log"
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0", "--db", str(db_path), *flags,
+            cwd=ROOT, env=codec_env(codec), stdout=asyncio.subprocess.PIPE, stderr=log,
+        )  # fmt: skip
     try:
-        yield InProcessGateway(gateway, server)
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), START_CEILING_S)).decode()
+        match = READY.search(line)
+        assert match, f"no ready line: {line!r}; log: {log_path.read_text()[-2000:]}"
+        assert match["codec"] == codec
+        yield Framegate(match["data"], match["admin"], codec, db_path, log_path, process.pid)
     finally:
-        server.close()
-        for connection in list(gateway.connections):
-            if connection.transport is not None:
-                connection.transport.abort()
-        await server.wait_closed()
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), START_CEILING_S)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.config import Config
+from proxy.control.context import CONNECT_EVENT, RequestContext
 from proxy.control.model import CONNECT, AccessLogSettings, RouteSettings, Stage
 from proxy.metrics import GatewayMetrics
 from proxy.server.logsink import EXECUTION_LOGGER
@@ -30,8 +31,8 @@ class Context:
     request_id: str = "req-1"
     extra: dict[str, str] = field(default_factory=dict)
 
-    def variables(self) -> Mapping[str, str]:
-        return {"requestId": self.request_id, "eventType": self.event_type, **self.extra}
+    def fields(self) -> dict[str, str]:
+        return {"requestId": self.request_id, "eventType": self.event_type, "status": "-", **self.extra}
 
 
 @pytest.fixture
@@ -141,8 +142,10 @@ def test_sent_messages_count_and_close_records_code_and_disconnect(
 
 def test_stage_without_access_logs_never_asks_for_variables(observer: Observer, tmp_path: Path) -> None:
     class Untouchable:
-        def variables(self) -> Mapping[str, str]:
-            raise AssertionError("variables() built for a stage that logs nothing")
+        request_id = "r"
+
+        def fields(self) -> dict[str, str]:
+            raise AssertionError("fields() built for a stage that logs nothing")
 
     stage = Stage("dev", DATE, DATE)
     connection = observer.connected(API, stage, "c1", Untouchable())
@@ -164,3 +167,28 @@ def test_data_trace_logs_payload_excerpts_for_info_routes(
         "(m1) connectionId=c1 routeKey=chat request received",
         '(m1) connectionId=c1 Method request body before transformations: {"action":"chat"}',
     ]
+
+
+def test_a_real_request_context_renders_with_the_gateway_status(observer: Observer, tmp_path: Path) -> None:
+    stage = replace(
+        stage_with(tmp_path),
+        access_log_settings=AccessLogSettings(
+            f"file://{tmp_path}/access.log",
+            "$context.requestId $context.eventType $context.routeKey $context.status $context.identity.sourceIp",
+        ),
+    )
+    context = RequestContext(
+        api_id=API,
+        stage="dev",
+        connection_id="c1",
+        domain_name="127.0.0.1",
+        connected_at_ms=1_700_000_000_000,
+        source_ip="127.0.0.1",
+        user_agent="test",
+        event_type=CONNECT_EVENT,
+        route_key=CONNECT,
+        request_id="req-9",
+        request_time_epoch_ms=1_700_000_000_000,
+    )
+    observer.connected(API, stage, "c1", context)
+    assert (tmp_path / "access.log").read_text() == "req-9 CONNECT $connect 200 127.0.0.1\n"

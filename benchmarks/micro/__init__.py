@@ -1,0 +1,1 @@
+"""pytest-benchmark micro-benchmarks; run with ``pytest benchmarks/micro --benchmark-enable --benchmark-only``."""

@@ -1,0 +1,532 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled frame codec, built as ``proxy._codec``: the fast twin of ``proxy._pycodec``.
+
+Layer 2 (sans-IO). Same API, exceptions and messages as the pure-Python
+reference (``tests/test_codec.py`` holds both to it). What makes it fast:
+
+- frames are parsed straight out of the caller's buffer; only the tail of an
+  incomplete frame is copied into a carry-over buffer, so there is no
+  ``del buf[:n]`` per frame and no copy of complete frames;
+- unmasking XORs 8 bytes at a time while copying into the payload's final
+  home (the event's ``bytes`` or the reassembly buffer): one pass, no temporary;
+- UTF-8 is validated by a byte-range state machine in C (8-byte ASCII skip),
+  resumable across fragments, so no Python codec runs per frame;
+- frames are written into one preallocated ``bytes`` (headers and payloads),
+  ready for ``transport.write`` without another copy.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memmove
+
+import os
+
+from proxy.errors import PayloadTooBig, ProtocolError
+from proxy.frames import CloseCode, Opcode, is_valid_close_code
+from proxy.limits import (
+    CODEC_RETAINED_BUFFER_BYTES,
+    MASK_KEY_POOL_BYTES,
+    MAX_CLOSE_REASON_BYTES,
+    MAX_CONTROL_PAYLOAD_BYTES,
+    MAX_FRAME_BYTES,
+    MAX_MESSAGE_BYTES,
+)
+
+# Wire constants (RFC 6455 5.2), as C enums so the parser compiles to plain comparisons.
+cdef enum:
+    FIN = 0x80
+    RSV = 0x70
+    OPCODE_BITS = 0x0F
+    MASK_BIT = 0x80
+    LENGTH_BITS = 0x7F
+    LENGTH_TWO_BYTES = 126
+    LENGTH_EIGHT_BYTES = 127
+    MASK_KEY_BYTES = 4
+    OP_CONTINUATION = 0x0
+    OP_TEXT = 0x1
+    OP_BINARY = 0x2
+    OP_CLOSE = 0x8
+    OP_PING = 0x9
+    OP_PONG = 0xA
+
+cdef Py_ssize_t MAX_CONTROL = MAX_CONTROL_PAYLOAD_BYTES
+cdef Py_ssize_t MAX_REASON = MAX_CLOSE_REASON_BYTES
+cdef Py_ssize_t KEY_POOL = MASK_KEY_POOL_BYTES
+cdef Py_ssize_t RETAINED_BUFFER = CODEC_RETAINED_BUFFER_BYTES
+cdef uint64_t ASCII_HIGH_BITS = 0x8080808080808080ULL
+cdef uint64_t TOP_BIT = 1ULL << 63
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+cdef inline void _mask_copy(uint8_t* dst, const uint8_t* src, Py_ssize_t n, const uint8_t* key) noexcept nogil:
+    """XOR ``src`` with the repeating 4-byte ``key`` into ``dst`` (which may be ``src``), 8 bytes a step."""
+    cdef uint32_t key4
+    cdef uint64_t key8, word
+    cdef Py_ssize_t i = 0
+    memcpy(&key4, key, MASK_KEY_BYTES)
+    key8 = (<uint64_t>key4 << 32) | key4  # the same 4 bytes twice, whatever the byte order
+    while i + 8 <= n:
+        memcpy(&word, src + i, 8)
+        word ^= key8
+        memcpy(dst + i, &word, 8)
+        i += 8
+    while i < n:
+        dst[i] = src[i] ^ key[i & 3]
+        i += 1
+
+
+cdef inline void _copy_payload(uint8_t* dst, const uint8_t* src, Py_ssize_t n, const uint8_t* key) noexcept nogil:
+    """Copy a payload into its destination, unmasking on the way when ``key`` is set."""
+    if key != NULL:
+        _mask_copy(dst, src, n, key)
+    elif n:
+        memcpy(dst, src, n)
+
+
+cdef bint _utf8_feed(Utf8State* state, const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """Advance the UTF-8 automaton over ``p``; False at the first byte no valid text can contain.
+
+    The state is the number of continuation bytes still due and the range the
+    next one must fall in, which is what rejects overlongs (E0 80, F0 80),
+    surrogates (ED A0) and code points past U+10FFFF (F4 90) at once.
+    """
+    cdef Py_ssize_t i = 0
+    cdef uint64_t word
+    cdef uint8_t b
+    while i < n:
+        if state.need == 0:
+            while i + 8 <= n:
+                memcpy(&word, p + i, 8)
+                if word & ASCII_HIGH_BITS:
+                    break
+                i += 8
+            if i == n:
+                break
+            b = p[i]
+            i += 1
+            if b < 0x80:
+                continue
+            if b < 0xC2:
+                return False
+            state.lo = 0x80
+            state.hi = 0xBF
+            if b < 0xE0:
+                state.need = 1
+            elif b < 0xF0:
+                state.need = 2
+                if b == 0xE0:
+                    state.lo = 0xA0
+                elif b == 0xED:
+                    state.hi = 0x9F
+            elif b < 0xF5:
+                state.need = 3
+                if b == 0xF0:
+                    state.lo = 0x90
+                elif b == 0xF4:
+                    state.hi = 0x8F
+            else:
+                return False
+        else:
+            b = p[i]
+            i += 1
+            if b < state.lo or b > state.hi:
+                return False
+            state.need -= 1
+            state.lo = 0x80
+            state.hi = 0xBF
+    return True
+
+
+cdef inline bint _is_utf8(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    cdef Utf8State state
+    state.need = 0
+    return _utf8_feed(&state, p, n) and state.need == 0
+
+
+cdef int _reserve(uint8_t** buf, Py_ssize_t* cap, Py_ssize_t needed) except -1:
+    """Grow a malloc'd buffer to hold ``needed`` bytes (doubling, so appends are amortised O(1))."""
+    cdef Py_ssize_t new_cap = cap[0] if cap[0] else 256
+    cdef uint8_t* grown
+    if needed <= cap[0]:
+        return 0
+    while new_cap < needed:
+        new_cap *= 2
+    grown = <uint8_t*>realloc(buf[0], new_cap)
+    if grown == NULL:
+        raise MemoryError()
+    buf[0] = grown
+    cap[0] = new_cap
+    return 0
+
+
+cdef inline void _release_if_large(uint8_t** buf, Py_ssize_t* cap) noexcept nogil:
+    """Free an emptied buffer that grew past ``RETAINED_BUFFER``; small ones are kept for reuse."""
+    if cap[0] > RETAINED_BUFFER:
+        free(buf[0])
+        buf[0] = NULL
+        cap[0] = 0
+
+
+cdef int _check_close_body(bytes payload) except -1:
+    """RFC 6455 5.5.1 / 7.4: a close body is empty or a valid code plus UTF-8."""
+    cdef Py_ssize_t n = len(payload)
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(payload)
+    cdef int code
+    if n == 1:
+        raise ProtocolError("close frame with a 1-byte body", CloseCode.PROTOCOL_ERROR)
+    if n:
+        code = (p[0] << 8) | p[1]
+        if not is_valid_close_code(code):
+            raise ProtocolError(f"invalid close code {code}", CloseCode.PROTOCOL_ERROR)
+        if not _is_utf8(p + 2, n - 2):
+            raise ProtocolError("close reason is not valid UTF-8", CloseCode.INVALID_DATA)
+    return 0
+
+
+cdef inline Py_ssize_t _header_size(Py_ssize_t length, bint masked) noexcept nogil:
+    cdef Py_ssize_t size = 2
+    if length >= LENGTH_TWO_BYTES:
+        size = 4 if length < (1 << 16) else 10
+    return size + MASK_KEY_BYTES if masked else size
+
+
+cdef inline uint8_t* _write_header(uint8_t* out, int first_byte, Py_ssize_t length, bint masked) noexcept nogil:
+    """Write a frame header at ``out``; return where the mask key (or payload) goes."""
+    cdef uint8_t mask_bit = MASK_BIT if masked else 0
+    cdef int shift
+    out[0] = <uint8_t>first_byte
+    if length < LENGTH_TWO_BYTES:
+        out[1] = mask_bit | <uint8_t>length
+        return out + 2
+    if length < (1 << 16):
+        out[1] = mask_bit | LENGTH_TWO_BYTES
+        out[2] = <uint8_t>(length >> 8)
+        out[3] = <uint8_t>length
+        return out + 4
+    out[1] = mask_bit | LENGTH_EIGHT_BYTES
+    for shift in range(8):
+        out[2 + shift] = <uint8_t>((<uint64_t>length) >> (56 - 8 * shift))
+    return out + 10
+
+
+# --- decoder -------------------------------------------------------------------------------------
+
+
+cdef class FrameDecoder:
+    """Incremental parser and reassembler for one direction of a connection.
+
+    Args:
+        server_side: True when parsing what a client sends (frames must be
+            masked); False when parsing an upstream server (must not be).
+        max_frame: largest payload one frame may declare; more is 1009 as soon
+            as the header is read, before any payload is buffered.
+        max_message: largest reassembled message; more is 1009 as soon as the
+            declared frame lengths would exceed it.
+    """
+
+    def __init__(self, *, server_side, max_frame=MAX_FRAME_BYTES, max_message=MAX_MESSAGE_BYTES):
+        self.server_side = server_side
+        self.max_frame = max_frame
+        self.max_message = max_message
+        self.reassembled = 0
+
+    def __dealloc__(self):
+        free(self._pending)
+        free(self._fragments)
+
+    def feed(self, data):
+        """Consume ``data`` and return the events it completes.
+
+        Raises:
+            ProtocolError: the stream broke RFC 6455 or a cap; ``close_code``
+                says how to close and ``events`` holds what completed first.
+        """
+        cdef list events = []
+        cdef Py_buffer view
+        cdef Py_ssize_t consumed
+        if self._closed:
+            return events
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if self._pending_len == 0:
+                # Common case: parse the caller's bytes in place, keep only an incomplete tail.
+                consumed = self._parse(<const uint8_t*>view.buf, view.len, events)
+                if not self._closed and consumed < view.len:
+                    self._append_pending(<const uint8_t*>view.buf + consumed, view.len - consumed)
+            else:
+                self._append_pending(<const uint8_t*>view.buf, view.len)
+                consumed = self._parse(self._pending, self._pending_len, events)
+                self._pending_len -= consumed
+                if consumed and self._pending_len:
+                    memmove(self._pending, self._pending + consumed, self._pending_len)
+                elif not self._pending_len:
+                    _release_if_large(&self._pending, &self._pending_cap)
+        except ProtocolError as exc:
+            self._closed = True
+            self._pending_len = 0
+            exc.events = events
+            raise
+        finally:
+            PyBuffer_Release(&view)
+        return events
+
+    cdef int _append_pending(self, const uint8_t* data, Py_ssize_t size) except -1:
+        _reserve(&self._pending, &self._pending_cap, self._pending_len + size)
+        if size:
+            memcpy(self._pending + self._pending_len, data, size)
+        self._pending_len += size
+        return 0
+
+    cdef Py_ssize_t _parse(self, const uint8_t* data, Py_ssize_t size, list events) except -1:
+        """Parse every complete frame in ``data``; return the bytes consumed."""
+        cdef Py_ssize_t pos = 0, consumed
+        while not self._closed:
+            consumed = self._parse_frame(data + pos, size - pos, events)
+            if consumed == 0:
+                break
+            pos += consumed
+        return pos
+
+    cdef Py_ssize_t _parse_frame(self, const uint8_t* p, Py_ssize_t available, list events) except -1:
+        """Parse one frame at ``p``; return bytes consumed, 0 if incomplete."""
+        cdef uint8_t b0, b1
+        cdef int opcode, i
+        cdef uint64_t length
+        cdef Py_ssize_t header = 2
+        cdef const uint8_t* key = NULL
+        cdef bytes payload
+        if available < 2:
+            return 0
+        b0 = p[0]
+        b1 = p[1]
+        opcode = b0 & OPCODE_BITS
+        self._check_header(b0, b1)
+        length = b1 & LENGTH_BITS
+        if length == LENGTH_TWO_BYTES:
+            if available < 4:
+                return 0
+            length = (<uint64_t>p[2] << 8) | p[3]
+            header = 4
+        elif length == LENGTH_EIGHT_BYTES:
+            if available < 10:
+                return 0
+            length = 0
+            for i in range(8):
+                length = (length << 8) | p[2 + i]
+            if length & TOP_BIT:
+                raise ProtocolError("64-bit frame length has its top bit set", CloseCode.PROTOCOL_ERROR)
+            header = 10
+        self._check_length(opcode, length)
+        if b1 & MASK_BIT:
+            header += MASK_KEY_BYTES
+            key = p + header - MASK_KEY_BYTES
+        if available < header or <uint64_t>(available - header) < length:
+            return 0
+        if opcode >= OP_CLOSE:
+            payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
+            _copy_payload(<uint8_t*>PyBytes_AS_STRING(payload), p + header, <Py_ssize_t>length, key)
+            if opcode == OP_CLOSE:
+                _check_close_body(payload)
+                self._closed = True
+            events.append((opcode, payload))
+        else:
+            self._data_frame(b0 & FIN, opcode, p + header, <Py_ssize_t>length, key, events)
+        return header + <Py_ssize_t>length
+
+    cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1:
+        cdef int opcode = b0 & OPCODE_BITS
+        if b0 & RSV:
+            raise ProtocolError("reserved bits set without a negotiated extension", CloseCode.PROTOCOL_ERROR)
+        if not (opcode <= OP_BINARY or OP_CLOSE <= opcode <= OP_PONG):
+            raise ProtocolError(f"unknown opcode {opcode:#x}", CloseCode.PROTOCOL_ERROR)
+        if opcode >= OP_CLOSE:
+            if not b0 & FIN:
+                raise ProtocolError("fragmented control frame", CloseCode.PROTOCOL_ERROR)
+            if (b1 & LENGTH_BITS) > MAX_CONTROL:
+                raise ProtocolError("control frame payload over 125 bytes", CloseCode.PROTOCOL_ERROR)
+        elif opcode == OP_CONTINUATION:
+            if not self._message_opcode:
+                raise ProtocolError("continuation frame without a message in progress", CloseCode.PROTOCOL_ERROR)
+        elif self._message_opcode:
+            raise ProtocolError("new data frame inside a fragmented message", CloseCode.PROTOCOL_ERROR)
+        if bool(b1 & MASK_BIT) != self.server_side:
+            expected = "masked" if self.server_side else "unmasked"
+            raise ProtocolError(f"frame must be {expected} in this direction", CloseCode.PROTOCOL_ERROR)
+        return 0
+
+    cdef int _check_length(self, int opcode, uint64_t length) except -1:
+        cdef uint64_t total
+        if opcode >= OP_CLOSE:
+            return 0
+        if self.max_frame < 0 or length > <uint64_t>self.max_frame:
+            raise PayloadTooBig(f"frame of {length} bytes exceeds the frame limit of {self.max_frame} bytes")
+        total = <uint64_t>self._fragments_len + length
+        if self.max_message < 0 or total > <uint64_t>self.max_message:
+            raise PayloadTooBig(
+                f"message of at least {total} bytes exceeds the message limit of {self.max_message} bytes"
+            )
+        return 0
+
+    cdef int _data_frame(self, bint fin, int opcode, const uint8_t* src, Py_ssize_t length,
+                         const uint8_t* key, list events) except -1:
+        cdef bytes payload
+        cdef Py_ssize_t start = self._fragments_len
+        if opcode == OP_CONTINUATION:
+            self._append_fragment(src, length, key)
+            self._frame_count += 1
+            if self._text and not (
+                _utf8_feed(&self._utf8, self._fragments + start, length) and (not fin or self._utf8.need == 0)
+            ):
+                raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+            if fin:
+                events.append(
+                    (self._message_opcode, PyBytes_FromStringAndSize(<char*>self._fragments, self._fragments_len))
+                )
+                self._fragments_len = 0
+                _release_if_large(&self._fragments, &self._fragments_cap)
+                self._message_opcode = 0
+                self._text = False
+                if self._frame_count > 1:
+                    self.reassembled += 1
+        elif fin:
+            payload = PyBytes_FromStringAndSize(NULL, length)
+            _copy_payload(<uint8_t*>PyBytes_AS_STRING(payload), src, length, key)
+            if opcode == OP_TEXT and not _is_utf8(<const uint8_t*>PyBytes_AS_STRING(payload), length):
+                raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+            events.append((opcode, payload))
+        else:
+            self._message_opcode = opcode
+            self._frame_count = 1
+            self._append_fragment(src, length, key)
+            if opcode == OP_TEXT:
+                self._text = True
+                self._utf8.need = 0
+                if not _utf8_feed(&self._utf8, self._fragments, length):
+                    raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+        return 0
+
+    cdef int _append_fragment(self, const uint8_t* src, Py_ssize_t length, const uint8_t* key) except -1:
+        _reserve(&self._fragments, &self._fragments_cap, self._fragments_len + length)
+        _copy_payload(self._fragments + self._fragments_len, src, length, key)
+        self._fragments_len += length
+        return 0
+
+
+# --- encoder -------------------------------------------------------------------------------------
+
+
+cdef class FrameEncoder:
+    """Fragmenter and frame writer for one direction of a connection.
+
+    Args:
+        client_side: True when writing to a server (every frame masked with a
+            fresh random key); False when writing to a client.
+        max_frame: largest payload per frame; longer messages are split into
+            a first frame plus continuations, FIN on the last.
+    """
+
+    def __init__(self, *, client_side, max_frame=MAX_FRAME_BYTES):
+        if max_frame < 1:
+            raise ValueError("max_frame must be at least 1")
+        self.client_side = client_side
+        self.max_frame = max_frame
+        self.fragmented = 0
+
+    def message(self, int opcode, payload, mask_key=None):
+        """Encode a TEXT or BINARY message as one or more frames, ready to write.
+
+        Args:
+            opcode: ``Opcode.TEXT`` or ``Opcode.BINARY``.
+            payload: the message (TEXT must already be UTF-8).
+            mask_key: fixed 4-byte key (tests); client role only.
+        """
+        cdef Py_buffer view
+        cdef bytes out
+        if opcode != OP_TEXT and opcode != OP_BINARY:
+            raise ValueError(f"not a data opcode: {opcode}")
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            out = self._encode(opcode, <const uint8_t*>view.buf, view.len, self.max_frame, mask_key)
+        finally:
+            PyBuffer_Release(&view)
+        if view.len > self.max_frame:
+            self.fragmented += 1
+        return out
+
+    def close(self, code=CloseCode.NORMAL, reason=""):
+        """A close frame; ``code=None`` sends an empty body. Long reasons are cut at a character boundary."""
+        if code is None:
+            return self._encode(OP_CLOSE, NULL, 0, MAX_CONTROL, None)
+        raw = reason.encode("utf-8")
+        if len(raw) > MAX_REASON:
+            raw = raw[:MAX_REASON].decode("utf-8", "ignore").encode("utf-8")
+        body = code.to_bytes(2, "big") + raw
+        return self._encode(OP_CLOSE, <const uint8_t*>PyBytes_AS_STRING(body), len(body), MAX_CONTROL, None)
+
+    def ping(self, payload=b""):
+        return self._control(OP_PING, payload)
+
+    def pong(self, payload=b""):
+        return self._control(OP_PONG, payload)
+
+    def _control(self, int opcode, payload):
+        cdef Py_buffer view
+        if len(payload) > MAX_CONTROL:
+            raise ValueError("control frame payload over 125 bytes")
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            return self._encode(opcode, <const uint8_t*>view.buf, view.len, MAX_CONTROL, None)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef const uint8_t* _fresh_keys(self, Py_ssize_t count) except NULL:
+        """``count`` unused random mask keys, valid until the next call (drawn from a pooled os.urandom)."""
+        cdef Py_ssize_t needed = count * MASK_KEY_BYTES
+        if self._keys is None or self._keys_used + needed > len(self._keys):
+            self._keys = os.urandom(max(KEY_POOL, needed))
+            self._keys_used = 0
+        self._keys_used += needed
+        return <const uint8_t*>PyBytes_AS_STRING(self._keys) + self._keys_used - needed
+
+    cdef bytes _encode(self, int opcode, const uint8_t* data, Py_ssize_t size, Py_ssize_t step, object mask_key):
+        """Write ``data`` as frames of at most ``step`` bytes into one new ``bytes``."""
+        cdef bint masked = self.client_side
+        cdef Py_ssize_t frames = (size + step - 1) // step if size else 1
+        cdef Py_ssize_t last = size - (frames - 1) * step
+        cdef Py_ssize_t total = size + (frames - 1) * _header_size(step, masked) + _header_size(last, masked)
+        cdef Py_ssize_t start = 0, length, key_step = 0
+        cdef bytes keys
+        cdef const uint8_t* key = NULL
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+        cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
+        cdef int first_byte = opcode
+        if masked:
+            if mask_key is None:
+                key = self._fresh_keys(frames)  # a fresh key per frame
+                key_step = MASK_KEY_BYTES
+            else:
+                keys = bytes(mask_key)
+                if len(keys) != MASK_KEY_BYTES:
+                    raise ValueError("mask_key must be 4 bytes")
+                key = <const uint8_t*>PyBytes_AS_STRING(keys)
+        while True:
+            length = step if size - start > step else size - start
+            if start + length >= size:
+                first_byte |= FIN
+            w = _write_header(w, first_byte, length, masked)
+            if masked:
+                memcpy(w, key, MASK_KEY_BYTES)
+                w += MASK_KEY_BYTES
+                _mask_copy(w, data + start, length, key)
+                key += key_step
+            elif length:
+                memcpy(w, data + start, length)
+            w += length
+            start += length
+            first_byte = OP_CONTINUATION
+            if start >= size:
+                return out

@@ -1,0 +1,56 @@
+# cython: language_level=3
+"""Declarations of the compiled frame codec (built as proxy._codec); see ext/_codec.pyx.
+
+It sits in proxy/ because Cython looks up the .pxd of ``proxy._codec`` by package path.
+"""
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+
+cdef struct Utf8State:
+    # Bytes still expected in the current sequence, and the range the next one must fall in.
+    uint32_t need
+    uint8_t lo
+    uint8_t hi
+
+
+cdef class FrameDecoder:
+    cdef public bint server_side
+    cdef public Py_ssize_t max_frame
+    cdef public Py_ssize_t max_message
+    cdef public Py_ssize_t reassembled
+    # Bytes of an incomplete frame carried over to the next feed (malloc'd, grown on demand).
+    cdef uint8_t* _pending
+    cdef Py_ssize_t _pending_len
+    cdef Py_ssize_t _pending_cap
+    # The fragmented message in progress: opcode (0 if none), frame count, reassembly buffer.
+    cdef int _message_opcode
+    cdef Py_ssize_t _frame_count
+    cdef uint8_t* _fragments
+    cdef Py_ssize_t _fragments_len
+    cdef Py_ssize_t _fragments_cap
+    cdef bint _text
+    cdef Utf8State _utf8
+    cdef bint _closed
+
+    cdef Py_ssize_t _parse(self, const uint8_t* data, Py_ssize_t size, list events) except -1
+    cdef Py_ssize_t _parse_frame(self, const uint8_t* data, Py_ssize_t available, list events) except -1
+    cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1
+    cdef int _check_length(self, int opcode, uint64_t length) except -1
+    cdef int _data_frame(self, bint fin, int opcode, const uint8_t* src, Py_ssize_t length,
+                         const uint8_t* key, list events) except -1
+    cdef int _append_fragment(self, const uint8_t* src, Py_ssize_t length, const uint8_t* key) except -1
+    cdef int _append_pending(self, const uint8_t* data, Py_ssize_t size) except -1
+
+
+cdef class FrameEncoder:
+    cdef public bint client_side
+    cdef public Py_ssize_t max_frame
+    cdef public Py_ssize_t fragmented
+    # Pooled os.urandom bytes for mask keys, and how many are spent.
+    cdef bytes _keys
+    cdef Py_ssize_t _keys_used
+
+    cdef const uint8_t* _fresh_keys(self, Py_ssize_t count) except NULL
+
+    cdef bytes _encode(self, int opcode, const uint8_t* data, Py_ssize_t size, Py_ssize_t step, object mask_key)

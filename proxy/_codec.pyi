@@ -1,0 +1,23 @@
+"""Type stub of the compiled codec (ext/_codec.pyx); same API as ``proxy._pycodec``."""
+
+from proxy.frames import CloseCode, Event
+
+Payload = bytes | bytearray | memoryview
+
+class FrameDecoder:
+    server_side: bool
+    max_frame: int
+    max_message: int
+    reassembled: int
+    def __init__(self, *, server_side: bool, max_frame: int = ..., max_message: int = ...) -> None: ...
+    def feed(self, data: Payload) -> list[Event]: ...
+
+class FrameEncoder:
+    client_side: bool
+    max_frame: int
+    fragmented: int
+    def __init__(self, *, client_side: bool, max_frame: int = ...) -> None: ...
+    def message(self, opcode: int, payload: Payload, mask_key: bytes | None = None) -> bytes: ...
+    def close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes: ...
+    def ping(self, payload: Payload = b"") -> bytes: ...
+    def pong(self, payload: Payload = b"") -> bytes: ...

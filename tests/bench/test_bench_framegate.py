@@ -1,0 +1,51 @@
+"""``framegate bench`` through ``framegate serve --backend``: counts, and the gateway's 1009 grouped by code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from benchmarks.contenders import CONTENDERS, Running
+from proxy.bench.process import ReadyProcess
+from proxy.frames import CloseCode
+from proxy.limits import MAX_MESSAGE_BYTES
+
+from .conftest import BenchRun
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def framegate(echo: ReadyProcess) -> Iterator[Running]:
+    """``python -m proxy serve --backend <echo> --port 0 --admin-port 0 --db <tmp>``; url ends in /prod."""
+    with CONTENDERS["framegate"](echo.url, None) as running:
+        yield running
+
+
+def test_bench_through_framegate_counts_every_echo(framegate: Running, bench: BenchRun) -> None:
+    code, summary = bench(framegate.url, "-c", "4", "-w", "4", "-m", "400")
+    assert code == 0 and summary["errors"] == {}
+    assert summary["messages"] == 400 and summary["connections_opened"] == 4
+
+
+def test_large_messages_are_refragmented_and_echoed(framegate: Running, bench: BenchRun) -> None:
+    code, summary = bench(framegate.url, "-c", "2", "-m", "20", "--binary", "-s", str(64 * 1024))
+    assert code == 0 and summary["errors"] == {} and summary["messages"] == 20
+
+
+def test_message_over_the_cap_through_framegate_is_grouped_as_1009(
+    framegate: Running, bench: BenchRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, summary = bench(framegate.url, "-c", "2", "-d", "5", "--binary", "-s", str(MAX_MESSAGE_BYTES + 1))
+    assert code == 1
+    assert summary["errors"] == {f"close:{CloseCode.MESSAGE_TOO_BIG}": 2}
+    assert "close 1009 MESSAGE_TOO_BIG" in capsys.readouterr().out
+
+
+def test_unknown_stage_is_grouped_by_its_http_status(framegate: Running, bench: BenchRun) -> None:
+    unknown = framegate.url.removesuffix("/prod") + "/nostage"
+    code, summary = bench(unknown, "-c", "3", "-d", "1")
+    assert code == 1
+    [(key, count)] = summary["errors"].items()
+    assert key in ("http:403", "http:404") and count == 3

@@ -1,0 +1,233 @@
+"""End to end: a ``framegate serve`` subprocess fronting a ``websockets`` echo backend.
+
+Driven by independent clients only: the ``websockets`` library on the data
+port, the unmodified ``aws apigatewayv2`` CLI and plain HTTP ``GET /metrics``
+on the admin port, parsed with prometheus_client's parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import InvalidStatus
+
+from tests.test_metrics import Labels, parse
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("aws") is None, reason="aws CLI not installed"),
+]
+pytest.importorskip("proxy.server.app", reason="the data-plane gateway (proxy/server/app.py) is not merged yet")
+ROOT = Path(__file__).resolve().parents[2]
+READY = re.compile(r"framegate ready data=(?P<data>ws://\S+) admin=(?P<admin>http://\S+) ")
+START_CEILING_S = 30.0
+CALL_CEILING_S = 60.0
+POLL_LIMIT = 200
+"""Bounded polls of /metrics while the gateway finishes a close (each poll is one HTTP round trip)."""
+TOO_MANY = "Too Many Requests"
+
+
+async def echo(connection: ServerConnection) -> None:
+    async for message in connection:
+        await connection.send(message)
+
+
+@dataclass
+class Gateway:
+    data: str
+    admin: str
+    db_path: Path
+    api_id: str = ""
+
+    async def aws(self, *args: str) -> dict[str, object]:
+        """Run an ``aws apigatewayv2`` command that must succeed; its parsed JSON output."""
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_PAGER": "",
+        }
+        process = await asyncio.create_subprocess_exec(
+            "aws", "apigatewayv2", *args, "--endpoint-url", self.admin, "--output", "json",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), CALL_CEILING_S)
+        assert process.returncode == 0, err.decode()
+        result: dict[str, object] = json.loads(out) if out.strip() else {}
+        return result
+
+    async def update_prod(self, *args: str) -> None:
+        await self.aws("update-stage", "--api-id", self.api_id, "--stage-name", "prod", *args)
+
+    async def scrape(self) -> dict[tuple[str, Labels], float]:
+        def get() -> str:
+            with urllib.request.urlopen(f"{self.admin}/metrics", timeout=CALL_CEILING_S) as response:
+                text: str = response.read().decode()
+                return text
+
+        return parse(await asyncio.to_thread(get))
+
+    async def scrape_when_closed(self) -> dict[tuple[str, Labels], float]:
+        """Metrics once the gateway has finished every close (open connections back to 0)."""
+        for _ in range(POLL_LIMIT):
+            samples = await self.scrape()
+            if samples[("framegate_open_connections", ())] == 0:
+                return samples
+        raise AssertionError("open connections never returned to 0")
+
+    def stage_labels(self) -> Labels:
+        return (("api_id", self.api_id), ("stage", "prod"))
+
+
+@asynccontextmanager
+async def running_gateway(tmp_path: Path, *flags: str) -> AsyncIterator[Gateway]:
+    """Echo backend in this loop, ``framegate serve --backend`` in a subprocess, stopped by PID."""
+    async with serve(echo, "127.0.0.1", 0) as backend:
+        port = backend.sockets[0].getsockname()[1]
+        db_path = tmp_path / "framegate.db"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0",
+            "--db", str(db_path), "--backend", f"ws://127.0.0.1:{port}", *flags,
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            line = (await asyncio.wait_for(process.stdout.readline(), START_CEILING_S)).decode()
+            match = READY.search(line)
+            assert match, f"no ready line: {line!r}"
+            gateway = Gateway(match["data"], match["admin"], db_path)
+            apis = await gateway.aws("get-apis")
+            items = apis["Items"]
+            assert isinstance(items, list)
+            (gateway.api_id,) = [item["ApiId"] for item in items if item["Name"] == "quickstart"]
+            yield gateway
+        finally:
+            if process.returncode is None:
+                process.terminate()
+            await asyncio.wait_for(process.wait(), START_CEILING_S)
+
+
+async def test_metrics_count_connects_messages_bytes_and_closes(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gateway:
+        before = await gateway.scrape()
+        for n in range(3):
+            async with connect(f"{gateway.data}/prod") as client:
+                for m in range(4):
+                    await client.send(f"hello {n}.{m}")
+                    assert await client.recv() == f"hello {n}.{m}"
+        after = await gateway.scrape_when_closed()
+    labels = gateway.stage_labels()
+
+    def moved(name: str, key: Labels = labels) -> float:
+        return after.get((name, key), 0.0) - before.get((name, key), 0.0)
+
+    assert moved("framegate_connect_count_total") == 3
+    assert moved("framegate_message_count_total") == 3 * 4 * 2  # in and out, as AWS counts
+    assert moved("framegate_client_error_total") == 0
+    assert moved("framegate_closes_total", (("code", "1000"),)) == 3
+    assert moved("framegate_bytes_in_total", ()) > 3 * 4 * len("hello 0.0")
+    assert moved("framegate_bytes_out_total", ()) > 3 * 4 * len("hello 0.0")
+
+
+async def test_update_stage_throttles_messages_on_an_open_connection(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gateway, connect(f"{gateway.data}/prod") as client:
+        await client.send("before")
+        assert await client.recv() == "before"
+        await gateway.update_prod(
+            "--route-settings", '{"$default": {"ThrottlingBurstLimit": 2, "ThrottlingRateLimit": 0}}'
+        )
+        for n in range(5):
+            await client.send(f"m{n}")
+        replies = [await client.recv() for _ in range(5)]
+        throttled = [json.loads(reply) for reply in replies if TOO_MANY in reply]
+        assert sorted(reply for reply in replies if TOO_MANY not in reply) == ["m0", "m1"]
+        assert len(throttled) == 3
+        assert all(frame["message"] == TOO_MANY and frame["connectionId"] and frame["requestId"] for frame in throttled)
+        pong = await client.ping()
+        await asyncio.wait_for(pong, CALL_CEILING_S)  # still connected
+        samples = await gateway.scrape()
+    assert samples[("framegate_throttled_requests_total", (("level", "route"),))] == 3
+    assert samples[("framegate_client_error_total", gateway.stage_labels())] == 3
+
+
+async def test_throttled_connect_gets_429_before_the_upgrade(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gateway:
+        await gateway.update_prod("--default-route-settings", "ThrottlingBurstLimit=1,ThrottlingRateLimit=0")
+        async with connect(f"{gateway.data}/prod") as first:
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"{gateway.data}/prod")
+            await first.send("still here")  # $default has its own bucket of the same size
+            assert await first.recv() == "still here"
+        response = refused.value.response
+        assert response.status_code == 429
+        assert json.loads(response.body) == {"message": TOO_MANY}
+        samples = await gateway.scrape()
+    assert samples[("framegate_throttled_requests_total", (("level", "stage"),))] >= 1
+    assert samples[("framegate_connect_count_total", gateway.stage_labels())] == 1
+
+
+FLOOD_BURST = 20
+FLOOD_RATE = 50.0
+FLOOD_SECONDS = 2.0
+FLOOD_MAX_MESSAGES = 50_000
+FLOOD_TOLERANCE = 3
+"""Admitted may differ from burst + rate * T by the floor (1) and by the client-to-server
+clock skew of a round trip at both ends (rate * 2 RTT, well under 1 on loopback): +-3."""
+
+
+async def test_flood_admits_burst_plus_rate_times_duration(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as gateway, connect(f"{gateway.data}/prod") as client:
+        await gateway.update_prod(
+            "--route-settings",
+            json.dumps({"$default": {"ThrottlingBurstLimit": FLOOD_BURST, "ThrottlingRateLimit": FLOOD_RATE}}),
+        )
+        outcomes: Counter[str] = Counter()
+        start = time.monotonic()
+        elapsed = 0.0
+        while elapsed < FLOOD_SECONDS and outcomes.total() < FLOOD_MAX_MESSAGES:
+            await client.send("flood")  # closed loop: one in flight, so server time tracks client time
+            reply = await client.recv()
+            outcomes["throttled" if TOO_MANY in str(reply) else "admitted"] += 1
+            elapsed = time.monotonic() - start
+    expected = FLOOD_BURST + FLOOD_RATE * elapsed
+    assert outcomes["throttled"] > 0, "the flood never reached the limit"
+    assert abs(outcomes["admitted"] - expected) <= FLOOD_TOLERANCE, (outcomes, elapsed)
+
+
+async def test_access_log_lines_match_the_stage_format(tmp_path: Path) -> None:
+    fmt = (
+        '{"requestId":"$context.requestId","eventType":"$context.eventType",'
+        '"routeKey":"$context.routeKey","status":"$context.status"}'
+    )
+    async with running_gateway(tmp_path) as gateway:
+        arn = "arn:aws:logs:us-east-1:123456789012:log-group:framegate-e2e"
+        await gateway.update_prod("--access-log-settings", json.dumps({"DestinationArn": arn, "Format": fmt}))
+        async with connect(f"{gateway.data}/prod") as client:
+            await client.send("logged")
+            assert await client.recv() == "logged"
+        await gateway.scrape_when_closed()
+        lines = (tmp_path / "logs" / "framegate-e2e.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [(e["eventType"], e["routeKey"], e["status"]) for e in entries] == [
+        ("CONNECT", "$connect", "200"),
+        ("MESSAGE", "$default", "200"),
+        ("DISCONNECT", "$disconnect", "200"),
+    ]
+    assert all(re.fullmatch(r"[A-Za-z0-9+/]{15}=", e["requestId"]) for e in entries)
+    assert len({e["requestId"] for e in entries}) == 3
