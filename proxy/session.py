@@ -99,9 +99,9 @@ class Session:
 
     __slots__ = (
         "_clock_ms",
+        "_forwards",
         "_new_id",
         "_table",
-        "_urls",
         "client",
         "connected_at_ms",
         "connection_id",
@@ -123,7 +123,7 @@ class Session:
         self._clock_ms = clock_ms
         self.connected_at_ms = clock_ms()
         self._table = route_table(target.snapshot)
-        self._urls: dict[str, str] = {}
+        self._forwards: dict[str, Forward] = {}
 
     # --- $connect -----------------------------------------------------------------
 
@@ -236,11 +236,13 @@ class Session:
         return Reply(gateway_frames.internal_server_error(self.connection_id, request_id))
 
     def _forward(self, integration: Integration) -> Forward:
-        url = self._urls.get(integration.integration_id)
-        if url is None:
+        """The integration's ``Forward``, built once per connection (it is the per-message answer)."""
+        forward = self._forwards.get(integration.integration_id)
+        if forward is None:
             url = upstream_url(integration, self.target.stage.stage_variables, self.client.query)
-            self._urls[integration.integration_id] = url
-        return Forward(url, integration.timeout_in_millis / 1000)
+            forward = Forward(url, integration.timeout_in_millis / 1000)
+            self._forwards[integration.integration_id] = forward
+        return forward
 
     # --- $disconnect ----------------------------------------------------------------
 
