@@ -101,6 +101,7 @@ class Session:
         "_clock_ms",
         "_forwards",
         "_new_id",
+        "_routes",
         "_table",
         "client",
         "connected_at_ms",
@@ -124,6 +125,8 @@ class Session:
         self.connected_at_ms = clock_ms()
         self._table = route_table(target.snapshot)
         self._forwards: dict[str, Forward] = {}
+        self._routes: dict[str, Forward] = {}
+        """Passthrough routes' answers by route key: the per-message fast path."""
 
     # --- $connect -----------------------------------------------------------------
 
@@ -205,13 +208,17 @@ class Session:
         ``context`` builds the message's ``$context``; the passthrough path never
         calls it, so relaying costs no ids and no clock reads.
         """
+        forward = self._routes.get(route.route_key)
+        if forward is not None:
+            return forward
         integration = self.target.snapshot.integration_for(route)
         if is_websocket(integration):
             assert integration is not None
             try:
-                return self._forward(integration)
+                forward = self._routes[route.route_key] = self._forward(integration)
             except IntegrationError:
                 return self.internal_error(context())
+            return forward
         if opcode != Opcode.TEXT:
             # AWS accepts text frames only; ws:// passthrough is our extension.
             return Close(CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported by this route")
