@@ -381,7 +381,7 @@ class ClientConnection(asyncio.Protocol):
             self._act(session.no_route(context.request_id))
             return
         if observer.message(self._current_stage(), route.route_key, payload, context) is not None:
-            self._act(session.throttled(context.request_id))
+            self._act(session.throttled(context.request_id, self._config.throttled_frame))
             return
         self._act(session.integrate(route, opcode, payload, context.get), opcode, payload)
 

@@ -241,3 +241,16 @@ async def test_integration_refusing_connect_counts_an_integration_error(tmp_path
     assert samples[("framegate_connect_count_total", labels)] == 1
     assert samples[("framegate_integration_error_total", labels)] == 1
     assert samples[("framegate_upstream_connect_failures_total", ())] == 1
+
+
+async def test_throttled_frame_text_is_configurable(tmp_path: Path) -> None:
+    template = '{"error": "slow down", "id": "{requestId}", "conn": "{connectionId}"}'
+    async with running_gateway(tmp_path, "--throttled-frame", template) as gateway:
+        await gateway.update_prod(
+            "--route-settings", '{"$default": {"ThrottlingBurstLimit": 0, "ThrottlingRateLimit": 0}}'
+        )
+        async with connect(f"{gateway.data}/prod") as client:
+            await client.send("refused")
+            frame = json.loads(await client.recv())
+    assert frame["error"] == "slow down"
+    assert re.fullmatch(r"[A-Za-z0-9+/]{15}=", frame["id"]) and re.fullmatch(r"[A-Za-z0-9+/]{15}=", frame["conn"])
