@@ -254,3 +254,17 @@ async def test_throttled_frame_text_is_configurable(tmp_path: Path) -> None:
             frame = json.loads(await client.recv())
     assert frame["error"] == "slow down"
     assert re.fullmatch(r"[A-Za-z0-9+/]{15}=", frame["id"]) and re.fullmatch(r"[A-Za-z0-9+/]{15}=", frame["conn"])
+
+
+async def test_account_new_connection_rate_refuses_with_429(tmp_path: Path) -> None:
+    # 0.01/s: a bucket of one connection that refills in 100 s, so the second connect is refused.
+    async with running_gateway(tmp_path, "--new-connections-per-s", "0.01") as gateway:
+        async with connect(f"{gateway.data}/prod") as first:
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"{gateway.data}/prod")
+            await first.send("open")
+            assert await first.recv() == "open"
+        samples = await gateway.scrape()
+    assert refused.value.response.status_code == 429
+    assert samples[("framegate_throttled_requests_total", (("level", "new_connections"),))] == 1
+    assert samples[("framegate_connect_count_total", gateway.stage_labels())] == 1
