@@ -378,6 +378,7 @@ class ClientConnection(asyncio.Protocol):
         route = session.route(opcode, payload)
         context = _MessageContext(session, route.route_key if route is not None else "-")
         if route is None:
+            observer.unrouted(self._current_stage(), context)
             self._act(session.no_route(context.request_id))
             return
         if observer.message(self._current_stage(), route.route_key, payload, context) is not None:

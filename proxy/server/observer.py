@@ -40,6 +40,7 @@ _EXECUTION_FAILURES: Final = frozenset({500, 502, 504})
 """``$connect`` statuses meaning the gateway could not call the integration (ExecutionError)."""
 STATUS_OK: Final = "200"
 STATUS_THROTTLED: Final = "429"
+STATUS_FORBIDDEN: Final = "403"
 
 
 class HasVariables(Protocol):
@@ -241,6 +242,13 @@ class ConnectionObserver:
         if stage.access_log_settings is not None:
             observer.access_log(stage, context, STATUS_OK if refused is None else STATUS_THROTTLED)
         return refused
+
+    def unrouted(self, stage: Stage, context: HasVariables) -> None:
+        """A message matched no route and there is no ``$default``: the gateway answers Forbidden."""
+        self.stage_metrics.message_count.inc()
+        self.stage_metrics.client_error.inc()
+        if stage.access_log_settings is not None:
+            self._observer.access_log(stage, context, STATUS_FORBIDDEN)
 
     def sent(self) -> None:
         """One message went to the client (MessageCount counts both directions)."""

@@ -221,3 +221,14 @@ def test_codec_counters_are_added_at_close(observer: Observer, registry: Collect
 def test_default_metrics_are_one_per_process() -> None:
     assert default_metrics() is default_metrics()
     assert default_metrics().registry is REGISTRY
+
+
+def test_unrouted_message_is_a_client_error_logged_403(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    stage = stage_with(tmp_path)
+    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
+    connection.unrouted(stage, Context("MESSAGE", "m1"))
+    assert sample(registry, "framegate_message_count_total", api_id=API, stage="dev") == 1
+    assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 1
+    assert access_lines(tmp_path)[-1] == {"requestId": "m1", "eventType": "MESSAGE", "status": "403"}
