@@ -130,7 +130,7 @@ class Observer:
         logger.info("connected connectionId=%s apiId=%s stage=%s", connection_id, api_id, stage.stage_name)
         return ConnectionObserver(self, api_id, stage, connection_id)
 
-    def refused(self, api_id: str, stage: Stage, status: int) -> None:
+    def refused(self, api_id: str, stage: Stage, status: int, context: HasVariables) -> None:
         """``$connect`` failed after throttling admitted it (429s are counted by ``admit_connect``).
 
         The gateway failing to call the integration (500 template error, 502
@@ -142,6 +142,7 @@ class Observer:
             stage_metrics.execution_error.inc()
         else:
             stage_metrics.integration_error.inc()
+        self.access_log(stage, context, str(status))
 
     def upstream_opened(self, api_id: str, stage: Stage, seconds: float) -> None:
         """An upstream (integration) connection was established in ``seconds``."""
