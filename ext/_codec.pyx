@@ -17,9 +17,17 @@ reference (``tests/test_codec.py`` holds both to it). What makes it fast:
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memmove
+
+cdef extern from "Python.h":
+    # Raw-pointer forms: the reassembly buffer is a bytes object the decoder owns and resizes.
+    PyObject* _new_bytes "PyBytes_FromStringAndSize"(const char* data, Py_ssize_t size) except NULL
+    int _PyBytes_Resize(PyObject** bytes_object, Py_ssize_t size) except -1
+    char* _bytes_data "PyBytes_AS_STRING"(PyObject* bytes_object)
 
 import os
 
@@ -32,6 +40,7 @@ from proxy.limits import (
     MAX_CONTROL_PAYLOAD_BYTES,
     MAX_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
+    REASSEMBLY_RESERVE_FRAMES,
 )
 
 # Wire constants (RFC 6455 5.2), as C enums so the parser compiles to plain comparisons.
@@ -55,6 +64,7 @@ cdef Py_ssize_t MAX_CONTROL = MAX_CONTROL_PAYLOAD_BYTES
 cdef Py_ssize_t MAX_REASON = MAX_CLOSE_REASON_BYTES
 cdef Py_ssize_t KEY_POOL = MASK_KEY_POOL_BYTES
 cdef Py_ssize_t RETAINED_BUFFER = CODEC_RETAINED_BUFFER_BYTES
+cdef Py_ssize_t RESERVE_FRAMES = REASSEMBLY_RESERVE_FRAMES
 cdef uint64_t ASCII_HIGH_BITS = 0x8080808080808080ULL
 cdef uint64_t TOP_BIT = 1ULL << 63
 
@@ -236,7 +246,7 @@ cdef class FrameDecoder:
 
     def __dealloc__(self):
         free(self._pending)
-        free(self._fragments)
+        Py_XDECREF(self._fragments)
 
     def feed(self, data):
         """Consume ``data`` and return the events it completes.
@@ -379,15 +389,12 @@ cdef class FrameDecoder:
             self._append_fragment(src, length, key)
             self._frame_count += 1
             if self._text and not (
-                _utf8_feed(&self._utf8, self._fragments + start, length) and (not fin or self._utf8.need == 0)
+                _utf8_feed(&self._utf8, <uint8_t*>_bytes_data(self._fragments) + start, length)
+                and (not fin or self._utf8.need == 0)
             ):
                 raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
             if fin:
-                events.append(
-                    (self._message_opcode, PyBytes_FromStringAndSize(<char*>self._fragments, self._fragments_len))
-                )
-                self._fragments_len = 0
-                _release_if_large(&self._fragments, &self._fragments_cap)
+                events.append((self._message_opcode, self._take_message()))
                 self._message_opcode = 0
                 self._text = False
                 if self._frame_count > 1:
@@ -405,15 +412,33 @@ cdef class FrameDecoder:
             if opcode == OP_TEXT:
                 self._text = True
                 self._utf8.need = 0
-                if not _utf8_feed(&self._utf8, self._fragments, length):
+                if not _utf8_feed(&self._utf8, <uint8_t*>_bytes_data(self._fragments), length):
                     raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
         return 0
 
     cdef int _append_fragment(self, const uint8_t* src, Py_ssize_t length, const uint8_t* key) except -1:
-        _reserve(&self._fragments, &self._fragments_cap, self._fragments_len + length)
-        _copy_payload(self._fragments + self._fragments_len, src, length, key)
-        self._fragments_len += length
+        cdef Py_ssize_t needed = self._fragments_len + length
+        if self._fragments == NULL:
+            # Room for a few frames, within the cap (which _check_length says ``needed`` is under).
+            self._fragments_cap = min(needed * RESERVE_FRAMES, self.max_message)
+            self._fragments = _new_bytes(NULL, self._fragments_cap)
+        elif needed > self._fragments_cap:
+            self._fragments_cap = max(needed, self._fragments_cap * 2)
+            _PyBytes_Resize(&self._fragments, self._fragments_cap)
+        _copy_payload(<uint8_t*>_bytes_data(self._fragments) + self._fragments_len, src, length, key)
+        self._fragments_len = needed
         return 0
+
+    cdef object _take_message(self):
+        """Trim the reassembly bytes to the message and hand them out: the event is the buffer, no copy."""
+        cdef object message
+        _PyBytes_Resize(&self._fragments, self._fragments_len)
+        message = <object>self._fragments
+        Py_XDECREF(self._fragments)
+        self._fragments = NULL
+        self._fragments_len = 0
+        self._fragments_cap = 0
+        return message
 
 
 # --- encoder -------------------------------------------------------------------------------------
