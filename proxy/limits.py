@@ -133,3 +133,6 @@ BENCH_HISTOGRAM_SUB_BUCKET_BITS: Final = 10
 """Log-linear histogram: 2**10 linear sub-buckets per power of two, < 0.1 % value error."""
 BENCH_HISTOGRAM_MAX_NS: Final = 60 * 60 * 10**9
 """Largest recordable latency (1 hour); larger values are clamped into the top bucket."""
+
+# --- Units -------------------------------------------------------------------
+MS_PER_S: Final = 1000

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import GatewayMetrics, exposition
+from proxy.metrics import CounterFamily, GatewayMetrics, exposition
 from proxy.throttle import LEVELS
 
 Labels = tuple[tuple[str, str], ...]
@@ -79,7 +79,9 @@ def test_gateway_counters_closes_by_code_and_throttling_by_level(registry: Colle
     metrics.open_connections.dec()
     metrics.bytes_in.inc(100)
     metrics.bytes_out.inc(40)
-    metrics.frames_fragmented.inc(3)
+    encoders = [3, 4]
+    metrics.frames_fragmented.add_source(lambda: encoders[0])
+    metrics.frames_fragmented.add_source(lambda: encoders[1])
     metrics.messages_reassembled.inc()
     metrics.close(1009).inc()
     metrics.close(1000).inc(2)
@@ -90,7 +92,9 @@ def test_gateway_counters_closes_by_code_and_throttling_by_level(registry: Colle
     assert samples[("framegate_open_connections", ())] == 1
     assert samples[("framegate_bytes_in_total", ())] == 100
     assert samples[("framegate_bytes_out_total", ())] == 40
-    assert samples[("framegate_frames_fragmented_total", ())] == 3
+    assert samples[("framegate_frames_fragmented_total", ())] == 7
+    encoders[0] += 1
+    assert scrape(registry)[("framegate_frames_fragmented_total", ())] == 8  # read at scrape time
     assert samples[("framegate_messages_reassembled_total", ())] == 1
     assert samples[("framegate_closes_total", (("code", "1009"),))] == 1
     assert samples[("framegate_closes_total", (("code", "1000"),))] == 2
@@ -112,3 +116,12 @@ def test_one_registry_holds_one_gateway_metrics() -> None:
     GatewayMetrics(registry)
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         GatewayMetrics(registry)
+
+
+def test_counter_family_cells_are_cached_and_label_arity_is_checked(registry: CollectorRegistry) -> None:
+    family = CounterFamily("framegate_test_events", "test", ("kind",), registry)
+    assert family.labels("a") is family.labels("a")
+    family.labels("a").inc(2.5)
+    with pytest.raises(ValueError, match="takes labels"):
+        family.labels("a", "b")
+    assert scrape(registry)[("framegate_test_events_total", (("kind", "a"),))] == 2.5
