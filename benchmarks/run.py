@@ -44,7 +44,7 @@ from proxy.bench.worker import MARK_PREFIX
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LOAD_CPU, PROXY_CPU = 0, 1
-FULL_REPS, FULL_SECONDS, FULL_WARMUP_S = 3, 3.0, 0.5
+FULL_REPS, FULL_SECONDS, FULL_WARMUP_S = 3, 2.5, 0.3
 QUICK_REPS, QUICK_SECONDS, QUICK_WARMUP_S = 1, 2.0, 0.25
 BENCH_SLACK_S = 60.0
 """Ceiling on one bench process beyond its planned time (connect and close phases)."""
@@ -71,12 +71,14 @@ class Workload:
     timed: bool
 
 
+IDLE_ARGS = ("--idle", "2000", "--ramp-up", "3", "-d", "1", "--timeout", "30")
+"""Opened over 3 s (slow upgraders would otherwise time out) and held 1 s before RSS is read."""
 WORKLOADS = (
     Workload("64B-closed", "64 B closed loop, 50 conns", ("-c", "50", "-s", "64"), "msgs", True),
     Workload("64B-pipelined", "64 B pipelined, 10 conns x 32", ("-c", "10", "-w", "32", "-s", "64"), "msgs", True),
     Workload("64KiB-binary", "64 KiB binary, 10 conns", ("-c", "10", "-s", "65536", "--binary"), "mb", True),
     Workload("connect", "2000 setups, 50 at a time", ("--connect-only", "-c", "50", "-m", "2000"), "setups", False),
-    Workload("idle", "2000 idle connections", ("--idle", "2000", "--ramp-up", "1", "-d", "1"), "kib_per_conn", False),
+    Workload("idle", "2000 idle connections", IDLE_ARGS, "kib_per_conn", False),
 )
 HEADLINE_UNITS = {
     "msgs": "msgs/proxy-CPU-s",
@@ -317,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repetition, 2 s loads")
     parser.add_argument("--only", help=f"comma-separated contenders (default all: {','.join(CONTENDERS)})")
     parser.add_argument("--reps", type=int, help="repetitions per workload (default 3, quick 1)")
-    parser.add_argument("--seconds", type=float, help="measured seconds per timed load (default 3, quick 2)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per timed load (default 2.5, quick 2)")
     parser.add_argument("--no-client-compare", action="store_true", help="skip the bench-vs-websockets client run")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where JSON and PNG go (default %(default)s)")
     args = parser.parse_args(argv)

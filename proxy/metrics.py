@@ -30,7 +30,12 @@ event costs one dict lookup and one ``inc()``, never a label resolution.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from functools import cache
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from proxy.limits import LATENCY_BUCKETS_S
 from proxy.throttle import LEVELS
@@ -42,12 +47,72 @@ STAGE_LABELS = ("api_id", "stage")
 ROUTE_LABELS = ("api_id", "stage", "route")
 
 
+class SummedCounter(Collector):
+    """A counter whose value is read at scrape time from counters kept elsewhere.
+
+    The frame encoders already count what they fragment; reading their plain
+    ints when ``/metrics`` is scraped costs the hot path nothing.
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._sources: list[Callable[[], float]] = []
+
+    def add_source(self, source: Callable[[], float]) -> None:
+        """Include ``source()`` (a monotonically growing count) in the total."""
+        self._sources.append(source)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=sum(source() for source in self._sources))
+
+
+class FastCounter:
+    """A counter child that is a plain int: ``inc`` takes no lock.
+
+    prometheus_client's children lock per ``inc``; the hot path (every message,
+    every read) runs on the event loop's one thread, and scrapes run there too,
+    so the lock buys nothing and costs most of a message's metric work.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class FastCounterFamily(Collector):
+    """A labelled family of ``FastCounter``s, exposed as a Prometheus counter at scrape time."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...], registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labels = labels
+        self._children: dict[tuple[str, ...], FastCounter] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> FastCounter:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = FastCounter()
+        return child
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        for values, child in self._children.items():
+            family.add_metric(values, child.value)
+        yield family
+
+
 class _AwsFamilies:
     """The six AWS metric families for one label set (stage, or stage + route)."""
 
     def __init__(self, registry: CollectorRegistry, prefix: str, labels: tuple[str, ...]) -> None:
-        def counter(name: str, text: str) -> Counter:
-            return Counter(f"{prefix}{name}", text, labels, registry=registry)
+        def counter(name: str, text: str) -> FastCounterFamily:
+            return FastCounterFamily(f"{prefix}{name}", text, labels, registry)
 
         self.connect_count = counter("connect_count", "AWS ConnectCount: requests sent to the $connect route")
         self.message_count = counter("message_count", "AWS MessageCount: messages from and to clients")
@@ -102,13 +167,21 @@ class GatewayMetrics:
         self.open_connections = Gauge(
             "framegate_open_connections", "Client WebSocket connections currently open", registry=registry
         )
-        self.bytes_in = Counter("framegate_bytes_in", "Bytes received from clients", registry=registry)
-        self.bytes_out = Counter("framegate_bytes_out", "Bytes sent to clients", registry=registry)
-        self.frames_fragmented = Counter(
-            "framegate_frames_fragmented", "Continuation-carrying frames received from clients", registry=registry
+        self.bytes_in = FastCounterFamily(
+            "framegate_bytes_in", "WebSocket bytes received from clients after the upgrade", (), registry
+        ).labels()
+        self.bytes_out = FastCounterFamily(
+            "framegate_bytes_out", "WebSocket bytes sent to clients after the upgrade", (), registry
+        ).labels()
+        self.frames_fragmented = SummedCounter(
+            "framegate_frames_fragmented",
+            "Messages sent to clients split into several frames (over the frame cap)",
         )
+        registry.register(self.frames_fragmented)
         self.messages_reassembled = Counter(
-            "framegate_messages_reassembled", "Client messages reassembled from several frames", registry=registry
+            "framegate_messages_reassembled",
+            "Client messages reassembled from several frames; added at close",
+            registry=registry,
         )
         self._closes = Counter(
             "framegate_closes", "Client connections closed, by close code (1009: too big)", ["code"], registry=registry
@@ -161,6 +234,12 @@ class GatewayMetrics:
     def throttled(self, level: str) -> Counter:
         """The throttled-requests child for a level from ``proxy.throttle.LEVELS``."""
         return self._throttled_children[level]
+
+
+@cache
+def default_metrics() -> GatewayMetrics:
+    """The process-wide ``GatewayMetrics`` on ``REGISTRY`` (a registry takes one)."""
+    return GatewayMetrics(REGISTRY)
 
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:

@@ -59,9 +59,7 @@ def stage(name: str, deployment_id: str, variables: Mapping[str, str] | None = N
     return Stage(name, CREATED, CREATED, deployment_id=deployment_id, stage_variables=dict(variables or {}))
 
 
-def api_entry(
-    api_id: str, stages: Mapping[str, tuple[Snapshot, Mapping[str, str]]], name: str = "test"
-) -> ApiEntry:
+def api_entry(api_id: str, stages: Mapping[str, tuple[Snapshot, Mapping[str, str]]], name: str = "test") -> ApiEntry:
     """An API whose every stage has its own deployment of the given snapshot and variables."""
     api = Api(api_id, name, CREATED, "$request.body.action")
     deployments = {f"dep-{s}": Deployment(f"dep-{s}", CREATED, snap) for s, (snap, _) in stages.items()}

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,9 +46,7 @@ class Framegate:
     codec: str
     db_path: Path
     log_path: Path
-    pid: int
-    process: asyncio.subprocess.Process | None = field(default=None, compare=False, repr=False)
-    """The child itself, for tests that signal it and read its exit status."""
+    process: asyncio.subprocess.Process
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -73,7 +71,7 @@ async def framegate(tmp_path: Path, *flags: str, codec: str = "python") -> Async
         match = READY.search(line)
         assert match, f"no ready line: {line!r}; log: {log_path.read_text()[-2000:]}"
         assert match["codec"] == codec
-        yield Framegate(match["data"], match["admin"], codec, db_path, log_path, process.pid, process)
+        yield Framegate(match["data"], match["admin"], codec, db_path, log_path, process)
     finally:
         if process.returncode is None:
             process.terminate()
