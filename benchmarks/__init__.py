@@ -1,1 +1,1 @@
-"""framegate benchmarks: ``micro/`` (pytest-benchmark, codec level) and ``python -m benchmarks.run`` (end to end, with peers)."""
+"""framegate benchmarks: ``micro/`` (pytest-benchmark) and ``python -m benchmarks.run`` (end to end, peers)."""

@@ -62,15 +62,15 @@ def _framegate_operation(implementation: str, operation: str, size: int) -> Oper
     if operation == "decode":
         decoder, stream = module.FrameDecoder(server_side=True), client_stream(size)
         return lambda: decoder.feed(stream)
-    encoder, data = module.FrameEncoder(client_side=True), payload(size)
-    return lambda: encoder.message(Opcode.BINARY, data)
+    encoder, data, binary = module.FrameEncoder(client_side=True), payload(size), int(Opcode.BINARY)
+    return lambda: encoder.message(binary, data)
 
 
 def _wsproto_decode(parser: FrameProtocol, stream: bytes) -> list[tuple[int, bytes]]:
     """wsproto yields frames; joining their payloads is the reassembly our codec does."""
     parser.receive_bytes(stream)
     parts = [frame.payload for frame in parser.received_frames()]
-    return [(Opcode.BINARY, b"".join(parts))]
+    return [(Opcode.BINARY, b"".join(part for part in parts if isinstance(part, bytes | bytearray)))]
 
 
 def _wsproto_encode(writer: FrameProtocol, data: bytes) -> bytes:

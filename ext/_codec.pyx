@@ -26,6 +26,7 @@ import os
 from proxy.errors import PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Opcode, is_valid_close_code
 from proxy.limits import (
+    CODEC_RETAINED_BUFFER_BYTES,
     MASK_KEY_POOL_BYTES,
     MAX_CLOSE_REASON_BYTES,
     MAX_CONTROL_PAYLOAD_BYTES,
@@ -53,6 +54,7 @@ cdef enum:
 cdef Py_ssize_t MAX_CONTROL = MAX_CONTROL_PAYLOAD_BYTES
 cdef Py_ssize_t MAX_REASON = MAX_CLOSE_REASON_BYTES
 cdef Py_ssize_t KEY_POOL = MASK_KEY_POOL_BYTES
+cdef Py_ssize_t RETAINED_BUFFER = CODEC_RETAINED_BUFFER_BYTES
 cdef uint64_t ASCII_HIGH_BITS = 0x8080808080808080ULL
 cdef uint64_t TOP_BIT = 1ULL << 63
 
@@ -161,6 +163,14 @@ cdef int _reserve(uint8_t** buf, Py_ssize_t* cap, Py_ssize_t needed) except -1:
     return 0
 
 
+cdef inline void _release_if_large(uint8_t** buf, Py_ssize_t* cap) noexcept nogil:
+    """Free an emptied buffer that grew past ``RETAINED_BUFFER``; small ones are kept for reuse."""
+    if cap[0] > RETAINED_BUFFER:
+        free(buf[0])
+        buf[0] = NULL
+        cap[0] = 0
+
+
 cdef int _check_close_body(bytes payload) except -1:
     """RFC 6455 5.5.1 / 7.4: a close body is empty or a valid code plus UTF-8."""
     cdef Py_ssize_t n = len(payload)
@@ -253,6 +263,8 @@ cdef class FrameDecoder:
                 self._pending_len -= consumed
                 if consumed and self._pending_len:
                     memmove(self._pending, self._pending + consumed, self._pending_len)
+                elif not self._pending_len:
+                    _release_if_large(&self._pending, &self._pending_cap)
         except ProtocolError as exc:
             self._closed = True
             self._pending_len = 0
@@ -375,6 +387,7 @@ cdef class FrameDecoder:
                     (self._message_opcode, PyBytes_FromStringAndSize(<char*>self._fragments, self._fragments_len))
                 )
                 self._fragments_len = 0
+                _release_if_large(&self._fragments, &self._fragments_cap)
                 self._message_opcode = 0
                 self._text = False
                 if self._frame_count > 1:
@@ -423,7 +436,7 @@ cdef class FrameEncoder:
         self.max_frame = max_frame
         self.fragmented = 0
 
-    def message(self, opcode, payload, mask_key=None):
+    def message(self, int opcode, payload, mask_key=None):
         """Encode a TEXT or BINARY message as one or more frames, ready to write.
 
         Args:
@@ -460,7 +473,7 @@ cdef class FrameEncoder:
     def pong(self, payload=b""):
         return self._control(OP_PONG, payload)
 
-    def _control(self, opcode, payload):
+    def _control(self, int opcode, payload):
         cdef Py_buffer view
         if len(payload) > MAX_CONTROL:
             raise ValueError("control frame payload over 125 bytes")

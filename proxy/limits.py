@@ -17,6 +17,9 @@ MAX_CONTROL_PAYLOAD_BYTES: Final = 125
 """RFC 6455 5.5: control frames carry at most 125 payload bytes."""
 MAX_CLOSE_REASON_BYTES: Final = MAX_CONTROL_PAYLOAD_BYTES - 2
 """A close body is a 2-byte code plus the reason."""
+CODEC_RETAINED_BUFFER_BYTES: Final = 4096
+"""A decoder frees its carry-over and reassembly buffers once empty if they grew past this,
+so thousands of idle connections do not each keep a 128 KiB high-water buffer."""
 MASK_KEY_POOL_BYTES: Final = 1024
 """Client-role encoders draw mask keys from os.urandom this many bytes (256 keys) at a time:
 one syscall per frame cost more than framing a small message."""

@@ -30,7 +30,12 @@ event costs one dict lookup and one ``inc()``, never a label resolution.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from functools import cache
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from proxy.limits import LATENCY_BUCKETS_S
 from proxy.throttle import LEVELS
@@ -40,6 +45,26 @@ REGISTRY = CollectorRegistry()
 
 STAGE_LABELS = ("api_id", "stage")
 ROUTE_LABELS = ("api_id", "stage", "route")
+
+
+class SummedCounter(Collector):
+    """A counter whose value is read at scrape time from counters kept elsewhere.
+
+    The frame encoders already count what they fragment; reading their plain
+    ints when ``/metrics`` is scraped costs the hot path nothing.
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._sources: list[Callable[[], float]] = []
+
+    def add_source(self, source: Callable[[], float]) -> None:
+        """Include ``source()`` (a monotonically growing count) in the total."""
+        self._sources.append(source)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=sum(source() for source in self._sources))
 
 
 class _AwsFamilies:
@@ -102,13 +127,21 @@ class GatewayMetrics:
         self.open_connections = Gauge(
             "framegate_open_connections", "Client WebSocket connections currently open", registry=registry
         )
-        self.bytes_in = Counter("framegate_bytes_in", "Bytes received from clients", registry=registry)
-        self.bytes_out = Counter("framegate_bytes_out", "Bytes sent to clients", registry=registry)
-        self.frames_fragmented = Counter(
-            "framegate_frames_fragmented", "Continuation-carrying frames received from clients", registry=registry
+        self.bytes_in = Counter(
+            "framegate_bytes_in", "WebSocket bytes received from clients after the upgrade", registry=registry
         )
+        self.bytes_out = Counter(
+            "framegate_bytes_out", "WebSocket bytes sent to clients after the upgrade", registry=registry
+        )
+        self.frames_fragmented = SummedCounter(
+            "framegate_frames_fragmented",
+            "Messages sent to clients split into several frames (over the frame cap)",
+        )
+        registry.register(self.frames_fragmented)
         self.messages_reassembled = Counter(
-            "framegate_messages_reassembled", "Client messages reassembled from several frames", registry=registry
+            "framegate_messages_reassembled",
+            "Client messages reassembled from several frames; added at close",
+            registry=registry,
         )
         self._closes = Counter(
             "framegate_closes", "Client connections closed, by close code (1009: too big)", ["code"], registry=registry
@@ -161,6 +194,12 @@ class GatewayMetrics:
     def throttled(self, level: str) -> Counter:
         """The throttled-requests child for a level from ``proxy.throttle.LEVELS``."""
         return self._throttled_children[level]
+
+
+@cache
+def default_metrics() -> GatewayMetrics:
+    """The process-wide ``GatewayMetrics`` on ``REGISTRY`` (a registry takes one)."""
+    return GatewayMetrics(REGISTRY)
 
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:

@@ -79,7 +79,9 @@ def test_gateway_counters_closes_by_code_and_throttling_by_level(registry: Colle
     metrics.open_connections.dec()
     metrics.bytes_in.inc(100)
     metrics.bytes_out.inc(40)
-    metrics.frames_fragmented.inc(3)
+    encoders = [3, 4]
+    metrics.frames_fragmented.add_source(lambda: encoders[0])
+    metrics.frames_fragmented.add_source(lambda: encoders[1])
     metrics.messages_reassembled.inc()
     metrics.close(1009).inc()
     metrics.close(1000).inc(2)
@@ -90,7 +92,9 @@ def test_gateway_counters_closes_by_code_and_throttling_by_level(registry: Colle
     assert samples[("framegate_open_connections", ())] == 1
     assert samples[("framegate_bytes_in_total", ())] == 100
     assert samples[("framegate_bytes_out_total", ())] == 40
-    assert samples[("framegate_frames_fragmented_total", ())] == 3
+    assert samples[("framegate_frames_fragmented_total", ())] == 7
+    encoders[0] += 1
+    assert scrape(registry)[("framegate_frames_fragmented_total", ())] == 8  # read at scrape time
     assert samples[("framegate_messages_reassembled_total", ())] == 1
     assert samples[("framegate_closes_total", (("code", "1009"),))] == 1
     assert samples[("framegate_closes_total", (("code", "1000"),))] == 2

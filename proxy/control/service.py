@@ -43,6 +43,7 @@ from proxy.control.model import (
     Snapshot,
     Stage,
 )
+from proxy.control.routing import validate_stage_variables
 from proxy.errors import BadRequestException, ConflictException, NotFoundException, TooManyRequestsException
 from proxy.store import base
 from proxy.store.base import Change, Delete, Put, Store
@@ -55,8 +56,6 @@ NewId = Callable[[], str]
 WEBSOCKET = "WEBSOCKET"
 API_KEY_SELECTION_EXPRESSIONS = frozenset({"$request.header.x-api-key", "$context.authorizer.usageIdentifierKey"})
 AUTO_DEPLOY_DESCRIPTION = "Automatic deployment triggered by changes to the Api configuration"
-_STAGE_VARIABLE_NAME = re.compile(r"[A-Za-z0-9_]+")
-_STAGE_VARIABLE_VALUE = re.compile(r"[A-Za-z0-9\-._~:/?#&=,]+")
 _MAPPING_KEY = re.compile(r"[A-Za-z0-9$\-_.+!*'()/]*")
 _INTEGRATION_RESPONSE_KEY = re.compile(r"\$default|/.+/")
 _ARN = re.compile(r"arn:aws:apigateway:[^:]*::/(apis/(?P<api>[^/]+)(/stages/(?P<stage>[^/]+))?|domainnames/(?P<dn>.+))")
@@ -142,19 +141,6 @@ def merge_route_settings(
     for key, settings in new.items():
         merged[key] = merge_settings(merged.get(key, RouteSettings()), settings)
     return merged
-
-
-def validate_stage_variables(variables: Mapping[str, str]) -> None:
-    """AWS rules: names ``[A-Za-z0-9_]``, values ``[A-Za-z0-9-._~:/?#&=,]``, count and length quotas."""
-    if len(variables) > limits.MAX_STAGE_VARIABLES:
-        raise BadRequestException(f"A stage may have at most {limits.MAX_STAGE_VARIABLES} stage variables")
-    for name, value in variables.items():
-        if len(name) > limits.MAX_STAGE_VARIABLE_NAME_CHARS or not _STAGE_VARIABLE_NAME.fullmatch(name):
-            raise BadRequestException(f"Stage variable name {name!r} must match [A-Za-z0-9_]+ (max 64 characters)")
-        if len(value) > limits.MAX_STAGE_VARIABLE_VALUE_CHARS or not _STAGE_VARIABLE_VALUE.fullmatch(value):
-            raise BadRequestException(
-                f"Stage variable value {value!r} for {name} must match [A-Za-z0-9-._~:/?#&=,]+ (max 512 characters)"
-            )
 
 
 def _validate_access_log(settings: AccessLogSettings | None) -> None:

@@ -80,6 +80,7 @@ class Gateway:
         self.observer = observer
         self.server_encoder = FrameEncoder(client_side=False, max_frame=config.max_frame)
         self.client_encoder = FrameEncoder(client_side=True, max_frame=config.max_frame)
+        observer.metrics.frames_fragmented.add_source(lambda: self.server_encoder.fragmented)
         self.connections: set[ClientConnection] = set()
         self._idle: asyncio.Event | None = None
 
@@ -173,7 +174,8 @@ class ClientConnection(asyncio.Protocol):
         self._pending.clear()
         if was_open and self._session is not None and self._observer is not None:
             context = self._session.disconnect()
-            self._observer.closed(self._current_stage(), self._close_code, context)
+            reassembled = self._decoder.reassembled if self._decoder is not None else 0
+            self._observer.closed(self._current_stage(), self._close_code, context, reassembled=reassembled)
         self._transport = None
         self._gateway.forget(self)
 
@@ -271,7 +273,7 @@ class ClientConnection(asyncio.Protocol):
             ("X-Forwarded-For", self._forwarded_for),
         ]
         config = self._config
-        metrics = self._gateway.observer.metrics
+        observer = self._gateway.observer
         started = self._loop.time()
         try:
             upstream, _accepted = await open_upstream(
@@ -280,13 +282,12 @@ class ClientConnection(asyncio.Protocol):
                 ClientHandshake(forward.url, headers, subprotocols),
                 self._gateway.client_encoder,
                 timeout_s=forward.timeout_s,
-                max_frame=config.max_frame,
                 max_message=config.max_message,
             )
         except HandshakeError:
-            metrics.upstream_connect_failures.inc()
+            observer.upstream_failed()
             raise
-        metrics.upstream_connect_latency.observe(self._loop.time() - started)
+        observer.upstream_opened(target.api.api_id, target.stage, self._loop.time() - started)
         self._upstreams[forward.url] = upstream
         if self._writing_paused and upstream.flow is not None:
             upstream.flow.pause()
@@ -322,6 +323,9 @@ class ClientConnection(asyncio.Protocol):
         self, status: int, message: str, headers: Sequence[tuple[str, str]] = (), body: str | None = None
     ) -> None:
         """Answer the upgrade with an HTTP error and close."""
+        session = self._session
+        if session is not None and status != HTTPStatus.TOO_MANY_REQUESTS:  # admit_connect counted 429s
+            self._gateway.observer.refused(session.target.api.api_id, session.target.stage, status)
         transport = self._transport
         self._state = _CLOSING
         if transport is None or transport.is_closing():
@@ -334,7 +338,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _frames(self, data: bytes) -> None:
         decoder = self._decoder
-        assert decoder is not None
+        assert decoder is not None and self._observer is not None
+        self._observer.bytes_in.inc(len(data))
         self._last_activity = self._loop.time()
         try:
             events = decoder.feed(data)
@@ -435,6 +440,8 @@ class ClientConnection(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self._transport is not None:
             self._transport.write(data)
+            if self._observer is not None:
+                self._observer.bytes_out.inc(len(data))
 
     def _current_stage(self) -> Stage:
         """The stage as the catalog has it now: route settings apply to open connections too."""

@@ -28,7 +28,7 @@ from typing import Final, Protocol
 from proxy.accesslog import MISSING, render_access_line
 from proxy.config import Config
 from proxy.control.model import CONNECT, DISCONNECT, RouteSettings, Stage
-from proxy.metrics import GatewayMetrics, StageMetrics
+from proxy.metrics import GatewayMetrics, StageMetrics, default_metrics
 from proxy.server.logsink import ExecutionLog, LogSinks, default_log_dir
 from proxy.throttle import Throttler, effective_route_settings
 
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 THROTTLED_CONNECT_BODY: Final = '{"message": "Too Many Requests"}'
 """AWS's body for a throttled handshake (HTTP 429)."""
+_EXECUTION_FAILURES: Final = frozenset({500, 502, 504})
+"""``$connect`` statuses meaning the gateway could not call the integration (ExecutionError)."""
 STATUS_OK: Final = "200"
 STATUS_THROTTLED: Final = "429"
 
@@ -68,7 +70,8 @@ class Observer:
     Args:
         config: account limits, data-trace length, log directory.
         clock: monotonic seconds for the throttler.
-        metrics: collectors (a fresh registry in tests; ``REGISTRY`` by default).
+        metrics: collectors (a fresh registry in tests; the process-wide
+            ``default_metrics()`` on ``REGISTRY`` otherwise).
     """
 
     def __init__(
@@ -85,7 +88,7 @@ class Observer:
             account_rate=config.account_rate_limit,
             new_connections_per_s=config.new_connections_per_s,
         )
-        self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self.metrics = metrics if metrics is not None else default_metrics()
         self.sinks = sinks if sinks is not None else LogSinks(config.log_dir or default_log_dir(config.db_path))
         self.execution = ExecutionLog(config.data_trace_max_bytes)
 
@@ -126,6 +129,28 @@ class Observer:
         logger.info("connected connectionId=%s apiId=%s stage=%s", connection_id, api_id, stage.stage_name)
         return ConnectionObserver(self, api_id, stage, connection_id)
 
+    def refused(self, api_id: str, stage: Stage, status: int) -> None:
+        """``$connect`` failed after throttling admitted it (429s are counted by ``admit_connect``).
+
+        The gateway failing to call the integration (500 template error, 502
+        unreachable, 504 timeout) is an ExecutionError; any other status is
+        the integration's answer, an IntegrationError.
+        """
+        stage_metrics = self.metrics.stage(api_id, stage.stage_name)
+        if status in _EXECUTION_FAILURES:
+            stage_metrics.execution_error.inc()
+        else:
+            stage_metrics.integration_error.inc()
+
+    def upstream_opened(self, api_id: str, stage: Stage, seconds: float) -> None:
+        """An upstream (integration) connection was established in ``seconds``."""
+        self.metrics.upstream_connect_latency.observe(seconds)
+        self.metrics.stage(api_id, stage.stage_name).integration_latency.observe(seconds)
+
+    def upstream_failed(self) -> None:
+        """An upstream refused, could not be reached or timed out (``refused`` classifies it)."""
+        self.metrics.upstream_connect_failures.inc()
+
     def access_log(self, stage: Stage, context: HasVariables, status: str) -> None:
         """One access-log line for ``stage``, if it has ``AccessLogSettings``."""
         settings = stage.access_log_settings
@@ -144,13 +169,26 @@ class Observer:
 class ConnectionObserver:
     """Per-connection observability: cached metric children and route settings."""
 
-    __slots__ = ("_observer", "_routes", "_stage", "api_id", "connection_id", "stage_metrics")
+    __slots__ = (
+        "_observer",
+        "_routes",
+        "_stage",
+        "api_id",
+        "bytes_in",
+        "bytes_out",
+        "connection_id",
+        "stage_metrics",
+    )
 
     def __init__(self, observer: Observer, api_id: str, stage: Stage, connection_id: str) -> None:
         self._observer = observer
         self.api_id = api_id
         self.connection_id = connection_id
         self.stage_metrics = observer.metrics.stage(api_id, stage.stage_name)
+        self.bytes_in = observer.metrics.bytes_in
+        """``bytes_in.inc(n)`` per read of client frames."""
+        self.bytes_out = observer.metrics.bytes_out
+        """``bytes_out.inc(n)`` per write of frames to the client."""
         self._stage = stage
         self._routes: dict[str, _RouteView] = {}
 
@@ -208,11 +246,19 @@ class ConnectionObserver:
         """One message went to the client (MessageCount counts both directions)."""
         self.stage_metrics.message_count.inc()
 
-    def closed(self, stage: Stage, code: int, context: HasVariables) -> None:
-        """The connection ended with close ``code``: count it and write the DISCONNECT line."""
+    def closed(self, stage: Stage, code: int, context: HasVariables, *, reassembled: int = 0) -> None:
+        """The connection ended with close ``code``: count it and write the DISCONNECT line.
+
+        Args:
+            reassembled: messages the connection's decoder joined from several
+                frames (the codec's own counter, added once here, not per frame).
+        """
         observer = self._observer
-        observer.metrics.open_connections.dec()
-        observer.metrics.close(code).inc()
+        metrics = observer.metrics
+        metrics.open_connections.dec()
+        metrics.close(code).inc()
+        if reassembled:
+            metrics.messages_reassembled.inc(reassembled)
         if stage.access_log_settings is not None:
             observer.access_log(stage, context, STATUS_OK)
         logger.info("disconnected connectionId=%s route=%s code=%d", self.connection_id, DISCONNECT, code)

@@ -19,7 +19,7 @@ from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import HandshakeError, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, UpstreamAccepted
-from proxy.limits import CLOSE_TIMEOUT_S
+from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
 from proxy.server.flow import FlowControl
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
@@ -49,13 +49,14 @@ class Upstream(asyncio.Protocol):
         owner: UpstreamOwner,
         handshake: ClientHandshake,
         encoder: FrameEncoder,
-        max_frame: int,
         max_message: int,
     ) -> None:
         self._owner = owner
         self._handshake: ClientHandshake | None = handshake
         self._encoder = encoder
-        self._decoder = FrameDecoder(server_side=False, max_frame=max_frame, max_message=max_message)
+        # Backends are ours to trust with frame sizes: only the message cap applies
+        # to what they send; the client gets it re-fragmented to the frame cap.
+        self._decoder = FrameDecoder(server_side=False, max_frame=max_message, max_message=max_message)
         self._transport: asyncio.Transport | None = None
         self._closing = False
         self._reported = False
@@ -158,9 +159,9 @@ class Upstream(asyncio.Protocol):
     def _protocol_error(self, exc: ProtocolError) -> None:
         if self._transport is not None and not self._closing:
             self._closing = True
-            self._transport.write(self._encoder.close(exc.close_code, str(exc)[:100]))
+            self._transport.write(self._encoder.close(exc.close_code, str(exc)[:MAX_CLOSE_REASON_BYTES]))
             self._transport.close()
-        self._report(None, f"backend protocol error: {exc}")
+        self._report(CloseCode.INTERNAL_ERROR, f"Backend protocol error: {exc}"[:MAX_CLOSE_REASON_BYTES])
 
     def _report(self, code: int | None, reason: str) -> None:
         if not self._reported:
@@ -192,7 +193,6 @@ async def open_upstream(
     encoder: FrameEncoder,
     *,
     timeout_s: float,
-    max_frame: int,
     max_message: int,
 ) -> tuple[Upstream, UpstreamAccepted]:
     """Connect and upgrade within ``timeout_s`` (the integration timeout).
@@ -207,7 +207,7 @@ async def open_upstream(
 
     def factory() -> Upstream:
         nonlocal upstream
-        upstream = Upstream(owner, handshake, encoder, max_frame, max_message)
+        upstream = Upstream(owner, handshake, encoder, max_message)
         return upstream
 
     try:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +23,8 @@ from proxy.control.plane import ControlPlane, open_control_plane
 from proxy.metrics import exposition
 from proxy.server.admin import Exposition, start_admin_server
 
+ROOT = Path(__file__).resolve().parents[2]
+STOP_TIMEOUT_S = 15.0
 DUMMY_CREDENTIALS = {"aws_access_key_id": "x", "aws_secret_access_key": "x", "region_name": "us-east-1"}
 
 
@@ -80,3 +86,48 @@ def make_proxy_route(client: Any, api_id: str, uri: str, route_key: str = "$defa
     target = f"integrations/{integration['IntegrationId']}"
     route = client.create_route(ApiId=api_id, RouteKey=route_key, Target=target)
     return route["RouteId"], integration["IntegrationId"]
+
+
+@dataclass
+class Gateway:
+    """A running ``framegate serve``: its addresses (from the ready line) and a boto3 client."""
+
+    process: subprocess.Popen[str]
+    data: str
+    admin: str
+    db: str
+    client: Any
+
+
+@contextmanager
+def framegate(tmp_path: Path, *args: str, db: str | None = None) -> Iterator[Gateway]:
+    """``framegate serve`` on ephemeral ports; stopped by PID (SIGTERM, then SIGKILL) unless already dead."""
+    db = db or str(tmp_path / "framegate.db")
+    command = [sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0", "--db", db, *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    client = None
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("framegate ready"), line
+        fields = dict(part.split("=", 1) for part in line.split()[2:])
+        assert fields["db"] == db
+        client = boto3.client("apigatewayv2", endpoint_url=fields["admin"], **DUMMY_CREDENTIALS)
+        yield Gateway(process, fields["data"], fields["admin"], db, client)
+    finally:
+        if client is not None:
+            client.close()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()

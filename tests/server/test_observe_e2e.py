@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -23,28 +22,20 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import InvalidStatus
 
+from tests.helpers.backends import Recorder, echo_backend, refusing_backend
+from tests.helpers.servers import Framegate, framegate
 from tests.test_metrics import Labels, parse
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("aws") is None, reason="aws CLI not installed"),
 ]
-pytest.importorskip("proxy.server.app", reason="the data-plane gateway (proxy/server/app.py) is not merged yet")
-ROOT = Path(__file__).resolve().parents[2]
-READY = re.compile(r"framegate ready data=(?P<data>ws://\S+) admin=(?P<admin>http://\S+) ")
-START_CEILING_S = 30.0
 CALL_CEILING_S = 60.0
 POLL_LIMIT = 200
 """Bounded polls of /metrics while the gateway finishes a close (each poll is one HTTP round trip)."""
 TOO_MANY = "Too Many Requests"
-
-
-async def echo(connection: ServerConnection) -> None:
-    async for message in connection:
-        await connection.send(message)
 
 
 @dataclass
@@ -52,6 +43,8 @@ class Gateway:
     data: str
     admin: str
     db_path: Path
+    log_path: Path
+    """The server's stderr (its logs, execution logs included)."""
     api_id: str = ""
 
     async def aws(self, *args: str) -> dict[str, object]:
@@ -97,30 +90,19 @@ class Gateway:
 
 @asynccontextmanager
 async def running_gateway(tmp_path: Path, *flags: str) -> AsyncIterator[Gateway]:
-    """Echo backend in this loop, ``framegate serve --backend`` in a subprocess, stopped by PID."""
-    async with serve(echo, "127.0.0.1", 0) as backend:
-        port = backend.sockets[0].getsockname()[1]
-        db_path = tmp_path / "framegate.db"
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0",
-            "--db", str(db_path), "--backend", f"ws://127.0.0.1:{port}", *flags,
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            assert process.stdout is not None
-            line = (await asyncio.wait_for(process.stdout.readline(), START_CEILING_S)).decode()
-            match = READY.search(line)
-            assert match, f"no ready line: {line!r}"
-            gateway = Gateway(match["data"], match["admin"], db_path)
-            apis = await gateway.aws("get-apis")
-            items = apis["Items"]
-            assert isinstance(items, list)
-            (gateway.api_id,) = [item["ApiId"] for item in items if item["Name"] == "quickstart"]
-            yield gateway
-        finally:
-            if process.returncode is None:
-                process.terminate()
-            await asyncio.wait_for(process.wait(), START_CEILING_S)
+    """A ``websockets`` echo backend, fronted by ``framegate serve --backend`` (stopped by PID)."""
+    async with echo_backend(Recorder()) as backend, framegate(tmp_path, "--backend", backend, *flags) as server:
+        yield await attach(server)
+
+
+async def attach(server: Framegate) -> Gateway:
+    """Observe ``server``: find the ``--backend`` quickstart API through the aws CLI."""
+    gateway = Gateway(server.data, server.admin, server.db_path, server.log_path)
+    apis = await gateway.aws("get-apis")
+    items = apis["Items"]
+    assert isinstance(items, list)
+    (gateway.api_id,) = [item["ApiId"] for item in items if item["Name"] == "quickstart"]
+    return gateway
 
 
 async def test_metrics_count_connects_messages_bytes_and_closes(tmp_path: Path) -> None:
@@ -231,3 +213,31 @@ async def test_access_log_lines_match_the_stage_format(tmp_path: Path) -> None:
     ]
     assert all(re.fullmatch(r"[A-Za-z0-9+/]{15}=", e["requestId"]) for e in entries)
     assert len({e["requestId"] for e in entries}) == 3
+
+
+async def test_data_trace_writes_execution_lines_with_truncated_payloads(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, "--data-trace-max-bytes", "8") as gateway:
+        settings = {"$default": {"LoggingLevel": "INFO", "DataTraceEnabled": True}}
+        await gateway.update_prod("--route-settings", json.dumps(settings))
+        async with connect(f"{gateway.data}/prod") as client:
+            await client.send('{"action":"traced-payload"}')
+            assert await client.recv() == '{"action":"traced-payload"}'
+        # logging writes and flushes each execution line before the message is forwarded
+        lines = [line for line in gateway.log_path.read_text().splitlines() if " framegate.execution " in line]
+    assert len(lines) == 2, lines
+    received = r"INFO framegate\.execution \(\S{16}\) connectionId=\S{16} routeKey=\$default request received$"
+    assert re.search(received, lines[0])
+    assert lines[1].endswith('Method request body before transformations: {"action... [truncated, 27 bytes]')
+
+
+async def test_integration_refusing_connect_counts_an_integration_error(tmp_path: Path) -> None:
+    async with refusing_backend(401) as backend, framegate(tmp_path, "--backend", backend) as server:
+        gateway = await attach(server)
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"{gateway.data}/prod")
+        samples = await gateway.scrape()
+    assert refused.value.response.status_code == 401
+    labels = gateway.stage_labels()
+    assert samples[("framegate_connect_count_total", labels)] == 1
+    assert samples[("framegate_integration_error_total", labels)] == 1
+    assert samples[("framegate_upstream_connect_failures_total", ())] == 1

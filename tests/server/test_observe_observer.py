@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from proxy.config import Config
 from proxy.control.context import CONNECT_EVENT, RequestContext
 from proxy.control.model import CONNECT, AccessLogSettings, RouteSettings, Stage
-from proxy.metrics import GatewayMetrics
+from proxy.metrics import REGISTRY, GatewayMetrics, default_metrics
 from proxy.server.logsink import EXECUTION_LOGGER
 from proxy.server.observer import Observer
 from tests.test_metrics import scrape
@@ -192,3 +192,32 @@ def test_a_real_request_context_renders_with_the_gateway_status(observer: Observ
     )
     observer.connected(API, stage, "c1", context)
     assert (tmp_path / "access.log").read_text() == "req-9 CONNECT $connect 200 127.0.0.1\n"
+
+
+def test_refusals_and_upstream_outcomes_land_in_aws_error_metrics(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    stage = stage_with(tmp_path)
+    observer.refused(API, stage, 403)  # the integration's answer
+    observer.refused(API, stage, 401)
+    observer.refused(API, stage, 502)  # the integration could not be reached
+    observer.upstream_failed()
+    observer.upstream_opened(API, stage, 0.004)
+    assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 0
+    assert sample(registry, "framegate_integration_error_total", api_id=API, stage="dev") == 2
+    assert sample(registry, "framegate_execution_error_total", api_id=API, stage="dev") == 1
+    assert sample(registry, "framegate_upstream_connect_failures_total") == 1
+    assert sample(registry, "framegate_upstream_connect_latency_seconds_count") == 1
+    assert sample(registry, "framegate_integration_latency_seconds_count", api_id=API, stage="dev") == 1
+
+
+def test_codec_counters_are_added_at_close(observer: Observer, registry: CollectorRegistry, tmp_path: Path) -> None:
+    stage = stage_with(tmp_path)
+    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
+    connection.closed(stage, 1000, Context("DISCONNECT"), reassembled=5)
+    assert sample(registry, "framegate_messages_reassembled_total") == 5
+
+
+def test_default_metrics_are_one_per_process() -> None:
+    assert default_metrics() is default_metrics()
+    assert default_metrics().registry is REGISTRY

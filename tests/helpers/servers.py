@@ -1,0 +1,78 @@
+"""Start ``framegate serve`` as a subprocess on ephemeral ports and stop it by PID.
+
+Tests talk to it only over loopback sockets, with independent clients (the
+``websockets`` library, raw sockets, boto3, the aws CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+READY = re.compile(
+    r"framegate ready data=(?P<data>ws://\S+) admin=(?P<admin>http://\S+) codec=(?P<codec>\w+) db=(?P<db>\S+)"
+)
+START_CEILING_S = 30.0
+"""Ceiling for the ready line (a loaded 2-core CI box imports slowly); never a synchronisation device."""
+CODECS = ("cython", "python")
+
+
+def codec_env(codec: str) -> dict[str, str]:
+    """The environment that makes a server run ``codec``; skips cython when it is not built."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("FRAMEGATE_PURE", None)
+    if codec == "python":
+        env["FRAMEGATE_PURE"] = "1"
+    elif not list((ROOT / "proxy").glob("_codec*.so")) and os.environ.get("FRAMEGATE_REQUIRE_EXT") != "1":
+        pytest.skip("Cython codec not built (python setup.py build_ext --inplace)")
+    return env
+
+
+@dataclass(frozen=True)
+class Framegate:
+    data: str
+    """``ws://HOST:PORT`` of the data plane."""
+    admin: str
+    """``http://HOST:PORT`` of the control plane and /metrics."""
+    codec: str
+    db_path: Path
+    log_path: Path
+    pid: int
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, port = self.data.removeprefix("ws://").rsplit(":", 1)
+        return host, int(port)
+
+
+@asynccontextmanager
+async def framegate(tmp_path: Path, *flags: str, codec: str = "python") -> AsyncIterator[Framegate]:
+    """Run ``framegate serve --port 0 --admin-port 0 --db tmp/framegate.db *flags`` until the block ends."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    db_path = tmp_path / "framegate.db"
+    log_path = tmp_path / "framegate.log"
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0", "--db", str(db_path), *flags,
+            cwd=ROOT, env=codec_env(codec), stdout=asyncio.subprocess.PIPE, stderr=log,
+        )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), START_CEILING_S)).decode()
+        match = READY.search(line)
+        assert match, f"no ready line: {line!r}; log: {log_path.read_text()[-2000:]}"
+        assert match["codec"] == codec
+        yield Framegate(match["data"], match["admin"], codec, db_path, log_path, process.pid)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), START_CEILING_S)
