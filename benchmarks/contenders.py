@@ -65,7 +65,10 @@ def _framegate(env: dict[str, str]) -> Starter:
             with ReadyProcess(argv, "framegate ready", env=env, cpu=cpu) as proc:
                 _lift_stage_limits(proc.ready_line.split("admin=", 1)[1].split()[0])
                 codec = proc.ready_line.rsplit("codec=", 1)[-1].split()[0] if "codec=" in proc.ready_line else "?"
-                yield Running(proc.url + STAGE_PATH, proc.pid, f"codec={codec}")
+                note = f"codec={codec}"
+                if codec != "cython" and "FRAMEGATE_PURE" not in env:
+                    note += " (Cython codec not built: python setup.py build_ext --inplace)"
+                yield Running(proc.url + STAGE_PATH, proc.pid, note)
 
     return start
 
