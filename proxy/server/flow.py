@@ -36,3 +36,40 @@ class FlowControl:
         self._pauses -= 1
         if self._pauses == 0 and not self._transport.is_closing():
             self._transport.resume_reading()
+
+
+class Outbox:
+    """All writes to one transport, coalesced while corked into one ``write`` (one syscall).
+
+    The gateway corks the *other* side's outbox while it handles one read, so
+    the 32 messages of a pipelined read leave in one send instead of 32. Every
+    write to the transport goes through here, so order is kept; ``flush``
+    before closing it.
+    """
+
+    __slots__ = ("_corked", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+        self._corked = False
+
+    def write(self, data: bytes) -> None:
+        if self._corked:
+            self._pending.append(data)
+        else:
+            self._transport.write(data)
+
+    def cork(self) -> None:
+        self._corked = True
+
+    def uncork(self) -> None:
+        self._corked = False
+        self.flush()
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self._pending = []
+            if not self._transport.is_closing():
+                self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))

@@ -34,7 +34,7 @@ from proxy.errors import HandshakeError, IntegrationError, NotFoundException, Pr
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest, error_body, http_response
 from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
-from proxy.server.flow import FlowControl
+from proxy.server.flow import FlowControl, Outbox
 from proxy.server.observer import THROTTLED_CONNECT_BODY, ConnectionObserver, Observer
 from proxy.server.upstream import Upstream, open_upstream
 from proxy.session import Client, Close, Decision, Forward, Reply, Session
@@ -117,6 +117,7 @@ class ClientConnection(asyncio.Protocol):
         self._state = _HANDSHAKE
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
+        self._out: Outbox | None = None
         self._handshake: ServerHandshake | None = ServerHandshake(self._config.max_request_head)
         self._early = b""
         self._source_ip = "-"
@@ -139,6 +140,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
         self._flow = FlowControl(transport)
+        self._out = Outbox(transport)
         config = self._config
         transport.set_write_buffer_limits(config.write_high_water, config.write_low_water)
         peer = transport.get_extra_info("peername")
@@ -344,19 +346,30 @@ class ClientConnection(asyncio.Protocol):
         assert decoder is not None and self._observer is not None
         self._observer.bytes_in.inc(len(data))
         self._last_activity = self._loop.time()
+        upstreams = self._upstreams
+        for upstream in upstreams.values():
+            if upstream.outbox is not None:
+                upstream.outbox.cork()  # this read's messages leave in one write per upstream
         try:
-            events = decoder.feed(data)
-        except ProtocolError as exc:
-            self._events(exc.events)
-            self._protocol_error(exc)
-            return
-        self._events(events)
+            try:
+                events = decoder.feed(data)
+            except ProtocolError as exc:
+                self._events(exc.events)
+                self._protocol_error(exc)
+                return
+            self._events(events)
+        finally:
+            for upstream in upstreams.values():
+                if upstream.outbox is not None:
+                    upstream.outbox.uncork()
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         """Close with the fault's code; the stream cannot be parsed further, so stop reading it."""
         self.close(exc.close_code, str(exc))
         self._decoder = None
         transport = self._transport
+        if self._out is not None:
+            self._out.flush()
         if transport is not None and transport.can_write_eof():
             # Half-close: the peer reads our close frame, then EOF; unread input does not reset it.
             transport.write_eof()
@@ -442,10 +455,25 @@ class ClientConnection(asyncio.Protocol):
             self._observer.sent()
 
     def _write(self, data: bytes) -> None:
-        if self._transport is not None:
-            self._transport.write(data)
+        if self._out is not None and self._transport is not None:
+            self._out.write(data)
             if self._observer is not None:
                 self._observer.bytes_out.inc(len(data))
+
+    def cork(self) -> None:
+        if self._out is not None:
+            self._out.cork()
+
+    def uncork(self) -> None:
+        if self._out is not None:
+            self._out.uncork()
+
+    def _close_transport(self) -> None:
+        """Close after what is queued (corked writes included) has been handed to the transport."""
+        if self._out is not None:
+            self._out.flush()
+        if self._transport is not None:
+            self._transport.close()
 
     def _current_stage(self) -> Stage:
         """The stage as the catalog has it now: route settings apply to open connections too."""
@@ -492,12 +520,10 @@ class ClientConnection(asyncio.Protocol):
         for upstream in list(self._upstreams.values()):
             upstream.close(upstream_code, reason)
         self._upstreams.clear()
-        if self._transport is not None:
-            self._transport.close()
+        self._close_transport()
 
     def _close_acknowledged(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        self._close_transport()
 
     def close(self, code: int, reason: str = "") -> None:
         """Close the client with ``code`` (and its upstreams with the same code)."""

@@ -20,7 +20,7 @@ from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, UpstreamAccepted
 from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
-from proxy.server.flow import FlowControl
+from proxy.server.flow import FlowControl, Outbox
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
@@ -39,6 +39,12 @@ class UpstreamOwner(Protocol):
         ...
 
     def upstream_resume(self) -> None: ...
+
+    def cork(self) -> None:
+        """Hold the client's writes until ``uncork`` (one read's messages, one send)."""
+        ...
+
+    def uncork(self) -> None: ...
 
 
 class Upstream(asyncio.Protocol):
@@ -61,6 +67,7 @@ class Upstream(asyncio.Protocol):
         self._closing = False
         self._reported = False
         self.flow: FlowControl | None = None
+        self.outbox: Outbox | None = None
         self.accepted: asyncio.Future[UpstreamAccepted] = asyncio.get_running_loop().create_future()
 
     # --- asyncio callbacks ------------------------------------------------------------
@@ -68,6 +75,7 @@ class Upstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         self.flow = FlowControl(self._transport)
+        self.outbox = Outbox(self._transport)
         assert self._handshake is not None
         self._transport.write(self._handshake.request_bytes)
 
@@ -107,8 +115,8 @@ class Upstream(asyncio.Protocol):
 
     def send(self, opcode: int, payload: bytes) -> None:
         """Relay one message (re-fragmented and masked)."""
-        if self._transport is not None and not self._closing:
-            self._transport.write(self._encoder.message(opcode, payload))
+        if self.outbox is not None and not self._closing:
+            self.outbox.write(self._encoder.message(opcode, payload))
 
     def close(self, code: int | None, reason: str = "") -> None:
         """Start the closing handshake; the socket is dropped if the backend does not answer."""
@@ -120,19 +128,26 @@ class Upstream(asyncio.Protocol):
         if self._handshake is not None:
             transport.abort()
             return
-        transport.write(self._encoder.close(code, reason))
+        assert self.outbox is not None
+        self.outbox.write(self._encoder.close(code, reason))
+        self.outbox.uncork()  # the owner may forget this upstream before it would uncork it
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     # --- frames -------------------------------------------------------------------------
 
     def _frames(self, data: bytes) -> None:
+        owner = self._owner
+        owner.cork()  # the client gets this read's messages in one write
         try:
-            events = self._decoder.feed(data)
-        except ProtocolError as exc:
-            self._events(exc.events)
-            self._protocol_error(exc)
-            return
-        self._events(events)
+            try:
+                events = self._decoder.feed(data)
+            except ProtocolError as exc:
+                self._events(exc.events)
+                self._protocol_error(exc)
+                return
+            self._events(events)
+        finally:
+            owner.uncork()
 
     def _events(self, events: list[Event]) -> None:
         owner = self._owner
@@ -140,8 +155,8 @@ class Upstream(asyncio.Protocol):
             if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
                 owner.upstream_message(opcode, payload)
             elif opcode == Opcode.PING:
-                if self._transport is not None:
-                    self._transport.write(self._encoder.pong(payload))
+                if self.outbox is not None:
+                    self.outbox.write(self._encoder.pong(payload))
             elif opcode == Opcode.CLOSE:
                 self._backend_closed(payload)
                 return
@@ -149,17 +164,19 @@ class Upstream(asyncio.Protocol):
     def _backend_closed(self, payload: bytes) -> None:
         code, reason = parse_close(payload)
         transport = self._transport
-        if transport is not None and not self._closing:
-            self._closing = True
-            transport.write(self._encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
-        if transport is not None:
+        if transport is not None and self.outbox is not None:
+            if not self._closing:
+                self._closing = True
+                self.outbox.write(self._encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
+            self.outbox.uncork()
             transport.close()
         self._report(code, reason)
 
     def _protocol_error(self, exc: ProtocolError) -> None:
-        if self._transport is not None and not self._closing:
+        if self._transport is not None and self.outbox is not None and not self._closing:
             self._closing = True
-            self._transport.write(self._encoder.close(exc.close_code, str(exc)[:MAX_CLOSE_REASON_BYTES]))
+            self.outbox.write(self._encoder.close(exc.close_code, str(exc)[:MAX_CLOSE_REASON_BYTES]))
+            self.outbox.uncork()
             self._transport.close()
         if isinstance(exc, PayloadTooBig):
             # The caps bind backends too: the client learns its backend sent too much.
