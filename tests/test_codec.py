@@ -614,6 +614,7 @@ def test_facade_falls_back_to_python_when_the_extension_is_missing(monkeypatch: 
         fallback = importlib.reload(proxy.codec)
         assert fallback.IMPLEMENTATION == "python"
         assert fallback.FrameDecoder is importlib.import_module("proxy._pycodec").FrameDecoder
+        assert fallback.FALLBACK_REASON is not None  # serve warns about an unrequested fallback
     finally:
         monkeypatch.undo()
         importlib.reload(proxy.codec)
@@ -624,7 +625,9 @@ def test_framegate_pure_forces_the_python_codec(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setenv("FRAMEGATE_PURE", "1")
     try:
-        assert importlib.reload(proxy.codec).IMPLEMENTATION == "python"
+        forced = importlib.reload(proxy.codec)
+        assert forced.IMPLEMENTATION == "python"
+        assert forced.FALLBACK_REASON is None  # asked for: nothing to warn about
     finally:
         monkeypatch.undo()
         importlib.reload(proxy.codec)
@@ -660,5 +663,5 @@ def test_cython_exports_the_same_api_as_python(cls: str, kwargs: dict[str, bool]
 def test_both_modules_provide_what_the_facade_exports() -> None:
     import proxy.codec
 
-    wanted = set(proxy.codec.__all__) - {"IMPLEMENTATION"}
+    wanted = set(proxy.codec.__all__) - {"IMPLEMENTATION", "FALLBACK_REASON"}
     assert all(hasattr(_load_codec(name), export) for name in ("cython", "python") for export in wanted)
