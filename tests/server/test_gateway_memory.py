@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.servers import CODECS, framegate
+from tests.helpers.servers import framegate, upgrade_request
 
 pytestmark = [
     pytest.mark.integration,
@@ -37,16 +37,7 @@ RSS_GROWTH_LIMIT_KIB = 16 * KIB
 """Far below the flood, far above what the bounded buffers hold (about 1 MiB measured)."""
 CEILING_S = 60.0
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-UPGRADE = (
-    b"GET /prod HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-@pytest.fixture(params=CODECS)
-def codec(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
+UPGRADE = upgrade_request("/prod")
 
 
 def _rss_kib(pid: int) -> int:
@@ -107,12 +98,12 @@ class FloodingBackend:
         writer.close()
 
 
-async def test_client_that_never_reads_keeps_framegate_memory_bounded(tmp_path: Path, codec: str) -> None:
+async def test_client_that_never_reads_keeps_framegate_memory_bounded(tmp_path: Path, server_codec: str) -> None:
     backend = FloodingBackend()
     server = await asyncio.start_server(backend.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with framegate(tmp_path, "--backend", f"ws://127.0.0.1:{port}", codec=codec) as gateway:
+        async with framegate(tmp_path, "--backend", f"ws://127.0.0.1:{port}", codec=server_codec) as gateway:
             before = _rss_kib(gateway.process.pid)
             with socket.socket() as client:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * KIB)
