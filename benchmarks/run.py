@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ class Workload:
         figure: the headline: ``msgs``/``mb``/``setups`` per proxy CPU-second
             (higher is better) or ``kib_per_conn`` of proxy RSS (lower is better).
         timed: runs for the matrix duration (others are bounded by count).
+        fresh: each repetition gets a newly started contender, so an RSS delta is not
+            hidden by heap an earlier workload grew and the allocator kept.
     """
 
     name: str
@@ -69,6 +72,7 @@ class Workload:
     args: tuple[str, ...]
     figure: str
     timed: bool
+    fresh: bool = False
 
 
 IDLE_ARGS = ("--idle", "2000", "--ramp-up", "3", "-d", "1", "--timeout", "30")
@@ -78,7 +82,7 @@ WORKLOADS = (
     Workload("64B-pipelined", "64 B pipelined, 10 conns x 32", ("-c", "10", "-w", "32", "-s", "64"), "msgs", True),
     Workload("64KiB-binary", "64 KiB binary, 10 conns", ("-c", "10", "-s", "65536", "--binary"), "mb", True),
     Workload("connect", "2000 setups, 50 at a time", ("--connect-only", "-c", "50", "-m", "2000"), "setups", False),
-    Workload("idle", "2000 idle connections", IDLE_ARGS, "kib_per_conn", False),
+    Workload("idle", "2000 idle connections", IDLE_ARGS, "kib_per_conn", False, fresh=True),
 )
 HEADLINE_UNITS = {
     "msgs": "msgs/proxy-CPU-s",
@@ -293,13 +297,19 @@ def run_matrix(contenders: list[str], reps: int, seconds: float, warmup: float) 
     with echo_backend(cpu=load_cpu) as backend:
         for name in contenders:
             print(f"-- {name}", file=sys.stderr, flush=True)
+            start = partial(CONTENDERS[name], backend.url, proxy_cpu)
             try:
-                with CONTENDERS[name](backend.url, proxy_cpu) as running:
-                    for workload in WORKLOADS:
+                shared = [w for w in WORKLOADS if not w.fresh]
+                with start() as running:
+                    for workload in shared:
                         samples = [run_once(running, workload, seconds, warmup, load_cpu) for _ in range(reps)]
-                        figures = aggregate(samples)
-                        figures["note"] = running.note
-                        table[workload.name][name] = figures
+                        table[workload.name][name] = {**aggregate(samples), "note": running.note}
+                for workload in (w for w in WORKLOADS if w.fresh):
+                    samples = []
+                    for _ in range(reps):
+                        with start() as running:
+                            samples.append(run_once(running, workload, seconds, warmup, load_cpu))
+                    table[workload.name][name] = {**aggregate(samples), "note": running.note}
             except (OSError, RuntimeError, TimeoutError) as exc:
                 skipped[name] = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
                 print(f"   skipped: {skipped[name]}", file=sys.stderr, flush=True)

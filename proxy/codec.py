@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 
 IMPLEMENTATION: str
+FALLBACK_REASON: str | None = None
+"""Why the Cython build is not in use although nobody asked for the twin (None otherwise)."""
 
 try:
     if os.environ.get("FRAMEGATE_PURE") == "1":
@@ -28,9 +30,11 @@ try:
     from proxy._codec import FrameDecoder, FrameEncoder
 
     IMPLEMENTATION = "cython"
-except ImportError:
+except ImportError as exc:
     from proxy._pycodec import FrameDecoder, FrameEncoder  # type: ignore[assignment]
 
     IMPLEMENTATION = "python"
+    if os.environ.get("FRAMEGATE_PURE") != "1":
+        FALLBACK_REASON = str(exc)
 
-__all__ = ["IMPLEMENTATION", "FrameDecoder", "FrameEncoder"]
+__all__ = ["FALLBACK_REASON", "IMPLEMENTATION", "FrameDecoder", "FrameEncoder"]

@@ -199,8 +199,9 @@ class Session:
     def no_route(self, request_id: str) -> Reply:
         return Reply(gateway_frames.forbidden(self.connection_id, request_id))
 
-    def throttled(self, request_id: str) -> Reply:
-        return Reply(gateway_frames.too_many_requests(self.connection_id, request_id))
+    def throttled(self, request_id: str, template: str = gateway_frames.TOO_MANY_REQUESTS_TEMPLATE) -> Reply:
+        """The frame for a throttled message (``template``: ``Config.throttled_frame``)."""
+        return Reply(gateway_frames.too_many_requests(self.connection_id, request_id, template))
 
     def integrate(self, route: Route, opcode: int, payload: bytes, context: Callable[[], RequestContext]) -> Decision:
         """Run ``route``'s integration for one message.

@@ -69,7 +69,12 @@ async def _serve(config: Config) -> int:
         f"{READY_PREFIX} data={_url('ws', server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
         flush=True,
     )
-    logger.info("APIs: %s; demo: ws://%s:%s/dev", ", ".join(catalog.api_ids()), config.host, config.port)
+    if codec.FALLBACK_REASON is not None:
+        logger.warning(
+            "the Cython codec is not built (%s): running the pure-Python codec, several times slower; "
+            "reinstall with a C compiler available (pip install .) or run `make build`",
+            codec.FALLBACK_REASON,
+        )
     await stop.wait()
     logger.info("shutting down: draining %d connections", len(gateway.connections))
     server.close()
