@@ -317,9 +317,11 @@ class ClientConnection(asyncio.Protocol):
         early = self._handshake.trailing + self._early
         self._handshake = None
         self._early = b""
+        for upstream in list(self._upstreams.values()):
+            upstream.start()
         assert self._flow is not None
         self._flow.resume()
-        if early:
+        if early and self._state == _OPEN:
             self._frames(early)
 
     def _refuse(
@@ -443,6 +445,7 @@ class ClientConnection(asyncio.Protocol):
         if self._state != _OPEN:
             upstream.close(CloseCode.GOING_AWAY, "client went away")
             return
+        upstream.start()
         for url, opcode, payload in self._pending:
             if url == forward.url:
                 upstream.send(opcode, payload)

@@ -69,6 +69,8 @@ class Upstream(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.outbox: Outbox | None = None
         self.accepted: asyncio.Future[UpstreamAccepted] = asyncio.get_running_loop().create_future()
+        self._held: bytes | None = None
+        """Backend bytes received between its 101 and ``start`` (None once started)."""
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -81,7 +83,10 @@ class Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._handshake is None:
-            self._frames(data)
+            if self._held is not None:
+                self._held += data  # at most one read that raced the pause
+            else:
+                self._frames(data)
             return
         try:
             accepted = self._handshake.receive_data(data)
@@ -90,9 +95,12 @@ class Upstream(asyncio.Protocol):
             return
         if accepted is not None:
             self._handshake = None
+            # Hold the backend until the owner is ready for its messages (the client
+            # may not have its 101 yet): keep what came with the 101, stop reading.
+            self._held = accepted.trailing
+            assert self.flow is not None
+            self.flow.pause()
             self.accepted.set_result(accepted)
-            if accepted.trailing:
-                self._frames(accepted.trailing)
 
     def eof_received(self) -> bool | None:
         if self._handshake is not None:
@@ -112,6 +120,17 @@ class Upstream(asyncio.Protocol):
         self._owner.upstream_resume()
 
     # --- what the owner calls -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin delivering messages to the owner: what came with the 101 first, then resume reading."""
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        if held:
+            self._frames(held)
+        if self.flow is not None:
+            self.flow.resume()
 
     def send(self, opcode: int, payload: bytes) -> None:
         """Relay one message (re-fragmented and masked)."""

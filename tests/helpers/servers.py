@@ -76,3 +76,11 @@ async def framegate(tmp_path: Path, *flags: str, codec: str = "python") -> Async
         if process.returncode is None:
             process.terminate()
         await asyncio.wait_for(process.wait(), START_CEILING_S)
+
+
+def upgrade_request(path: str = "/prod") -> bytes:
+    """A raw, valid upgrade request for ``path`` (the RFC 6455 sample key)."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from proxy.config import Config
@@ -190,3 +191,31 @@ async def _flood(upstream: object, messages: int, size: int) -> None:
     send = upstream.send  # type: ignore[attr-defined]
     for n in range(messages):
         await send(f"{n:08d}".ljust(size, "z"))
+
+
+@asynccontextmanager
+async def _greeting_backend(greeting: str) -> AsyncIterator[str]:
+    """Sends ``greeting`` the moment it accepts, before any client message (a common backend habit)."""
+
+    async def greet(connection: ServerConnection) -> None:
+        await connection.send(greeting)
+        await connection.wait_closed()
+
+    async with serve(greet, "127.0.0.1", 0) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_backend_greeting_sent_with_its_101_reaches_the_client(tmp_path: Path) -> None:
+    async with _greeting_backend("welcome") as url:
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", url)}), {})}))
+        async with in_process_gateway(catalog, tmp_path) as server, connect(f"{server.url}/dev") as client:
+            assert await asyncio.wait_for(client.recv(), CEILING_S) == "welcome"
+
+
+async def test_greeting_from_a_route_upstream_opened_on_first_use_reaches_the_client(tmp_path: Path) -> None:
+    async with _greeting_backend("hello from chat") as url:
+        routes = {DEFAULT: mock("m"), "join": ws("j", url)}
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot(routes), {})}))
+        async with in_process_gateway(catalog, tmp_path) as server, connect(f"{server.url}/dev") as client:
+            await client.send('{"action":"join"}')
+            assert await asyncio.wait_for(client.recv(), CEILING_S) == "hello from chat"

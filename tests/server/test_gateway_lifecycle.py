@@ -13,22 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.servers import CODECS, ROOT, Framegate, framegate
+from tests.helpers.servers import ROOT, Framegate, framegate, upgrade_request
 
 pytestmark = pytest.mark.integration
 
 KIB = 1024
 CEILING_S = 15.0
-UPGRADE = (
-    b"GET /dev HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-@pytest.fixture(params=CODECS)
-def codec(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
+UPGRADE = upgrade_request("/dev")
 
 
 def masked_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
@@ -64,8 +55,8 @@ async def open_raw(gateway: Framegate, *frames: bytes) -> tuple[asyncio.StreamRe
     return reader, writer
 
 
-async def test_ping_answered_and_fragments_reassembled(tmp_path: Path, codec: str) -> None:
-    async with framegate(tmp_path, codec=codec) as gateway:
+async def test_ping_answered_and_fragments_reassembled(tmp_path: Path, server_codec: str) -> None:
+    async with framegate(tmp_path, codec=server_codec) as gateway:
         ping = masked_frame(0x9, b"hi")
         fragmented = masked_frame(0x1, b"ab", fin=False) + masked_frame(0x0, b"cd")
         reader, writer = await open_raw(gateway, ping, fragmented)
