@@ -6,15 +6,18 @@ processes whose CPU time and memory are the measured cost of the hop.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from proxy.bench.process import REPO_ROOT, ReadyProcess, python_argv, raise_fd_limit
 from proxy.limits import CLOSE_TIMEOUT_S, HANDSHAKE_TIMEOUT_S
@@ -60,6 +63,7 @@ def _framegate(env: dict[str, str]) -> Starter:
                 "--db", str(Path(tmp) / "framegate.db"), "--log-level", "WARNING", *_UNTHROTTLED,
             )  # fmt: skip
             with ReadyProcess(argv, "framegate ready", env=env, cpu=cpu) as proc:
+                _lift_stage_limits(proc.ready_line.split("admin=", 1)[1].split()[0])
                 codec = proc.ready_line.rsplit("codec=", 1)[-1].split()[0] if "codec=" in proc.ready_line else "?"
                 note = f"codec={codec}"
                 if codec != "cython" and "FRAMEGATE_PURE" not in env:
@@ -67,6 +71,25 @@ def _framegate(env: dict[str, str]) -> Starter:
                 yield Running(proc.url + STAGE_PATH, proc.pid, note)
 
     return start
+
+
+def _admin_call(url: str, method: str = "GET", body: dict[str, object] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
+    with urllib.request.urlopen(request, timeout=HANDSHAKE_TIMEOUT_S) as response:
+        answer: dict[str, Any] = json.loads(response.read() or b"{}")
+    return answer
+
+
+def _lift_stage_limits(admin: str) -> None:
+    """Raise the quickstart stage's default route throttling as a user would (``update-stage``).
+
+    The stage keeps AWS's defaults (10000/s, burst 5000) otherwise, and a benchmark
+    would measure how fast framegate answers "Too Many Requests" instead of relaying.
+    """
+    (api_id,) = [api["apiId"] for api in _admin_call(f"{admin}/v2/apis")["items"] if api["name"] == "quickstart"]
+    limits = {"throttlingBurstLimit": UNTHROTTLED, "throttlingRateLimit": float(UNTHROTTLED)}
+    _admin_call(f"{admin}/v2/apis/{api_id}/stages/prod", "PATCH", {"defaultRouteSettings": limits})
 
 
 def _python_peer(module: str, prefix: str) -> Starter:

@@ -17,9 +17,18 @@ reference (``tests/test_codec.py`` holds both to it). What makes it fast:
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memmove
+
+cdef extern from "Python.h":
+    # Raw-pointer forms: the reassembly buffer is a bytes object the decoder owns and resizes.
+    PyObject* _new_bytes "PyBytes_FromStringAndSize"(const char* data, Py_ssize_t size) except NULL
+    int _PyBytes_Resize(PyObject** bytes_object, Py_ssize_t size) except -1
+    char* _bytes_data "PyBytes_AS_STRING"(PyObject* bytes_object)
 
 import os
 
@@ -32,6 +41,7 @@ from proxy.limits import (
     MAX_CONTROL_PAYLOAD_BYTES,
     MAX_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
+    REASSEMBLY_RESERVE_FRAMES,
 )
 
 # Wire constants (RFC 6455 5.2), as C enums so the parser compiles to plain comparisons.
@@ -55,6 +65,7 @@ cdef Py_ssize_t MAX_CONTROL = MAX_CONTROL_PAYLOAD_BYTES
 cdef Py_ssize_t MAX_REASON = MAX_CLOSE_REASON_BYTES
 cdef Py_ssize_t KEY_POOL = MASK_KEY_POOL_BYTES
 cdef Py_ssize_t RETAINED_BUFFER = CODEC_RETAINED_BUFFER_BYTES
+cdef Py_ssize_t RESERVE_FRAMES = REASSEMBLY_RESERVE_FRAMES
 cdef uint64_t ASCII_HIGH_BITS = 0x8080808080808080ULL
 cdef uint64_t TOP_BIT = 1ULL << 63
 
@@ -163,6 +174,38 @@ cdef int _reserve(uint8_t** buf, Py_ssize_t* cap, Py_ssize_t needed) except -1:
     return 0
 
 
+cdef inline uint64_t _extended_length(const uint8_t* p, Py_ssize_t header) noexcept nogil:
+    """The big-endian 16- or 64-bit payload length of a ``header``-byte (4 or 10) frame header."""
+    cdef uint64_t length = 0
+    cdef Py_ssize_t i
+    for i in range(2, header):
+        length = (length << 8) | p[i]
+    return length
+
+
+cdef Py_ssize_t _frame_size(const uint8_t* p, Py_ssize_t available) noexcept nogil:
+    """Bytes the frame at ``p`` spans, or the header bytes needed to know (no validation here)."""
+    cdef Py_ssize_t header
+    cdef uint64_t length
+    if available < 2:
+        return 2
+    length = p[1] & LENGTH_BITS
+    header = 2
+    if length == LENGTH_TWO_BYTES:
+        header = 4
+    elif length == LENGTH_EIGHT_BYTES:
+        header = 10
+    if available < header:
+        return header
+    if header > 2:
+        length = _extended_length(p, header)
+    if p[1] & MASK_BIT:
+        header += MASK_KEY_BYTES
+    if length > <uint64_t>(PY_SSIZE_T_MAX - header):
+        return PY_SSIZE_T_MAX  # absurd; the parser rejects it on the header
+    return header + <Py_ssize_t>length
+
+
 cdef inline void _release_if_large(uint8_t** buf, Py_ssize_t* cap) noexcept nogil:
     """Free an emptied buffer that grew past ``RETAINED_BUFFER``; small ones are kept for reuse."""
     if cap[0] > RETAINED_BUFFER:
@@ -236,7 +279,7 @@ cdef class FrameDecoder:
 
     def __dealloc__(self):
         free(self._pending)
-        free(self._fragments)
+        Py_XDECREF(self._fragments)
 
     def feed(self, data):
         """Consume ``data`` and return the events it completes.
@@ -252,19 +295,7 @@ cdef class FrameDecoder:
             return events
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            if self._pending_len == 0:
-                # Common case: parse the caller's bytes in place, keep only an incomplete tail.
-                consumed = self._parse(<const uint8_t*>view.buf, view.len, events)
-                if not self._closed and consumed < view.len:
-                    self._append_pending(<const uint8_t*>view.buf + consumed, view.len - consumed)
-            else:
-                self._append_pending(<const uint8_t*>view.buf, view.len)
-                consumed = self._parse(self._pending, self._pending_len, events)
-                self._pending_len -= consumed
-                if consumed and self._pending_len:
-                    memmove(self._pending, self._pending + consumed, self._pending_len)
-                elif not self._pending_len:
-                    _release_if_large(&self._pending, &self._pending_cap)
+            self._feed(<const uint8_t*>view.buf, view.len, events)
         except ProtocolError as exc:
             self._closed = True
             self._pending_len = 0
@@ -273,6 +304,38 @@ cdef class FrameDecoder:
         finally:
             PyBuffer_Release(&view)
         return events
+
+    cdef int _feed(self, const uint8_t* data, Py_ssize_t size, list events) except -1:
+        """Finish the carried-over frame from the front of ``data``, then parse the rest in place.
+
+        Only the bytes that complete the carried-over frame and the tail of an
+        incomplete one are copied, so a read that straddles frame boundaries
+        costs no more than one that does not.
+        """
+        cdef Py_ssize_t used = 0, consumed
+        if self._pending_len:
+            used = self._top_up_pending(data, size)
+            consumed = self._parse(self._pending, self._pending_len, events)
+            if consumed < self._pending_len:
+                return 0  # still incomplete: the top-up took all of ``data``
+            self._pending_len = 0
+            _release_if_large(&self._pending, &self._pending_cap)
+        consumed = used + self._parse(data + used, size - used, events)
+        if not self._closed and consumed < size:
+            self._append_pending(data + consumed, size - consumed)
+        return 0
+
+    cdef Py_ssize_t _top_up_pending(self, const uint8_t* data, Py_ssize_t size) except -1:
+        """Move bytes from ``data`` into the carry-over until it holds one whole frame; return how many."""
+        cdef Py_ssize_t used = 0, wanted, take
+        while used < size:
+            wanted = _frame_size(self._pending, self._pending_len)
+            if wanted <= self._pending_len:
+                break
+            take = min(wanted - self._pending_len, size - used)
+            self._append_pending(data + used, take)
+            used += take
+        return used
 
     cdef int _append_pending(self, const uint8_t* data, Py_ssize_t size) except -1:
         _reserve(&self._pending, &self._pending_cap, self._pending_len + size)
@@ -294,7 +357,7 @@ cdef class FrameDecoder:
     cdef Py_ssize_t _parse_frame(self, const uint8_t* p, Py_ssize_t available, list events) except -1:
         """Parse one frame at ``p``; return bytes consumed, 0 if incomplete."""
         cdef uint8_t b0, b1
-        cdef int opcode, i
+        cdef int opcode
         cdef uint64_t length
         cdef Py_ssize_t header = 2
         cdef const uint8_t* key = NULL
@@ -309,17 +372,15 @@ cdef class FrameDecoder:
         if length == LENGTH_TWO_BYTES:
             if available < 4:
                 return 0
-            length = (<uint64_t>p[2] << 8) | p[3]
             header = 4
+            length = _extended_length(p, header)
         elif length == LENGTH_EIGHT_BYTES:
             if available < 10:
                 return 0
-            length = 0
-            for i in range(8):
-                length = (length << 8) | p[2 + i]
+            header = 10
+            length = _extended_length(p, header)
             if length & TOP_BIT:
                 raise ProtocolError("64-bit frame length has its top bit set", CloseCode.PROTOCOL_ERROR)
-            header = 10
         self._check_length(opcode, length)
         if b1 & MASK_BIT:
             header += MASK_KEY_BYTES
@@ -379,15 +440,12 @@ cdef class FrameDecoder:
             self._append_fragment(src, length, key)
             self._frame_count += 1
             if self._text and not (
-                _utf8_feed(&self._utf8, self._fragments + start, length) and (not fin or self._utf8.need == 0)
+                _utf8_feed(&self._utf8, <uint8_t*>_bytes_data(self._fragments) + start, length)
+                and (not fin or self._utf8.need == 0)
             ):
                 raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
             if fin:
-                events.append(
-                    (self._message_opcode, PyBytes_FromStringAndSize(<char*>self._fragments, self._fragments_len))
-                )
-                self._fragments_len = 0
-                _release_if_large(&self._fragments, &self._fragments_cap)
+                events.append((self._message_opcode, self._take_message()))
                 self._message_opcode = 0
                 self._text = False
                 if self._frame_count > 1:
@@ -405,15 +463,33 @@ cdef class FrameDecoder:
             if opcode == OP_TEXT:
                 self._text = True
                 self._utf8.need = 0
-                if not _utf8_feed(&self._utf8, self._fragments, length):
+                if not _utf8_feed(&self._utf8, <uint8_t*>_bytes_data(self._fragments), length):
                     raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
         return 0
 
     cdef int _append_fragment(self, const uint8_t* src, Py_ssize_t length, const uint8_t* key) except -1:
-        _reserve(&self._fragments, &self._fragments_cap, self._fragments_len + length)
-        _copy_payload(self._fragments + self._fragments_len, src, length, key)
-        self._fragments_len += length
+        cdef Py_ssize_t needed = self._fragments_len + length
+        if self._fragments == NULL:
+            # Room for a few frames, within the cap (which _check_length says ``needed`` is under).
+            self._fragments_cap = min(needed * RESERVE_FRAMES, self.max_message)
+            self._fragments = _new_bytes(NULL, self._fragments_cap)
+        elif needed > self._fragments_cap:
+            self._fragments_cap = max(needed, self._fragments_cap * 2)
+            _PyBytes_Resize(&self._fragments, self._fragments_cap)
+        _copy_payload(<uint8_t*>_bytes_data(self._fragments) + self._fragments_len, src, length, key)
+        self._fragments_len = needed
         return 0
+
+    cdef object _take_message(self):
+        """Trim the reassembly bytes to the message and hand them out: the event is the buffer, no copy."""
+        cdef object message
+        _PyBytes_Resize(&self._fragments, self._fragments_len)
+        message = <object>self._fragments
+        Py_XDECREF(self._fragments)
+        self._fragments = NULL
+        self._fragments_len = 0
+        self._fragments_cap = 0
+        return message
 
 
 # --- encoder -------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 It sits in proxy/ because Cython looks up the .pxd of ``proxy._codec`` by package path.
 """
 
+from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 
@@ -23,16 +24,19 @@ cdef class FrameDecoder:
     cdef uint8_t* _pending
     cdef Py_ssize_t _pending_len
     cdef Py_ssize_t _pending_cap
-    # The fragmented message in progress: opcode (0 if none), frame count, reassembly buffer.
+    # The fragmented message in progress: opcode (0 if none), frame count, and the bytes object
+    # it is reassembled into (owned reference, NULL if none; resized, then handed out as the event).
     cdef int _message_opcode
     cdef Py_ssize_t _frame_count
-    cdef uint8_t* _fragments
+    cdef PyObject* _fragments
     cdef Py_ssize_t _fragments_len
     cdef Py_ssize_t _fragments_cap
     cdef bint _text
     cdef Utf8State _utf8
     cdef bint _closed
 
+    cdef int _feed(self, const uint8_t* data, Py_ssize_t size, list events) except -1
+    cdef Py_ssize_t _top_up_pending(self, const uint8_t* data, Py_ssize_t size) except -1
     cdef Py_ssize_t _parse(self, const uint8_t* data, Py_ssize_t size, list events) except -1
     cdef Py_ssize_t _parse_frame(self, const uint8_t* data, Py_ssize_t available, list events) except -1
     cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1
@@ -40,6 +44,7 @@ cdef class FrameDecoder:
     cdef int _data_frame(self, bint fin, int opcode, const uint8_t* src, Py_ssize_t length,
                          const uint8_t* key, list events) except -1
     cdef int _append_fragment(self, const uint8_t* src, Py_ssize_t length, const uint8_t* key) except -1
+    cdef object _take_message(self)
     cdef int _append_pending(self, const uint8_t* data, Py_ssize_t size) except -1
 
 

@@ -64,6 +64,11 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         int,
         "payload bytes shown in data-trace log lines (default %(default)s)",
     ),
+    "throttled_frame": (
+        "--throttled-frame",
+        str,
+        "text frame for a throttled message, with {connectionId} and {requestId} placeholders (default: AWS's)",
+    ),
     "log_dir": ("--log-dir", str, "directory for access logs sent to arn:aws:logs ARNs (default: logs/ next to --db)"),
     "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR (default %(default)s)"),
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from proxy import limits
+from proxy.gateway_frames import TOO_MANY_REQUESTS_TEMPLATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class Config:
     account_rate_limit: float = limits.ACCOUNT_RATE_LIMIT
     new_connections_per_s: float = limits.NEW_CONNECTIONS_PER_S
     data_trace_max_bytes: int = limits.DATA_TRACE_MAX_BYTES
+    throttled_frame: str = TOO_MANY_REQUESTS_TEMPLATE
+    """Text sent for a throttled message; ``{connectionId}`` and ``{requestId}`` are filled in."""
     log_dir: str | None = None
     """Where ``arn:aws:logs:...:log-group:NAME`` access logs go; None: ``logs/`` next to the db."""
     log_level: str = "INFO"

@@ -40,3 +40,8 @@ def resource_id(random_bytes: RandomBytes = os.urandom) -> str:
 def connection_id(random_bytes: RandomBytes = os.urandom) -> str:
     """A 16-character base64 connection, request or message id, e.g. ``KVmb8fjMIAMCFgQ=``."""
     return base64.b64encode(random_bytes(CONNECTION_ID_BYTES)).decode("ascii")
+
+
+def request_id(random_bytes: RandomBytes = os.urandom) -> str:
+    """A request or message id: the same 16-character base64 shape as a connection id."""
+    return connection_id(random_bytes)

@@ -18,8 +18,11 @@ MAX_CONTROL_PAYLOAD_BYTES: Final = 125
 MAX_CLOSE_REASON_BYTES: Final = MAX_CONTROL_PAYLOAD_BYTES - 2
 """A close body is a 2-byte code plus the reason."""
 CODEC_RETAINED_BUFFER_BYTES: Final = 4096
-"""A decoder frees its carry-over and reassembly buffers once empty if they grew past this,
-so thousands of idle connections do not each keep a 128 KiB high-water buffer."""
+"""A decoder frees its carry-over buffer once empty if it grew past this, so thousands of
+idle connections do not each keep a high-water buffer."""
+REASSEMBLY_RESERVE_FRAMES: Final = 4
+"""A fragmented message reserves room for this many first-frame sizes (within the message cap):
+a 128 KiB message in 32 KiB frames then reassembles without a resize."""
 MASK_KEY_POOL_BYTES: Final = 1024
 """Client-role encoders draw mask keys from os.urandom this many bytes (256 keys) at a time:
 one syscall per frame cost more than framing a small message."""
@@ -130,3 +133,6 @@ BENCH_HISTOGRAM_SUB_BUCKET_BITS: Final = 10
 """Log-linear histogram: 2**10 linear sub-buckets per power of two, < 0.1 % value error."""
 BENCH_HISTOGRAM_MAX_NS: Final = 60 * 60 * 10**9
 """Largest recordable latency (1 hour); larger values are clamped into the top bucket."""
+
+# --- Units -------------------------------------------------------------------
+MS_PER_S: Final = 1000

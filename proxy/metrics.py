@@ -26,6 +26,11 @@ a stage family never double counts.
 Hot path: ``stage()``/``route()`` return cached ``StageMetrics`` holding
 pre-bound label children, and per-code/per-level children are cached, so an
 event costs one dict lookup and one ``inc()``, never a label resolution.
+Counters are ``FastCounter`` cells (a float in a slot, read at scrape time)
+rather than prometheus_client ``Counter`` children, whose ``inc()`` takes a
+lock and checks exemplars: about ten times the cost, paid per message. Cells
+are written only from the event loop thread; a scrape from another thread
+reads a float, which the GIL never tears.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from functools import cache
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -45,6 +50,62 @@ REGISTRY = CollectorRegistry()
 
 STAGE_LABELS = ("api_id", "stage")
 ROUTE_LABELS = ("api_id", "stage", "route")
+
+
+class FastCounter:
+    """One counter series: ``inc()`` adds to a float, nothing else."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class CounterFamily(Collector):
+    """A labelled counter family of ``FastCounter`` cells, exposed as ``<name>_total``.
+
+    Args:
+        name: the family name without ``_total``.
+        documentation: the HELP text.
+        labelnames: label names; ``labels(*values)`` returns the cached cell.
+        registry: where to register (``None``: not registered).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...] = (),
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = labelnames
+        self._cells: dict[tuple[str, ...], FastCounter] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> FastCounter:
+        """The cell for these label values (created at 0 on first use, then cached)."""
+        if len(values) != len(self._labelnames):
+            raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values}")
+        cell = self._cells.get(values)
+        if cell is None:
+            cell = self._cells[values] = FastCounter()
+        return cell
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        """Names for the registry's duplicate check, without reading any cell."""
+        yield CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, cell in list(self._cells.items()):
+            family.add_metric(values, cell.value)
+        yield family
 
 
 class SummedCounter(Collector):
@@ -71,8 +132,8 @@ class _AwsFamilies:
     """The six AWS metric families for one label set (stage, or stage + route)."""
 
     def __init__(self, registry: CollectorRegistry, prefix: str, labels: tuple[str, ...]) -> None:
-        def counter(name: str, text: str) -> Counter:
-            return Counter(f"{prefix}{name}", text, labels, registry=registry)
+        def counter(name: str, text: str) -> CounterFamily:
+            return CounterFamily(f"{prefix}{name}", text, labels, registry=registry)
 
         self.connect_count = counter("connect_count", "AWS ConnectCount: requests sent to the $connect route")
         self.message_count = counter("message_count", "AWS MessageCount: messages from and to clients")
@@ -127,30 +188,28 @@ class GatewayMetrics:
         self.open_connections = Gauge(
             "framegate_open_connections", "Client WebSocket connections currently open", registry=registry
         )
-        self.bytes_in = Counter(
-            "framegate_bytes_in", "WebSocket bytes received from clients after the upgrade", registry=registry
+        self.bytes_in = _unlabelled(
+            registry, "framegate_bytes_in", "WebSocket bytes received from clients after the upgrade"
         )
-        self.bytes_out = Counter(
-            "framegate_bytes_out", "WebSocket bytes sent to clients after the upgrade", registry=registry
+        self.bytes_out = _unlabelled(
+            registry, "framegate_bytes_out", "WebSocket bytes sent to clients after the upgrade"
         )
         self.frames_fragmented = SummedCounter(
             "framegate_frames_fragmented",
             "Messages sent to clients split into several frames (over the frame cap)",
         )
         registry.register(self.frames_fragmented)
-        self.messages_reassembled = Counter(
-            "framegate_messages_reassembled",
-            "Client messages reassembled from several frames; added at close",
-            registry=registry,
+        self.messages_reassembled = _unlabelled(
+            registry, "framegate_messages_reassembled", "Client messages joined from several frames; added at close"
         )
-        self._closes = Counter(
-            "framegate_closes", "Client connections closed, by close code (1009: too big)", ["code"], registry=registry
+        self._closes = CounterFamily(
+            "framegate_closes", "Client connections closed, by close code (1009: too big)", ("code",), registry
         )
-        self._throttled = Counter(
-            "framegate_throttled_requests", "Requests refused by throttling, by level", ["level"], registry=registry
+        self._throttled = CounterFamily(
+            "framegate_throttled_requests", "Requests refused by throttling, by level", ("level",), registry
         )
-        self.upstream_connect_failures = Counter(
-            "framegate_upstream_connect_failures", "Upstream (integration) connections that failed", registry=registry
+        self.upstream_connect_failures = _unlabelled(
+            registry, "framegate_upstream_connect_failures", "Upstream (integration) connections that failed"
         )
         self.upstream_connect_latency = Histogram(
             "framegate_upstream_connect_latency_seconds",
@@ -158,7 +217,7 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
-        self._close_children: dict[int, Counter] = {}
+        self._close_children: dict[int, FastCounter] = {}
         self._throttled_children = {level: self._throttled.labels(level) for level in LEVELS}
 
     def stage(self, api_id: str, stage: str) -> StageMetrics:
@@ -184,16 +243,20 @@ class GatewayMetrics:
             metrics = routes[route_key] = StageMetrics(self._route_families, (api_id, stage, route_key))
         return metrics
 
-    def close(self, code: int) -> Counter:
+    def close(self, code: int) -> FastCounter:
         """The close counter child for ``code``."""
         child = self._close_children.get(code)
         if child is None:
             child = self._close_children[code] = self._closes.labels(str(code))
         return child
 
-    def throttled(self, level: str) -> Counter:
+    def throttled(self, level: str) -> FastCounter:
         """The throttled-requests child for a level from ``proxy.throttle.LEVELS``."""
         return self._throttled_children[level]
+
+
+def _unlabelled(registry: CollectorRegistry, name: str, documentation: str) -> FastCounter:
+    return CounterFamily(name, documentation, (), registry).labels()
 
 
 @cache

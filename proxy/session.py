@@ -99,9 +99,10 @@ class Session:
 
     __slots__ = (
         "_clock_ms",
+        "_forwards",
         "_new_id",
+        "_routes",
         "_table",
-        "_urls",
         "client",
         "connected_at_ms",
         "connection_id",
@@ -123,7 +124,9 @@ class Session:
         self._clock_ms = clock_ms
         self.connected_at_ms = clock_ms()
         self._table = route_table(target.snapshot)
-        self._urls: dict[str, str] = {}
+        self._forwards: dict[str, Forward] = {}
+        self._routes: dict[str, Forward] = {}
+        """Passthrough routes' answers by route key: the per-message fast path."""
 
     # --- $connect -----------------------------------------------------------------
 
@@ -196,8 +199,9 @@ class Session:
     def no_route(self, request_id: str) -> Reply:
         return Reply(gateway_frames.forbidden(self.connection_id, request_id))
 
-    def throttled(self, request_id: str) -> Reply:
-        return Reply(gateway_frames.too_many_requests(self.connection_id, request_id))
+    def throttled(self, request_id: str, template: str = gateway_frames.TOO_MANY_REQUESTS_TEMPLATE) -> Reply:
+        """The frame for a throttled message (``template``: ``Config.throttled_frame``)."""
+        return Reply(gateway_frames.too_many_requests(self.connection_id, request_id, template))
 
     def integrate(self, route: Route, opcode: int, payload: bytes, context: Callable[[], RequestContext]) -> Decision:
         """Run ``route``'s integration for one message.
@@ -205,13 +209,17 @@ class Session:
         ``context`` builds the message's ``$context``; the passthrough path never
         calls it, so relaying costs no ids and no clock reads.
         """
+        forward = self._routes.get(route.route_key)
+        if forward is not None:
+            return forward
         integration = self.target.snapshot.integration_for(route)
         if is_websocket(integration):
             assert integration is not None
             try:
-                return self._forward(integration)
+                forward = self._routes[route.route_key] = self._forward(integration)
             except IntegrationError:
                 return self.internal_error(context())
+            return forward
         if opcode != Opcode.TEXT:
             # AWS accepts text frames only; ws:// passthrough is our extension.
             return Close(CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported by this route")
@@ -236,11 +244,13 @@ class Session:
         return Reply(gateway_frames.internal_server_error(self.connection_id, request_id))
 
     def _forward(self, integration: Integration) -> Forward:
-        url = self._urls.get(integration.integration_id)
-        if url is None:
+        """The integration's ``Forward``, built once per connection (it is the per-message answer)."""
+        forward = self._forwards.get(integration.integration_id)
+        if forward is None:
             url = upstream_url(integration, self.target.stage.stage_variables, self.client.query)
-            self._urls[integration.integration_id] = url
-        return Forward(url, integration.timeout_in_millis / 1000)
+            forward = Forward(url, integration.timeout_in_millis / 1000)
+            self._forwards[integration.integration_id] = forward
+        return forward
 
     # --- $disconnect ----------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import GatewayMetrics, exposition
+from proxy.metrics import CounterFamily, GatewayMetrics, exposition
 from proxy.throttle import LEVELS
 
 Labels = tuple[tuple[str, str], ...]
@@ -116,3 +116,12 @@ def test_one_registry_holds_one_gateway_metrics() -> None:
     GatewayMetrics(registry)
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         GatewayMetrics(registry)
+
+
+def test_counter_family_cells_are_cached_and_label_arity_is_checked(registry: CollectorRegistry) -> None:
+    family = CounterFamily("framegate_test_events", "test", ("kind",), registry)
+    assert family.labels("a") is family.labels("a")
+    family.labels("a").inc(2.5)
+    with pytest.raises(ValueError, match="takes labels"):
+        family.labels("a", "b")
+    assert scrape(registry)[("framegate_test_events_total", (("kind", "a"),))] == 2.5

@@ -131,7 +131,7 @@ class _Applier:
         state = self.service.state(api_id)
         changed = any([self._route(state, route) for route in item.get("routes") or []])
         stages = [self._stage(state, stage) for stage in item.get("stages") or []]
-        if changed or any(stage.deployment_id is None for stage in stages):
+        if state.routes and (changed or any(stage.deployment_id is None for stage in stages)):
             deployment = self.service.create_deployment(api_id, "framegate --config")
             for stage in stages:
                 if not stage.auto_deploy:

@@ -185,6 +185,13 @@ class ControlService:
         clock: current time as ISO-8601 (injected: this layer reads no clock).
         max_stages: stage quota per API (``Config.max_stages_per_api``).
         region: region used in ARNs and ``apiEndpoint``.
+
+    Every operation raises, as AWS answers: ``NotFoundException`` for an
+    unknown API, child or domain; ``BadRequestException`` for a member that
+    fails validation; ``ConflictException`` for a duplicate key (route key,
+    stage name, domain, mapping key) or an integration still in use;
+    ``TooManyRequestsException`` past a quota (stages, routes, integrations).
+    Store failures propagate after memory is reloaded from the store.
     """
 
     def __init__(

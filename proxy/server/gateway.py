@@ -125,6 +125,7 @@ class ClientConnection(asyncio.Protocol):
         self._decoder: FrameDecoder | None = None
         self._session: Session | None = None
         self._observer: ConnectionObserver | None = None
+        self._connect_context: RequestContext | None = None
         self._upstreams: dict[str, Upstream] = {}
         self._pending: list[tuple[str, int, bytes]] = []
         self._connecting: asyncio.Task[None] | None = None
@@ -224,7 +225,7 @@ class ClientConnection(asyncio.Protocol):
         self._forwarded_for = _forwarded_for(request, self._source_ip)
         self._subprotocols = request.subprotocols
         session = self._session = Session(target, ids.connection_id(), client, ids.connection_id, epoch_ms)
-        context = session.connect_context()
+        context = self._connect_context = session.connect_context()
         stage = target.stage
         if gateway.observer.admit_connect(target.api.api_id, stage, session.connection_id, context) is not None:
             self._refuse(HTTPStatus.TOO_MANY_REQUESTS, "", body=THROTTLED_CONNECT_BODY)
@@ -324,8 +325,10 @@ class ClientConnection(asyncio.Protocol):
     ) -> None:
         """Answer the upgrade with an HTTP error and close."""
         session = self._session
-        if session is not None and status != HTTPStatus.TOO_MANY_REQUESTS:  # admit_connect counted 429s
-            self._gateway.observer.refused(session.target.api.api_id, session.target.stage, status)
+        context = self._connect_context
+        if session is not None and context is not None and status != HTTPStatus.TOO_MANY_REQUESTS:
+            # admit_connect already counted and logged its 429s
+            self._gateway.observer.refused(session.target.api.api_id, session.target.stage, status, context)
         transport = self._transport
         self._state = _CLOSING
         if transport is None or transport.is_closing():
@@ -378,10 +381,11 @@ class ClientConnection(asyncio.Protocol):
         route = session.route(opcode, payload)
         context = _MessageContext(session, route.route_key if route is not None else "-")
         if route is None:
+            observer.unrouted(self._current_stage(), context)
             self._act(session.no_route(context.request_id))
             return
         if observer.message(self._current_stage(), route.route_key, payload, context) is not None:
-            self._act(session.throttled(context.request_id))
+            self._act(session.throttled(context.request_id, self._config.throttled_frame))
             return
         self._act(session.integrate(route, opcode, payload, context.get), opcode, payload)
 

@@ -40,6 +40,7 @@ _EXECUTION_FAILURES: Final = frozenset({500, 502, 504})
 """``$connect`` statuses meaning the gateway could not call the integration (ExecutionError)."""
 STATUS_OK: Final = "200"
 STATUS_THROTTLED: Final = "429"
+STATUS_FORBIDDEN: Final = "403"
 
 
 class HasVariables(Protocol):
@@ -129,7 +130,7 @@ class Observer:
         logger.info("connected connectionId=%s apiId=%s stage=%s", connection_id, api_id, stage.stage_name)
         return ConnectionObserver(self, api_id, stage, connection_id)
 
-    def refused(self, api_id: str, stage: Stage, status: int) -> None:
+    def refused(self, api_id: str, stage: Stage, status: int, context: HasVariables) -> None:
         """``$connect`` failed after throttling admitted it (429s are counted by ``admit_connect``).
 
         The gateway failing to call the integration (500 template error, 502
@@ -141,6 +142,7 @@ class Observer:
             stage_metrics.execution_error.inc()
         else:
             stage_metrics.integration_error.inc()
+        self.access_log(stage, context, str(status))
 
     def upstream_opened(self, api_id: str, stage: Stage, seconds: float) -> None:
         """An upstream (integration) connection was established in ``seconds``."""
@@ -241,6 +243,13 @@ class ConnectionObserver:
         if stage.access_log_settings is not None:
             observer.access_log(stage, context, STATUS_OK if refused is None else STATUS_THROTTLED)
         return refused
+
+    def unrouted(self, stage: Stage, context: HasVariables) -> None:
+        """A message matched no route and there is no ``$default``: the gateway answers Forbidden."""
+        self.stage_metrics.message_count.inc()
+        self.stage_metrics.client_error.inc()
+        if stage.access_log_settings is not None:
+            self._observer.access_log(stage, context, STATUS_FORBIDDEN)
 
     def sent(self) -> None:
         """One message went to the client (MessageCount counts both directions)."""

@@ -16,7 +16,7 @@ from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 from proxy.codec import FrameDecoder, FrameEncoder
-from proxy.errors import HandshakeError, ProtocolError
+from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, UpstreamAccepted
 from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
@@ -161,7 +161,11 @@ class Upstream(asyncio.Protocol):
             self._closing = True
             self._transport.write(self._encoder.close(exc.close_code, str(exc)[:MAX_CLOSE_REASON_BYTES]))
             self._transport.close()
-        self._report(CloseCode.INTERNAL_ERROR, f"Backend protocol error: {exc}"[:MAX_CLOSE_REASON_BYTES])
+        if isinstance(exc, PayloadTooBig):
+            # The caps bind backends too: the client learns its backend sent too much.
+            self._report(CloseCode.MESSAGE_TOO_BIG, f"Backend exceeded the cap: {exc}"[:MAX_CLOSE_REASON_BYTES])
+        else:
+            self._report(CloseCode.INTERNAL_ERROR, f"Backend protocol error: {exc}"[:MAX_CLOSE_REASON_BYTES])
 
     def _report(self, code: int | None, reason: str) -> None:
         if not self._reported:

@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config as BotoConfig
 
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
@@ -25,6 +26,8 @@ from proxy.server.admin import Exposition, start_admin_server
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S = 15.0
+NO_RETRIES = BotoConfig(retries={"total_max_attempts": 1})
+"""botocore retries 429 (TooManyRequestsException) with back-off, as against AWS; tests want the first answer."""
 DUMMY_CREDENTIALS = {"aws_access_key_id": "x", "aws_secret_access_key": "x", "region_name": "us-east-1"}
 
 
@@ -68,7 +71,7 @@ def admin(db_path: str) -> Iterator[Admin]:
 
 @pytest.fixture
 def client(admin: Admin) -> Iterator[Any]:
-    client = boto3.client("apigatewayv2", endpoint_url=admin.url, **DUMMY_CREDENTIALS)
+    client = boto3.client("apigatewayv2", endpoint_url=admin.url, config=NO_RETRIES, **DUMMY_CREDENTIALS)
     yield client
     client.close()
 

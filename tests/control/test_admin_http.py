@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -80,5 +81,32 @@ def _assert_metrics(admin: Admin) -> None:
         assert response.status == 200
         assert response.getheader("Content-Type", "").startswith("text/plain")
         assert b"framegate_bytes_in_total 42.0" in response.read()
+    finally:
+        conn.close()
+
+
+def test_pipelined_requests_are_answered_in_order(admin: Admin) -> None:
+    url = urlsplit(admin.url)
+    assert url.hostname is not None and url.port is not None
+    request = b"GET /v2/apis/%s HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((url.hostname, url.port), timeout=10) as raw:
+        raw.sendall(request % b"missing001" + request % b"missing002" + b"GET /v2/apis HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 3 or not received.endswith(b"}]}"):
+            chunk = raw.recv(65536)
+            assert chunk, received
+            received += chunk
+    assert received.index(b"missing001") < received.index(b"missing002") < received.index(b'"name": "demo"')
+    assert received.count(b"HTTP/1.1 404") == 2
+
+
+def test_bad_pagination_parameters_are_bad_requests(admin: Admin) -> None:
+    conn = _connect(admin)
+    try:
+        for query in ("maxResults=0", "maxResults=abc", "nextToken=%21%21"):
+            conn.request("GET", f"/v2/apis?{query}")
+            response = conn.getresponse()
+            response.read()
+            assert (response.status, response.getheader("x-amzn-ErrorType")) == (400, "BadRequestException"), query
     finally:
         conn.close()

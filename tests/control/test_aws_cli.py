@@ -28,6 +28,7 @@ class Aws:
             "AWS_SECRET_ACCESS_KEY": "x",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_PAGER": "",
+            "AWS_MAX_ATTEMPTS": "1",  # no back-off retries of the 429 under test
         }
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -175,3 +175,14 @@ def test_framegate_export_command(tmp_path: Path) -> None:
     done = subprocess.run(missing, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "no store" in done.stderr
     assert not (tmp_path / "none.db").exists()
+
+
+def test_an_api_without_routes_is_declared_but_not_deployed(tmp_path: Path) -> None:
+    text = "apis:\n  - {name: empty, protocolType: WEBSOCKET, routeSelectionExpression: $x, stages: [{stageName: s}]}\n"
+    config = Config(db_path=str(tmp_path / "a.db"), config_file=_write(tmp_path, "c.yaml", text))
+    plane = open_control_plane(config, MemoryCatalog())
+    try:
+        state = next(iter(plane.service.apis.values()))
+        assert state.stages["s"].deployment_id is None and state.deployments == {}
+    finally:
+        plane.close()

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,12 +18,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-pytestmark = pytest.mark.integration
-pytest.importorskip("proxy.server.app", reason="the data-plane gateway is not merged yet")
+from tests.helpers.servers import framegate
 
-ROOT = Path(__file__).resolve().parents[2]
-READY = re.compile(r"framegate ready data=(?P<data>ws://\S+) admin=(?P<admin>http://\S+) ")
-START_CEILING_S = 30.0
+pytestmark = pytest.mark.integration
 REPLY_CEILING_S = 10.0
 CREDENTIALS = {"aws_access_key_id": "x", "aws_secret_access_key": "x", "region_name": "us-east-1"}
 
@@ -40,21 +34,8 @@ CONNECT_GATE = '#if($context.stage == "locked"){"statusCode": 403}#else{"statusC
 @asynccontextmanager
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
     """``framegate serve`` on ephemeral ports, stopped by PID: (data URL, boto3 client)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0",
-        "--db", str(tmp_path / "framegate.db"),
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), START_CEILING_S)).decode()
-        match = READY.search(line)
-        assert match, f"no ready line: {line!r}"
-        yield match["data"], boto3.client("apigatewayv2", endpoint_url=match["admin"], **CREDENTIALS)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await asyncio.wait_for(process.wait(), START_CEILING_S)
+    async with framegate(tmp_path) as running:
+        yield running.data, boto3.client("apigatewayv2", endpoint_url=running.admin, **CREDENTIALS)
 
 
 def mock_route(client: Any, api_id: str, key: str, request_template: str, *, reply: str | None) -> None:

@@ -36,7 +36,7 @@ async def echo_frames(connection: ServerConnection, recorder: Recorder) -> None:
             if isinstance(fragments[0], str):
                 await connection.send("".join(str(f) for f in fragments))
             else:
-                await connection.send(b"".join(bytes(f) for f in fragments))
+                await connection.send(b"".join(f for f in fragments if isinstance(f, bytes)))
     except ConnectionClosed:
         pass
     finally:

@@ -46,7 +46,7 @@ class Framegate:
     codec: str
     db_path: Path
     log_path: Path
-    pid: int
+    process: asyncio.subprocess.Process
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -71,7 +71,7 @@ async def framegate(tmp_path: Path, *flags: str, codec: str = "python") -> Async
         match = READY.search(line)
         assert match, f"no ready line: {line!r}; log: {log_path.read_text()[-2000:]}"
         assert match["codec"] == codec
-        yield Framegate(match["data"], match["admin"], codec, db_path, log_path, process.pid)
+        yield Framegate(match["data"], match["admin"], codec, db_path, log_path, process)
     finally:
         if process.returncode is None:
             process.terminate()

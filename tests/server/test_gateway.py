@@ -224,3 +224,99 @@ async def test_silent_client_is_dropped_at_the_handshake_deadline(tmp_path: Path
     async with framegate(tmp_path, "--handshake-timeout", "0.2", codec=codec) as gateway:
         answer = await asyncio.to_thread(raw_exchange, gateway, b"GET /dev HTTP/1.1\r\n")
     assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+# --- wire-level framing, backend caps, shutdown ------------------------------------------------
+
+
+def read_frames(sock: socket.socket, count: int) -> list[tuple[int, int, int]]:
+    """Read ``count`` server frames off a raw socket: (fin, opcode, payload length) each."""
+    buffer = b""
+
+    def need(n: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < n:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed mid-frame"
+            buffer += chunk
+        taken, buffer = buffer[:n], buffer[n:]
+        return taken
+
+    frames = []
+    for _ in range(count):
+        first, second = need(2)
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(need(2), "big")
+        elif length == 127:
+            length = int.from_bytes(need(8), "big")
+        need(length)
+        frames.append((first >> 7, first & 0x0F, length))
+    return frames
+
+
+def masked(opcode: int, payload: bytes, fin: bool) -> bytes:
+    """One client frame, masked with a fixed key (raw-socket clients must mask)."""
+    key = b"\x01\x02\x03\x04"
+    length = len(payload)
+    header = bytes([(0x80 if fin else 0) | opcode])
+    header += bytes([0x80 | 126]) + length.to_bytes(2, "big") if length > 125 else bytes([0x80 | length])
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def raw_echo_as_frames(gateway: Framegate, size: int) -> list[tuple[int, int, int]]:
+    """Upgrade a raw socket, send ``size`` bytes of text in 32 KiB frames, read the echo's frames."""
+    chunks = [b"z" * min(FRAME, size - start) for start in range(0, size, FRAME)]
+    with socket.create_connection(gateway.host_port, timeout=CEILING_S) as sock:
+        sock.sendall(upgrade())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        for index, chunk in enumerate(chunks):
+            sock.sendall(masked(0x1 if index == 0 else 0x0, chunk, fin=index == len(chunks) - 1))
+        return read_frames(sock, len(chunks))
+
+
+async def test_100_kib_echo_arrives_as_four_frames_on_the_wire(tmp_path: Path, codec: str) -> None:
+    async with echo_backend(Recorder()) as backend, framegate(tmp_path, "--backend", backend, codec=codec) as gateway:
+        frames = await asyncio.to_thread(raw_echo_as_frames, gateway, 100 * 1024)
+    assert [(fin, opcode) for fin, opcode, _ in frames] == [(0, 0x1), (0, 0x0), (0, 0x0), (1, 0x0)]
+    assert all(length <= FRAME for _, _, length in frames)
+    assert sum(length for _, _, length in frames) == 100 * 1024
+
+
+async def test_backend_message_over_the_cap_closes_both_legs_1009(tmp_path: Path, codec: str) -> None:
+    backend_closed: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def flood(connection: ServerConnection) -> None:
+        await connection.recv()
+        await connection.send(b"\x00" * (MESSAGE + 1))
+        await connection.wait_closed()
+        await backend_closed.put(connection.close_code)
+
+    async with (
+        scripted_backend(flood) as backend,
+        framegate(tmp_path, "--backend", backend, codec=codec) as gateway,
+        connect(f"{gateway.data}/prod") as client,
+    ):
+        await client.send("send me too much")
+        code, reason = await closed_with(client)
+        assert await asyncio.wait_for(backend_closed.get(), CEILING_S) == 1009
+    assert code == 1009
+    assert reason.startswith("Backend exceeded the cap")
+
+
+async def test_sigterm_closes_clients_1001_and_exits_0(tmp_path: Path, codec: str) -> None:
+    recorder = Recorder()
+    async with (
+        echo_backend(recorder) as backend,
+        framegate(tmp_path, "--backend", backend, "--drain-timeout", "5", codec=codec) as gateway,
+        connect(f"{gateway.data}/prod") as client,
+    ):
+        await client.send("before shutdown")
+        assert await client.recv() == "before shutdown"
+        gateway.process.terminate()
+        assert (await closed_with(client))[0] == 1001
+        assert await asyncio.wait_for(gateway.process.wait(), CEILING_S) == 0
+        assert (await asyncio.wait_for(recorder.closes.get(), CEILING_S))[0] == 1001

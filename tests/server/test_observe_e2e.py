@@ -241,3 +241,30 @@ async def test_integration_refusing_connect_counts_an_integration_error(tmp_path
     assert samples[("framegate_connect_count_total", labels)] == 1
     assert samples[("framegate_integration_error_total", labels)] == 1
     assert samples[("framegate_upstream_connect_failures_total", ())] == 1
+
+
+async def test_throttled_frame_text_is_configurable(tmp_path: Path) -> None:
+    template = '{"error": "slow down", "id": "{requestId}", "conn": "{connectionId}"}'
+    async with running_gateway(tmp_path, "--throttled-frame", template) as gateway:
+        await gateway.update_prod(
+            "--route-settings", '{"$default": {"ThrottlingBurstLimit": 0, "ThrottlingRateLimit": 0}}'
+        )
+        async with connect(f"{gateway.data}/prod") as client:
+            await client.send("refused")
+            frame = json.loads(await client.recv())
+    assert frame["error"] == "slow down"
+    assert re.fullmatch(r"[A-Za-z0-9+/]{15}=", frame["id"]) and re.fullmatch(r"[A-Za-z0-9+/]{15}=", frame["conn"])
+
+
+async def test_account_new_connection_rate_refuses_with_429(tmp_path: Path) -> None:
+    # 0.01/s: a bucket of one connection that refills in 100 s, so the second connect is refused.
+    async with running_gateway(tmp_path, "--new-connections-per-s", "0.01") as gateway:
+        async with connect(f"{gateway.data}/prod") as first:
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"{gateway.data}/prod")
+            await first.send("open")
+            assert await first.recv() == "open"
+        samples = await gateway.scrape()
+    assert refused.value.response.status_code == 429
+    assert samples[("framegate_throttled_requests_total", (("level", "new_connections"),))] == 1
+    assert samples[("framegate_connect_count_total", gateway.stage_labels())] == 1

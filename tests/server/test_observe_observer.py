@@ -198,9 +198,9 @@ def test_refusals_and_upstream_outcomes_land_in_aws_error_metrics(
     observer: Observer, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
     stage = stage_with(tmp_path)
-    observer.refused(API, stage, 403)  # the integration's answer
-    observer.refused(API, stage, 401)
-    observer.refused(API, stage, 502)  # the integration could not be reached
+    observer.refused(API, stage, 403, Context("CONNECT", "r1"))  # the integration's answer
+    observer.refused(API, stage, 401, Context("CONNECT", "r2"))
+    observer.refused(API, stage, 502, Context("CONNECT", "r3"))  # the integration could not be reached
     observer.upstream_failed()
     observer.upstream_opened(API, stage, 0.004)
     assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 0
@@ -209,6 +209,7 @@ def test_refusals_and_upstream_outcomes_land_in_aws_error_metrics(
     assert sample(registry, "framegate_upstream_connect_failures_total") == 1
     assert sample(registry, "framegate_upstream_connect_latency_seconds_count") == 1
     assert sample(registry, "framegate_integration_latency_seconds_count", api_id=API, stage="dev") == 1
+    assert [line["status"] for line in access_lines(tmp_path)] == ["403", "401", "502"]
 
 
 def test_codec_counters_are_added_at_close(observer: Observer, registry: CollectorRegistry, tmp_path: Path) -> None:
@@ -221,3 +222,14 @@ def test_codec_counters_are_added_at_close(observer: Observer, registry: Collect
 def test_default_metrics_are_one_per_process() -> None:
     assert default_metrics() is default_metrics()
     assert default_metrics().registry is REGISTRY
+
+
+def test_unrouted_message_is_a_client_error_logged_403(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    stage = stage_with(tmp_path)
+    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
+    connection.unrouted(stage, Context("MESSAGE", "m1"))
+    assert sample(registry, "framegate_message_count_total", api_id=API, stage="dev") == 1
+    assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 1
+    assert access_lines(tmp_path)[-1] == {"requestId": "m1", "eventType": "MESSAGE", "status": "403"}

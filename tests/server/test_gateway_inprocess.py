@@ -1,0 +1,192 @@
+"""Gateway behaviour that needs a live ``MemoryCatalog``: redeploys, routing, stage variables, timers, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from proxy.config import Config
+from proxy.control.model import DEFAULT
+from proxy.server.gateway import ClientConnection
+from tests.helpers.apis import api_entry, catalog_with, mock, snapshot, ws
+from tests.helpers.inprocess import in_process_gateway, prefix_echo
+
+pytestmark = pytest.mark.integration
+
+API = "abcdef1234"
+CEILING_S = 10.0
+KIB = 1024
+READ_CHUNK = 256 * KIB
+"""Most bytes one ``data_received`` hands over (uvloop's read buffer)."""
+
+
+async def _echo(url: str, text: str) -> str:
+    async with connect(url) as client:
+        await client.send(text)
+        reply = await client.recv()
+    assert isinstance(reply, str)
+    return reply
+
+
+async def test_redeploy_reaches_new_connections_while_old_keep_their_snapshot(tmp_path: Path) -> None:
+    async with prefix_echo("old:") as old, prefix_echo("new:") as new:
+        catalog = catalog_with(api_entry(API, {"prod": (snapshot({DEFAULT: ws("i1", old.url)}), {})}))
+        async with in_process_gateway(catalog, tmp_path) as server, connect(f"{server.url}/prod") as before:
+            await before.send("a")
+            assert await before.recv() == "old:a"
+            catalog.publish_api(api_entry(API, {"prod": (snapshot({DEFAULT: ws("i1", new.url)}), {})}))
+            assert await _echo(f"{server.url}/prod", "b") == "new:b"
+            await before.send("c")
+            assert await before.recv() == "old:c"
+
+
+async def test_route_selection_reaches_two_backends_on_one_connection(tmp_path: Path) -> None:
+    async with prefix_echo("chat:") as chat, prefix_echo("other:") as other:
+        routes = {DEFAULT: ws("d", other.url), "join": ws("j", chat.url), "echo": mock("m")}
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot(routes), {})}))
+        async with in_process_gateway(catalog, tmp_path) as server, connect(f"{server.url}/dev") as client:
+            await client.send('{"action":"join"}')
+            assert await client.recv() == 'chat:{"action":"join"}'
+            await client.send("plain")
+            assert await client.recv() == "other:plain"
+            await client.send('{"action":"echo"}')
+            assert await client.recv() == '{"action":"echo"}'
+            await client.send('{"action":"join","n":2}')
+            assert await client.recv() == 'chat:{"action":"join","n":2}'
+    assert chat.upgrades == 1
+
+
+async def test_two_stages_of_one_deployment_reach_two_backends_via_stage_variables(tmp_path: Path) -> None:
+    async with prefix_echo("blue:") as blue, prefix_echo("green:") as green:
+        snap = snapshot({DEFAULT: ws("i1", "ws://${stageVariables.backend}")})
+        stages = {
+            "blue": (snap, {"backend": blue.url.removeprefix("ws://")}),
+            "green": (snap, {"backend": green.url.removeprefix("ws://")}),
+        }
+        catalog = catalog_with(api_entry(API, stages))
+        async with in_process_gateway(catalog, tmp_path) as server:
+            assert await _echo(f"{server.url}/blue", "x") == "blue:x"
+            assert await _echo(f"{server.url}/green", "x") == "green:x"
+
+
+async def test_missing_stage_variable_refuses_upgrade_with_500(tmp_path: Path) -> None:
+    catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", "ws://${stageVariables.nope}")}), {})}))
+    async with in_process_gateway(catalog, tmp_path) as server:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"{server.url}/dev"):
+                pass
+    assert refused.value.response.status_code == 500
+
+
+@asynccontextmanager
+async def _silent_backend() -> AsyncIterator[str]:
+    """Accepts TCP and never answers the upgrade."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_backend_handshake_timeout_gives_504(tmp_path: Path) -> None:
+    async with _silent_backend() as url:
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", url, timeout_ms=100)}), {})}))
+        async with in_process_gateway(catalog, tmp_path) as server:
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(f"{server.url}/dev"):
+                    pass
+    assert refused.value.response.status_code == 504
+
+
+async def test_mock_connect_refusal_status_reaches_client(tmp_path: Path) -> None:
+    routes = {"$connect": mock("c", template='{"statusCode": 401}'), DEFAULT: mock("d")}
+    catalog = catalog_with(api_entry(API, {"dev": (snapshot(routes), {})}))
+    async with in_process_gateway(catalog, tmp_path) as server:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"{server.url}/dev"):
+                pass
+    assert refused.value.response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"idle_timeout": 0.2}, "idle timeout"),
+        ({"max_connection_duration": 0.2}, "duration"),
+    ],
+    ids=["idle", "max-duration"],
+)
+async def test_timers_close_client_and_backend_with_1001(
+    settings: dict[str, float], reason: str, tmp_path: Path
+) -> None:
+    async with prefix_echo("") as backend:
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend.url)}), {})}))
+        config = Config(port=0, admin_port=0, **settings)  # type: ignore[arg-type]
+        async with in_process_gateway(catalog, tmp_path, config) as server, connect(f"{server.url}/dev") as client:
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.recv()
+            backend_close = await asyncio.wait_for(backend.closes.get(), CEILING_S)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001 and reason in closed.value.rcvd.reason.lower()
+    assert backend_close[0] == 1001
+
+
+async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A client that stops reading while the backend floods: the gateway's buffer stays bounded."""
+    paused = asyncio.Event()
+    peak = [0]
+    original_pause = ClientConnection.pause_writing
+    original_relay = ClientConnection.upstream_message
+
+    def pause_writing(self: ClientConnection) -> None:
+        paused.set()
+        original_pause(self)
+
+    def upstream_message(self: ClientConnection, opcode: int, payload: bytes) -> None:
+        original_relay(self, opcode, payload)
+        transport = self._transport
+        if transport is not None:
+            peak[0] = max(peak[0], transport.get_write_buffer_size())
+
+    monkeypatch.setattr(ClientConnection, "pause_writing", pause_writing)
+    monkeypatch.setattr(ClientConnection, "upstream_message", upstream_message)
+    messages, size = 200, 32 * KIB
+    config = Config(port=0, admin_port=0, write_high_water=64 * KIB, write_low_water=16 * KIB)
+    async with prefix_echo("") as backend:
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend.url)}), {})}))
+        async with (
+            in_process_gateway(catalog, tmp_path, config) as server,
+            connect(f"{server.url}/dev", max_queue=1) as client,
+        ):
+            await client.send("go")
+            assert await client.recv() == "go"
+            upstream = await asyncio.wait_for(backend.connections.get(), CEILING_S)
+            flood = asyncio.create_task(_flood(upstream, messages, size))
+            client.transport.pause_reading()
+            await asyncio.wait_for(paused.wait(), CEILING_S)
+            client.transport.resume_reading()
+            received = [await asyncio.wait_for(client.recv(), CEILING_S) for _ in range(messages)]
+            await asyncio.wait_for(flood, CEILING_S)
+    assert received == [f"{n:08d}".ljust(size, "z") for n in range(messages)]
+    # The flood is 6.4 MiB; the gateway holds at most the high-water mark plus one socket read of it.
+    assert peak[0] <= config.write_high_water + READ_CHUNK + config.max_message
+
+
+async def _flood(upstream: object, messages: int, size: int) -> None:
+    send = upstream.send  # type: ignore[attr-defined]
+    for n in range(messages):
+        await send(f"{n:08d}".ljust(size, "z"))
