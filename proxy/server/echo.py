@@ -107,15 +107,19 @@ class EchoProtocol(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         encoder = self._encoder
+        out: list[bytes] = []  # one write per read: a pipelined batch costs one syscall, not one per echo
         for opcode, payload in events:
             if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
-                transport.write(encoder.message(opcode, payload))
+                out.append(encoder.message(opcode, payload))
             elif opcode == Opcode.PING:
-                transport.write(encoder.pong(payload))
+                out.append(encoder.pong(payload))
             elif opcode == Opcode.CLOSE:
+                transport.write(b"".join(out))
                 code, _reason = parse_close(payload)
                 self._close(None if code == CloseCode.NO_STATUS else code, "")
                 return
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _close(self, code: int | None, reason: str) -> None:
         assert self._transport is not None
