@@ -110,6 +110,32 @@ class Gateway:
 class ClientConnection(asyncio.Protocol):
     """One client: handshake, relay, close (see the module docstring)."""
 
+    __slots__ = (
+        "_close_code",
+        "_config",
+        "_connect_context",
+        "_connecting",
+        "_decoder",
+        "_early",
+        "_flow",
+        "_forwarded_for",
+        "_gateway",
+        "_handshake",
+        "_last_activity",
+        "_loop",
+        "_observer",
+        "_out",
+        "_pending",
+        "_session",
+        "_source_ip",
+        "_state",
+        "_subprotocols",
+        "_timers",
+        "_transport",
+        "_upstreams",
+        "_writing_paused",
+    )
+
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
         self._config = gateway.config
@@ -308,7 +334,9 @@ class ClientConnection(asyncio.Protocol):
         config = self._config
         self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
         self._last_activity = self._loop.time()
-        self._timers.append(self._loop.call_later(config.idle_timeout, self._idle_check))
+        for timer in self._timers:
+            timer.cancel()  # the handshake deadline is met
+        self._timers = [self._loop.call_later(config.idle_timeout, self._idle_check)]
         self._timers.append(
             self._loop.call_later(
                 config.max_connection_duration, self.close, CloseCode.GOING_AWAY, "Connection duration exceeded"
@@ -558,7 +586,7 @@ class ClientConnection(asyncio.Protocol):
     def _idle_check(self) -> None:
         remaining = self._last_activity + self._config.idle_timeout - self._loop.time()
         if remaining > 0:
-            self._timers.append(self._loop.call_later(remaining, self._idle_check))
+            self._timers[0] = self._loop.call_later(remaining, self._idle_check)  # the idle slot, re-armed
         else:
             self.close(CloseCode.GOING_AWAY, "Going away: idle timeout")
 

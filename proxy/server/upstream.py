@@ -50,6 +50,20 @@ class UpstreamOwner(Protocol):
 class Upstream(asyncio.Protocol):
     """The gateway's WebSocket client to one backend, for one client connection."""
 
+    __slots__ = (
+        "_closing",
+        "_decoder",
+        "_encoder",
+        "_handshake",
+        "_held",
+        "_owner",
+        "_reported",
+        "_transport",
+        "accepted",
+        "flow",
+        "outbox",
+    )
+
     def __init__(
         self,
         owner: UpstreamOwner,
