@@ -33,7 +33,7 @@ from proxy.control.model import Stage
 from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest, error_body, http_response
-from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
+from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server.flow import FlowControl, Outbox
 from proxy.server.observer import THROTTLED_CONNECT_BODY, ConnectionObserver, Observer
 from proxy.server.upstream import Upstream, open_upstream
@@ -197,9 +197,7 @@ class ClientConnection(asyncio.Protocol):
             timer.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
-        for upstream in list(self._upstreams.values()):
-            upstream.close(CloseCode.GOING_AWAY, "client went away")
-        self._upstreams.clear()
+        self._close_upstreams(CloseCode.GOING_AWAY, "client went away")
         self._pending.clear()
         if was_open and self._session is not None and self._observer is not None:
             context = self._session.disconnect()
@@ -463,9 +461,7 @@ class ClientConnection(asyncio.Protocol):
             await self._open(forward, ())
         except HandshakeError as exc:
             logger.info("route upstream failed connectionId=%s: %s", self.connection_id, exc)
-            dropped = [item for item in self._pending if item[0] == forward.url]
-            self._pending = [item for item in self._pending if item[0] != forward.url]
-            for _ in dropped:
+            for _ in self._take_pending(forward.url):
                 self._act(session.internal_error(None))
             self._flow.resume()
             return
@@ -474,11 +470,15 @@ class ClientConnection(asyncio.Protocol):
             upstream.close(CloseCode.GOING_AWAY, "client went away")
             return
         upstream.start()
-        for url, opcode, payload in self._pending:
-            if url == forward.url:
-                upstream.send(opcode, payload)
-        self._pending = [item for item in self._pending if item[0] != forward.url]
+        for opcode, payload in self._take_pending(forward.url):
+            upstream.send(opcode, payload)
         self._flow.resume()
+
+    def _take_pending(self, url: str) -> list[tuple[int, bytes]]:
+        """Remove and return, in order, the messages queued for the upstream at ``url``."""
+        taken = [(opcode, payload) for queued, opcode, payload in self._pending if queued == url]
+        self._pending = [item for item in self._pending if item[0] != url]
+        return taken
 
     def _send(self, opcode: int, payload: bytes) -> None:
         self._write(self._gateway.server_encoder.message(opcode, payload))
@@ -547,11 +547,14 @@ class ClientConnection(asyncio.Protocol):
         self._close_code = code
         self._state = _CLOSING
         self._write(self._gateway.server_encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
-        upstream_code = CloseCode.NORMAL if code in _UNSENDABLE else code
-        for upstream in list(self._upstreams.values()):
-            upstream.close(upstream_code, reason)
-        self._upstreams.clear()
+        self._close_upstreams(CloseCode.NORMAL if code in _UNSENDABLE else code, reason)
         self._close_transport()
+
+    def _close_upstreams(self, code: int, reason: str) -> None:
+        """Pass a close on to every upstream and forget them (their callbacks no longer reach us)."""
+        for upstream in self._upstreams.values():
+            upstream.close(code, reason)
+        self._upstreams.clear()
 
     def _close_acknowledged(self) -> None:
         self._close_transport()
@@ -564,11 +567,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self._state = _CLOSING
         self._close_code = code
-        reason = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
         self._write(self._gateway.server_encoder.close(code, reason))
-        for upstream in list(self._upstreams.values()):
-            upstream.close(code, reason)
-        self._upstreams.clear()
+        self._close_upstreams(code, reason)
         if self._transport is not None:
             self._timers.append(self._loop.call_later(CLOSE_TIMEOUT_S, self._transport.abort))
 

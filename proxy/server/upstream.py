@@ -19,7 +19,7 @@ from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, UpstreamAccepted
-from proxy.limits import CLOSE_TIMEOUT_S, MAX_CLOSE_REASON_BYTES
+from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server.flow import FlowControl, Outbox
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
@@ -208,14 +208,14 @@ class Upstream(asyncio.Protocol):
     def _protocol_error(self, exc: ProtocolError) -> None:
         if self._transport is not None and self.outbox is not None and not self._closing:
             self._closing = True
-            self.outbox.write(self._encoder.close(exc.close_code, str(exc)[:MAX_CLOSE_REASON_BYTES]))
+            self.outbox.write(self._encoder.close(exc.close_code, str(exc)))
             self.outbox.uncork()
             self._transport.close()
         if isinstance(exc, PayloadTooBig):
             # The caps bind backends too: the client learns its backend sent too much.
-            self._report(CloseCode.MESSAGE_TOO_BIG, f"Backend exceeded the cap: {exc}"[:MAX_CLOSE_REASON_BYTES])
+            self._report(CloseCode.MESSAGE_TOO_BIG, f"Backend exceeded the cap: {exc}")
         else:
-            self._report(CloseCode.INTERNAL_ERROR, f"Backend protocol error: {exc}"[:MAX_CLOSE_REASON_BYTES])
+            self._report(CloseCode.INTERNAL_ERROR, f"Backend protocol error: {exc}")
 
     def _report(self, code: int | None, reason: str) -> None:
         if not self._reported:
