@@ -34,9 +34,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
-from proxy.control.model import CONNECT, RouteSettings, Stage
+from proxy.control.model import CONNECT, RouteSettings, Stage, merge_settings
 from proxy.limits import THROTTLE_IDLE_RECLAIM_S, THROTTLE_TOKEN_EPSILON, THROTTLING_BURST_LIMIT, THROTTLING_RATE_LIMIT
 
 NEW_CONNECTIONS: Final = "new_connections"
@@ -45,8 +45,6 @@ STAGE: Final = "stage"
 ROUTE: Final = "route"
 LEVELS: Final = (NEW_CONNECTIONS, ACCOUNT, STAGE, ROUTE)
 """The refusing levels ``admit_*`` can return, as metric labels."""
-
-T = TypeVar("T")
 
 _ONE_TOKEN: Final = 1.0 - THROTTLE_TOKEN_EPSILON
 
@@ -114,20 +112,7 @@ def effective_route_settings(stage: Stage, route_key: str) -> RouteSettings:
     """
     default = stage.default_route_settings
     route = stage.route_settings.get(route_key)
-    if route is None:
-        return default
-
-    return RouteSettings(
-        throttling_burst_limit=_first(route.throttling_burst_limit, default.throttling_burst_limit),
-        throttling_rate_limit=_first(route.throttling_rate_limit, default.throttling_rate_limit),
-        detailed_metrics_enabled=_first(route.detailed_metrics_enabled, default.detailed_metrics_enabled),
-        data_trace_enabled=_first(route.data_trace_enabled, default.data_trace_enabled),
-        logging_level=_first(route.logging_level, default.logging_level),
-    )
-
-
-def _first(value: T | None, fallback: T | None) -> T | None:
-    return value if value is not None else fallback
+    return default if route is None else merge_settings(default, route)
 
 
 def resolve_limits(stage: Stage, route_key: str, account_burst: int, account_rate: float) -> Limits:

@@ -47,8 +47,9 @@ from proxy.control.model import (
     Route,
     RouteResponse,
     Stage,
+    merge_settings,
 )
-from proxy.control.service import ApiState, ControlService, merge_route_settings, merge_settings
+from proxy.control.service import ApiState, ControlService, merge_route_settings
 from proxy.errors import BadRequestException
 from proxy.store.sqlite import SqliteStore
 

@@ -14,7 +14,7 @@ stores these values) and the data plane (which only reads ``Target``s from a
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from proxy.limits import INTEGRATION_TIMEOUT_MS, THROTTLING_BURST_LIMIT, THROTTLING_RATE_LIMIT
 
@@ -64,6 +64,17 @@ class RouteSettings:
     detailed_metrics_enabled: bool | None = None
     data_trace_enabled: bool | None = None
     logging_level: str | None = None
+
+
+def merge_settings(base: RouteSettings, override: RouteSettings) -> RouteSettings:
+    """``base`` with every member ``override`` sets.
+
+    One rule serves twice: AWS updates settings member by member, and a route's
+    settings override the stage default's member by member.
+    """
+    return replace(
+        base, **{f.name: getattr(override, f.name) for f in fields(override) if getattr(override, f.name) is not None}
+    )
 
 
 DEFAULT_ROUTE_SETTINGS = RouteSettings(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Container, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from proxy import ids, limits
@@ -42,6 +42,7 @@ from proxy.control.model import (
     RouteSettings,
     Snapshot,
     Stage,
+    merge_settings,
 )
 from proxy.control.routing import validate_stage_variables
 from proxy.errors import BadRequestException, ConflictException, NotFoundException, TooManyRequestsException
@@ -126,11 +127,6 @@ def _swap(items: tuple[T, ...], key: Callable[[T], str], wanted: str, new: T | N
     """``items`` with the one whose key is ``wanted`` replaced by ``new`` (dropped if None)."""
     kept = (item for item in items if new is not None or key(item) != wanted)
     return tuple(new if new is not None and key(item) == wanted else item for item in kept)
-
-
-def merge_settings(old: RouteSettings, new: RouteSettings) -> RouteSettings:
-    """``old`` with every member ``new`` sets (AWS updates settings member by member)."""
-    return replace(old, **{f.name: getattr(new, f.name) for f in fields(new) if getattr(new, f.name) is not None})
 
 
 def merge_route_settings(
