@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from proxy.control.catalog import MemoryCatalog
 from proxy.control.plane import ControlPlane, open_control_plane
 from proxy.metrics import exposition
 from proxy.server.admin import Exposition, start_admin_server
+from tests.helpers.servers import serve_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S = 15.0
@@ -106,9 +106,8 @@ class Gateway:
 def framegate(tmp_path: Path, *args: str, db: str | None = None) -> Iterator[Gateway]:
     """``framegate serve`` on ephemeral ports; stopped by PID (SIGTERM, then SIGKILL) unless already dead."""
     db = db or str(tmp_path / "framegate.db")
-    command = [sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0", "--db", db, *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(serve_argv(db, *args), cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     client = None
     try:
         assert process.stdout is not None

@@ -54,6 +54,11 @@ class Framegate:
         return host, int(port)
 
 
+def serve_argv(db_path: Path | str, *flags: str) -> list[str]:
+    """The command line of ``framegate serve`` on ephemeral ports with its store at ``db_path``."""
+    return [sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0", "--db", str(db_path), *flags]
+
+
 @asynccontextmanager
 async def framegate(tmp_path: Path, *flags: str, codec: str = "python") -> AsyncIterator[Framegate]:
     """Run ``framegate serve --port 0 --admin-port 0 --db tmp/framegate.db *flags`` until the block ends."""
@@ -62,9 +67,8 @@ async def framegate(tmp_path: Path, *flags: str, codec: str = "python") -> Async
     log_path = tmp_path / "framegate.log"
     with log_path.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy", "serve", "--port", "0", "--admin-port", "0", "--db", str(db_path), *flags,
-            cwd=ROOT, env=codec_env(codec), stdout=asyncio.subprocess.PIPE, stderr=log,
-        )  # fmt: skip
+            *serve_argv(db_path, *flags), cwd=ROOT, env=codec_env(codec), stdout=asyncio.subprocess.PIPE, stderr=log
+        )
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), START_CEILING_S)).decode()
