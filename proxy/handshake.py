@@ -81,13 +81,12 @@ class ServerHandshake:
         max_head: request line plus headers, in bytes; more is answered 431.
     """
 
-    __slots__ = ("_buffer", "_handshake", "_max_head", "_request", "trailing")
+    __slots__ = ("_buffer", "_handshake", "_max_head", "trailing")
 
     def __init__(self, max_head: int = MAX_REQUEST_HEAD_BYTES) -> None:
         self._handshake = H11Handshake(ConnectionType.SERVER)
         self._buffer = bytearray()
         self._max_head = max_head
-        self._request: Request | None = None
         self.trailing = b""
         """Bytes the client sent after its request head (frames it pipelined)."""
 
@@ -126,7 +125,6 @@ class ServerHandshake:
             raise HandshakeError("incomplete upgrade request", HTTPStatus.BAD_REQUEST)
         if len(request.target) > MAX_URL_CHARS:
             raise HandshakeError(f"URL longer than {MAX_URL_CHARS} characters", HTTPStatus.REQUEST_URI_TOO_LONG)
-        self._request = request
         path, _, query = request.target.partition("?")
         headers = tuple((_text(name).lower(), _text(value)) for name, value in request.extra_headers)
         return UpgradeRequest(path, query, request.host, tuple(request.subprotocols), headers)

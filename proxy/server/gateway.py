@@ -32,10 +32,10 @@ from proxy.control.context import MESSAGE_EVENT, RequestContext
 from proxy.control.model import Stage
 from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
-from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest, error_body, http_response
+from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest
 from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server.flow import FlowControl, Outbox
-from proxy.server.observer import THROTTLED_CONNECT_BODY, ConnectionObserver, Observer
+from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer
 from proxy.server.upstream import Upstream, open_upstream
 from proxy.session import Client, Close, Decision, Forward, Reply, Session
 
@@ -254,7 +254,7 @@ class ClientConnection(asyncio.Protocol):
         context = self._connect_context = session.connect_context()
         stage = target.stage
         if gateway.observer.admit_connect(target.api.api_id, stage, session.connection_id, context) is not None:
-            self._refuse(HTTPStatus.TOO_MANY_REQUESTS, "", body=THROTTLED_CONNECT_BODY)
+            self._refuse(HTTPStatus.TOO_MANY_REQUESTS, THROTTLED_CONNECT_MESSAGE)
             return
         try:
             status = session.connect_status(context)
@@ -350,9 +350,7 @@ class ClientConnection(asyncio.Protocol):
         if early and self._state == _OPEN:
             self._frames(early)
 
-    def _refuse(
-        self, status: int, message: str, headers: Sequence[tuple[str, str]] = (), body: str | None = None
-    ) -> None:
+    def _refuse(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
         """Answer the upgrade with an HTTP error and close."""
         session = self._session
         context = self._connect_context
@@ -363,8 +361,7 @@ class ClientConnection(asyncio.Protocol):
         self._state = _CLOSING
         if transport is None or transport.is_closing():
             return
-        content = body.encode() if body is not None else error_body(message)
-        transport.write(http_response(status, content, headers))
+        transport.write(ServerHandshake.reject(status, message, headers))
         transport.close()
 
     # --- messages ---------------------------------------------------------------------

@@ -4,7 +4,7 @@ Layer 4. The gateway makes one call per event and acts on the answer; this
 module keeps every observability decision out of the relay code:
 
 * ``Observer.admit_connect`` before the upgrade: ``None`` or the refusing
-  throttle level (answer HTTP 429 with ``THROTTLED_CONNECT_BODY``).
+  throttle level (answer HTTP 429 with ``THROTTLED_CONNECT_MESSAGE``).
 * ``Observer.connected`` once the connection is up: returns a
   ``ConnectionObserver`` the connection keeps.
 * ``ConnectionObserver.message`` per client message after route selection:
@@ -34,8 +34,8 @@ from proxy.throttle import Throttler, effective_route_settings
 
 logger = logging.getLogger(__name__)
 
-THROTTLED_CONNECT_BODY: Final = '{"message": "Too Many Requests"}'
-"""AWS's body for a throttled handshake (HTTP 429)."""
+THROTTLED_CONNECT_MESSAGE: Final = "Too Many Requests"
+"""AWS's message for a throttled handshake (HTTP 429, body ``{"message": "Too Many Requests"}``)."""
 _EXECUTION_FAILURES: Final = frozenset({500, 502, 504})
 """``$connect`` statuses meaning the gateway could not call the integration (ExecutionError)."""
 STATUS_OK: Final = "200"
