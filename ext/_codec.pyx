@@ -42,6 +42,7 @@ from proxy.limits import (
     MAX_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
     REASSEMBLY_RESERVE_FRAMES,
+    RELAY_OUT_SLACK_BYTES,
 )
 
 # Wire constants (RFC 6455 5.2), as C enums so the parser compiles to plain comparisons.
@@ -66,6 +67,7 @@ cdef Py_ssize_t MAX_REASON = MAX_CLOSE_REASON_BYTES
 cdef Py_ssize_t KEY_POOL = MASK_KEY_POOL_BYTES
 cdef Py_ssize_t RETAINED_BUFFER = CODEC_RETAINED_BUFFER_BYTES
 cdef Py_ssize_t RESERVE_FRAMES = REASSEMBLY_RESERVE_FRAMES
+cdef Py_ssize_t RELAY_OUT_SLACK = RELAY_OUT_SLACK_BYTES
 cdef uint64_t ASCII_HIGH_BITS = 0x8080808080808080ULL
 cdef uint64_t TOP_BIT = 1ULL << 63
 
@@ -237,6 +239,25 @@ cdef inline Py_ssize_t _header_size(Py_ssize_t length, bint masked) noexcept nog
     return size + MASK_KEY_BYTES if masked else size
 
 
+cdef inline Py_ssize_t _frame_count(Py_ssize_t size, Py_ssize_t step) noexcept nogil:
+    """Frames a ``size``-byte message takes at ``step`` bytes per frame (an empty one takes one)."""
+    return (size + step - 1) // step if size else 1
+
+
+cdef inline Py_ssize_t _encoded_size(Py_ssize_t size, Py_ssize_t step, bint masked) noexcept nogil:
+    """Bytes of a ``size``-byte message written as frames of at most ``step`` bytes."""
+    cdef Py_ssize_t frames = _frame_count(size, step)
+    cdef Py_ssize_t last = size - (frames - 1) * step
+    return size + (frames - 1) * _header_size(step, masked) + _header_size(last, masked)
+
+
+cdef inline void _rotate_key(uint8_t* rotated, const uint8_t* key, Py_ssize_t offset) noexcept nogil:
+    """The mask key as it applies from payload ``offset`` on (masks repeat every 4 bytes)."""
+    cdef Py_ssize_t i
+    for i in range(MASK_KEY_BYTES):
+        rotated[i] = key[(offset + i) & 3]
+
+
 cdef inline uint8_t* _write_header(uint8_t* out, int first_byte, Py_ssize_t length, bint masked) noexcept nogil:
     """Write a frame header at ``out``; return where the mask key (or payload) goes."""
     cdef uint8_t mask_bit = MASK_BIT if masked else 0
@@ -280,6 +301,7 @@ cdef class FrameDecoder:
     def __dealloc__(self):
         free(self._pending)
         Py_XDECREF(self._fragments)
+        Py_XDECREF(self._out)
 
     def feed(self, data):
         """Consume ``data`` and return the events it completes.
@@ -304,6 +326,46 @@ cdef class FrameDecoder:
         finally:
             PyBuffer_Release(&view)
         return events
+
+    def relay(self, data, FrameEncoder encoder not None, Py_ssize_t budget):
+        """Consume ``data``; re-encode up to ``budget`` complete data messages with ``encoder``.
+
+        The relay's fast path: each message goes from the caller's buffer to
+        its place in the returned frames (unmasked, UTF-8 checked, re-masked,
+        re-fragmented) with no Python object per message.
+
+        Returns:
+            ``(frames, relayed, events)``: the encoded frames of the first
+            ``relayed`` data messages, in order, ready to write; and every other
+            event (control frames, data messages past the budget), as ``feed``
+            returns them.
+
+        Raises:
+            ProtocolError: as ``feed``; ``relayed`` and ``relayed_count`` hold
+                what was re-encoded before the fault.
+        """
+        cdef list events = []
+        cdef Py_buffer view
+        if self._closed:
+            return b"", 0, events
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self._relay_to = encoder
+        self._budget = budget
+        self._relayed = 0
+        self._out_hint = view.len
+        try:
+            self._feed(<const uint8_t*>view.buf, view.len, events)
+        except ProtocolError as exc:
+            self._closed = True
+            self._pending_len = 0
+            exc.events = events
+            exc.relayed = self._take_out()
+            exc.relayed_count = self._relayed
+            raise
+        finally:
+            self._relay_to = None
+            PyBuffer_Release(&view)
+        return self._take_out(), self._relayed, events
 
     cdef int _feed(self, const uint8_t* data, Py_ssize_t size, list events) except -1:
         """Finish the carried-over frame from the front of ``data``, then parse the rest in place.
@@ -445,11 +507,18 @@ cdef class FrameDecoder:
             ):
                 raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
             if fin:
-                events.append((self._message_opcode, self._take_message()))
+                if self._relay_to is not None and self._budget > 0:
+                    self._relay_message(self._message_opcode, <uint8_t*>_bytes_data(self._fragments),
+                                        self._fragments_len, NULL, False)
+                    self._drop_message()
+                else:
+                    events.append((self._message_opcode, self._take_message()))
                 self._message_opcode = 0
                 self._text = False
                 if self._frame_count > 1:
                     self.reassembled += 1
+        elif fin and self._relay_to is not None and self._budget > 0:
+            self._relay_message(opcode, src, length, key, opcode == OP_TEXT)
         elif fin:
             payload = PyBytes_FromStringAndSize(NULL, length)
             _copy_payload(<uint8_t*>PyBytes_AS_STRING(payload), src, length, key)
@@ -490,6 +559,95 @@ cdef class FrameDecoder:
         self._fragments_len = 0
         self._fragments_cap = 0
         return message
+
+    cdef void _drop_message(self) noexcept:
+        """Forget the reassembled message (it was relayed from the buffer in place)."""
+        Py_XDECREF(self._fragments)
+        self._fragments = NULL
+        self._fragments_len = 0
+        self._fragments_cap = 0
+
+    cdef int _relay_message(self, int opcode, const uint8_t* src, Py_ssize_t length,
+                            const uint8_t* key, bint check_text) except -1:
+        """Append one message, re-encoded by ``_relay_to``, to the relay output.
+
+        ``src`` is the payload as received (masked with ``key`` if not NULL);
+        each output frame's payload is unmasked into place, checked as UTF-8
+        when ``check_text``, then masked with the encoder's fresh key.
+        """
+        cdef FrameEncoder encoder = self._relay_to
+        cdef Py_ssize_t step = encoder.max_frame
+        cdef bint masked = encoder.client_side
+        cdef Py_ssize_t frames = _frame_count(length, step)
+        cdef Py_ssize_t total = _encoded_size(length, step, masked)
+        cdef Py_ssize_t start = 0, segment
+        cdef const uint8_t* out_key = NULL
+        cdef uint8_t in_key[4]
+        cdef uint8_t* w
+        cdef int first_byte = opcode
+        cdef Utf8State utf8
+        utf8.need = 0
+        self._reserve_out(total)
+        w = <uint8_t*>_bytes_data(self._out) + self._out_len
+        if masked:
+            out_key = encoder._fresh_keys(frames)
+        while True:
+            segment = step if length - start > step else length - start
+            if start + segment >= length:
+                first_byte |= FIN
+            w = _write_header(w, first_byte, segment, masked)
+            if masked:
+                memcpy(w, out_key, MASK_KEY_BYTES)
+                w += MASK_KEY_BYTES
+            if key != NULL:
+                _rotate_key(in_key, key, start)
+                _mask_copy(w, src + start, segment, in_key)
+            elif segment:
+                memcpy(w, src + start, segment)
+            if check_text and not _utf8_feed(&utf8, w, segment):
+                raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+            if masked:
+                _mask_copy(w, w, segment, out_key)
+                out_key += MASK_KEY_BYTES
+            w += segment
+            start += segment
+            first_byte = OP_CONTINUATION
+            if start >= length:
+                break
+        if check_text and utf8.need:
+            raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+        if frames > 1:
+            encoder.fragmented += 1
+        self._out_len += total
+        self._relayed += 1
+        self._budget -= 1
+        return 0
+
+    cdef int _reserve_out(self, Py_ssize_t extra) except -1:
+        """Make room for ``extra`` more output bytes (first use: about the input's size)."""
+        cdef Py_ssize_t needed = self._out_len + extra
+        cdef Py_ssize_t cap
+        if self._out == NULL:
+            self._out_cap = max(needed, self._out_hint + RELAY_OUT_SLACK)
+            self._out = _new_bytes(NULL, self._out_cap)
+        elif needed > self._out_cap:
+            cap = max(needed, self._out_cap * 2)
+            _PyBytes_Resize(&self._out, cap)
+            self._out_cap = cap
+        return 0
+
+    cdef object _take_out(self):
+        """The relay output as a ``bytes`` trimmed to length (the buffer itself, no copy)."""
+        cdef object out
+        if self._out == NULL:
+            return b""
+        _PyBytes_Resize(&self._out, self._out_len)
+        out = <object>self._out
+        Py_XDECREF(self._out)
+        self._out = NULL
+        self._out_len = 0
+        self._out_cap = 0
+        return out
 
 
 # --- encoder -------------------------------------------------------------------------------------
@@ -571,9 +729,8 @@ cdef class FrameEncoder:
     cdef bytes _encode(self, int opcode, const uint8_t* data, Py_ssize_t size, Py_ssize_t step, object mask_key):
         """Write ``data`` as frames of at most ``step`` bytes into one new ``bytes``."""
         cdef bint masked = self.client_side
-        cdef Py_ssize_t frames = (size + step - 1) // step if size else 1
-        cdef Py_ssize_t last = size - (frames - 1) * step
-        cdef Py_ssize_t total = size + (frames - 1) * _header_size(step, masked) + _header_size(last, masked)
+        cdef Py_ssize_t frames = _frame_count(size, step)
+        cdef Py_ssize_t total = _encoded_size(size, step, masked)
         cdef Py_ssize_t start = 0, length, key_step = 0
         cdef bytes keys
         cdef const uint8_t* key = NULL

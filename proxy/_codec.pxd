@@ -15,6 +15,9 @@ cdef struct Utf8State:
     uint8_t hi
 
 
+cdef class FrameEncoder
+
+
 cdef class FrameDecoder:
     cdef public bint server_side
     cdef public Py_ssize_t max_frame
@@ -34,6 +37,15 @@ cdef class FrameDecoder:
     cdef bint _text
     cdef Utf8State _utf8
     cdef bint _closed
+    # relay(): the encoder messages are re-encoded with (None outside relay), how many more
+    # may be, how many were, and the output bytes object being filled (owned, NULL if none).
+    cdef FrameEncoder _relay_to
+    cdef Py_ssize_t _budget
+    cdef Py_ssize_t _relayed
+    cdef PyObject* _out
+    cdef Py_ssize_t _out_len
+    cdef Py_ssize_t _out_cap
+    cdef Py_ssize_t _out_hint
 
     cdef int _feed(self, const uint8_t* data, Py_ssize_t size, list events) except -1
     cdef Py_ssize_t _top_up_pending(self, const uint8_t* data, Py_ssize_t size) except -1
@@ -45,6 +57,11 @@ cdef class FrameDecoder:
                          const uint8_t* key, list events) except -1
     cdef int _append_fragment(self, const uint8_t* src, Py_ssize_t length, const uint8_t* key) except -1
     cdef object _take_message(self)
+    cdef void _drop_message(self) noexcept
+    cdef int _relay_message(self, int opcode, const uint8_t* src, Py_ssize_t length,
+                            const uint8_t* key, bint check_text) except -1
+    cdef int _reserve_out(self, Py_ssize_t extra) except -1
+    cdef object _take_out(self)
     cdef int _append_pending(self, const uint8_t* data, Py_ssize_t size) except -1
 
 

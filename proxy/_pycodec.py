@@ -124,6 +124,26 @@ class FrameDecoder:
         del buf[:pos]
         return events
 
+    def relay(self, data: Payload, encoder: FrameEncoder, budget: int) -> tuple[bytes, int, list[Event]]:
+        """Consume ``data``; re-encode up to ``budget`` complete data messages with ``encoder``.
+
+        Returns:
+            ``(frames, relayed, events)``: the encoded frames of the first
+            ``relayed`` data messages, in order, ready to write; and every other
+            event (control frames, data messages past the budget), as ``feed``
+            returns them.
+
+        Raises:
+            ProtocolError: as ``feed``; ``relayed`` and ``relayed_count`` hold
+                what was re-encoded before the fault.
+        """
+        try:
+            events = self.feed(data)
+        except ProtocolError as exc:
+            exc.relayed, exc.relayed_count, exc.events = _reencode(exc.events, encoder, budget)
+            raise
+        return _reencode(events, encoder, budget)
+
     def _parse_frame(self, buf: bytearray, pos: int, events: list[Event]) -> int:
         """Parse one frame at ``pos``; return bytes consumed, 0 if incomplete."""
         available = len(buf) - pos
@@ -235,6 +255,18 @@ class FrameDecoder:
             raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA) from None
         if _is_surrogate_prefix(self._text.getstate()[0]):
             raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+
+
+def _reencode(events: list[Event], encoder: FrameEncoder, budget: int) -> tuple[bytes, int, list[Event]]:
+    """Encode the first ``budget`` data messages of ``events``; keep the other events."""
+    frames: list[bytes] = []
+    rest: list[Event] = []
+    for opcode, payload in events:
+        if (opcode == Opcode.TEXT or opcode == Opcode.BINARY) and len(frames) < budget:
+            frames.append(encoder.message(opcode, payload))
+        else:
+            rest.append((opcode, payload))
+    return b"".join(frames), len(frames), rest
 
 
 def _header(fin_opcode: int, length: int, masked: bool) -> bytes:

@@ -33,12 +33,16 @@ class ProtocolError(FramegateError):
         close_code: the RFC 6455 close code to send (1002, 1007, 1009, ...).
         events: events completed in the same ``feed`` call before the
             violation, so a caller can still deliver them.
+        relayed: from ``relay``, the frames re-encoded before the violation.
+        relayed_count: how many messages ``relayed`` holds.
     """
 
     def __init__(self, message: str, close_code: int, events: list[tuple[int, bytes]] | None = None) -> None:
         super().__init__(message)
         self.close_code = close_code
         self.events: list[tuple[int, bytes]] = events if events is not None else []
+        self.relayed = b""
+        self.relayed_count = 0
 
 
 class PayloadTooBig(ProtocolError):

@@ -23,6 +23,9 @@ idle connections do not each keep a high-water buffer."""
 REASSEMBLY_RESERVE_FRAMES: Final = 4
 """A fragmented message reserves room for this many first-frame sizes (within the message cap):
 a 128 KiB message in 32 KiB frames then reassembles without a resize."""
+RELAY_OUT_SLACK_BYTES: Final = 64
+"""``FrameDecoder.relay`` sizes its output at the input's length plus this (re-masked frames
+are as long as the input's; unmasked input gains 4 bytes a frame), so it rarely grows."""
 MASK_KEY_POOL_BYTES: Final = 1024
 """Client-role encoders draw mask keys from os.urandom this many bytes (256 keys) at a time:
 one syscall per frame cost more than framing a small message."""

@@ -665,3 +665,107 @@ def test_both_modules_provide_what_the_facade_exports() -> None:
 
     wanted = set(proxy.codec.__all__) - {"IMPLEMENTATION", "FALLBACK_REASON"}
     assert all(hasattr(_load_codec(name), export) for name in ("cython", "python") for export in wanted)
+
+
+# --- relay: decode and re-encode in one pass --------------------------------------------------------
+
+
+def _relay_all(decoder: Any, encoder: Any, chunks: list[bytes], budget: int) -> tuple[list[Event], int, list[Event]]:
+    """Relay ``chunks`` under one shared ``budget``; the relayed frames decoded back, their count, the rest."""
+    frames, relayed, rest = b"", 0, []
+    for chunk in chunks:
+        out, count, events = decoder.relay(chunk, encoder, budget - relayed)
+        frames += out
+        relayed += count
+        rest += events
+    return _decode(codec_for(encoder), frames, server_side=encoder.client_side, max_frame=2**20), relayed, rest
+
+
+def codec_for(instance: Any) -> ModuleType:
+    return sys.modules[type(instance).__module__]
+
+
+@PROPERTY_SETTINGS
+@given(
+    specs=messages_strategy,
+    max_frame=st.integers(1, 4096),
+    out_frame=st.integers(1, 4096),
+    client_side=st.booleans(),
+    budget=st.integers(0, 6),
+    cuts=st.lists(st.integers(0, 2**20), max_size=12),
+)
+def test_relay_re_encodes_the_first_budget_messages_and_returns_the_rest(
+    specs: list[tuple[int, int, int]],
+    max_frame: int,
+    out_frame: int,
+    client_side: bool,
+    budget: int,
+    cuts: list[int],
+    codec: ModuleType,
+) -> None:
+    messages = _payloads(specs)
+    stream = _wsproto_encode(messages, max_frame) + _frame(FIN | Opcode.PING, b"p")
+    decoder = codec.FrameDecoder(server_side=True, max_frame=max_frame + len("𝄞".encode()))
+    encoder = codec.FrameEncoder(client_side=client_side, max_frame=out_frame)
+    relayed, count, rest = _relay_all(decoder, encoder, _chunks(stream, cuts), budget)
+    assert count == min(budget, len(messages))
+    assert relayed == messages[:count]
+    assert rest == [*messages[count:], (Opcode.PING, b"p")]
+
+
+def test_relay_frames_are_what_wsproto_reads_as_the_messages(codec: ModuleType) -> None:
+    messages = [(Opcode.TEXT, TEXT_SAMPLE * 3000), (Opcode.BINARY, bytes(range(256)) * 300), (Opcode.TEXT, b"")]
+    stream = b"".join(_frame(FIN | op, payload) for op, payload in messages[:1]) + _wsproto_encode(messages[1:], 5000)
+    decoder = codec.FrameDecoder(server_side=True, max_frame=MAX_MESSAGE_BYTES)
+    encoder = codec.FrameEncoder(client_side=True)
+    out, count, rest = decoder.relay(stream, encoder, 10)
+    assert (count, rest) == (3, [])
+    assert _wsproto_messages(FrameProtocol(client=False, extensions=[]), [out]) == messages
+    assert all(length <= MAX_FRAME_BYTES for _, _, length in _frame_lengths(out))
+    assert encoder.fragmented == 2  # the two messages over 32 KiB
+    assert decoder.reassembled == 1  # the binary one arrived in frames of 5000
+
+
+def _frame_lengths(stream: bytes) -> Iterator[tuple[int, bool, int]]:
+    for opcode, fin, payload in _split_frames(stream):
+        yield opcode, fin, len(payload)
+
+
+def test_relay_stops_at_a_close_and_hands_it_back(codec: ModuleType) -> None:
+    stream = _frame(FIN | Opcode.TEXT, b"a") + _frame(FIN | Opcode.CLOSE, _close_body(1000)) + _frame(FIN | 2, b"b")
+    decoder = codec.FrameDecoder(server_side=True)
+    out, count, rest = decoder.relay(stream, codec.FrameEncoder(client_side=False), 10)
+    assert (out, count, rest) == (_frame(FIN | Opcode.TEXT, b"a", masked=False), 1, [(Opcode.CLOSE, _close_body(1000))])
+
+
+@pytest.mark.parametrize("stream", INVALID_STREAMS.values(), ids=INVALID_STREAMS.keys())
+def test_relay_fails_like_feed_and_keeps_what_it_relayed_first(codec: ModuleType, stream: bytes) -> None:
+    first = _frame(FIN | Opcode.BINARY, b"before")
+    decoder = codec.FrameDecoder(server_side=True)
+    with pytest.raises(ProtocolError) as info:
+        decoder.relay(first + stream, codec.FrameEncoder(client_side=False), 10)
+    assert info.value.close_code == _error(codec, stream).close_code
+    assert (info.value.relayed, info.value.relayed_count) == (_frame(FIN | Opcode.BINARY, b"before", masked=False), 1)
+    assert decoder.relay(first, codec.FrameEncoder(client_side=False), 10) == (b"", 0, [])  # closed for good
+
+
+def test_relay_of_invalid_text_fails_without_relaying_it(codec: ModuleType) -> None:
+    decoder = codec.FrameDecoder(server_side=True)
+    with pytest.raises(ProtocolError) as info:
+        decoder.relay(_frame(FIN | Opcode.TEXT, b"ok\xe2\x82"), codec.FrameEncoder(client_side=True), 1)
+    assert (info.value.close_code, info.value.relayed, info.value.relayed_count) == (CloseCode.INVALID_DATA, b"", 0)
+
+
+@PROPERTY_SETTINGS
+@given(data=arbitrary_input, budget=st.integers(0, 4), cuts=st.lists(st.integers(0, 2**16), max_size=8))
+def test_cython_and_python_relay_agree_on_arbitrary_input(data: bytes, budget: int, cuts: list[int]) -> None:
+    outcomes = []
+    for name in ("cython", "python"):
+        codec = _load_codec(name)
+        decoder = codec.FrameDecoder(server_side=True, max_frame=200, max_message=400)
+        encoder = codec.FrameEncoder(client_side=False, max_frame=50)
+        try:
+            outcomes.append(("ok", _relay_all(decoder, encoder, _chunks(data, cuts), budget)))
+        except ProtocolError as exc:
+            outcomes.append(("error", exc.close_code, exc.relayed_count, exc.events))
+    assert outcomes[0] == outcomes[1]
