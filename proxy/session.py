@@ -196,6 +196,26 @@ class Session:
             return table.default
         return table.select(text)
 
+    def passthrough(self) -> Forward | None:
+        """Where every message goes unread, if anywhere: the relay fast path's upstream.
+
+        That is ``$default``'s ws:// upstream when ``$default`` is the only
+        message route: routing then needs no parsing and the integration no
+        ``$context``, so a read's messages may be relayed in bulk.
+        """
+        table = self._table
+        route = table.default
+        if table.routes or route is None:
+            return None
+        integration = self.target.snapshot.integration_for(route)
+        if not is_websocket(integration):
+            return None
+        assert integration is not None
+        try:
+            return self._forward(integration)
+        except IntegrationError:
+            return None
+
     def no_route(self, request_id: str) -> Reply:
         return Reply(gateway_frames.forbidden(self.connection_id, request_id))
 

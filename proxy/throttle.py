@@ -69,18 +69,30 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         """Take one token if there is one; ``False`` means throttled."""
-        self.last_used = now
-        tokens = self._anchor_tokens + (now - self._anchor) * self.rate - self._taken
-        if tokens >= self.burst - THROTTLE_TOKEN_EPSILON:
-            # Full: re-anchor here, so refill credit beyond the cap is never kept.
-            self._anchor = now
-            self._anchor_tokens = self.burst
-            self._taken = 0
-            tokens = self.burst
-        if tokens >= _ONE_TOKEN:
+        if self._settle(now) >= _ONE_TOKEN:
             self._taken += 1
             return True
         return False
+
+    def take_many(self, count: int, now: float) -> None:
+        """Take ``count`` tokens at once; the caller checked ``whole_tokens(now) >= count``."""
+        self._settle(now)
+        self._taken += count
+
+    def whole_tokens(self, now: float) -> int:
+        """How many ``take`` calls at ``now`` would succeed in a row."""
+        return int(self.available(now) + THROTTLE_TOKEN_EPSILON)
+
+    def _settle(self, now: float) -> float:
+        """Tokens at ``now``; a full bucket is re-anchored, so refill beyond the cap is never kept."""
+        self.last_used = now
+        tokens = self._anchor_tokens + (now - self._anchor) * self.rate - self._taken
+        if tokens >= self.burst - THROTTLE_TOKEN_EPSILON:
+            self._anchor = now
+            self._anchor_tokens = self.burst
+            self._taken = 0
+            return self.burst
+        return tokens
 
     def give_back(self) -> None:
         """Undo the last successful ``take`` (another level refused the request)."""
@@ -149,6 +161,40 @@ class _StageBuckets:
         self.routes: dict[str, _RouteBucket] = {}
 
 
+class Admission:
+    """Bulk admission of one route's messages, for the relay fast path.
+
+    Per read, ``budget(now)`` is how many messages one-by-one ``admit_message``
+    calls at ``now`` would admit; ``admit(count, now)`` then takes their tokens
+    (``count`` at most that budget), which is the same decision made once.
+    It holds the buckets themselves, and re-fetches them if the throttler
+    reclaimed any since (``Throttler.generation``).
+    """
+
+    __slots__ = ("_account", "_generation", "_route", "_route_key", "_stage", "_throttler")
+
+    def __init__(self, throttler: Throttler, api_id: str, stage: Stage, route_key: str) -> None:
+        self._throttler = throttler
+        self._stage = (api_id, stage)
+        self._route_key = route_key
+        self._account = throttler.account
+        self._generation = throttler.generation
+        self._route = throttler.route_bucket(api_id, stage, route_key).bucket
+
+    def budget(self, now: float) -> int:
+        if self._generation != self._throttler.generation:
+            self._generation = self._throttler.generation
+            api_id, stage = self._stage
+            self._route = self._throttler.route_bucket(api_id, stage, self._route_key).bucket
+        route = self._route.whole_tokens(now)
+        account = self._account.whole_tokens(now)
+        return route if route < account else account
+
+    def admit(self, count: int, now: float) -> None:
+        self._route.take_many(count, now)
+        self._account.take_many(count, now)
+
+
 class Throttler:
     """Admission decisions for ``$connect`` and messages, across all APIs and stages.
 
@@ -174,10 +220,12 @@ class Throttler:
         now = clock()
         self.account_burst = account_burst
         self.account_rate = account_rate
-        self._account = TokenBucket(account_rate, account_burst, now)
+        self.account = TokenBucket(account_rate, account_burst, now)
         self._new_connections = TokenBucket(new_connections_per_s, math.ceil(new_connections_per_s), now)
         self._idle_reclaim_s = idle_reclaim_s
         self._next_sweep = now + idle_reclaim_s
+        self.generation = 0
+        """Bumped whenever buckets are reclaimed, so an ``Admission`` knows to re-fetch its own."""
         # api_id -> stage name -> buckets: nested dicts so a lookup builds no key tuple.
         self._apis: dict[str, dict[str, _StageBuckets]] = {}
 
@@ -189,15 +237,15 @@ class Throttler:
             ``"account"``, ``"stage"`` or ``"route"``.
         """
         now = self._clock()
-        route = self._route_bucket(api_id, stage, CONNECT, now)
+        route = self.route_bucket(api_id, stage, CONNECT, now)
         if not route.bucket.take(now):
             return route.limits.level
-        if not self._account.take(now):
+        if not self.account.take(now):
             route.bucket.give_back()
             return ACCOUNT
         if not self._new_connections.take(now):
             route.bucket.give_back()
-            self._account.give_back()
+            self.account.give_back()
             return NEW_CONNECTIONS
         return None
 
@@ -209,19 +257,26 @@ class Throttler:
             ``"stage"`` or ``"route"``).
         """
         now = self._clock()
-        route = self._route_bucket(api_id, stage, route_key, now)
+        route = self.route_bucket(api_id, stage, route_key, now)
         if not route.bucket.take(now):
             return route.limits.level
-        if not self._account.take(now):
+        if not self.account.take(now):
             route.bucket.give_back()
             return ACCOUNT
         return None
+
+    def admission(self, api_id: str, stage: Stage, route_key: str) -> Admission:
+        """Bulk admission for ``route_key`` (``stage`` is the current one, as for ``admit_message``)."""
+        return Admission(self, api_id, stage, route_key)
 
     def bucket_count(self) -> int:
         """How many route buckets are held (for tests and a gauge)."""
         return sum(len(entry.routes) for stages in self._apis.values() for entry in stages.values())
 
-    def _route_bucket(self, api_id: str, stage: Stage, route_key: str, now: float) -> _RouteBucket:
+    def route_bucket(self, api_id: str, stage: Stage, route_key: str, now: float | None = None) -> _RouteBucket:
+        """The bucket of ``route_key`` on ``stage``, made or re-resolved as needed."""
+        if now is None:
+            now = self._clock()
         if now >= self._next_sweep:
             self._reclaim(now)
         stages = self._apis.get(api_id)
@@ -256,6 +311,7 @@ class Throttler:
                     bucket = route.bucket
                     if bucket.last_used <= horizon and bucket.available(now) >= bucket.burst:
                         del entry.routes[route_key]
+                        self.generation += 1
                 if not entry.routes:
                     del stages[stage_name]
             if not stages:

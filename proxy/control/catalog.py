@@ -71,18 +71,24 @@ class MemoryCatalog:
         self.default_api = default_api
         self._apis: dict[str, ApiEntry] = {}
         self._domains: dict[str, DomainName] = {}
+        self.generation = 0
+        """Bumped by every change, so a reader can cache what it derived until the next one."""
 
     def publish_api(self, entry: ApiEntry) -> None:
         self._apis[entry.api.api_id] = entry
+        self.generation += 1
 
     def remove_api(self, api_id: str) -> None:
         self._apis.pop(api_id, None)
+        self.generation += 1
 
     def publish_domain(self, domain: DomainName) -> None:
         self._domains[domain.domain_name.lower()] = domain
+        self.generation += 1
 
     def remove_domain(self, domain_name: str) -> None:
         self._domains.pop(domain_name.lower(), None)
+        self.generation += 1
 
     def stage(self, api_id: str, stage_name: str) -> Stage | None:
         """The stage as published now (live settings for open connections)."""

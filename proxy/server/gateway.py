@@ -10,6 +10,9 @@ Layer 4, the only place client sockets live. Per connection:
 2. OPEN: frames go through ``proxy.codec`` (AWS caps enforced there); each
    message is routed, throttled and integrated by ``proxy.session``; upstream
    messages come back re-fragmented. Back-pressure pauses the other side.
+   The fast path: when every message goes unread to one ws:// upstream and
+   nothing logs per message (a ``RelayLane``), a read's messages are relayed
+   in one ``FrameDecoder.relay`` call, throttled and counted in bulk.
 3. CLOSING/CLOSED: close codes propagate both ways; ``$disconnect`` runs.
 
 Observability is one ``Observer`` call per event (``proxy.server.observer``).
@@ -29,13 +32,13 @@ from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.context import MESSAGE_EVENT, RequestContext
-from proxy.control.model import Stage
+from proxy.control.model import DEFAULT, Stage
 from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest
 from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server.flow import FlowControl, Outbox
-from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer
+from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer, RelayLane
 from proxy.server.upstream import Upstream, open_upstream
 from proxy.session import Client, Close, Decision, Forward, Reply, Session
 
@@ -121,11 +124,14 @@ class ClientConnection(asyncio.Protocol):
         "_forwarded_for",
         "_gateway",
         "_handshake",
+        "_lane",
+        "_lane_generation",
         "_last_activity",
         "_loop",
         "_observer",
         "_out",
         "_pending",
+        "_relay_upstream",
         "_session",
         "_source_ip",
         "_state",
@@ -154,6 +160,9 @@ class ClientConnection(asyncio.Protocol):
         self._observer: ConnectionObserver | None = None
         self._connect_context: RequestContext | None = None
         self._upstreams: dict[str, Upstream] = {}
+        self._lane: RelayLane | None = None
+        self._relay_upstream: Upstream | None = None
+        self._lane_generation = -1
         self._pending: list[tuple[str, int, bytes]] = []
         self._connecting: asyncio.Task[None] | None = None
         self._writing_paused = False
@@ -177,7 +186,12 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             if self._state == _OPEN:
-                self._frames(data)
+                if self._lane_generation != self._gateway.catalog.generation:
+                    self._refresh_lane()
+                if self._lane is not None:
+                    self._relay(data)
+                else:
+                    self._frames(data)
             elif self._state == _HANDSHAKE:
                 self._handshake_data(data)
             elif self._state == _CONNECTING:
@@ -308,6 +322,7 @@ class ClientConnection(asyncio.Protocol):
                 forward.url,
                 ClientHandshake(forward.url, headers, subprotocols),
                 self._gateway.client_encoder,
+                self._gateway.server_encoder,
                 timeout_s=forward.timeout_s,
                 max_message=config.max_message,
             )
@@ -348,7 +363,7 @@ class ClientConnection(asyncio.Protocol):
         assert self._flow is not None
         self._flow.resume()
         if early and self._state == _OPEN:
-            self._frames(early)
+            self.data_received(early)
 
     def _refuse(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
         """Answer the upgrade with an HTTP error and close."""
@@ -365,6 +380,43 @@ class ClientConnection(asyncio.Protocol):
         transport.close()
 
     # --- messages ---------------------------------------------------------------------
+
+    def _refresh_lane(self) -> None:
+        """Decide whether reads take the fast path; again whenever the catalog or the upstreams change."""
+        self._lane = None
+        self._relay_upstream = None
+        self._lane_generation = self._gateway.catalog.generation
+        session = self._session
+        if self._state != _OPEN or session is None or self._observer is None:
+            return
+        forward = session.passthrough()
+        upstream = self._upstreams.get(forward.url) if forward is not None else None
+        if upstream is not None and upstream.relaying:
+            self._lane = self._observer.lane(self._current_stage(), DEFAULT)
+            self._relay_upstream = upstream
+
+    def _relay(self, data: bytes) -> None:
+        """The fast path: this read's messages go to the upstream in one write (see ``RelayLane``)."""
+        decoder = self._decoder
+        lane = self._lane
+        upstream = self._relay_upstream
+        assert decoder is not None and lane is not None and upstream is not None and self._observer is not None
+        self._observer.bytes_in.inc(len(data))
+        self._last_activity = self._loop.time()
+        try:
+            frames, count, events = decoder.relay(data, self._gateway.client_encoder, lane.budget())
+        except ProtocolError as exc:
+            if exc.relayed_count:
+                lane.admitted(exc.relayed_count)
+                upstream.send_frames(exc.relayed)
+            self._events(exc.events)
+            self._protocol_error(exc)
+            return
+        if count:
+            lane.admitted(count)
+            upstream.send_frames(frames)
+        if events:
+            self._events(events)  # control frames, and messages past the throttling budget
 
     def _frames(self, data: bytes) -> None:
         decoder = self._decoder
@@ -469,6 +521,7 @@ class ClientConnection(asyncio.Protocol):
         upstream.start()
         for opcode, payload in self._take_pending(forward.url):
             upstream.send(opcode, payload)
+        self._refresh_lane()
         self._flow.resume()
 
     def _take_pending(self, url: str) -> list[tuple[int, bytes]]:
@@ -488,14 +541,6 @@ class ClientConnection(asyncio.Protocol):
             if self._observer is not None:
                 self._observer.bytes_out.inc(len(data))
 
-    def cork(self) -> None:
-        if self._out is not None:
-            self._out.cork()
-
-    def uncork(self) -> None:
-        if self._out is not None:
-            self._out.uncork()
-
     def _close_transport(self) -> None:
         """Close after what is queued (corked writes included) has been handed to the transport."""
         if self._out is not None:
@@ -512,15 +557,18 @@ class ClientConnection(asyncio.Protocol):
 
     # --- upstream callbacks -------------------------------------------------------------
 
-    def upstream_message(self, opcode: int, payload: bytes) -> None:
+    def upstream_relayed(self, frames: bytes, count: int) -> None:
         if self._state == _OPEN:
             self._last_activity = self._loop.time()
-            self._send(opcode, payload)
+            self._write(frames)
+            if self._observer is not None:
+                self._observer.sent(count)
 
     def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None:
         for url, known in list(self._upstreams.items()):
             if known is upstream:
                 del self._upstreams[url]
+        self._refresh_lane()
         if code is None:
             self.close(CloseCode.INTERNAL_ERROR, "Backend connection lost")
         elif code in _UNSENDABLE:
@@ -552,6 +600,8 @@ class ClientConnection(asyncio.Protocol):
         for upstream in self._upstreams.values():
             upstream.close(code, reason)
         self._upstreams.clear()
+        self._lane = None
+        self._relay_upstream = None
 
     def _close_acknowledged(self) -> None:
         self._close_transport()

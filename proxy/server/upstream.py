@@ -2,15 +2,17 @@
 
 Layer 4. The client role of the relay: the upgrade goes through
 ``proxy.handshake.ClientHandshake``, frames through ``proxy.codec`` (masked,
-re-fragmented to the frame cap). Messages and closes are handed to the owning
-client connection (``UpstreamOwner``); the owner's write buffer pausing pauses
-this socket's reading and vice versa (``FlowControl``).
+re-fragmented to the frame cap). A read's messages are handed to the owning
+client connection (``UpstreamOwner``) already encoded for the client, in one
+piece (``FrameDecoder.relay``), and closes are passed on; the owner's write
+buffer pausing pauses this socket's reading and vice versa (``FlowControl``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 from http import HTTPStatus
 from typing import Protocol, cast
 from urllib.parse import urlsplit
@@ -23,12 +25,16 @@ from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server.flow import FlowControl, Outbox
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
+_EVERY_MESSAGE = sys.maxsize
+"""The relay budget towards the client: nothing throttles what backends send."""
 
 
 class UpstreamOwner(Protocol):
     """The client connection an upstream belongs to."""
 
-    def upstream_message(self, opcode: int, payload: bytes) -> None: ...
+    def upstream_relayed(self, frames: bytes, count: int) -> None:
+        """``count`` backend messages, as ``frames`` ready for the client."""
+        ...
 
     def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None:
         """The backend closed (``code`` None: the socket died without a close frame)."""
@@ -40,12 +46,6 @@ class UpstreamOwner(Protocol):
 
     def upstream_resume(self) -> None: ...
 
-    def cork(self) -> None:
-        """Hold the client's writes until ``uncork`` (one read's messages, one send)."""
-        ...
-
-    def uncork(self) -> None: ...
-
 
 class Upstream(asyncio.Protocol):
     """The gateway's WebSocket client to one backend, for one client connection."""
@@ -53,6 +53,7 @@ class Upstream(asyncio.Protocol):
     __slots__ = (
         "_closing",
         "_decoder",
+        "_downstream",
         "_encoder",
         "_handshake",
         "_held",
@@ -69,11 +70,13 @@ class Upstream(asyncio.Protocol):
         owner: UpstreamOwner,
         handshake: ClientHandshake,
         encoder: FrameEncoder,
+        downstream: FrameEncoder,
         max_message: int,
     ) -> None:
         self._owner = owner
         self._handshake: ClientHandshake | None = handshake
         self._encoder = encoder
+        self._downstream = downstream
         # Backends are ours to trust with frame sizes: only the message cap applies
         # to what they send; the client gets it re-fragmented to the frame cap.
         self._decoder = FrameDecoder(server_side=False, max_frame=max_message, max_message=max_message)
@@ -146,10 +149,20 @@ class Upstream(asyncio.Protocol):
         if self.flow is not None:
             self.flow.resume()
 
+    @property
+    def relaying(self) -> bool:
+        """Started, open and not closing: ``send_frames`` will reach the backend."""
+        return self._held is None and self._handshake is None and self.outbox is not None and not self._closing
+
     def send(self, opcode: int, payload: bytes) -> None:
         """Relay one message (re-fragmented and masked)."""
         if self.outbox is not None and not self._closing:
             self.outbox.write(self._encoder.message(opcode, payload))
+
+    def send_frames(self, frames: bytes) -> None:
+        """Relay messages the owner already encoded with this upstream's encoder (``relay``)."""
+        if self.outbox is not None and not self._closing:
+            self.outbox.write(frames)
 
     def close(self, code: int | None, reason: str = "") -> None:
         """Start the closing handshake; the socket is dropped if the backend does not answer."""
@@ -169,25 +182,24 @@ class Upstream(asyncio.Protocol):
     # --- frames -------------------------------------------------------------------------
 
     def _frames(self, data: bytes) -> None:
-        owner = self._owner
-        owner.cork()  # the client gets this read's messages in one write
+        """This read's messages go to the client in one write; control frames are handled here."""
         try:
-            try:
-                events = self._decoder.feed(data)
-            except ProtocolError as exc:
-                self._events(exc.events)
-                self._protocol_error(exc)
-                return
+            frames, count, events = self._decoder.relay(data, self._downstream, _EVERY_MESSAGE)
+        except ProtocolError as exc:
+            if exc.relayed_count:
+                self._owner.upstream_relayed(exc.relayed, exc.relayed_count)
+            self._events(exc.events)
+            self._protocol_error(exc)
+            return
+        if count:
+            self._owner.upstream_relayed(frames, count)
+        if events:
             self._events(events)
-        finally:
-            owner.uncork()
 
     def _events(self, events: list[Event]) -> None:
-        owner = self._owner
+        """Control frames (every data message was relayed)."""
         for opcode, payload in events:
-            if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
-                owner.upstream_message(opcode, payload)
-            elif opcode == Opcode.PING:
+            if opcode == Opcode.PING:
                 if self.outbox is not None:
                     self.outbox.write(self._encoder.pong(payload))
             elif opcode == Opcode.CLOSE:
@@ -245,11 +257,14 @@ async def open_upstream(
     url: str,
     handshake: ClientHandshake,
     encoder: FrameEncoder,
+    downstream: FrameEncoder,
     *,
     timeout_s: float,
     max_message: int,
 ) -> tuple[Upstream, UpstreamAccepted]:
     """Connect and upgrade within ``timeout_s`` (the integration timeout).
+
+    ``encoder`` writes to the backend; ``downstream`` re-encodes its messages for the client.
 
     Raises:
         HandshakeError: 502 when the backend is unreachable or refuses without a
@@ -261,7 +276,7 @@ async def open_upstream(
 
     def factory() -> Upstream:
         nonlocal upstream
-        upstream = Upstream(owner, handshake, encoder, max_message)
+        upstream = Upstream(owner, handshake, encoder, downstream, max_message)
         return upstream
 
     try:

@@ -151,20 +151,20 @@ async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.
     paused = asyncio.Event()
     peak = [0]
     original_pause = ClientConnection.pause_writing
-    original_relay = ClientConnection.upstream_message
+    original_relay = ClientConnection.upstream_relayed
 
     def pause_writing(self: ClientConnection) -> None:
         paused.set()
         original_pause(self)
 
-    def upstream_message(self: ClientConnection, opcode: int, payload: bytes) -> None:
-        original_relay(self, opcode, payload)
+    def upstream_relayed(self: ClientConnection, frames: bytes, count: int) -> None:
+        original_relay(self, frames, count)
         transport = self._transport
         if transport is not None:
             peak[0] = max(peak[0], transport.get_write_buffer_size())
 
     monkeypatch.setattr(ClientConnection, "pause_writing", pause_writing)
-    monkeypatch.setattr(ClientConnection, "upstream_message", upstream_message)
+    monkeypatch.setattr(ClientConnection, "upstream_relayed", upstream_relayed)
     messages, size = 200, 32 * KIB
     config = Config(port=0, admin_port=0, write_high_water=64 * KIB, write_low_water=16 * KIB)
     async with prefix_echo("") as backend:
