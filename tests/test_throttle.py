@@ -257,3 +257,55 @@ def test_idle_full_buckets_are_reclaimed_and_partial_ones_kept() -> None:
     throttler.admit_message("a2", refilling, "chat")
     assert throttler.bucket_count() == 2  # a1/fast reclaimed, a1/slow kept (not full), a2/fast new
     assert [throttler.admit_message("a1", stuck, "chat") for _ in range(5)] == [None] * 4 + [STAGE]
+
+
+# --- bulk admission (the relay fast path) -------------------------------------------------------------
+
+
+@given(
+    burst=st.integers(0, 30),
+    rate_quarters=st.integers(0, 400),
+    account_burst=st.integers(0, 30),
+    reads=st.lists(st.tuples(st.integers(0, 64), st.integers(0, 12)), min_size=1, max_size=40),
+)
+def test_bulk_admission_decides_as_one_by_one_admission(
+    burst: int, rate_quarters: int, account_burst: int, reads: list[tuple[int, int]]
+) -> None:
+    """Per read of ``n`` messages at time t, Admission relays as many as admit_message would admit."""
+    stage = make_stage(RouteSettings(throttling_burst_limit=burst, throttling_rate_limit=rate_quarters / 4))
+    bulk_clock, single_clock = FakeClock(), FakeClock()
+    bulk = make_throttler(bulk_clock, account_burst=account_burst, account_rate=7.0)
+    single = make_throttler(single_clock, account_burst=account_burst, account_rate=7.0)
+    admission = bulk.admission("a1", stage, "$default")
+    for sixteenths, messages in reads:
+        bulk_clock.now = single_clock.now = bulk_clock.now + sixteenths / 16
+        budget = admission.budget(bulk_clock.now)
+        relayed = min(budget, messages)
+        admission.admit(relayed, bulk_clock.now)
+        one_by_one = [single.admit_message("a1", stage, "$default") for _ in range(messages)]
+        assert one_by_one[:relayed] == [None] * relayed
+        assert None not in one_by_one[relayed:]  # the rest are refused one by one in both
+
+
+def test_bulk_admission_shares_buckets_with_other_connections() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock)
+    stage = make_stage(RouteSettings(throttling_burst_limit=5, throttling_rate_limit=0.0))
+    admission = throttler.admission("a1", stage, "$default")
+    admission.admit(3, 0.0)
+    assert [throttler.admit_message("a1", stage, "$default") for _ in range(3)] == [None, None, STAGE]
+    assert admission.budget(0.0) == 0
+
+
+def test_bulk_admission_follows_its_bucket_through_a_reclaim() -> None:
+    clock = FakeClock()
+    throttler = Throttler(
+        clock=clock, account_burst=1000, account_rate=1000.0, new_connections_per_s=1000.0, idle_reclaim_s=10.0
+    )
+    stage = make_stage(RouteSettings(throttling_burst_limit=2, throttling_rate_limit=1.0))
+    admission = throttler.admission("a1", stage, "$default")
+    clock.now = 25.0
+    throttler.admit_message("a2", stage, "$default")  # sweeps: the idle, full a1 bucket is dropped
+    assert admission.budget(25.0) == 2
+    admission.admit(2, 25.0)
+    assert throttler.admit_message("a1", stage, "$default") == STAGE  # one bucket, not two

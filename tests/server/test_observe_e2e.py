@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
 
 from tests.helpers.backends import Recorder, echo_backend, refusing_backend
 from tests.helpers.servers import Framegate, framegate
@@ -268,3 +270,58 @@ async def test_account_new_connection_rate_refuses_with_429(tmp_path: Path) -> N
     assert refused.value.response.status_code == 429
     assert samples[("framegate_throttled_requests_total", (("level", "new_connections"),))] == 1
     assert samples[("framegate_connect_count_total", gateway.stage_labels())] == 1
+
+
+PIPELINED = 10
+PIPELINED_BURST = 4
+
+
+async def _pipelined_exchange(gateway: Gateway, messages: list[str]) -> list[str]:
+    """Send ``messages`` as frames in one write (one read for the gateway) with wsproto; the replies."""
+    client = WSConnection(ConnectionType.CLIENT)
+    host, port = gateway.data.removeprefix("ws://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(client.send(Request(host=f"{host}:{port}", target="/prod")))
+        replies: list[str] = []
+        accepted = False
+        while len(replies) < len(messages):
+            data = await asyncio.wait_for(reader.read(65536), CALL_CEILING_S)
+            assert data, "the gateway closed the connection"
+            client.receive_data(data)
+            for event in client.events():
+                if isinstance(event, AcceptConnection):
+                    accepted = True
+                    writer.write(b"".join(client.send(Message(data=text)) for text in messages))
+                elif isinstance(event, TextMessage):
+                    replies.append(event.data)
+            assert accepted
+        writer.write(client.send(CloseConnection(code=1000)))
+        await writer.drain()
+    finally:
+        writer.close()
+    return replies
+
+
+async def test_messages_read_together_are_throttled_and_counted_one_by_one(tmp_path: Path) -> None:
+    """Frames arriving in one read take the bulk relay path: the same decisions and counts as singles."""
+    async with running_gateway(tmp_path) as gateway:
+        settings = {"ThrottlingBurstLimit": PIPELINED_BURST, "ThrottlingRateLimit": 0, "DetailedMetricsEnabled": True}
+        await gateway.update_prod("--route-settings", json.dumps({"$default": settings}))
+        before = await gateway.scrape()
+        messages = [f"pipelined {n}" for n in range(PIPELINED)]
+        replies = await _pipelined_exchange(gateway, messages)
+        after = await gateway.scrape_when_closed()
+    echoed = [reply for reply in replies if TOO_MANY not in reply]
+    assert echoed == messages[:PIPELINED_BURST]  # in order, the burst and no more
+    assert len(replies) - len(echoed) == PIPELINED - PIPELINED_BURST
+    route = tuple(sorted((*gateway.stage_labels(), ("route", "$default"))))
+
+    def moved(name: str, key: Labels) -> float:
+        return after.get((name, key), 0.0) - before.get((name, key), 0.0)
+
+    # MessageCount: every message in, every echo and throttled frame out (AWS counts both ways).
+    assert moved("framegate_message_count_total", gateway.stage_labels()) == PIPELINED + PIPELINED
+    assert moved("framegate_route_message_count_total", route) == PIPELINED
+    assert moved("framegate_client_error_total", gateway.stage_labels()) == PIPELINED - PIPELINED_BURST
+    assert moved("framegate_throttled_requests_total", (("level", "route"),)) == PIPELINED - PIPELINED_BURST
