@@ -81,7 +81,8 @@ class TokenBucket:
 
     def whole_tokens(self, now: float) -> int:
         """How many ``take`` calls at ``now`` would succeed in a row."""
-        return int(self.available(now) + THROTTLE_TOKEN_EPSILON)
+        tokens = self._anchor_tokens + (now - self._anchor) * self.rate - self._taken
+        return int((tokens if tokens < self.burst else self.burst) + THROTTLE_TOKEN_EPSILON)
 
     def _settle(self, now: float) -> float:
         """Tokens at ``now``; a full bucket is re-anchored, so refill beyond the cap is never kept."""
@@ -164,35 +165,41 @@ class _StageBuckets:
 class Admission:
     """Bulk admission of one route's messages, for the relay fast path.
 
-    Per read, ``budget(now)`` is how many messages one-by-one ``admit_message``
-    calls at ``now`` would admit; ``admit(count, now)`` then takes their tokens
-    (``count`` at most that budget), which is the same decision made once.
-    It holds the buckets themselves, and re-fetches them if the throttler
-    reclaimed any since (``Throttler.generation``).
+    Per read, ``budget()`` is how many messages one-by-one ``admit_message``
+    calls would admit now; ``admit(count)`` then takes their tokens at that
+    same instant (``count`` at most the budget): the same decision, made once.
+    It holds the buckets themselves and re-fetches them if the throttler
+    reclaimed any since (``Throttler.generation``). ``stage`` must be the
+    current one: the gateway makes a new ``Admission`` whenever the catalog
+    changes.
     """
 
-    __slots__ = ("_account", "_generation", "_route", "_route_key", "_stage", "_throttler")
+    __slots__ = ("_account", "_api_id", "_generation", "_now", "_route", "_route_key", "_stage", "_throttler")
 
     def __init__(self, throttler: Throttler, api_id: str, stage: Stage, route_key: str) -> None:
         self._throttler = throttler
-        self._stage = (api_id, stage)
+        self._api_id = api_id
+        self._stage = stage
         self._route_key = route_key
         self._account = throttler.account
         self._generation = throttler.generation
         self._route = throttler.route_bucket(api_id, stage, route_key).bucket
+        self._now = 0.0
 
-    def budget(self, now: float) -> int:
-        if self._generation != self._throttler.generation:
-            self._generation = self._throttler.generation
-            api_id, stage = self._stage
-            self._route = self._throttler.route_bucket(api_id, stage, self._route_key).bucket
+    def budget(self) -> int:
+        throttler = self._throttler
+        self._now = now = throttler.clock()
+        if self._generation != throttler.generation:
+            self._generation = throttler.generation
+            self._route = throttler.route_bucket(self._api_id, self._stage, self._route_key, now).bucket
         route = self._route.whole_tokens(now)
         account = self._account.whole_tokens(now)
         return route if route < account else account
 
-    def admit(self, count: int, now: float) -> None:
-        self._route.take_many(count, now)
-        self._account.take_many(count, now)
+    def admit(self, count: int) -> None:
+        """Take ``count`` tokens at the instant of the last ``budget()``."""
+        self._route.take_many(count, self._now)
+        self._account.take_many(count, self._now)
 
 
 class Throttler:
@@ -216,7 +223,7 @@ class Throttler:
         new_connections_per_s: float,
         idle_reclaim_s: float = THROTTLE_IDLE_RECLAIM_S,
     ) -> None:
-        self._clock = clock
+        self.clock = clock
         now = clock()
         self.account_burst = account_burst
         self.account_rate = account_rate
@@ -236,7 +243,7 @@ class Throttler:
             ``None`` if admitted, else the refusing level: ``"new_connections"``,
             ``"account"``, ``"stage"`` or ``"route"``.
         """
-        now = self._clock()
+        now = self.clock()
         route = self.route_bucket(api_id, stage, CONNECT, now)
         if not route.bucket.take(now):
             return route.limits.level
@@ -256,7 +263,7 @@ class Throttler:
             ``None`` if admitted, else the refusing level (``"account"``,
             ``"stage"`` or ``"route"``).
         """
-        now = self._clock()
+        now = self.clock()
         route = self.route_bucket(api_id, stage, route_key, now)
         if not route.bucket.take(now):
             return route.limits.level
@@ -276,7 +283,7 @@ class Throttler:
     def route_bucket(self, api_id: str, stage: Stage, route_key: str, now: float | None = None) -> _RouteBucket:
         """The bucket of ``route_key`` on ``stage``, made or re-resolved as needed."""
         if now is None:
-            now = self._clock()
+            now = self.clock()
         if now >= self._next_sweep:
             self._reclaim(now)
         stages = self._apis.get(api_id)

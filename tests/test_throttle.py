@@ -279,9 +279,8 @@ def test_bulk_admission_decides_as_one_by_one_admission(
     admission = bulk.admission("a1", stage, "$default")
     for sixteenths, messages in reads:
         bulk_clock.now = single_clock.now = bulk_clock.now + sixteenths / 16
-        budget = admission.budget(bulk_clock.now)
-        relayed = min(budget, messages)
-        admission.admit(relayed, bulk_clock.now)
+        relayed = min(admission.budget(), messages)
+        admission.admit(relayed)
         one_by_one = [single.admit_message("a1", stage, "$default") for _ in range(messages)]
         assert one_by_one[:relayed] == [None] * relayed
         assert None not in one_by_one[relayed:]  # the rest are refused one by one in both
@@ -292,9 +291,10 @@ def test_bulk_admission_shares_buckets_with_other_connections() -> None:
     throttler = make_throttler(clock)
     stage = make_stage(RouteSettings(throttling_burst_limit=5, throttling_rate_limit=0.0))
     admission = throttler.admission("a1", stage, "$default")
-    admission.admit(3, 0.0)
+    assert admission.budget() == 5
+    admission.admit(3)
     assert [throttler.admit_message("a1", stage, "$default") for _ in range(3)] == [None, None, STAGE]
-    assert admission.budget(0.0) == 0
+    assert admission.budget() == 0
 
 
 def test_bulk_admission_follows_its_bucket_through_a_reclaim() -> None:
@@ -306,6 +306,6 @@ def test_bulk_admission_follows_its_bucket_through_a_reclaim() -> None:
     admission = throttler.admission("a1", stage, "$default")
     clock.now = 25.0
     throttler.admit_message("a2", stage, "$default")  # sweeps: the idle, full a1 bucket is dropped
-    assert admission.budget(25.0) == 2
-    admission.admit(2, 25.0)
+    assert admission.budget() == 2
+    admission.admit(2)
     assert throttler.admit_message("a1", stage, "$default") == STAGE  # one bucket, not two

@@ -37,7 +37,7 @@ from proxy.errors import HandshakeError, IntegrationError, NotFoundException, Pr
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest
 from proxy.limits import CLOSE_TIMEOUT_S
-from proxy.server.flow import FlowControl, Outbox
+from proxy.server.flow import FlowControl
 from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer, RelayLane
 from proxy.server.upstream import Upstream, open_upstream
 from proxy.session import Client, Close, Decision, Forward, Reply, Session
@@ -114,6 +114,7 @@ class ClientConnection(asyncio.Protocol):
     """One client: handshake, relay, close (see the module docstring)."""
 
     __slots__ = (
+        "_catalog",
         "_close_code",
         "_config",
         "_connect_context",
@@ -129,7 +130,6 @@ class ClientConnection(asyncio.Protocol):
         "_last_activity",
         "_loop",
         "_observer",
-        "_out",
         "_pending",
         "_relay_upstream",
         "_session",
@@ -144,12 +144,12 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        self._catalog = gateway.catalog
         self._config = gateway.config
         self._loop = asyncio.get_running_loop()
         self._state = _HANDSHAKE
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
-        self._out: Outbox | None = None
         self._handshake: ServerHandshake | None = ServerHandshake(self._config.max_request_head)
         self._early = b""
         self._source_ip = "-"
@@ -175,7 +175,6 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
         self._flow = FlowControl(transport)
-        self._out = Outbox(transport)
         config = self._config
         transport.set_write_buffer_limits(config.write_high_water, config.write_low_water)
         peer = transport.get_extra_info("peername")
@@ -186,7 +185,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             if self._state == _OPEN:
-                if self._lane_generation != self._gateway.catalog.generation:
+                if self._lane_generation != self._catalog.generation:
                     self._refresh_lane()
                 if self._lane is not None:
                     self._relay(data)
@@ -401,7 +400,7 @@ class ClientConnection(asyncio.Protocol):
         lane = self._lane
         upstream = self._relay_upstream
         assert decoder is not None and lane is not None and upstream is not None and self._observer is not None
-        self._observer.bytes_in.inc(len(data))
+        self._observer.bytes_in.value += len(data)
         self._last_activity = self._loop.time()
         try:
             frames, count, events = decoder.relay(data, self._gateway.client_encoder, lane.budget())
@@ -445,8 +444,6 @@ class ClientConnection(asyncio.Protocol):
         self.close(exc.close_code, str(exc))
         self._decoder = None
         transport = self._transport
-        if self._out is not None:
-            self._out.flush()
         if transport is not None and transport.can_write_eof():
             # Half-close: the peer reads our close frame, then EOF; unread input does not reset it.
             transport.write_eof()
@@ -531,20 +528,22 @@ class ClientConnection(asyncio.Protocol):
         return taken
 
     def _send(self, opcode: int, payload: bytes) -> None:
-        self._write(self._gateway.server_encoder.message(opcode, payload))
-        if self._observer is not None:
-            self._observer.sent()
+        self._send_frames(self._gateway.server_encoder.message(opcode, payload), 1)
+
+    def _send_frames(self, frames: bytes, count: int) -> None:
+        """``count`` messages, encoded for the client."""
+        if self._transport is not None and self._observer is not None:
+            self._transport.write(frames)
+            self._observer.sent(count, len(frames))
 
     def _write(self, data: bytes) -> None:
-        if self._out is not None and self._transport is not None:
-            self._out.write(data)
+        """A control frame to the client."""
+        if self._transport is not None:
+            self._transport.write(data)
             if self._observer is not None:
                 self._observer.bytes_out.inc(len(data))
 
     def _close_transport(self) -> None:
-        """Close after what is queued (corked writes included) has been handed to the transport."""
-        if self._out is not None:
-            self._out.flush()
         if self._transport is not None:
             self._transport.close()
 
@@ -558,11 +557,10 @@ class ClientConnection(asyncio.Protocol):
     # --- upstream callbacks -------------------------------------------------------------
 
     def upstream_relayed(self, frames: bytes, count: int) -> None:
-        if self._state == _OPEN:
+        if self._state == _OPEN and self._transport is not None and self._observer is not None:
             self._last_activity = self._loop.time()
-            self._write(frames)
-            if self._observer is not None:
-                self._observer.sent(count)
+            self._transport.write(frames)
+            self._observer.sent(count, len(frames))
 
     def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None:
         for url, known in list(self._upstreams.items()):

@@ -69,33 +69,26 @@ class RelayLane:
     """Observability of the relay fast path: one route, messages handled a read at a time.
 
     Per client read, ``budget()`` is how many messages throttling lets through
-    now and ``admitted(count)`` counts and charges those relayed; the messages
-    past the budget go the per-message way (``ConnectionObserver.message``).
-    Only routes without execution logs, on stages without access logs, get
-    one: those need a line per message.
+    now and ``admitted(count)`` charges and counts those relayed; messages past
+    the budget go the per-message way (``ConnectionObserver.message``). Only
+    routes without execution logs, on stages without access logs, get one:
+    those need a line per message.
     """
 
-    __slots__ = ("_admission", "_clock", "_message_count", "_now", "_route_message_count")
+    __slots__ = ("_admit", "_message_count", "_route_message_count", "budget")
 
-    def __init__(
-        self, admission: Admission, clock: Callable[[], float], stage: StageMetrics, route: StageMetrics | None
-    ) -> None:
-        self._admission = admission
-        self._clock = clock
-        self._now = 0.0
+    def __init__(self, admission: Admission, stage: StageMetrics, route: StageMetrics | None) -> None:
+        self.budget = admission.budget
+        self._admit = admission.admit
         self._message_count = stage.message_count
         self._route_message_count = route.message_count if route is not None else None
 
-    def budget(self) -> int:
-        self._now = now = self._clock()
-        return self._admission.budget(now)
-
     def admitted(self, count: int) -> None:
         """``count`` messages of the read ``budget`` was asked for were relayed."""
-        self._admission.admit(count, self._now)
-        self._message_count.inc(count)
+        self._admit(count)
+        self._message_count.value += count
         if self._route_message_count is not None:
-            self._route_message_count.inc(count)
+            self._route_message_count.value += count
 
 
 class Observer:
@@ -116,7 +109,6 @@ class Observer:
         metrics: GatewayMetrics | None = None,
         sinks: LogSinks | None = None,
     ) -> None:
-        self.clock = clock
         self.throttler = Throttler(
             clock=clock,
             account_burst=config.account_burst_limit,
@@ -283,9 +275,8 @@ class ConnectionObserver:
         view = self._route(stage, route_key)
         if view.logged or stage.access_log_settings is not None:
             return None
-        observer = self._observer
-        admission = observer.throttler.admission(self.api_id, stage, route_key)
-        return RelayLane(admission, observer.clock, self.stage_metrics, view.detailed)
+        admission = self._observer.throttler.admission(self.api_id, stage, route_key)
+        return RelayLane(admission, self.stage_metrics, view.detailed)
 
     def unrouted(self, stage: Stage, context: HasVariables) -> None:
         """A message matched no route and there is no ``$default``: the gateway answers Forbidden."""
@@ -294,9 +285,10 @@ class ConnectionObserver:
         if stage.access_log_settings is not None:
             self._observer.access_log(stage, context, STATUS_FORBIDDEN)
 
-    def sent(self, count: int = 1) -> None:
-        """Messages went to the client (MessageCount counts both directions)."""
-        self.stage_metrics.message_count.inc(count)
+    def sent(self, count: int, size: int) -> None:
+        """``count`` messages, ``size`` bytes of frames, went to the client (MessageCount counts both ways)."""
+        self.stage_metrics.message_count.value += count
+        self.bytes_out.value += size
 
     def closed(self, stage: Stage, code: int, context: HasVariables, *, reassembled: int = 0) -> None:
         """The connection ended with close ``code``: count it and write the DISCONNECT line.

@@ -100,10 +100,10 @@ class Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._handshake is None:
-            if self._held is not None:
-                self._held += data  # at most one read that raced the pause
+            if self._held is None:
+                self._relay(data)
             else:
-                self._frames(data)
+                self._held += data  # at most one read that raced the pause
             return
         try:
             accepted = self._handshake.receive_data(data)
@@ -145,7 +145,7 @@ class Upstream(asyncio.Protocol):
             return
         self._held = None
         if held:
-            self._frames(held)
+            self._relay(held)
         if self.flow is not None:
             self.flow.resume()
 
@@ -181,7 +181,7 @@ class Upstream(asyncio.Protocol):
 
     # --- frames -------------------------------------------------------------------------
 
-    def _frames(self, data: bytes) -> None:
+    def _relay(self, data: bytes) -> None:
         """This read's messages go to the client in one write; control frames are handled here."""
         try:
             frames, count, events = self._decoder.relay(data, self._downstream, _EVERY_MESSAGE)

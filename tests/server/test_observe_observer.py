@@ -132,7 +132,7 @@ def test_sent_messages_count_and_close_records_code_and_disconnect(
 ) -> None:
     stage = stage_with(tmp_path)
     connection = observer.connected(API, stage, "c1", Context("CONNECT"))
-    connection.sent()
+    connection.sent(1, 10)
     connection.closed(stage, 1009, Context("DISCONNECT"))
     assert sample(registry, "framegate_message_count_total", api_id=API, stage="dev") == 1
     assert sample(registry, "framegate_open_connections") == 0
