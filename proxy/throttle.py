@@ -74,16 +74,6 @@ class TokenBucket:
             return True
         return False
 
-    def take_many(self, count: int, now: float) -> None:
-        """Take ``count`` tokens at once; the caller checked ``whole_tokens(now) >= count``."""
-        self._settle(now)
-        self._taken += count
-
-    def whole_tokens(self, now: float) -> int:
-        """How many ``take`` calls at ``now`` would succeed in a row."""
-        tokens = self._anchor_tokens + (now - self._anchor) * self.rate - self._taken
-        return int((tokens if tokens < self.burst else self.burst) + THROTTLE_TOKEN_EPSILON)
-
     def _settle(self, now: float) -> float:
         """Tokens at ``now``; a full bucket is re-anchored, so refill beyond the cap is never kept."""
         self.last_used = now
@@ -174,7 +164,7 @@ class Admission:
     changes.
     """
 
-    __slots__ = ("_account", "_api_id", "_generation", "_now", "_route", "_route_key", "_stage", "_throttler")
+    __slots__ = ("_account", "_api_id", "_generation", "_route", "_route_key", "_stage", "_throttler")
 
     def __init__(self, throttler: Throttler, api_id: str, stage: Stage, route_key: str) -> None:
         self._throttler = throttler
@@ -184,22 +174,22 @@ class Admission:
         self._account = throttler.account
         self._generation = throttler.generation
         self._route = throttler.route_bucket(api_id, stage, route_key).bucket
-        self._now = 0.0
 
     def budget(self) -> int:
+        """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
         throttler = self._throttler
-        self._now = now = throttler.clock()
+        now = throttler.clock()
         if self._generation != throttler.generation:
             self._generation = throttler.generation
             self._route = throttler.route_bucket(self._api_id, self._stage, self._route_key, now).bucket
-        route = self._route.whole_tokens(now)
-        account = self._account.whole_tokens(now)
-        return route if route < account else account
+        route = self._route._settle(now)
+        account = self._account._settle(now)
+        return int((route if route < account else account) + THROTTLE_TOKEN_EPSILON)
 
     def admit(self, count: int) -> None:
-        """Take ``count`` tokens at the instant of the last ``budget()``."""
-        self._route.take_many(count, self._now)
-        self._account.take_many(count, self._now)
+        """Take ``count`` tokens (at most the last ``budget()``) at that same instant."""
+        self._route._taken += count
+        self._account._taken += count
 
 
 class Throttler:

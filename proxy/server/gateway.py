@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Final, cast
 
@@ -53,6 +53,10 @@ _CLOSED: Final = 4
 _FORBIDDEN: Final = "Forbidden"
 _INTERNAL: Final = "Internal server error"
 _UNSENDABLE = frozenset({CloseCode.NO_STATUS, CloseCode.ABNORMAL})
+
+
+def _nowhere(frames: bytes) -> None:
+    """``_relay_write`` while there is no fast path (never called then)."""
 
 
 def epoch_ms() -> int:
@@ -131,7 +135,7 @@ class ClientConnection(asyncio.Protocol):
         "_loop",
         "_observer",
         "_pending",
-        "_relay_upstream",
+        "_relay_write",
         "_session",
         "_source_ip",
         "_state",
@@ -161,7 +165,8 @@ class ClientConnection(asyncio.Protocol):
         self._connect_context: RequestContext | None = None
         self._upstreams: dict[str, Upstream] = {}
         self._lane: RelayLane | None = None
-        self._relay_upstream: Upstream | None = None
+        """Set while reads take the fast path; ``_relay_write`` then writes to its upstream."""
+        self._relay_write: Callable[[bytes], None] = _nowhere
         self._lane_generation = -1
         self._pending: list[tuple[str, int, bytes]] = []
         self._connecting: asyncio.Task[None] | None = None
@@ -188,7 +193,7 @@ class ClientConnection(asyncio.Protocol):
                 if self._lane_generation != self._catalog.generation:
                     self._refresh_lane()
                 if self._lane is not None:
-                    self._relay(data)
+                    self._relay(self._lane, data)
                 else:
                     self._frames(data)
             elif self._state == _HANDSHAKE:
@@ -383,23 +388,20 @@ class ClientConnection(asyncio.Protocol):
     def _refresh_lane(self) -> None:
         """Decide whether reads take the fast path; again whenever the catalog or the upstreams change."""
         self._lane = None
-        self._relay_upstream = None
-        self._lane_generation = self._gateway.catalog.generation
+        self._lane_generation = self._catalog.generation
         session = self._session
         if self._state != _OPEN or session is None or self._observer is None:
             return
         forward = session.passthrough()
         upstream = self._upstreams.get(forward.url) if forward is not None else None
-        if upstream is not None and upstream.relaying:
+        if upstream is not None and upstream.outbox is not None and upstream.relaying:
             self._lane = self._observer.lane(self._current_stage(), DEFAULT)
-            self._relay_upstream = upstream
+            self._relay_write = upstream.outbox.write
 
-    def _relay(self, data: bytes) -> None:
+    def _relay(self, lane: RelayLane, data: bytes) -> None:
         """The fast path: this read's messages go to the upstream in one write (see ``RelayLane``)."""
         decoder = self._decoder
-        lane = self._lane
-        upstream = self._relay_upstream
-        assert decoder is not None and lane is not None and upstream is not None and self._observer is not None
+        assert decoder is not None and self._observer is not None
         self._observer.bytes_in.value += len(data)
         self._last_activity = self._loop.time()
         try:
@@ -407,13 +409,13 @@ class ClientConnection(asyncio.Protocol):
         except ProtocolError as exc:
             if exc.relayed_count:
                 lane.admitted(exc.relayed_count)
-                upstream.send_frames(exc.relayed)
+                self._relay_write(exc.relayed)
             self._events(exc.events)
             self._protocol_error(exc)
             return
         if count:
             lane.admitted(count)
-            upstream.send_frames(frames)
+            self._relay_write(frames)
         if events:
             self._events(events)  # control frames, and messages past the throttling budget
 
@@ -528,13 +530,11 @@ class ClientConnection(asyncio.Protocol):
         return taken
 
     def _send(self, opcode: int, payload: bytes) -> None:
-        self._send_frames(self._gateway.server_encoder.message(opcode, payload), 1)
-
-    def _send_frames(self, frames: bytes, count: int) -> None:
-        """``count`` messages, encoded for the client."""
+        """One message of the gateway's own (a reply) to the client."""
         if self._transport is not None and self._observer is not None:
+            frames = self._gateway.server_encoder.message(opcode, payload)
             self._transport.write(frames)
-            self._observer.sent(count, len(frames))
+            self._observer.sent(1, len(frames))
 
     def _write(self, data: bytes) -> None:
         """A control frame to the client."""
@@ -599,7 +599,6 @@ class ClientConnection(asyncio.Protocol):
             upstream.close(code, reason)
         self._upstreams.clear()
         self._lane = None
-        self._relay_upstream = None
 
     def _close_acknowledged(self) -> None:
         self._close_transport()

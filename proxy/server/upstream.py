@@ -151,18 +151,13 @@ class Upstream(asyncio.Protocol):
 
     @property
     def relaying(self) -> bool:
-        """Started, open and not closing: ``send_frames`` will reach the backend."""
+        """Started, open and not closing: frames written to ``outbox`` will reach the backend."""
         return self._held is None and self._handshake is None and self.outbox is not None and not self._closing
 
     def send(self, opcode: int, payload: bytes) -> None:
         """Relay one message (re-fragmented and masked)."""
         if self.outbox is not None and not self._closing:
             self.outbox.write(self._encoder.message(opcode, payload))
-
-    def send_frames(self, frames: bytes) -> None:
-        """Relay messages the owner already encoded with this upstream's encoder (``relay``)."""
-        if self.outbox is not None and not self._closing:
-            self.outbox.write(frames)
 
     def close(self, code: int | None, reason: str = "") -> None:
         """Start the closing handshake; the socket is dropped if the backend does not answer."""
