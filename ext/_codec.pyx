@@ -100,6 +100,49 @@ cdef inline void _copy_payload(uint8_t* dst, const uint8_t* src, Py_ssize_t n, c
         memcpy(dst, src, n)
 
 
+cdef bint _transcode(uint8_t* dst, const uint8_t* src, Py_ssize_t n, const uint8_t* in_key,
+                     const uint8_t* out_key, Utf8State* utf8) noexcept nogil:
+    """Copy a payload from how it came (masked with ``in_key``, or not) to how it leaves
+    (masked with ``out_key``, or not), checking UTF-8 on the way unless ``utf8`` is NULL.
+
+    One pass, 8 bytes a step, while the payload is binary or ASCII text; text
+    past its first non-ASCII word is unmasked, checked, then masked. Returns
+    False at invalid UTF-8.
+    """
+    cdef uint32_t in4 = 0, out4 = 0
+    cdef uint64_t in8, out8, word
+    cdef Py_ssize_t i = 0, rest
+    if in_key != NULL:
+        memcpy(&in4, in_key, MASK_KEY_BYTES)
+    if out_key != NULL:
+        memcpy(&out4, out_key, MASK_KEY_BYTES)
+    in8 = (<uint64_t>in4 << 32) | in4
+    out8 = (<uint64_t>out4 << 32) | out4
+    if utf8 == NULL:
+        while i + 8 <= n:
+            memcpy(&word, src + i, 8)
+            word ^= in8 ^ out8
+            memcpy(dst + i, &word, 8)
+            i += 8
+    elif utf8.need == 0:
+        while i + 8 <= n:
+            memcpy(&word, src + i, 8)
+            word ^= in8
+            if word & ASCII_HIGH_BITS:
+                break
+            word ^= out8
+            memcpy(dst + i, &word, 8)
+            i += 8
+    rest = n - i  # i is a multiple of 8, so both keys still start at their first byte
+    if rest:
+        _copy_payload(dst + i, src + i, rest, in_key)
+        if utf8 != NULL and not _utf8_feed(utf8, dst + i, rest):
+            return False
+        if out_key != NULL:
+            _mask_copy(dst + i, dst + i, rest, out_key)
+    return True
+
+
 cdef bint _utf8_feed(Utf8State* state, const uint8_t* p, Py_ssize_t n) noexcept nogil:
     """Advance the UTF-8 automaton over ``p``; False at the first byte no valid text can contain.
 
@@ -572,8 +615,9 @@ cdef class FrameDecoder:
         """Append one message, re-encoded by ``_relay_to``, to the relay output.
 
         ``src`` is the payload as received (masked with ``key`` if not NULL);
-        each output frame's payload is unmasked into place, checked as UTF-8
-        when ``check_text``, then masked with the encoder's fresh key.
+        each output frame's payload goes into place through ``_transcode``:
+        unmasked, checked as UTF-8 when ``check_text``, masked with the
+        encoder's fresh key.
         """
         cdef FrameEncoder encoder = self._relay_to
         cdef Py_ssize_t step = encoder.max_frame
@@ -601,13 +645,10 @@ cdef class FrameDecoder:
                 w += MASK_KEY_BYTES
             if key != NULL:
                 _rotate_key(in_key, key, start)
-                _mask_copy(w, src + start, segment, in_key)
-            elif segment:
-                memcpy(w, src + start, segment)
-            if check_text and not _utf8_feed(&utf8, w, segment):
+            if not _transcode(w, src + start, segment, in_key if key != NULL else NULL,
+                              out_key, &utf8 if check_text else NULL):
                 raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
             if masked:
-                _mask_copy(w, w, segment, out_key)
                 out_key += MASK_KEY_BYTES
             w += segment
             start += segment

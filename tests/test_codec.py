@@ -769,3 +769,18 @@ def test_cython_and_python_relay_agree_on_arbitrary_input(data: bytes, budget: i
         except ProtocolError as exc:
             outcomes.append(("error", exc.close_code, exc.relayed_count, exc.events))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("prefix", [0, 7, 8, 16, 33])
+@pytest.mark.parametrize("client_side", [True, False])
+def test_relay_checks_text_past_an_ascii_prefix(codec: ModuleType, prefix: int, client_side: bool) -> None:
+    """The relay copies ASCII words in one pass; what follows them is still checked."""
+    good = b"a" * prefix + "é€𝄞".encode() + b"z" * 9
+    decoder = codec.FrameDecoder(server_side=True)
+    out, count, _ = decoder.relay(_frame(FIN | Opcode.TEXT, good), codec.FrameEncoder(client_side=client_side), 1)
+    assert count == 1 and _decode(codec, out, server_side=client_side) == [(Opcode.TEXT, good)]
+    with pytest.raises(ProtocolError) as info:
+        decoder.relay(
+            _frame(FIN | Opcode.TEXT, b"a" * prefix + b"\xff" + b"z" * 9), codec.FrameEncoder(client_side=True), 1
+        )
+    assert info.value.close_code == CloseCode.INVALID_DATA

@@ -189,11 +189,28 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            if self._state == _OPEN:
-                if self._lane_generation != self._catalog.generation:
-                    self._refresh_lane()
+            lane = self._lane
+            if lane is not None and self._lane_generation == self._catalog.generation and self._state == _OPEN:
+                # The fast path (see RelayLane), inline: this runs once per read.
+                assert self._decoder is not None and self._observer is not None
+                self._observer.bytes_in.value += len(data)
+                self._last_activity = self._loop.time()
+                try:
+                    frames, count, events = self._decoder.relay(data, self._gateway.client_encoder, lane.budget())
+                except ProtocolError as exc:
+                    self._relayed(lane, exc.relayed, exc.relayed_count)
+                    self._events(exc.events)
+                    self._protocol_error(exc)
+                    return
+                if count:
+                    lane.admitted(count)
+                    self._relay_write(frames)
+                if events:
+                    self._events(events)  # control frames, and messages past the throttling budget
+            elif self._state == _OPEN:
+                self._refresh_lane()
                 if self._lane is not None:
-                    self._relay(self._lane, data)
+                    self.data_received(data)
                 else:
                     self._frames(data)
             elif self._state == _HANDSHAKE:
@@ -398,26 +415,11 @@ class ClientConnection(asyncio.Protocol):
             self._lane = self._observer.lane(self._current_stage(), DEFAULT)
             self._relay_write = upstream.outbox.write
 
-    def _relay(self, lane: RelayLane, data: bytes) -> None:
-        """The fast path: this read's messages go to the upstream in one write (see ``RelayLane``)."""
-        decoder = self._decoder
-        assert decoder is not None and self._observer is not None
-        self._observer.bytes_in.value += len(data)
-        self._last_activity = self._loop.time()
-        try:
-            frames, count, events = decoder.relay(data, self._gateway.client_encoder, lane.budget())
-        except ProtocolError as exc:
-            if exc.relayed_count:
-                lane.admitted(exc.relayed_count)
-                self._relay_write(exc.relayed)
-            self._events(exc.events)
-            self._protocol_error(exc)
-            return
+    def _relayed(self, lane: RelayLane, frames: bytes, count: int) -> None:
+        """What the fast path relayed before a protocol error still goes."""
         if count:
             lane.admitted(count)
             self._relay_write(frames)
-        if events:
-            self._events(events)  # control frames, and messages past the throttling budget
 
     def _frames(self, data: bytes) -> None:
         decoder = self._decoder

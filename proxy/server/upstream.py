@@ -101,7 +101,19 @@ class Upstream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._handshake is None:
             if self._held is None:
-                self._relay(data)
+                # Every message goes to the client, one write per read; control frames are ours.
+                try:
+                    frames, count, events = self._decoder.relay(data, self._downstream, _EVERY_MESSAGE)
+                except ProtocolError as exc:
+                    if exc.relayed_count:
+                        self._owner.upstream_relayed(exc.relayed, exc.relayed_count)
+                    self._events(exc.events)
+                    self._protocol_error(exc)
+                    return
+                if count:
+                    self._owner.upstream_relayed(frames, count)
+                if events:
+                    self._events(events)
             else:
                 self._held += data  # at most one read that raced the pause
             return
@@ -145,7 +157,7 @@ class Upstream(asyncio.Protocol):
             return
         self._held = None
         if held:
-            self._relay(held)
+            self.data_received(held)
         if self.flow is not None:
             self.flow.resume()
 
@@ -175,21 +187,6 @@ class Upstream(asyncio.Protocol):
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     # --- frames -------------------------------------------------------------------------
-
-    def _relay(self, data: bytes) -> None:
-        """This read's messages go to the client in one write; control frames are handled here."""
-        try:
-            frames, count, events = self._decoder.relay(data, self._downstream, _EVERY_MESSAGE)
-        except ProtocolError as exc:
-            if exc.relayed_count:
-                self._owner.upstream_relayed(exc.relayed, exc.relayed_count)
-            self._events(exc.events)
-            self._protocol_error(exc)
-            return
-        if count:
-            self._owner.upstream_relayed(frames, count)
-        if events:
-            self._events(events)
 
     def _events(self, events: list[Event]) -> None:
         """Control frames (every data message was relayed)."""
