@@ -519,7 +519,7 @@ cdef class FrameDecoder:
                 raise ProtocolError("continuation frame without a message in progress", CloseCode.PROTOCOL_ERROR)
         elif self._message_opcode:
             raise ProtocolError("new data frame inside a fragmented message", CloseCode.PROTOCOL_ERROR)
-        if bool(b1 & MASK_BIT) != self.server_side:
+        if ((b1 & MASK_BIT) != 0) != self.server_side:  # C ints: no Python bools per frame
             expected = "masked" if self.server_side else "unmasked"
             raise ProtocolError(f"frame must be {expected} in this direction", CloseCode.PROTOCOL_ERROR)
         return 0
