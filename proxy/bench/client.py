@@ -5,15 +5,19 @@ handshake is a fixed request and a status-line check, messages are
 pre-encoded once (``proxy.bench.message``: a send patches in the message's
 number), and every reply is handled inside ``data_received`` by a callback
 into the driver (``proxy.bench.worker``).
-
-Only a reply that is the echo of the oldest outstanding message counts as an
-echo (the echo backend keeps each connection's order). Anything else is an
-error grouped ``reply:<group>``: a gateway error frame such as the throttled
-``{"message": "Too Many Requests", ...}`` stands for that message, which is
-never echoed; an echo of a later message means the ones before it are
-missing; an echo of no outstanding message answers nothing.
 That is what lets one process out-run a ``websockets`` client several times
 over, so the load side is not what a benchmark measures.
+
+Only an echo of an outstanding message counts, found by its number (echoes
+keep each connection's order). Anything else is an error grouped
+``reply:<group>``. A gateway error frame such as the throttled
+``{"message": "Too Many Requests", ...}`` stands for one outstanding message
+that will never be echoed, but not for a known one: the gateway answers it
+at once, so it may overtake the echoes of earlier messages. It is resolved
+when a later echo arrives (the messages skipped are the refused ones, any
+beyond them are missing), when every outstanding message is refused, or when
+the oldest is overdue (``overdue``). An echo of no outstanding message (late
+or repeated) answers nothing.
 """
 
 from __future__ import annotations
@@ -82,10 +86,11 @@ class Listener:
         """``count`` echoes of the oldest outstanding messages arrived in one read at ``received_ns``."""
 
     def rejected(self, conn: BenchConnection, key: str, answers: bool) -> None:
-        """A reply that is not the echo due, grouped as ``key``.
+        """A reply that is not an echo of an outstanding message, grouped as ``key``.
 
-        ``answers``: it stands for the oldest outstanding message, which will
-        never be echoed (a gateway error frame, or an echo that went missing).
+        ``answers``: it stands for an outstanding message that will never be
+        echoed (a gateway error frame, or an echo found missing); the connection
+        drops that message's send time itself.
         """
 
     def failed(self, conn: BenchConnection | None, key: str) -> None:
@@ -114,6 +119,8 @@ class BenchConnection(asyncio.Protocol):
         self.sent = 0
         self.answered = 0
         """Messages answered so far: the number of the oldest outstanding one."""
+        self.refused = 0
+        """Gateway error frames not yet matched to an outstanding message (see the module docstring)."""
         self.started_ns = clock()
         self.connect_ns = 0
         """Connect plus handshake time, set once open."""
@@ -231,24 +238,40 @@ class BenchConnection(asyncio.Protocol):
         # One callback per read, not per message: a pipelined read answers with one write.
         if echoes:
             self.listener.messages(self, echoes, self.clock())
+        if self.refused and self.refused >= len(self.pending):
+            self._skip(len(self.pending))  # all refused: none is awaited, none may time out
 
     def _wrong_reply(self, payload: bytes) -> None:
-        """Group a reply that is not the echo due, and say which outstanding messages it answers."""
-        outstanding = self.sent - self.answered
+        """Group a reply that is not the echo of the oldest outstanding message."""
         number = self.message.echo_number(payload)
-        if number is None:  # not an echo of ours: a gateway frame answers (and loses) the oldest message
-            self.answered += min(outstanding, 1)
-            self.listener.rejected(self, error_key("reply", reply_group(payload)), outstanding > 0)
+        if number is None:
+            self._refusal(error_key("reply", reply_group(payload)))
             return
         skipped = self.message.ahead(number, self.answered)
-        if skipped >= outstanding:  # late or repeated: it echoes nothing still outstanding
+        if skipped >= len(self.pending):
             self.listener.rejected(self, error_key("reply", UNEXPECTED), False)
             return
-        for _ in range(skipped):
-            self.answered += 1
-            self.listener.rejected(self, error_key("reply", MISSING), True)
+        self._skip(skipped)
         self.answered += 1
         self.listener.messages(self, 1, self.clock())
+
+    def _refusal(self, key: str) -> None:
+        """A reply that is not ours stands for one outstanding message, if any is left unmatched."""
+        answers = self.refused < len(self.pending)
+        if answers:
+            self.refused += 1
+        self.listener.rejected(self, key, answers)
+
+    def _skip(self, count: int) -> None:
+        """The ``count`` oldest outstanding messages will never be echoed: refused ones, else missing."""
+        for _ in range(count):
+            self.pending.popleft()
+            self.answered += 1
+            if self.refused:
+                self.refused -= 1
+            else:
+                self.listener.rejected(self, error_key("reply", MISSING), True)
+        self.refused = min(self.refused, len(self.pending))  # frames beyond the outstanding were unsolicited
 
     def _close_received(self, payload: bytes) -> None:
         code, _reason = parse_close(payload)
@@ -273,6 +296,18 @@ class BenchConnection(asyncio.Protocol):
             self.pending.extend([stamp_ns] * count)
             self._transport.write(self.message.frames(self.sent, count))
         self.sent += count
+
+    def overdue(self, deadline_ns: int) -> bool:
+        """Whether the oldest outstanding message was sent before ``deadline_ns`` and is still awaited.
+
+        An overdue message that an unmatched refusal can explain is taken as
+        the refused one instead: with every message refused, no echo comes to
+        resolve them, and they must not pile up or time out.
+        """
+        pending = self.pending
+        while self.refused and pending and pending[0] < deadline_ns:
+            self._skip(1)
+        return bool(pending) and pending[0] < deadline_ns
 
     def close(self, code: int = CloseCode.NORMAL) -> None:
         """Start the closing handshake (the server's close frame ends it)."""

@@ -15,8 +15,9 @@ Layer 5 (IO). Modes:
 Every mode is bounded by its duration, a message quota, or the hard ceiling
 ``BENCH_MAX_DURATION_S``. Only true echoes are timed and counted as messages;
 a wrong reply (``Listener.rejected``) is an error, and when it stands for a
-message it frees that message's place in the window and the quota just as an
-echo would, so a throttling gateway cannot stall a run.
+message it frees a place in the window, and counts toward the quota when it
+arrives while measuring, just as an echo would: a throttling gateway cannot
+stall a run.
 """
 
 from __future__ import annotations
@@ -141,8 +142,7 @@ class Driver(Listener):
     def rejected(self, conn: BenchConnection, key: str, answers: bool) -> None:
         self.result.errors[key] += 1
         if answers:
-            stamp = conn.pending.popleft()
-            if self.measuring and stamp >= self.measure_from_ns:
+            if self.measuring:  # which message it refused is not known yet (see proxy.bench.client)
                 self.answered_measured += 1
             self._answered(conn, 1)
 
@@ -309,9 +309,9 @@ class Driver(Listener):
         timeout_ns = int(self.plan.timeout_s * _NS_PER_S)
         while True:
             await asyncio.sleep(BENCH_PROGRESS_INTERVAL_S)
-            now = self.clock()
+            deadline = self.clock() - timeout_ns
             for conn in self.conns:
-                if conn.is_open and conn.pending and now - conn.pending[0] > timeout_ns:
+                if conn.is_open and conn.overdue(deadline):
                     conn.fail(error_key("timeout", "message"))
             if self.publish is not None:
                 self.publish(self.result.messages, sum(self.result.errors.values()))

@@ -1,16 +1,19 @@
 """``framegate bench`` counts only true echoes: checked against ``websockets``-library servers.
 
 One server echoes everything (every reply counts); scripted ones answer some
-messages with the gateway's AWS error frames or garbage, drop one, or repeat
-one, and those must show up as grouped errors, never as echoes. Each
-connection's messages are numbered from 0 on the server side too, so the
-expected counts follow from the plan.
+messages with the gateway's AWS error frames or garbage (also ahead of an
+earlier echo, as a gateway does), drop one, or repeat one, and those must show
+up as grouped errors, never as echoes. A script numbers each connection's
+messages from 0 and leaves the first ten alone: the few sent before measuring
+starts (how many depends on timing) are then plain echoes, and every error
+belongs to a measured message.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 from websockets.sync.server import Server, ServerConnection, serve
@@ -22,36 +25,69 @@ from .conftest import BenchRun
 
 pytestmark = pytest.mark.integration
 
-Script = Callable[[int, str | bytes], list[str | bytes]]
-"""Message index on its connection and the message -> what the server sends back, in order."""
-
+Reply = str | bytes
 THROTTLED = '{"message": "Too Many Requests", "connectionId":"x","requestId":"y"}'
 GARBAGE = "not an echo"
 QUOTA = 30
+FIRST_SCRIPTED = 10
+"""Messages before this index are echoed as they are (see the module docstring)."""
+
+WRONG_REPLIES: dict[int, tuple[Reply, str]] = {
+    3: (THROTTLED, "reply:throttled"),
+    6: (gateway_frames.forbidden("x", "y"), "reply:forbidden"),
+    8: (gateway_frames.internal_server_error("x", "y"), "reply:internal_server_error"),
+    9: (GARBAGE, "reply:unexpected"),
+}
+"""Message index modulo 10 -> the reply sent instead of its echo, and the error it must count as."""
 
 
-def _echo(_index: int, message: str | bytes) -> list[str | bytes]:
-    return [message]
+class Script:
+    """What the server answers to message ``index`` of a connection; ``sent`` tallies the wrong replies."""
+
+    def __init__(self) -> None:
+        self.sent: Counter[str] = Counter()
+
+    def __call__(self, index: int, message: Reply) -> list[Reply]:
+        return [message]
 
 
-def _every_tenth(index: int, message: str | bytes) -> list[str | bytes]:
-    """3: throttled, 6: Forbidden, 8: Internal server error, 9: garbage, in place of the echo."""
-    replies: dict[int, str] = {
-        3: THROTTLED,
-        6: gateway_frames.forbidden("x", "y"),
-        8: gateway_frames.internal_server_error("x", "y"),
-        9: GARBAGE,
-    }
-    reply = replies.get(index % 10)
-    return [reply] if reply is not None else [message]
+class EveryTenth(Script):
+    """Messages x3, x6, x8, x9 get a gateway error frame or garbage instead of their echo."""
+
+    def __call__(self, index: int, message: Reply) -> list[Reply]:
+        wrong = WRONG_REPLIES.get(index % 10) if index >= FIRST_SCRIPTED else None
+        if wrong is None:
+            return [message]
+        reply, group = wrong
+        self.sent[group] += 1
+        return [reply]
 
 
-def _drops_the_sixth(index: int, message: str | bytes) -> list[str | bytes]:
-    return [] if index == 5 else [message]
+class Overtaking(EveryTenth):
+    """Holds each x2 echo until x3 arrives and sends x3's refusal first, as a gateway does:
+    it answers a throttled message at once, ahead of the echoes still in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Reply] = []
+
+    def __call__(self, index: int, message: Reply) -> list[Reply]:
+        if index >= FIRST_SCRIPTED and index % 10 == 2:
+            self.held.append(message)
+            return []
+        replies = super().__call__(index, message)
+        held, self.held = self.held, []
+        return [*replies, *held]
 
 
-def _repeats_the_third(index: int, message: str | bytes) -> list[str | bytes]:
-    return [message, message] if index == 2 else [message]
+class DropsOne(Script):
+    def __call__(self, index: int, message: Reply) -> list[Reply]:
+        return [] if index == FIRST_SCRIPTED + 5 else [message]
+
+
+class RepeatsOne(Script):
+    def __call__(self, index: int, message: Reply) -> list[Reply]:
+        return [message, message] if index == FIRST_SCRIPTED + 2 else [message]
 
 
 def _serve(script: Script) -> Iterator[str]:
@@ -70,14 +106,11 @@ def _serve(script: Script) -> Iterator[str]:
         thread.join()
 
 
-@pytest.fixture
-def echo_server() -> Iterator[str]:
-    yield from _serve(_echo)
-
-
-@pytest.fixture
-def every_tenth_server() -> Iterator[str]:
-    yield from _serve(_every_tenth)
+def _run(bench: BenchRun, script: Script, *args: str) -> dict[str, object]:
+    for url in _serve(script):
+        code, summary = bench(url, *args)
+    assert code == 0
+    return summary
 
 
 @pytest.mark.parametrize(
@@ -85,65 +118,42 @@ def every_tenth_server() -> Iterator[str]:
     [["-c", "3"], ["-c", "2", "-w", "8"], ["-c", "3", "-r", "2000"], ["-c", "1", "--binary", "-s", "4096"]],
     ids=["closed", "pipelined", "open-loop", "binary"],
 )
-def test_every_reply_of_a_websockets_echo_server_is_an_echo(echo_server: str, bench: BenchRun, mode: list[str]) -> None:
-    code, summary = bench(echo_server, *mode, "-m", "120")
-    assert code == 0
+def test_every_reply_of_a_websockets_echo_server_is_an_echo(bench: BenchRun, mode: list[str]) -> None:
+    summary = _run(bench, Script(), *mode, "-m", "120")
     assert summary["errors"] == {} and summary["messages"] == 120
 
 
-def _expected(window: int) -> tuple[int, dict[str, int]]:
-    """Echoes and errors for one connection: ``window`` messages go out before measuring starts,
-    then ``QUOTA`` measured ones; every one of them is answered, only measured echoes count."""
-    groups = {3: "reply:throttled", 6: "reply:forbidden", 8: "reply:internal_server_error", 9: "reply:unexpected"}
-    errors: dict[str, int] = {}
-    echoes = 0
-    for index in range(QUOTA + window):
-        group = groups.get(index % 10)
-        if group is not None:
-            errors[group] = errors.get(group, 0) + 1
-        elif index >= window:
-            echoes += 1
-    return echoes, errors
-
-
-@pytest.mark.parametrize("window", [1, 4])
+@pytest.mark.parametrize(
+    ("script", "mode"),
+    [
+        (EveryTenth, ["-w", "1"]),
+        (EveryTenth, ["-w", "4"]),
+        (EveryTenth, ["-r", "200"]),
+        (Overtaking, ["-w", "4"]),
+    ],
+    ids=["closed", "pipelined", "open-loop", "refusal-overtakes-echo"],
+)
 def test_gateway_error_frames_and_garbage_are_grouped_errors_not_echoes(
-    every_tenth_server: str, bench: BenchRun, window: int, capsys: pytest.CaptureFixture[str]
+    bench: BenchRun, script: type[EveryTenth], mode: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, summary = bench(every_tenth_server, "-c", "1", "-w", str(window), "-m", str(QUOTA))
-    echoes, errors = _expected(window)
-    assert code == 0
-    assert summary["errors"] == errors
-    assert summary["messages"] == echoes < QUOTA
+    server = script()
+    summary = _run(bench, server, "-c", "1", *mode, "-m", str(QUOTA))
+    assert set(server.sent) == {group for _, group in WRONG_REPLIES.values()}
+    assert summary["errors"] == dict(server.sent)
+    assert summary["messages"] == QUOTA - server.sent.total()
     out = capsys.readouterr().out
     for name in ("throttled (Too Many Requests)", "forbidden", "internal server error", "unexpected reply"):
         assert name in out
 
 
-def test_open_loop_counts_error_frames_as_errors(every_tenth_server: str, bench: BenchRun) -> None:
-    code, summary = bench(every_tenth_server, "-c", "1", "-r", "200", "-m", str(QUOTA))
-    assert code == 0
-    assert set(summary["errors"]) == {
-        "reply:throttled",
-        "reply:forbidden",
-        "reply:internal_server_error",
-        "reply:unexpected",
-    }
-    assert summary["messages"] + sum(summary["errors"].values()) == QUOTA
-
-
-def test_a_dropped_message_is_missing_and_the_rest_still_count(bench: BenchRun) -> None:
-    for url in _serve(_drops_the_sixth):
-        code, summary = bench(url, "-c", "1", "-w", "4", "-m", str(QUOTA))
-    assert code == 0
+def test_a_dropped_echo_is_missing_and_the_rest_still_count(bench: BenchRun) -> None:
+    summary = _run(bench, DropsOne(), "-c", "1", "-w", "4", "-m", str(QUOTA))
     assert summary["errors"] == {"reply:missing": 1}
     assert summary["messages"] == QUOTA - 1
 
 
 def test_a_repeated_echo_is_unexpected_and_does_not_shift_the_rest(bench: BenchRun) -> None:
-    for url in _serve(_repeats_the_third):
-        code, summary = bench(url, "-c", "1", "-m", str(QUOTA))
-    assert code == 0
+    summary = _run(bench, RepeatsOne(), "-c", "1", "-m", str(QUOTA))
     assert summary["errors"] == {"reply:unexpected": 1}
     assert summary["messages"] == QUOTA
 
