@@ -1,4 +1,5 @@
-"""``framegate bench`` through ``framegate serve --backend``: counts, and the gateway's 1009 grouped by code."""
+"""``framegate bench`` through ``framegate serve --backend``: counts, the gateway's 1009 grouped by code,
+and its throttled frames counted as errors, not echoes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.contenders import CONTENDERS, Running
+from benchmarks.contenders import CONTENDERS, Running, set_route_throttling
 from proxy.bench.process import ReadyProcess
 from proxy.frames import CloseCode
 from proxy.limits import MAX_MESSAGE_BYTES
@@ -49,3 +50,25 @@ def test_unknown_stage_is_grouped_by_its_http_status(framegate: Running, bench: 
     assert code == 1
     [(key, count)] = summary["errors"].items()
     assert key in ("http:403", "http:404") and count == 3
+
+
+THROTTLE_BURST = 20
+"""Messages the throttled stage lets through (its rate is 0: none are refilled)."""
+
+
+@pytest.fixture
+def throttled_framegate(echo: ReadyProcess) -> Iterator[Running]:
+    with CONTENDERS["framegate"](echo.url, None) as running:
+        set_route_throttling(running.admin, THROTTLE_BURST, 0.0)
+        yield running
+
+
+def test_throttled_frames_from_framegate_are_errors_not_echoes(
+    throttled_framegate: Running, bench: BenchRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, summary = bench(throttled_framegate.url, "-c", "1", "-w", "8", "-m", "100")
+    assert code == 0
+    [(key, throttled)] = summary["errors"].items()
+    assert key == "reply:throttled"
+    assert summary["messages"] + throttled == 100 and summary["messages"] < THROTTLE_BURST
+    assert "throttled (Too Many Requests)" in capsys.readouterr().out
