@@ -131,12 +131,14 @@ class Driver(Listener):
         result = self.result
         record = result.latency.record
         since = self.measure_from_ns
+        measured = 0
         for _ in range(count):
             stamp = pending.popleft()
             if measuring and stamp >= since:
                 record(received_ns - stamp)
-                result.messages += 1
-                self.answered_measured += 1
+                measured += 1
+        result.messages += measured
+        self.answered_measured += measured
         self._answered(conn, count)
 
     def rejected(self, conn: BenchConnection, key: str, answers: bool) -> None:
