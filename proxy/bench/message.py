@@ -4,9 +4,9 @@ Layer 5. Every message starts with its per-connection sequence number in hex
 (printable, so valid text), and the rest of the payload is the same for all.
 A reply is then checked against the one message it must echo without keeping
 copies: its length, its number and the shared rest (``startswith`` and
-``endswith``, a memcmp each). The frame is encoded and masked once; a send only
-masks the number (one ``translate``) and splices it in, so the load generator
-stays cheap.
+``endswith``, a memcmp each). The frame is encoded and masked once, and every
+number, plain and masked, sits in a table built once: a send only splices the
+masked number in, so the load generator stays cheap.
 
 A reply that is not an echo of ours is grouped: the gateway's own error frames
 (``proxy.gateway_frames``) by their ``"message"`` text, anything else as
@@ -52,11 +52,12 @@ class Message:
     """Masked frame bytes before the number (the first frame's header)."""
     tail: bytes
     """Masked frame bytes after the number (rest of the message, continuations included)."""
-    number_table: bytes
-    """``bytes.translate`` table that masks the number (the key's four bytes are equal)."""
+    numbers: tuple[bytes, ...]
+    """Every number in hex, as an echo starts with it."""
+    masked_numbers: tuple[bytes, ...]
+    """Every number as the frame carries it (masked)."""
     echo_tail: bytes
     """The plain payload after the number: every echo ends with it."""
-    number_format: bytes
     number_bits: int
     """``16 ** digits - 1``: numbers are taken modulo ``16 ** digits``."""
 
@@ -65,7 +66,7 @@ class Message:
         """Encode the message once, fragmented at ``max_frame`` like any client must, masked with one key.
 
         A load generator's mask need not be unpredictable: one random non-zero
-        byte four times masks the number with a single ``translate``, and the
+        byte four times masks every number alike wherever it sits, and the
         proxy still unmasks every byte (a zero key would leave it in clear).
         """
         digits = min(size, BENCH_SEQUENCE_DIGITS)
@@ -77,21 +78,23 @@ class Message:
         frame: bytes = encoder.message(opcode, payload, mask_key=key)
         first = min(size, max_frame)
         header = len(encoder.message(opcode, payload[:first], mask_key=key)) - first
+        number_format = b"%%0%dx" % digits
+        numbers = tuple(number_format % number for number in range(_HEX_BASE**digits))
+        mask = bytes(value ^ key_byte for value in range(_BYTE_VALUES))
         return cls(
             size=size,
             digits=digits,
             head=frame[:header],
             tail=frame[header + digits :],
-            number_table=bytes(value ^ key_byte for value in range(_BYTE_VALUES)),
+            numbers=numbers,
+            masked_numbers=tuple(number.translate(mask) for number in numbers),
             echo_tail=payload[digits:],
-            number_format=b"%%0%dx" % digits,
             number_bits=_HEX_BASE**digits - 1,
         )
 
     def frame(self, number: int) -> bytes:
         """Message ``number``, ready to write."""
-        plain = self.number_format % (number & self.number_bits)
-        return self.head + plain.translate(self.number_table) + self.tail
+        return self.head + self.masked_numbers[number & self.number_bits] + self.tail
 
     def frames(self, first: int, count: int) -> bytes:
         """Messages ``first`` to ``first + count - 1`` in one buffer (one write)."""
@@ -101,7 +104,7 @@ class Message:
         """Whether ``payload`` is exactly message ``number``."""
         return (
             len(payload) == self.size
-            and payload.startswith(self.number_format % (number & self.number_bits))
+            and payload.startswith(self.numbers[number & self.number_bits])
             and payload.endswith(self.echo_tail)
         )
 

@@ -56,7 +56,7 @@ def _reply(conn: BenchConnection, *payloads: bytes) -> None:
 
 
 def _echo(message: Message, number: int) -> bytes:
-    return b"%08x" % number + message.echo_tail
+    return message.numbers[number] + message.echo_tail
 
 
 async def test_in_order_echoes_answer_the_oldest_messages() -> None:
