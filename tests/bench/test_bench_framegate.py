@@ -52,8 +52,9 @@ def test_unknown_stage_is_grouped_by_its_http_status(framegate: Running, bench: 
     assert key in ("http:403", "http:404") and count == 3
 
 
-THROTTLE_BURST = 20
-"""Messages the throttled stage lets through (its rate is 0: none are refilled)."""
+THROTTLE_BURST = 50
+"""Messages the throttled stage lets through (its rate is 0: none are refilled). A few go out before
+measuring starts (how many depends on timing), so the measured echoes are fewer."""
 
 
 @pytest.fixture
@@ -66,9 +67,9 @@ def throttled_framegate(echo: ReadyProcess) -> Iterator[Running]:
 def test_throttled_frames_from_framegate_are_errors_not_echoes(
     throttled_framegate: Running, bench: BenchRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, summary = bench(throttled_framegate.url, "-c", "1", "-w", "8", "-m", "100")
-    assert code == 0
+    code, summary = bench(throttled_framegate.url, "-c", "1", "-w", "2", "-m", "200")
     [(key, throttled)] = summary["errors"].items()
-    assert key == "reply:throttled"
-    assert summary["messages"] + throttled == 100 and summary["messages"] < THROTTLE_BURST
+    assert key == "reply:throttled"  # no timeouts, and no echo taken as missing or unexpected
+    assert 0 < summary["messages"] < THROTTLE_BURST and code == 0
+    assert summary["messages"] + throttled >= 200
     assert "throttled (Too Many Requests)" in capsys.readouterr().out

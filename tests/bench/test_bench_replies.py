@@ -4,7 +4,7 @@ One server echoes everything (every reply counts); scripted ones answer some
 messages with the gateway's AWS error frames or garbage (also ahead of an
 earlier echo, as a gateway does), drop one, or repeat one, and those must show
 up as grouped errors, never as echoes. A script numbers each connection's
-messages from 0 and leaves the first ten alone: the few sent before measuring
+messages from 0 and leaves the first thirty alone: the few sent before measuring
 starts (how many depends on timing) are then plain echoes, and every error
 belongs to a measured message.
 """
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.integration
 Reply = str | bytes
 THROTTLED = '{"message": "Too Many Requests", "connectionId":"x","requestId":"y"}'
 GARBAGE = "not an echo"
-QUOTA = 30
-FIRST_SCRIPTED = 10
+QUOTA = 60
+FIRST_SCRIPTED = 30
 """Messages before this index are echoed as they are (see the module docstring)."""
 
 WRONG_REPLIES: dict[int, tuple[Reply, str]] = {
