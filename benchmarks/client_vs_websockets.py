@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy.bench.client import make_payload
+from proxy.bench.message import make_payload
 from proxy.bench.process import REPO_ROOT, echo_backend, python_argv
 
 CONNECTIONS = 10

@@ -36,6 +36,8 @@ class Running:
     url: str
     pid: int | None
     note: str = ""
+    admin: str = ""
+    """framegate's control plane (``http://HOST:PORT``); empty for the other contenders."""
 
 
 Starter = Callable[[str, int | None], AbstractContextManager[Running]]
@@ -63,12 +65,13 @@ def _framegate(env: dict[str, str]) -> Starter:
                 "--db", str(Path(tmp) / "framegate.db"), "--log-level", "WARNING", *_UNTHROTTLED,
             )  # fmt: skip
             with ReadyProcess(argv, "framegate ready", env=env, cpu=cpu) as proc:
-                _lift_stage_limits(proc.ready_line.split("admin=", 1)[1].split()[0])
+                admin = proc.ready_line.split("admin=", 1)[1].split()[0]
+                set_route_throttling(admin, UNTHROTTLED, float(UNTHROTTLED))
                 codec = proc.ready_line.rsplit("codec=", 1)[-1].split()[0] if "codec=" in proc.ready_line else "?"
                 note = f"codec={codec}"
                 if codec != "cython" and "FRAMEGATE_PURE" not in env:
                     note += " (Cython codec not built: python setup.py build_ext --inplace)"
-                yield Running(proc.url + STAGE_PATH, proc.pid, note)
+                yield Running(proc.url + STAGE_PATH, proc.pid, note, admin)
 
     return start
 
@@ -81,14 +84,15 @@ def _admin_call(url: str, method: str = "GET", body: dict[str, object] | None = 
     return answer
 
 
-def _lift_stage_limits(admin: str) -> None:
-    """Raise the quickstart stage's default route throttling as a user would (``update-stage``).
+def set_route_throttling(admin: str, burst: int, rate: float) -> None:
+    """Set the quickstart stage's default route throttling as a user would (``update-stage``).
 
-    The stage keeps AWS's defaults (10000/s, burst 5000) otherwise, and a benchmark
-    would measure how fast framegate answers "Too Many Requests" instead of relaying.
+    Contenders lift it: the stage keeps AWS's defaults (10000/s, burst 5000)
+    otherwise, and a benchmark would measure how fast framegate answers "Too
+    Many Requests" instead of relaying. Tests lower it to get those answers.
     """
     (api_id,) = [api["apiId"] for api in _admin_call(f"{admin}/v2/apis")["items"] if api["name"] == "quickstart"]
-    limits = {"throttlingBurstLimit": UNTHROTTLED, "throttlingRateLimit": float(UNTHROTTLED)}
+    limits = {"throttlingBurstLimit": burst, "throttlingRateLimit": rate}
     _admin_call(f"{admin}/v2/apis/{api_id}/stages/prod", "PATCH", {"defaultRouteSettings": limits})
 
 

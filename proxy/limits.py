@@ -132,6 +132,11 @@ BENCH_MAX_DURATION_S: Final = 15 * 60.0
 """Hard ceiling on any bench run, --messages included: every load is bounded."""
 BENCH_PROGRESS_INTERVAL_S: Final = 0.5
 """Live progress refresh on a terminal; also how often workers publish counters."""
+BENCH_SEQUENCE_DIGITS: Final = 4
+"""Each bench message starts with its per-connection number in this many hex digits (fewer if the
+message is shorter), so every reply is checked against the one message it must echo. Numbers wrap
+at 16**4: every number is looked up in a table built once (a few MB) instead of formatted per
+message, and 65536 outstanding messages per connection is beyond any window."""
 BENCH_HISTOGRAM_SUB_BUCKET_BITS: Final = 10
 """Log-linear histogram: 2**10 linear sub-buckets per power of two, < 0.1 % value error."""
 BENCH_HISTOGRAM_MAX_NS: Final = 60 * 60 * 10**9

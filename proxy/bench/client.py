@@ -2,10 +2,22 @@
 
 Layer 5 (IO). No websockets library and no coroutine per message: the
 handshake is a fixed request and a status-line check, messages are
-pre-encoded once per connection, and every echo is handled inside
-``data_received`` by a callback into the driver (``proxy.bench.worker``).
+pre-encoded once (``proxy.bench.message``: a send patches in the message's
+number), and every reply is handled inside ``data_received`` by a callback
+into the driver (``proxy.bench.worker``).
 That is what lets one process out-run a ``websockets`` client several times
 over, so the load side is not what a benchmark measures.
+
+Only an echo of an outstanding message counts, found by its number (echoes
+keep each connection's order). Anything else is an error grouped
+``reply:<group>``. A gateway error frame such as the throttled
+``{"message": "Too Many Requests", ...}`` stands for one outstanding message
+that will never be echoed, but not for a known one: the gateway answers it
+at once, so it may overtake the echoes of earlier messages. It is resolved
+when a later echo arrives (the messages skipped are the refused ones, any
+beyond them are missing), when every outstanding message is refused, or when
+the oldest is overdue (``overdue``). An echo of no outstanding message (late
+or repeated) answers nothing.
 """
 
 from __future__ import annotations
@@ -22,15 +34,15 @@ from http import HTTPStatus
 from typing import cast
 from urllib.parse import urlsplit
 
+from proxy.bench.message import MISSING, UNEXPECTED, Message, reply_group
 from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import ProtocolError
 from proxy.frames import CloseCode, Opcode, parse_close
-from proxy.limits import MAX_FRAME_BYTES, MAX_REQUEST_HEAD_BYTES
+from proxy.limits import MAX_REQUEST_HEAD_BYTES
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HEAD_END = b"\r\n\r\n"
 _NONCE_BYTES = 16
-_MASK_KEY_BYTES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +67,8 @@ class Target:
 
 
 def error_key(kind: str, code: int | str) -> str:
-    """How errors are grouped: ``close:1009``, ``http:429``, ``connect:ECONNREFUSED``, ``timeout:connect``."""
+    """How errors are grouped: ``close:1009``, ``http:429``, ``connect:ECONNREFUSED``, ``timeout:connect``,
+    ``reply:throttled``."""
     return f"{kind}:{code}"
 
 
@@ -70,7 +83,15 @@ class Listener:
     def opened(self, conn: BenchConnection) -> None: ...
 
     def messages(self, conn: BenchConnection, count: int, received_ns: int) -> None:
-        """``count`` echoes arrived in one read at ``received_ns``."""
+        """``count`` echoes of the oldest outstanding messages arrived in one read at ``received_ns``."""
+
+    def rejected(self, conn: BenchConnection, key: str, answers: bool) -> None:
+        """A reply that is not an echo of an outstanding message, grouped as ``key``.
+
+        ``answers``: it stands for an outstanding message that will never be
+        echoed (a gateway error frame, or an echo found missing); the connection
+        drops that message's send time itself.
+        """
 
     def failed(self, conn: BenchConnection | None, key: str) -> None:
         """``conn`` is None when no socket was ever connected."""
@@ -79,24 +100,27 @@ class Listener:
 
 
 class BenchConnection(asyncio.Protocol):
-    """One client connection: upgrade, then pre-encoded messages out and echoes in.
+    """One client connection: upgrade, then numbered pre-encoded messages out and echoes in.
 
     Args:
         target: where and what path to upgrade.
-        listener: receives ``opened``/``message``/``failed``/``closed``.
-        frame: the message this connection sends, already encoded and masked
-            once with a per-connection key. A load generator's mask need not
-            be unpredictable; the proxy still unmasks every frame it reads.
+        listener: receives ``opened``/``messages``/``rejected``/``failed``/``closed``.
+        message: the message this connection sends, numbered from 0.
         clock: nanosecond monotonic clock, injected by the driver.
     """
 
-    def __init__(self, target: Target, listener: Listener, frame: bytes, clock: Callable[[], int]) -> None:
+    def __init__(self, target: Target, listener: Listener, message: Message, clock: Callable[[], int]) -> None:
         self.target = target
         self.listener = listener
-        self.frame = frame
+        self.message = message
         self.clock = clock
         self.pending: deque[int] = deque()
-        """Send (or scheduled send) times of messages not yet echoed, oldest first."""
+        """Send (or scheduled send) times of messages not yet answered, oldest first."""
+        self.sent = 0
+        self.answered = 0
+        """Messages answered so far: the number of the oldest outstanding one."""
+        self.refused = 0
+        """Gateway error frames not yet matched to an outstanding message (see the module docstring)."""
         self.started_ns = clock()
         self.connect_ns = 0
         """Connect plus handshake time, set once open."""
@@ -191,22 +215,63 @@ class BenchConnection(asyncio.Protocol):
         self._dispatch(events)
 
     def _dispatch(self, events: list[tuple[int, bytes]]) -> None:
-        data = 0
+        echoes = 0
+        is_echo = self.message.is_echo
         for opcode, payload in events:
             if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
-                data += 1
+                if self.answered < self.sent and is_echo(payload, self.answered):
+                    self.answered += 1
+                    echoes += 1
+                else:
+                    self._report(echoes)  # the echoes before it keep their order
+                    echoes = 0
+                    self._wrong_reply(payload)
             elif opcode == Opcode.PING:
                 self._write(self._encoder.pong(payload))
             elif opcode == Opcode.CLOSE:
-                self._report(data)
+                self._report(echoes)
                 self._close_received(payload)
                 return
-        self._report(data)
+        self._report(echoes)
 
-    def _report(self, data: int) -> None:
+    def _report(self, echoes: int) -> None:
         # One callback per read, not per message: a pipelined read answers with one write.
-        if data:
-            self.listener.messages(self, data, self.clock())
+        if echoes:
+            self.listener.messages(self, echoes, self.clock())
+        if self.refused and self.refused >= len(self.pending):
+            self._skip(len(self.pending))  # all refused: none is awaited, none may time out
+
+    def _wrong_reply(self, payload: bytes) -> None:
+        """Group a reply that is not the echo of the oldest outstanding message."""
+        number = self.message.echo_number(payload)
+        if number is None:
+            self._refusal(error_key("reply", reply_group(payload)))
+            return
+        skipped = self.message.ahead(number, self.answered)
+        if skipped >= len(self.pending):
+            self.listener.rejected(self, error_key("reply", UNEXPECTED), False)
+            return
+        self._skip(skipped)
+        self.answered += 1
+        self.listener.messages(self, 1, self.clock())
+
+    def _refusal(self, key: str) -> None:
+        """A reply that is not ours stands for one outstanding message, if any is left unmatched."""
+        answers = self.refused < len(self.pending)
+        if answers:
+            self.refused += 1
+        self.listener.rejected(self, key, answers)
+
+    def _skip(self, count: int) -> None:
+        """The ``count`` oldest outstanding messages will never be echoed: refused ones, else missing."""
+        for _ in range(count):
+            self.pending.popleft()
+            self.answered += 1
+            if self.refused:
+                self.refused -= 1
+            else:
+                self.listener.rejected(self, error_key("reply", MISSING), True)
+        self.refused = min(self.refused, len(self.pending))  # frames beyond the outstanding were unsolicited
 
     def _close_received(self, payload: bytes) -> None:
         code, _reason = parse_close(payload)
@@ -219,17 +284,30 @@ class BenchConnection(asyncio.Protocol):
 
     # --- driver API -----------------------------------------------------------------
     def send(self, stamp_ns: int, count: int = 1) -> None:
-        """Write ``count`` copies of this connection's message in one write.
+        """Write this connection's next ``count`` messages in one write.
 
         ``stamp_ns`` is when they were (or were due to be) sent.
         """
         assert self._transport is not None
         if count == 1:
             self.pending.append(stamp_ns)
-            self._transport.write(self.frame)
+            self._transport.write(self.message.frame(self.sent))
         else:
             self.pending.extend([stamp_ns] * count)
-            self._transport.write(self.frame * count)
+            self._transport.write(self.message.frames(self.sent, count))
+        self.sent += count
+
+    def overdue(self, deadline_ns: int) -> bool:
+        """Whether the oldest outstanding message was sent before ``deadline_ns`` and is still awaited.
+
+        An overdue message that an unmatched refusal can explain is taken as
+        the refused one instead: with every message refused, no echo comes to
+        resolve them, and they must not pile up or time out.
+        """
+        pending = self.pending
+        while self.refused and pending and pending[0] < deadline_ns:
+            self._skip(1)
+        return bool(pending) and pending[0] < deadline_ns
 
     def close(self, code: int = CloseCode.NORMAL) -> None:
         """Start the closing handshake (the server's close frame ends it)."""
@@ -261,24 +339,8 @@ class BenchConnection(asyncio.Protocol):
             self._transport.write(data)
 
 
-def encode_message(size: int, binary: bool, seed: int) -> bytes:
-    """The payload and its masked frame(s), fragmented at the AWS frame cap like any client must."""
-    payload = make_payload(size, seed)
-    opcode = Opcode.BINARY if binary else Opcode.TEXT
-    encoder = FrameEncoder(client_side=True, max_frame=MAX_FRAME_BYTES)
-    frame: bytes = encoder.message(opcode, payload, mask_key=os.urandom(_MASK_KEY_BYTES))
-    return frame
-
-
-def make_payload(size: int, seed: int) -> bytes:
-    """``size`` printable ASCII bytes (valid as text or binary), reproducible from ``seed``."""
-    alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    block = bytes(alphabet[(seed + i * 7919) % len(alphabet)] for i in range(min(size, 4096)))
-    return (block * (size // max(len(block), 1) + 1))[:size]
-
-
 async def open_connection(
-    target: Target, listener: Listener, frame: bytes, clock: Callable[[], int], timeout: float
+    target: Target, listener: Listener, message: Message, clock: Callable[[], int], timeout: float
 ) -> BenchConnection | None:
     """Connect; connection errors go to ``listener.failed`` and return None.
 
@@ -289,7 +351,7 @@ async def open_connection(
     started = clock()
     try:
         _transport, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: BenchConnection(target, listener, frame, clock), target.host, target.port),
+            loop.create_connection(lambda: BenchConnection(target, listener, message, clock), target.host, target.port),
             timeout,
         )
     except TimeoutError:

@@ -19,6 +19,7 @@ from http import HTTPStatus
 from typing import Any, TextIO
 
 from proxy.bench.histogram import Histogram
+from proxy.bench.message import REPLY_GROUPS
 from proxy.bench.worker import Plan, WorkerResult
 from proxy.codec import IMPLEMENTATION
 from proxy.frames import CloseCode
@@ -30,8 +31,11 @@ _BYTES_PER_MB = 1_000_000
 
 
 def describe_error(key: str) -> str:
-    """A readable name for an error key: ``close:1009`` -> ``close 1009 MESSAGE_TOO_BIG``."""
+    """A readable name for an error key: ``close:1009`` -> ``close 1009 MESSAGE_TOO_BIG``,
+    ``reply:throttled`` -> ``throttled (Too Many Requests)``."""
     kind, _, code = key.partition(":")
+    if kind == "reply" and code in REPLY_GROUPS:
+        return REPLY_GROUPS[code]
     if code.isdigit():
         number = int(code)
         if kind in ("close", "protocol") and number in CloseCode._value2member_map_:

@@ -13,7 +13,11 @@ Layer 5 (IO). Modes:
 - idle: open K connections, hold them, close them (memory measurements).
 
 Every mode is bounded by its duration, a message quota, or the hard ceiling
-``BENCH_MAX_DURATION_S``.
+``BENCH_MAX_DURATION_S``. Only true echoes are timed and counted as messages;
+a wrong reply (``Listener.rejected``) is an error, and when it stands for a
+message it frees a place in the window, and counts toward the quota when it
+arrives while measuring, just as an echo would: a throttling gateway cannot
+stall a run.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxy.bench.client import BenchConnection, Listener, Target, encode_message, error_key, open_connection
+from proxy.bench.client import BenchConnection, Listener, Target, error_key, open_connection
 from proxy.bench.histogram import Histogram
+from proxy.bench.message import Message
 from proxy.limits import BENCH_PROGRESS_INTERVAL_S, CLOSE_TIMEOUT_S
 
 _NS_PER_S = 1_000_000_000
@@ -75,7 +80,8 @@ class WorkerResult:
 
     mode: str
     messages: int = 0
-    """Echoes received for messages sent in the measured window (connect-only: completed setups)."""
+    """Echoes received for messages sent in the measured window (connect-only: completed setups).
+    Wrong replies are not echoes: they count under ``errors`` as ``reply:<group>``."""
     payload_bytes: int = 0
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
@@ -97,7 +103,7 @@ class Driver(Listener):
     def __init__(self, plan: Plan, publish: Publish | None = None, clock: Callable[[], int] = time.monotonic_ns):
         self.plan = plan
         self.target = Target.from_url(plan.url)
-        self.frame = encode_message(plan.size, plan.binary, plan.seed)
+        self.message = Message.build(plan.size, plan.binary, plan.seed)
         self.clock = clock
         self.publish = publish
         self.result = WorkerResult(plan.mode)
@@ -106,6 +112,8 @@ class Driver(Listener):
         self.measure_from_ns = 0
         self.measuring = False
         self.sent_measured = 0
+        self.answered_measured = 0
+        """Measured messages answered, by an echo or a wrong reply: what ends a --messages run."""
         self._live = 0
         self._finished: asyncio.Future[None] | None = None
 
@@ -123,18 +131,31 @@ class Driver(Listener):
         result = self.result
         record = result.latency.record
         since = self.measure_from_ns
-        echoed = min(count, len(pending))  # more than pending: server-initiated, nothing to time
-        for _ in range(echoed):
+        measured = 0
+        for _ in range(count):
             stamp = pending.popleft()
             if measuring and stamp >= since:
                 record(received_ns - stamp)
-                result.messages += 1
+                measured += 1
+        result.messages += measured
+        self.answered_measured += measured
+        self._answered(conn, count)
+
+    def rejected(self, conn: BenchConnection, key: str, answers: bool) -> None:
+        self.result.errors[key] += 1
+        if answers:
+            if self.measuring:  # which message it refused is not known yet (see proxy.bench.client)
+                self.answered_measured += 1
+            self._answered(conn, 1)
+
+    def _answered(self, conn: BenchConnection, count: int) -> None:
+        """``count`` messages of ``conn`` were answered: end at the quota, else refill the window."""
         quota = self.plan.messages
-        if quota is not None and result.messages >= quota:
+        if quota is not None and self.answered_measured >= quota:
             self._finish()
             return
-        if self.sending and self.plan.rate is None and echoed:
-            self._send(conn, echoed)
+        if self.sending and self.plan.rate is None:
+            self._send(conn, count)
 
     def failed(self, conn: BenchConnection | None, key: str) -> None:
         self.result.errors[key] += 1
@@ -262,7 +283,7 @@ class Driver(Listener):
 
     async def _open_one(self) -> BenchConnection | None:
         """Connect and upgrade; None (and an error counted) if either fails."""
-        conn = await open_connection(self.target, self, self.frame, self.clock, self.plan.timeout_s)
+        conn = await open_connection(self.target, self, self.message, self.clock, self.plan.timeout_s)
         if conn is None:
             return None
         self.conns.append(conn)
@@ -290,9 +311,9 @@ class Driver(Listener):
         timeout_ns = int(self.plan.timeout_s * _NS_PER_S)
         while True:
             await asyncio.sleep(BENCH_PROGRESS_INTERVAL_S)
-            now = self.clock()
+            deadline = self.clock() - timeout_ns
             for conn in self.conns:
-                if conn.is_open and conn.pending and now - conn.pending[0] > timeout_ns:
+                if conn.is_open and conn.overdue(deadline):
                     conn.fail(error_key("timeout", "message"))
             if self.publish is not None:
                 self.publish(self.result.messages, sum(self.result.errors.values()))

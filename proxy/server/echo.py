@@ -1,7 +1,8 @@
 """``framegate echo-backend``: a fast WebSocket echo server for demos, tests and benchmarks.
 
-Layer 4 (IO). wsproto answers the upgrade (sans-IO, validated), then frames go
-through ``proxy.codec`` so the backend costs as little CPU as the load
+Layer 4 (IO). ``proxy.handshake.ServerHandshake`` answers the upgrade (the
+gateway's own, so both refuse a bad request alike: 426 for a plain GET, 431
+for an oversized head), then frames go through ``proxy.codec`` so the backend costs as little CPU as the load
 generator next to it. Text and binary messages come back as sent; pings get
 pongs; a close is answered with the same code; a protocol fault closes with
 the fault's code (1009 for a message over the caps).
@@ -14,15 +15,11 @@ import logging
 import sys
 from typing import cast
 
-from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, Request
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
-
 from proxy.codec import FrameDecoder, FrameEncoder
-from proxy.errors import ProtocolError
+from proxy.errors import HandshakeError, ProtocolError
 from proxy.frames import CloseCode, Opcode, parse_close
-from proxy.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REQUEST_HEAD_BYTES
+from proxy.handshake import ServerHandshake
+from proxy.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 from proxy.server.loop import run_loop
 
 logger = logging.getLogger(__name__)
@@ -31,7 +28,7 @@ READY_PREFIX = "framegate echo-backend ready"
 
 
 class EchoProtocol(asyncio.Protocol):
-    """One echo connection: handshake via wsproto, then codec frames.
+    """One echo connection: ``ServerHandshake``, then codec frames.
 
     Args:
         max_frame: largest frame accepted (and sent: longer echoes are fragmented).
@@ -42,8 +39,7 @@ class EchoProtocol(asyncio.Protocol):
         self._max_frame = max_frame
         self._max_message = max_message
         self._transport: asyncio.Transport | None = None
-        self._handshake: H11Handshake | None = H11Handshake(ConnectionType.SERVER)
-        self._head_bytes = 0
+        self._handshake: ServerHandshake | None = ServerHandshake()
         self._decoder: FrameDecoder | None = None
         self._encoder = FrameEncoder(client_side=False, max_frame=max_frame)
 
@@ -67,31 +63,23 @@ class EchoProtocol(asyncio.Protocol):
 
     def _handshake_received(self, data: bytes) -> None:
         assert self._handshake is not None and self._transport is not None
-        self._head_bytes += len(data)
         try:
-            self._handshake.receive_data(data)
-            for event in self._handshake.events():
-                if isinstance(event, Request):
-                    self._accept(self._handshake)
-                    return
-        except (LocalProtocolError, RemoteProtocolError) as exc:
-            logger.debug("bad upgrade request: %s", exc)
-            self._transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            request = self._handshake.receive_data(data)
+        except HandshakeError as exc:
+            logger.debug("upgrade refused: %s", exc)
+            self._transport.write(ServerHandshake.reject(exc.status_hint, str(exc), exc.headers))
             self._transport.close()
             return
-        if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
-            self._transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n")
-            self._transport.close()
+        if request is not None:
+            self._accept(self._handshake)
 
-    def _accept(self, handshake: H11Handshake) -> None:
+    def _accept(self, handshake: ServerHandshake) -> None:
         assert self._transport is not None
-        self._transport.write(handshake.send(AcceptConnection()))
-        # wsproto 1.2 drops bytes a client pipelined after its request; h11 still holds them.
-        trailing = bytes(handshake._h11_connection.trailing_data[0])
+        self._transport.write(handshake.accept())
         self._handshake = None
         self._decoder = FrameDecoder(server_side=True, max_frame=self._max_frame, max_message=self._max_message)
-        if trailing:
-            self._frames_received(trailing)
+        if handshake.trailing:  # frames the client pipelined behind its request
+            self._frames_received(handshake.trailing)
 
     def _frames_received(self, data: bytes) -> None:
         assert self._decoder is not None and self._transport is not None

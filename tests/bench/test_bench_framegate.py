@@ -1,4 +1,5 @@
-"""``framegate bench`` through ``framegate serve --backend``: counts, and the gateway's 1009 grouped by code."""
+"""``framegate bench`` through ``framegate serve --backend``: counts, the gateway's 1009 grouped by code,
+and its throttled frames counted as errors, not echoes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.contenders import CONTENDERS, Running
+from benchmarks.contenders import CONTENDERS, Running, set_route_throttling
 from proxy.bench.process import ReadyProcess
 from proxy.frames import CloseCode
 from proxy.limits import MAX_MESSAGE_BYTES
@@ -49,3 +50,26 @@ def test_unknown_stage_is_grouped_by_its_http_status(framegate: Running, bench: 
     assert code == 1
     [(key, count)] = summary["errors"].items()
     assert key in ("http:403", "http:404") and count == 3
+
+
+THROTTLE_BURST = 50
+"""Messages the throttled stage lets through (its rate is 0: none are refilled). A few go out before
+measuring starts (how many depends on timing), so the measured echoes are fewer."""
+
+
+@pytest.fixture
+def throttled_framegate(echo: ReadyProcess) -> Iterator[Running]:
+    with CONTENDERS["framegate"](echo.url, None) as running:
+        set_route_throttling(running.admin, THROTTLE_BURST, 0.0)
+        yield running
+
+
+def test_throttled_frames_from_framegate_are_errors_not_echoes(
+    throttled_framegate: Running, bench: BenchRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, summary = bench(throttled_framegate.url, "-c", "1", "-w", "2", "-m", "200")
+    [(key, throttled)] = summary["errors"].items()
+    assert key == "reply:throttled"  # no timeouts, and no echo taken as missing or unexpected
+    assert 0 < summary["messages"] < THROTTLE_BURST and code == 0
+    assert summary["messages"] + throttled >= 200
+    assert "throttled (Too Many Requests)" in capsys.readouterr().out

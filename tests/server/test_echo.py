@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosedError
 
 from proxy.bench.process import ReadyProcess, echo_backend
 from proxy.frames import CloseCode
-from proxy.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
+from proxy.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_REQUEST_HEAD_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -73,8 +73,40 @@ async def test_message_over_the_cap_closes_with_1009(echo: ReadyProcess) -> None
     assert ws.close_code == CloseCode.MESSAGE_TOO_BIG
 
 
-def test_non_upgrade_request_gets_400(echo: ReadyProcess) -> None:
+def _exchange(echo: ReadyProcess, request: bytes, until: bytes) -> bytes:
+    """Send raw ``request`` bytes; read until ``until`` appears or the server closes."""
     host, port = echo.url.removeprefix("ws://").rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        while until not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+def test_plain_get_gets_426_naming_the_upgrade(echo: ReadyProcess) -> None:
+    reply = _exchange(echo, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n\r\n")
+    head = reply.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 426")
+    assert b"\r\nupgrade: websocket" in head
+
+
+def test_oversized_request_head_gets_431(echo: ReadyProcess) -> None:
+    filler = b"X-Filler: " + b"a" * MAX_REQUEST_HEAD_BYTES + b"\r\n"
+    reply = _exchange(echo, b"GET / HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n", b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 431")
+
+
+def test_frame_pipelined_behind_the_upgrade_is_echoed(echo: ReadyProcess) -> None:
+    upgrade = (
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    masked_hi = b"\x81\x82" + b"\x01\x02\x03\x04" + bytes([ord("h") ^ 1, ord("i") ^ 2])  # RFC 6455 section 5.3
+    reply = _exchange(echo, upgrade + masked_hi, b"\x81\x02hi")
+    assert reply.startswith(b"HTTP/1.1 101")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in reply  # the RFC's worked example
+    assert reply.endswith(b"\x81\x02hi")
