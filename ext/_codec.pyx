@@ -627,6 +627,7 @@ cdef class FrameDecoder:
         cdef Py_ssize_t start = 0, segment
         cdef const uint8_t* out_key = NULL
         cdef uint8_t in_key[4]
+        cdef const uint8_t* key_now
         cdef uint8_t* w
         cdef int first_byte = opcode
         cdef Utf8State utf8
@@ -643,10 +644,12 @@ cdef class FrameDecoder:
             if masked:
                 memcpy(w, out_key, MASK_KEY_BYTES)
                 w += MASK_KEY_BYTES
-            if key != NULL:
+            if key != NULL and start & 3:
                 _rotate_key(in_key, key, start)
-            if not _transcode(w, src + start, segment, in_key if key != NULL else NULL,
-                              out_key, &utf8 if check_text else NULL):
+                key_now = in_key
+            else:
+                key_now = key  # from a multiple of 4 on, the key applies as it came
+            if not _transcode(w, src + start, segment, key_now, out_key, &utf8 if check_text else NULL):
                 raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
             if masked:
                 out_key += MASK_KEY_BYTES
