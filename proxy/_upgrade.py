@@ -1,0 +1,210 @@
+"""Strict fast paths for the canonical WebSocket upgrade, in front of wsproto.
+
+Layer 2 (sans-IO), used only by ``proxy.handshake``. h11 and wsproto cost about
+half of the proxy's CPU per connection (no single hot spot: h11's generality),
+yet nearly every client and backend speaks the same few lines. So each parser
+here recognises that canonical form only, and returns ``None`` for anything it
+is not certain about: obs-fold, tabs or non-ASCII inside values, bare LF line
+ends, HTTP/1.0, bodies, a repeated or missing upgrade header, a key that is not
+16 bytes of base64, an empty subprotocol, extensions in a 101. The caller then runs wsproto on the
+same bytes, which stays the authority for every answer these paths do not give
+(every error status included). ``tests/test_handshake_fast.py`` checks each
+answer given here against wsproto's.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from wsproto.utilities import generate_accept_token
+
+_TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_VALUE = r"(?:[\x21-\x7e]+(?: +[\x21-\x7e]+)*)?"
+"""h11's field-value restricted to ASCII, with spaces (no tabs) inside."""
+_HEADER_LINE = re.compile(rf"({_TOKEN}):[ \t]*({_VALUE})[ \t]*")
+"""``name: value`` with h11's optional whitespace around the value (stripped, as h11 does)."""
+_FIELD_VALUE = re.compile(_VALUE)
+_HEADER_NAME = re.compile(_TOKEN)
+_REQUEST_LINE = re.compile(r"GET ([\x21-\x7e]+) HTTP/1\.1")
+_TARGET = re.compile(r"[\x21-\x7e]+")
+_STATUS_101 = re.compile(r"HTTP/1\.1 101(?: [\x20-\x7e]*)?")
+_KEY = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
+"""Base64 of exactly 16 bytes (RFC 6455 4.1: the nonce), canonical padding bits."""
+_HEAD_END = "\r\n\r\n"
+_CRLF = "\r\n"
+_ACE_PREFIX = "xn--"
+"""A Host label wsproto would punycode-decode: left to it."""
+
+_REQUEST_SINGLETONS = frozenset({"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"})
+_RESPONSE_SINGLETONS = frozenset({"upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol"})
+_BODY_HEADERS = frozenset({"content-length", "transfer-encoding"})
+_SPLIT_OUT = frozenset({"host", "sec-websocket-protocol", "sec-websocket-extensions"})
+"""Request headers wsproto's ``Request`` keeps apart from ``extra_headers``."""
+_RENDERED = frozenset({"host"}) | _BODY_HEADERS
+"""Extra request headers h11 checks against its own (a second Host, framing): left to it."""
+
+
+class RequestHead(NamedTuple):
+    """What the strict parser read: wsproto's ``Request`` fields, as text."""
+
+    target: str
+    host: str
+    key: str
+    subprotocols: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+    """Lower-case names, in order, without Host, Sec-WebSocket-Protocol and -Extensions."""
+
+
+def _header_lines(text: str) -> list[tuple[str, str]] | None:
+    """``(lower-case name, value)`` per CRLF line, or None if a line is not canonical."""
+    fields = []
+    for line in text.split(_CRLF):
+        match = _HEADER_LINE.fullmatch(line)
+        if match is None:
+            return None
+        name, value = match.groups()
+        fields.append((name.lower(), value))
+    return fields
+
+
+def _has_token(value: str, token: str) -> bool:
+    """Whether the comma list ``value`` holds ``token`` (case-insensitive), as wsproto reads Connection."""
+    return any(piece.strip().lower() == token for piece in value.split(","))
+
+
+def parse_request(head: bytes) -> RequestHead | None:
+    """The canonical upgrade request, or None to let wsproto decide.
+
+    Args:
+        head: the request line and headers, ending with the blank line.
+    """
+    if not head.endswith(b"\r\n\r\n") or not head.isascii():
+        return None
+    request_line, _, fields_text = head[: -len(_HEAD_END)].decode("ascii").partition(_CRLF)
+    line = _REQUEST_LINE.fullmatch(request_line)
+    fields = _header_lines(fields_text) if fields_text else None
+    if line is None or fields is None:
+        return None
+    singletons: dict[str, str] = {}
+    subprotocols: list[str] = []
+    headers = []
+    for name, value in fields:
+        if name in _REQUEST_SINGLETONS:
+            if name in singletons:
+                return None
+            singletons[name] = value
+        elif name in _BODY_HEADERS:
+            return None
+        elif name == "sec-websocket-protocol":
+            subprotocols.extend(piece.strip() for piece in value.split(","))
+            if "" in subprotocols:
+                return None  # wsproto cannot answer an empty choice (h11 trips over it): its call
+        if name not in _SPLIT_OUT:
+            headers.append((name, value))
+    host = singletons.get("host")
+    key = singletons.get("sec-websocket-key", "")
+    if (
+        host is None
+        or _ACE_PREFIX in host
+        or _KEY.fullmatch(key) is None
+        or singletons.get("sec-websocket-version") != "13"
+        or singletons.get("upgrade", "").lower() != "websocket"
+        or not _has_token(singletons.get("connection", ""), "upgrade")
+    ):
+        return None
+    return RequestHead(line.group(1), host, key, tuple(subprotocols), tuple(headers))
+
+
+def render_accept(key: str, subprotocol: str | None) -> bytes:
+    """The 101 wsproto renders for ``key``, byte for byte (the subprotocol already checked)."""
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {generate_accept_token(key.encode('ascii')).decode('ascii')}",
+    ]
+    if subprotocol is not None:
+        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+    return (_CRLF.join(lines) + _HEAD_END).encode("ascii")
+
+
+def new_key() -> str:
+    """A fresh Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64)."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def render_request(
+    host: str, target: str, key: str, subprotocols: Sequence[str], headers: Sequence[tuple[str, str]]
+) -> bytes | None:
+    """The upgrade request wsproto renders, byte for byte, or None if h11 must vet an input.
+
+    None when an input is not plainly valid (non-ASCII, CR/LF, stray whitespace,
+    an empty or long host label, a header h11 interprets): wsproto then renders, or raises, as
+    it always did.
+    """
+    values = [host, target, key, *(value for _, value in headers)]
+    protocols = ", ".join(subprotocols)
+    if subprotocols:
+        values.append(protocols)
+    if (
+        not host.isascii()
+        or _TARGET.fullmatch(target) is None
+        or not all(_FIELD_VALUE.fullmatch(value) for value in values)
+        or not all(_HEADER_NAME.fullmatch(name) and name.lower() not in _RENDERED for name, _ in headers)
+        or not _plain_host(host)
+    ):
+        return None
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if subprotocols:
+        lines.append(f"Sec-WebSocket-Protocol: {protocols}")
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return (_CRLF.join(lines) + _HEAD_END).encode("ascii")
+
+
+def _plain_host(host: str) -> bool:
+    """Whether the idna codec passes ``host`` through unchanged (it rejects empty or long labels)."""
+    labels = host.split(".")
+    return all(0 < len(label) < 64 for label in labels[:-1]) and len(labels[-1]) < 64
+
+
+def parse_accept(data: bytes, key: str, offered: Sequence[str]) -> tuple[str | None, bytes] | None:
+    """A clean 101 for ``key``: the chosen subprotocol and the bytes behind the head; else None.
+
+    Only ``data`` is looked at (the first read): a head split across reads, a
+    refusal or anything odd is left to wsproto, fed the same bytes.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or not data[:end].isascii():
+        return None
+    status_line, _, fields_text = data[:end].decode("ascii").partition(_CRLF)
+    fields = _header_lines(fields_text) if fields_text else None
+    if _STATUS_101.fullmatch(status_line) is None or fields is None:
+        return None
+    singletons: dict[str, str] = {}
+    for name, value in fields:
+        if name in _RESPONSE_SINGLETONS:
+            if name in singletons:
+                return None
+            singletons[name] = value
+        elif name in _BODY_HEADERS or name == "sec-websocket-extensions":
+            return None
+    subprotocol = singletons.get("sec-websocket-protocol")
+    if (
+        singletons.get("upgrade", "").lower() != "websocket"
+        or not _has_token(singletons.get("connection", ""), "upgrade")
+        or singletons.get("sec-websocket-accept") != generate_accept_token(key.encode("ascii")).decode("ascii")
+        or (subprotocol is not None and subprotocol not in offered)
+    ):
+        return None
+    return subprotocol, data[end + len(_HEAD_END) :]
