@@ -25,13 +25,15 @@ from wsproto.utilities import generate_accept_token
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _VALUE = r"(?:[\x21-\x7e]+(?: +[\x21-\x7e]+)*)?"
 """h11's field-value restricted to ASCII, with spaces (no tabs) inside."""
-_HEADER_LINE = re.compile(rf"({_TOKEN}):[ \t]*({_VALUE})[ \t]*")
+_FIELD = rf"({_TOKEN}):[ \t]*({_VALUE})[ \t]*\r\n"
 """``name: value`` with h11's optional whitespace around the value (stripped, as h11 does)."""
+_FIELDS = re.compile(_FIELD)
+_REQUEST_HEAD = re.compile(rf"GET ([\x21-\x7e]+) HTTP/1\.1\r\n((?:{_FIELD})+)\r\n")
+_RESPONSE_HEAD = re.compile(rf"HTTP/1\.1 101(?: [\x20-\x7e]*)?\r\n((?:{_FIELD})+)\r\n")
+"""Whole heads, validated in one match; ``_FIELDS.findall`` then reads the fields it vouched for."""
 _FIELD_VALUE = re.compile(_VALUE)
 _HEADER_NAME = re.compile(_TOKEN)
-_REQUEST_LINE = re.compile(r"GET ([\x21-\x7e]+) HTTP/1\.1")
 _TARGET = re.compile(r"[\x21-\x7e]+")
-_STATUS_101 = re.compile(r"HTTP/1\.1 101(?: [\x20-\x7e]*)?")
 _KEY = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
 """Base64 of exactly 16 bytes (RFC 6455 4.1: the nonce), canonical padding bits."""
 _HEAD_END = "\r\n\r\n"
@@ -59,16 +61,9 @@ class RequestHead(NamedTuple):
     """Lower-case names, in order, without Host, Sec-WebSocket-Protocol and -Extensions."""
 
 
-def _header_lines(text: str) -> list[tuple[str, str]] | None:
-    """``(lower-case name, value)`` per CRLF line, or None if a line is not canonical."""
-    fields = []
-    for line in text.split(_CRLF):
-        match = _HEADER_LINE.fullmatch(line)
-        if match is None:
-            return None
-        name, value = match.groups()
-        fields.append((name.lower(), value))
-    return fields
+def _fields(text: str) -> list[tuple[str, str]]:
+    """``(lower-case name, value)`` of the header lines a ``_*_HEAD`` match validated."""
+    return [(name.lower(), value) for name, value in _FIELDS.findall(text)]
 
 
 def _has_token(value: str, token: str) -> bool:
@@ -82,17 +77,14 @@ def parse_request(head: bytes) -> RequestHead | None:
     Args:
         head: the request line and headers, ending with the blank line.
     """
-    if not head.endswith(b"\r\n\r\n") or not head.isascii():
+    match = _REQUEST_HEAD.fullmatch(head.decode("ascii")) if head.isascii() else None
+    if match is None:
         return None
-    request_line, _, fields_text = head[: -len(_HEAD_END)].decode("ascii").partition(_CRLF)
-    line = _REQUEST_LINE.fullmatch(request_line)
-    fields = _header_lines(fields_text) if fields_text else None
-    if line is None or fields is None:
-        return None
+    target, fields_text = match.group(1, 2)
     singletons: dict[str, str] = {}
     subprotocols: list[str] = []
     headers = []
-    for name, value in fields:
+    for name, value in _fields(fields_text):
         if name in _REQUEST_SINGLETONS:
             if name in singletons:
                 return None
@@ -116,7 +108,7 @@ def parse_request(head: bytes) -> RequestHead | None:
         or not _has_token(singletons.get("connection", ""), "upgrade")
     ):
         return None
-    return RequestHead(line.group(1), host, key, tuple(subprotocols), tuple(headers))
+    return RequestHead(target, host, key, tuple(subprotocols), tuple(headers))
 
 
 def render_accept(key: str, subprotocol: str | None) -> bytes:
@@ -185,14 +177,14 @@ def parse_accept(data: bytes, key: str, offered: Sequence[str]) -> tuple[str | N
     refusal or anything odd is left to wsproto, fed the same bytes.
     """
     end = data.find(b"\r\n\r\n")
-    if end < 0 or not data[:end].isascii():
+    if end < 0:
         return None
-    status_line, _, fields_text = data[:end].decode("ascii").partition(_CRLF)
-    fields = _header_lines(fields_text) if fields_text else None
-    if _STATUS_101.fullmatch(status_line) is None or fields is None:
+    end += len(_HEAD_END)
+    match = _RESPONSE_HEAD.fullmatch(data[:end].decode("ascii")) if data[:end].isascii() else None
+    if match is None:
         return None
     singletons: dict[str, str] = {}
-    for name, value in fields:
+    for name, value in _fields(match.group(1)):
         if name in _RESPONSE_SINGLETONS:
             if name in singletons:
                 return None
@@ -207,4 +199,4 @@ def parse_accept(data: bytes, key: str, offered: Sequence[str]) -> tuple[str | N
         or (subprotocol is not None and subprotocol not in offered)
     ):
         return None
-    return subprotocol, data[end + len(_HEAD_END) :]
+    return subprotocol, data[end:]
