@@ -15,12 +15,15 @@ answer given here against wsproto's.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from wsproto.utilities import generate_accept_token
+
+from proxy.limits import UPSTREAM_URL_CACHE
 
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _VALUE = r"(?:[\x21-\x7e]+(?: +[\x21-\x7e]+)*)?"
@@ -135,33 +138,40 @@ def render_request(
     """The upgrade request wsproto renders, byte for byte, or None if h11 must vet an input.
 
     None when an input is not plainly valid (non-ASCII, CR/LF, stray whitespace,
-    an empty or long host label, a header h11 interprets): wsproto then renders, or raises, as
-    it always did.
+    an empty or long host label, a header h11 interprets): wsproto then renders,
+    or raises, as it always did.
     """
-    values = [host, target, key, *(value for _, value in headers)]
+    start = _request_start(host, target)
     protocols = ", ".join(subprotocols)
-    if subprotocols:
-        values.append(protocols)
     if (
-        not host.isascii()
-        or _TARGET.fullmatch(target) is None
-        or not all(_FIELD_VALUE.fullmatch(value) for value in values)
+        start is None
+        or _FIELD_VALUE.fullmatch(key) is None
+        or (subprotocols and _FIELD_VALUE.fullmatch(protocols) is None)
+        or not all(_FIELD_VALUE.fullmatch(value) for _, value in headers)
         or not all(_HEADER_NAME.fullmatch(name) and name.lower() not in _RENDERED for name, _ in headers)
-        or not _plain_host(host)
     ):
         return None
-    lines = [
-        f"GET {target} HTTP/1.1",
-        f"Host: {host}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-    ]
+    lines = [start, f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     if subprotocols:
         lines.append(f"Sec-WebSocket-Protocol: {protocols}")
     lines.extend(f"{name}: {value}" for name, value in headers)
     return (_CRLF.join(lines) + _HEAD_END).encode("ascii")
+
+
+@functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _request_start(host: str, target: str) -> str | None:
+    """The request line and the headers that depend on the URL alone, or None if h11 must vet them.
+
+    Cached: an integration's URL is the same for each of its connections.
+    """
+    if (
+        not host.isascii()
+        or _FIELD_VALUE.fullmatch(host) is None
+        or _TARGET.fullmatch(target) is None
+        or not _plain_host(host)
+    ):
+        return None
+    return _CRLF.join([f"GET {target} HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade"])
 
 
 def _plain_host(host: str) -> bool:

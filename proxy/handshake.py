@@ -14,6 +14,7 @@ the connection's context headers and parses the backend's answer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -26,7 +27,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from proxy._upgrade import RequestHead, new_key, parse_accept, parse_request, render_accept, render_request
 from proxy.errors import HandshakeError
-from proxy.limits import MAX_REQUEST_HEAD_BYTES, MAX_URL_CHARS
+from proxy.limits import MAX_REQUEST_HEAD_BYTES, MAX_URL_CHARS, UPSTREAM_URL_CACHE
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -173,6 +174,13 @@ def _classify(exc: RemoteProtocolError) -> HandshakeError:
     return HandshakeError(text, hint.status_code, headers=[(_text(name), _text(value)) for name, value in hint.headers])
 
 
+@functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _host_and_target(url: str) -> tuple[str, str]:
+    """An upstream URL's Host header and request target (parsed once per URL, not per connection)."""
+    parts = urlsplit(url)
+    return parts.netloc, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamAccepted:
     """The backend switched protocols."""
@@ -198,9 +206,7 @@ class ClientHandshake:
     __slots__ = ("_handshake", "_headers", "_host", "_key", "_status", "_subprotocols", "_target", "request_bytes")
 
     def __init__(self, url: str, headers: Sequence[tuple[str, str]], subprotocols: Sequence[str]) -> None:
-        parts = urlsplit(url)
-        self._host = parts.netloc
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._host, self._target = _host_and_target(url)
         self._headers = headers
         self._subprotocols = subprotocols
         self._status: int | None = None

@@ -10,6 +10,7 @@ this socket's reading and vice versa (``FlowControl``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from http import HTTPStatus
 from typing import Protocol, cast
@@ -19,7 +20,7 @@ from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, UpstreamAccepted
-from proxy.limits import CLOSE_TIMEOUT_S
+from proxy.limits import CLOSE_TIMEOUT_S, UPSTREAM_URL_CACHE
 from proxy.server.flow import FlowControl, Outbox
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
@@ -232,12 +233,17 @@ class Upstream(asyncio.Protocol):
 
 
 def _address(url: str) -> tuple[str, int, ssl.SSLContext | None]:
+    host, port, secure = _endpoint(url)
+    return host, port, ssl.create_default_context() if secure else None
+
+
+@functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _endpoint(url: str) -> tuple[str, int, bool]:
+    """Host, port and wss-ness of ``url``, parsed once per URL rather than per connection."""
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
         raise HandshakeError(f"integration URI is not a ws:// or wss:// URL: {url}", HTTPStatus.INTERNAL_SERVER_ERROR)
-    port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    context = ssl.create_default_context() if parts.scheme == "wss" else None
-    return parts.hostname, port, context
+    return parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme], parts.scheme == "wss"
 
 
 async def open_upstream(
