@@ -33,7 +33,8 @@ _FIELD = rf"({_TOKEN}):[ \t]*({_VALUE})[ \t]*\r\n"
 _FIELDS = re.compile(_FIELD)
 _REQUEST_HEAD = re.compile(rf"GET ([\x21-\x7e]+) HTTP/1\.1\r\n((?:{_FIELD})+)\r\n")
 _RESPONSE_HEAD = re.compile(rf"HTTP/1\.1 101(?: [\x20-\x7e]*)?\r\n((?:{_FIELD})+)\r\n")
-"""Whole heads, validated in one match; ``_FIELDS.findall`` then reads the fields it vouched for."""
+"""Whole heads, validated in one match; ``_FIELDS.findall`` then reads the fields it vouched for
+(names as sent: wsproto lower-cases them)."""
 _FIELD_VALUE = re.compile(_VALUE)
 _HEADER_NAME = re.compile(_TOKEN)
 _TARGET = re.compile(r"[\x21-\x7e]+")
@@ -64,14 +65,10 @@ class RequestHead(NamedTuple):
     """Lower-case names, in order, without Host, Sec-WebSocket-Protocol and -Extensions."""
 
 
-def _fields(text: str) -> list[tuple[str, str]]:
-    """``(lower-case name, value)`` of the header lines a ``_*_HEAD`` match validated."""
-    return [(name.lower(), value) for name, value in _FIELDS.findall(text)]
-
-
 def _has_token(value: str, token: str) -> bool:
     """Whether the comma list ``value`` holds ``token`` (case-insensitive), as wsproto reads Connection."""
-    return any(piece.strip().lower() == token for piece in value.split(","))
+    lowered = value.lower()
+    return lowered == token or any(piece.strip() == token for piece in lowered.split(","))
 
 
 def parse_request(head: bytes) -> RequestHead | None:
@@ -87,7 +84,8 @@ def parse_request(head: bytes) -> RequestHead | None:
     singletons: dict[str, str] = {}
     subprotocols: list[str] = []
     headers = []
-    for name, value in _fields(fields_text):
+    for raw_name, value in _FIELDS.findall(fields_text):
+        name = raw_name.lower()
         if name in _REQUEST_SINGLETONS:
             if name in singletons:
                 return None
@@ -194,7 +192,8 @@ def parse_accept(data: bytes, key: str, offered: Sequence[str]) -> tuple[str | N
     if match is None:
         return None
     singletons: dict[str, str] = {}
-    for name, value in _fields(match.group(1)):
+    for raw_name, value in _FIELDS.findall(match.group(1)):
+        name = raw_name.lower()
         if name in _RESPONSE_SINGLETONS:
             if name in singletons:
                 return None

@@ -5,6 +5,11 @@ back; no sockets, no clocks. Frames after the upgrade go through
 ``proxy.codec``, not wsproto, so this module ends where the handshake does and
 hands over whatever bytes the peer sent after it (pipelined frames).
 
+wsproto (over h11) is the authority, but it costs about half of the proxy's
+CPU per connection; so the canonical upgrade, both ways, goes through
+``proxy._upgrade``'s strict parsers and renderers first, and only what they
+decline (anything unusual, every error) reaches wsproto, built on demand.
+
 Server role (clients): ``ServerHandshake`` caps the request head, turns
 wsproto's errors into the HTTP status a client should see (400 malformed,
 426 not an upgrade, 431 head too large) and renders 101 or an HTTP error.
