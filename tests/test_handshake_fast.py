@@ -467,3 +467,21 @@ def test_clean_101_is_read_without_h11(subprotocol_line: str, expected: str | No
 def test_new_keys_are_16_random_bytes() -> None:
     keys = {_upgrade.new_key() for _ in range(8)}
     assert len(keys) == 8 and all(len(base64.b64decode(key, validate=True)) == 16 for key in keys)
+
+
+def test_wsproto_fallback_checks_the_key_we_sent_not_its_own() -> None:
+    """A 101 split across reads goes to wsproto, which must expect our key's token, not its own nonce's."""
+    response = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {_token()}\r\n\r\n"
+    ).encode()
+    other_nonce = base64.b64encode(b"\x01" * 16)
+    with (
+        mock.patch("proxy.handshake.new_key", return_value=KEY),
+        mock.patch("wsproto.handshake.generate_nonce", return_value=other_nonce),
+    ):
+        client = ClientHandshake("ws://b/", [], [])
+        assert KEY.encode() in client.request_bytes
+        assert client.receive_data(response[:20]) is None
+        accepted = client.receive_data(response[20:] + b"\x81\x00")
+    assert accepted is not None and accepted.trailing == b"\x81\x00"
