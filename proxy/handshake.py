@@ -5,6 +5,11 @@ back; no sockets, no clocks. Frames after the upgrade go through
 ``proxy.codec``, not wsproto, so this module ends where the handshake does and
 hands over whatever bytes the peer sent after it (pipelined frames).
 
+wsproto (over h11) is the authority, but it costs about half of the proxy's
+CPU per connection; so the canonical upgrade, both ways, goes through
+``proxy._upgrade``'s strict parsers and renderers first, and only what they
+decline (anything unusual, every error) reaches wsproto, built on demand.
+
 Server role (clients): ``ServerHandshake`` caps the request head, turns
 wsproto's errors into the HTTP status a client should see (400 malformed,
 426 not an upgrade, 431 head too large) and renders 101 or an HTTP error.
@@ -14,6 +19,7 @@ the connection's context headers and parses the backend's answer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -24,8 +30,9 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData, Reque
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from proxy._upgrade import RequestHead, new_key, parse_accept, parse_request, render_accept, render_request
 from proxy.errors import HandshakeError
-from proxy.limits import MAX_REQUEST_HEAD_BYTES, MAX_URL_CHARS
+from proxy.limits import MAX_REQUEST_HEAD_BYTES, MAX_URL_CHARS, UPSTREAM_URL_CACHE
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -77,14 +84,20 @@ def error_body(message: str) -> bytes:
 class ServerHandshake:
     """One client's upgrade request, parsed incrementally.
 
+    The canonical request goes through ``proxy._upgrade``'s strict parser and
+    101; anything else through wsproto, built only then (see that module).
+
     Args:
         max_head: request line plus headers, in bytes; more is answered 431.
     """
 
-    __slots__ = ("_buffer", "_handshake", "_max_head", "trailing")
+    __slots__ = ("_buffer", "_handshake", "_key", "_max_head", "_subprotocols", "trailing")
 
     def __init__(self, max_head: int = MAX_REQUEST_HEAD_BYTES) -> None:
-        self._handshake = H11Handshake(ConnectionType.SERVER)
+        self._handshake: H11Handshake | None = None
+        self._key = ""
+        """The fast path's Sec-WebSocket-Key (empty when wsproto parsed the request)."""
+        self._subprotocols: tuple[str, ...] = ()
         self._buffer = bytearray()
         self._max_head = max_head
         self.trailing = b""
@@ -112,9 +125,21 @@ class ServerHandshake:
                 HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
             )
         self.trailing = bytes(self._buffer[head_length:])
-        return self._parse(bytes(self._buffer[:head_length]))
+        head = bytes(self._buffer[:head_length])
+        fast = parse_request(head)
+        if fast is None:
+            target, host, _, subprotocols, headers = self._parse(head)
+        else:
+            target, host, self._key, subprotocols, headers = fast
+        if len(target) > MAX_URL_CHARS:
+            raise HandshakeError(f"URL longer than {MAX_URL_CHARS} characters", HTTPStatus.REQUEST_URI_TOO_LONG)
+        self._subprotocols = subprotocols
+        path, _, query = target.partition("?")
+        return UpgradeRequest(path, query, host, subprotocols, headers)
 
-    def _parse(self, head: bytes) -> UpgradeRequest:
+    def _parse(self, head: bytes) -> RequestHead:
+        """wsproto's reading of ``head``, the authority for whatever the fast path left."""
+        self._handshake = H11Handshake(ConnectionType.SERVER)
         try:
             self._handshake.receive_data(head)
             events = list(self._handshake.events())
@@ -123,15 +148,17 @@ class ServerHandshake:
         request = next((event for event in events if isinstance(event, Request)), None)
         if request is None:
             raise HandshakeError("incomplete upgrade request", HTTPStatus.BAD_REQUEST)
-        if len(request.target) > MAX_URL_CHARS:
-            raise HandshakeError(f"URL longer than {MAX_URL_CHARS} characters", HTTPStatus.REQUEST_URI_TOO_LONG)
-        path, _, query = request.target.partition("?")
         headers = tuple((_text(name).lower(), _text(value)) for name, value in request.extra_headers)
-        return UpgradeRequest(path, query, request.host, tuple(request.subprotocols), headers)
+        return RequestHead(request.target, request.host, "", tuple(request.subprotocols), headers)
 
     def accept(self, subprotocol: str | None = None) -> bytes:
         """The 101 response, with the subprotocol the integration chose."""
-        return self._handshake.send(AcceptConnection(subprotocol=subprotocol))
+        if self._handshake is not None:
+            return self._handshake.send(AcceptConnection(subprotocol=subprotocol))
+        if subprotocol is not None and subprotocol not in self._subprotocols:
+            raise LocalProtocolError(f"unexpected subprotocol {subprotocol}")  # as wsproto does
+        assert self._key, "accept() before the request was parsed"
+        return render_accept(self._key, subprotocol)
 
     @staticmethod
     def reject(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
@@ -152,6 +179,13 @@ def _classify(exc: RemoteProtocolError) -> HandshakeError:
     return HandshakeError(text, hint.status_code, headers=[(_text(name), _text(value)) for name, value in hint.headers])
 
 
+@functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _host_and_target(url: str) -> tuple[str, str]:
+    """An upstream URL's Host header and request target (parsed once per URL, not per connection)."""
+    parts = urlsplit(url)
+    return parts.netloc, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamAccepted:
     """The backend switched protocols."""
@@ -164,26 +198,49 @@ class UpstreamAccepted:
 class ClientHandshake:
     """The upgrade request to an upstream, and its answer.
 
+    The request is rendered, and a clean 101 read, by ``proxy._upgrade``; any
+    other answer (a refusal, a malformed or split head) goes to a wsproto
+    handshake that sent the same request, and it decides as it always did.
+
     Args:
         url: ``ws://`` or ``wss://`` URL, query included.
         headers: extra request headers (context, forwarding).
         subprotocols: what the client offered, passed on unchanged.
     """
 
-    __slots__ = ("_handshake", "_status", "request_bytes")
+    __slots__ = ("_handshake", "_headers", "_host", "_key", "_status", "_subprotocols", "_target", "request_bytes")
 
     def __init__(self, url: str, headers: Sequence[tuple[str, str]], subprotocols: Sequence[str]) -> None:
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._handshake = H11Handshake(ConnectionType.CLIENT)
+        self._host, self._target = _host_and_target(url)
+        self._headers = headers
+        self._subprotocols = subprotocols
         self._status: int | None = None
-        request = Request(
-            host=parts.netloc,
-            target=target,
-            subprotocols=list(subprotocols),
-            extra_headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
+        self._key = new_key()
+        self._handshake: H11Handshake | None = None
+        rendered = render_request(self._host, self._target, self._key, subprotocols, headers)
+        if rendered is None:
+            self._handshake = H11Handshake(ConnectionType.CLIENT)
+            rendered = self._handshake.send(self._request())  # vets the inputs (and may raise) as before
+        self.request_bytes = rendered
+
+    def _request(self) -> Request:
+        return Request(
+            host=self._host,
+            target=self._target,
+            subprotocols=list(self._subprotocols),
+            extra_headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in self._headers],
         )
-        self.request_bytes = self._handshake.send(request)
+
+    def _sent_handshake(self) -> H11Handshake:
+        """A wsproto handshake in the state of having sent ``request_bytes``.
+
+        It renders the same request (bytes equal but for the key: the tests check
+        it), then checks the backend's accept token against the key we sent.
+        """
+        handshake = H11Handshake(ConnectionType.CLIENT)
+        handshake.send(self._request())
+        handshake._nonce = self._key.encode("ascii")
+        return handshake
 
     def receive_data(self, data: bytes) -> UpstreamAccepted | None:
         """Feed the backend's answer; ``UpstreamAccepted`` on 101, None for more.
@@ -192,6 +249,11 @@ class ClientHandshake:
             HandshakeError: the backend refused (``status_hint`` is its status) or
                 answered something that is not a valid WebSocket upgrade (502).
         """
+        if self._handshake is None:
+            accepted = parse_accept(data, self._key, self._subprotocols)
+            if accepted is not None:
+                return UpstreamAccepted(*accepted)
+            self._handshake = self._sent_handshake()
         try:
             self._handshake.receive_data(data)
             events = list(self._handshake.events())

@@ -50,6 +50,8 @@ CLOSE_TIMEOUT_S: Final = 5.0
 INTEGRATION_TIMEOUT_MS: Final = 29_000
 """AWS default and maximum integration timeout for WebSocket APIs."""
 MIN_INTEGRATION_TIMEOUT_MS: Final = 50
+UPSTREAM_URL_CACHE: Final = 256
+"""Parsed upstream URLs kept (one per distinct backend URL in use): parsed once, not per connection."""
 
 # --- Back-pressure ---------------------------------------------------------
 WRITE_HIGH_WATER_BYTES: Final = 256 * 1024

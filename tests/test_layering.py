@@ -23,6 +23,7 @@ SANS_IO = [
     "_pycodec.py",
     "codec.py",
     "handshake.py",
+    "_upgrade.py",
     "throttle.py",
     "session.py",
     "accesslog.py",

@@ -11,6 +11,7 @@ buffer pausing pauses this socket's reading and vice versa (``FlowControl``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import sys
 from http import HTTPStatus
@@ -21,7 +22,7 @@ from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, UpstreamAccepted
-from proxy.limits import CLOSE_TIMEOUT_S
+from proxy.limits import CLOSE_TIMEOUT_S, UPSTREAM_URL_CACHE
 from proxy.server.flow import FlowControl, Outbox
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
@@ -236,12 +237,17 @@ class Upstream(asyncio.Protocol):
 
 
 def _address(url: str) -> tuple[str, int, ssl.SSLContext | None]:
+    host, port, secure = _endpoint(url)
+    return host, port, ssl.create_default_context() if secure else None
+
+
+@functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _endpoint(url: str) -> tuple[str, int, bool]:
+    """Host, port and wss-ness of ``url``, parsed once per URL rather than per connection."""
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
         raise HandshakeError(f"integration URI is not a ws:// or wss:// URL: {url}", HTTPStatus.INTERNAL_SERVER_ERROR)
-    port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    context = ssl.create_default_context() if parts.scheme == "wss" else None
-    return parts.hostname, port, context
+    return parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme], parts.scheme == "wss"
 
 
 async def open_upstream(

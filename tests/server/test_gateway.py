@@ -17,6 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from wsproto.utilities import generate_accept_token
 
 from tests.helpers.backends import Recorder, echo_backend, refusing_backend, scripted_backend
 from tests.helpers.servers import CODECS, Framegate, framegate
@@ -218,6 +219,28 @@ async def test_bad_requests_get_http_answers(tmp_path: Path, codec: str) -> None
     head, _, body = unknown_stage.partition(b"\r\n\r\n")
     assert json.loads(body) == {"message": "Forbidden"}
     assert b"X-Framegate-Error: Invalid stage identifier specified no-such-stage" in head
+
+
+def raw_upgrade_head(gateway: Framegate, request: bytes) -> bytes:
+    """Send an upgrade request on a raw socket; the server's answer head."""
+    with socket.create_connection(gateway.host_port, timeout=CEILING_S) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(1)
+            assert chunk, "closed before the answer head"
+            head += chunk
+    return head
+
+
+async def test_unusual_but_valid_upgrade_is_accepted_by_the_wsproto_path(tmp_path: Path, codec: str) -> None:
+    # The strict fast path declines an obs-folded header and a key that is not 16 bytes of base64;
+    # wsproto accepts both, so the client still gets its 101 (through the backend, as always).
+    request = upgrade(extra="X-Folded: a\r\n b\r\n").replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"not-a-nonce")
+    async with echo_backend(Recorder()) as backend, framegate(tmp_path, "--backend", backend, codec=codec) as gateway:
+        head = await asyncio.to_thread(raw_upgrade_head, gateway, request)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert b"\r\nSec-WebSocket-Accept: " + generate_accept_token(b"not-a-nonce") + b"\r\n" in head
 
 
 async def test_silent_client_is_dropped_at_the_handshake_deadline(tmp_path: Path, codec: str) -> None:

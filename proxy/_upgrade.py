@@ -1,0 +1,213 @@
+"""Strict fast paths for the canonical WebSocket upgrade, in front of wsproto.
+
+Layer 2 (sans-IO), used only by ``proxy.handshake``. h11 and wsproto cost about
+half of the proxy's CPU per connection (no single hot spot: h11's generality),
+yet nearly every client and backend speaks the same few lines. So each parser
+here recognises that canonical form only, and returns ``None`` for anything it
+is not certain about: obs-fold, tabs or non-ASCII inside values, bare LF line
+ends, HTTP/1.0, bodies, a repeated or missing upgrade header, a key that is not
+16 bytes of base64, an empty subprotocol, extensions in a 101. The caller then
+runs wsproto on the same bytes, which stays the authority for every answer
+these paths do not give (every error status included). ``tests/test_handshake_fast.py`` checks each
+answer given here against wsproto's.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from wsproto.utilities import generate_accept_token
+
+from proxy.limits import UPSTREAM_URL_CACHE
+
+# Possessive quantifiers (``++``, ``*+``): runs of disjoint classes never need giving back, and
+# without backtracking a hostile 16 KiB head costs linear time.
+_TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]++"
+_VALUE = r"(?:[\x21-\x7e]++(?: ++[\x21-\x7e]++)*+)?+"
+"""h11's field-value restricted to ASCII, with spaces (no tabs) inside."""
+_FIELD = rf"({_TOKEN}):[ \t]*+({_VALUE})[ \t]*+\r\n"
+"""``name: value`` with h11's optional whitespace around the value (stripped, as h11 does)."""
+_FIELDS = re.compile(_FIELD)
+_REQUEST_HEAD = re.compile(rf"GET ([\x21-\x7e]++) HTTP/1\.1\r\n((?:{_FIELD})++)\r\n")
+_RESPONSE_HEAD = re.compile(rf"HTTP/1\.1 101(?: [\x20-\x7e]*+)?\r\n((?:{_FIELD})++)\r\n")
+"""Whole heads, validated in one match; ``_FIELDS.findall`` then reads the fields it vouched for
+(names as sent: wsproto lower-cases them)."""
+_FIELD_VALUE = re.compile(_VALUE)
+_HEADER_NAME = re.compile(_TOKEN)
+_TARGET = re.compile(r"[\x21-\x7e]+")
+_KEY = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
+"""Base64 of exactly 16 bytes (RFC 6455 4.1: the nonce), canonical padding bits."""
+_HEAD_END = "\r\n\r\n"
+_CRLF = "\r\n"
+_ACE_PREFIX = "xn--"
+"""A Host label wsproto would punycode-decode: left to it."""
+
+_REQUEST_SINGLETONS = frozenset({"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"})
+_RESPONSE_SINGLETONS = frozenset({"upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol"})
+_BODY_HEADERS = frozenset({"content-length", "transfer-encoding"})
+_SPLIT_OUT = frozenset({"host", "sec-websocket-protocol", "sec-websocket-extensions"})
+"""Request headers wsproto's ``Request`` keeps apart from ``extra_headers``."""
+_RENDERED = frozenset({"host"}) | _BODY_HEADERS
+"""Extra request headers h11 checks against its own (a second Host, framing): left to it."""
+
+
+class RequestHead(NamedTuple):
+    """What the strict parser read: wsproto's ``Request`` fields, as text."""
+
+    target: str
+    host: str
+    key: str
+    subprotocols: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+    """Lower-case names, in order, without Host, Sec-WebSocket-Protocol and -Extensions."""
+
+
+def _has_token(value: str, token: str) -> bool:
+    """Whether the comma list ``value`` holds ``token`` (case-insensitive), as wsproto reads Connection."""
+    lowered = value.lower()
+    return lowered == token or any(piece.strip() == token for piece in lowered.split(","))
+
+
+def parse_request(head: bytes) -> RequestHead | None:
+    """The canonical upgrade request, or None to let wsproto decide.
+
+    Args:
+        head: the request line and headers, ending with the blank line.
+    """
+    match = _REQUEST_HEAD.fullmatch(head.decode("ascii")) if head.isascii() else None
+    if match is None:
+        return None
+    target, fields_text = match.group(1, 2)
+    singletons: dict[str, str] = {}
+    subprotocols: list[str] = []
+    headers = []
+    for raw_name, value in _FIELDS.findall(fields_text):
+        name = raw_name.lower()
+        if name in _REQUEST_SINGLETONS:
+            if name in singletons:
+                return None
+            singletons[name] = value
+        elif name in _BODY_HEADERS:
+            return None
+        elif name == "sec-websocket-protocol":
+            subprotocols.extend(piece.strip() for piece in value.split(","))
+            if "" in subprotocols:
+                return None  # wsproto cannot answer an empty choice (h11 trips over it): its call
+        if name not in _SPLIT_OUT:
+            headers.append((name, value))
+    host = singletons.get("host")
+    key = singletons.get("sec-websocket-key", "")
+    if (
+        host is None
+        or _ACE_PREFIX in host
+        or _KEY.fullmatch(key) is None
+        or singletons.get("sec-websocket-version") != "13"
+        or singletons.get("upgrade", "").lower() != "websocket"
+        or not _has_token(singletons.get("connection", ""), "upgrade")
+    ):
+        return None
+    return RequestHead(target, host, key, tuple(subprotocols), tuple(headers))
+
+
+def render_accept(key: str, subprotocol: str | None) -> bytes:
+    """The 101 wsproto renders for ``key``, byte for byte (the subprotocol already checked)."""
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {generate_accept_token(key.encode('ascii')).decode('ascii')}",
+    ]
+    if subprotocol is not None:
+        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+    return (_CRLF.join(lines) + _HEAD_END).encode("ascii")
+
+
+def new_key() -> str:
+    """A fresh Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64)."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def render_request(
+    host: str, target: str, key: str, subprotocols: Sequence[str], headers: Sequence[tuple[str, str]]
+) -> bytes | None:
+    """The upgrade request wsproto renders, byte for byte, or None if h11 must vet an input.
+
+    None when an input is not plainly valid (non-ASCII, CR/LF, stray whitespace,
+    an empty or long host label, a header h11 interprets): wsproto then renders,
+    or raises, as it always did.
+    """
+    start = _request_start(host, target)
+    protocols = ", ".join(subprotocols)
+    if (
+        start is None
+        or _FIELD_VALUE.fullmatch(key) is None
+        or (subprotocols and _FIELD_VALUE.fullmatch(protocols) is None)
+        or not all(_FIELD_VALUE.fullmatch(value) for _, value in headers)
+        or not all(_HEADER_NAME.fullmatch(name) and name.lower() not in _RENDERED for name, _ in headers)
+    ):
+        return None
+    lines = [start, f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    if subprotocols:
+        lines.append(f"Sec-WebSocket-Protocol: {protocols}")
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return (_CRLF.join(lines) + _HEAD_END).encode("ascii")
+
+
+@functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _request_start(host: str, target: str) -> str | None:
+    """The request line and the headers that depend on the URL alone, or None if h11 must vet them.
+
+    Cached: an integration's URL is the same for each of its connections.
+    """
+    if (
+        not host.isascii()
+        or _FIELD_VALUE.fullmatch(host) is None
+        or _TARGET.fullmatch(target) is None
+        or not _plain_host(host)
+    ):
+        return None
+    return _CRLF.join([f"GET {target} HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade"])
+
+
+def _plain_host(host: str) -> bool:
+    """Whether the idna codec passes ``host`` through unchanged (it rejects empty or long labels)."""
+    labels = host.split(".")
+    return all(0 < len(label) < 64 for label in labels[:-1]) and len(labels[-1]) < 64
+
+
+def parse_accept(data: bytes, key: str, offered: Sequence[str]) -> tuple[str | None, bytes] | None:
+    """A clean 101 for ``key``: the chosen subprotocol and the bytes behind the head; else None.
+
+    Only ``data`` is looked at (the first read): a head split across reads, a
+    refusal or anything odd is left to wsproto, fed the same bytes.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    end += len(_HEAD_END)
+    match = _RESPONSE_HEAD.fullmatch(data[:end].decode("ascii")) if data[:end].isascii() else None
+    if match is None:
+        return None
+    singletons: dict[str, str] = {}
+    for raw_name, value in _FIELDS.findall(match.group(1)):
+        name = raw_name.lower()
+        if name in _RESPONSE_SINGLETONS:
+            if name in singletons:
+                return None
+            singletons[name] = value
+        elif name in _BODY_HEADERS or name == "sec-websocket-extensions":
+            return None
+    subprotocol = singletons.get("sec-websocket-protocol")
+    if (
+        singletons.get("upgrade", "").lower() != "websocket"
+        or not _has_token(singletons.get("connection", ""), "upgrade")
+        or singletons.get("sec-websocket-accept") != generate_accept_token(key.encode("ascii")).decode("ascii")
+        or (subprotocol is not None and subprotocol not in offered)
+    ):
+        return None
+    return subprotocol, data[end:]
