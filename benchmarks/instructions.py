@@ -1,4 +1,4 @@
-"""User-space instructions per relayed 64 B message, framegate against the raw relay, under callgrind.
+"""User-space instructions per relayed 64 B message and per connection set-up, framegate against the raw relay.
 
 ``python -m benchmarks.instructions [--out DIR]`` (needs ``valgrind``; about a minute)
 
@@ -41,8 +41,9 @@ WARM_UP = 500
 WORKLOADS = {
     "64B-closed": ([], 1_000, 3_000),
     "64B-pipelined": (["--window", "32"], 5_000, 25_000),
+    "connect": (["--connect-only"], 200, 600),
 }
-"""name: (extra ``framegate bench`` flags, SMALL, LARGE messages)."""
+"""name: (extra ``framegate bench`` flags, SMALL, LARGE messages, or connections with ``--connect-only``)."""
 _SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
 
 
@@ -107,7 +108,7 @@ def measure(out_dir: Path) -> list[Count]:
 
 def report(counts: list[Count]) -> str:
     by = {(c.workload, c.contender): c.instructions_per_message for c in counts}
-    lines = [f"{'workload':<15}{'raw':>10}{'framegate':>12}{'x raw':>8}   (user-space instructions per message)"]
+    lines = [f"{'workload':<15}{'raw':>10}{'framegate':>12}{'x raw':>8}   (user-space instructions per message or set-up)"]
     for workload in WORKLOADS:
         raw, framegate = by[(workload, "raw")], by[(workload, "framegate")]
         lines.append(f"{workload:<15}{raw:>10,.0f}{framegate:>12,.0f}{framegate / raw:>8.2f}")
