@@ -108,7 +108,8 @@ def measure(out_dir: Path) -> list[Count]:
 
 def report(counts: list[Count]) -> str:
     by = {(c.workload, c.contender): c.instructions_per_message for c in counts}
-    lines = [f"{'workload':<15}{'raw':>10}{'framegate':>12}{'x raw':>8}   (user-space instructions per message or set-up)"]
+    header = f"{'workload':<15}{'raw':>10}{'framegate':>12}{'x raw':>8}"
+    lines = [f"{header}   (user-space instructions per message or set-up)"]
     for workload in WORKLOADS:
         raw, framegate = by[(workload, "raw")], by[(workload, "framegate")]
         lines.append(f"{workload:<15}{raw:>10,.0f}{framegate:>12,.0f}{framegate / raw:>8.2f}")

@@ -10,8 +10,10 @@ proxy runs on CPU 1 and the load generator and backend on CPU 0, so throughput
 is bounded by the load side and the discriminating figure is **work per proxy
 CPU-second**: messages (or MB, or setups) divided by the proxy's utime+stime
 over the measured window, read from /proc at the bench's start/end marks.
-Each workload runs ``--reps`` times; medians are reported, with each
-contender's figure as a ratio to the raw relay and to the websockets proxy.
+Each workload runs ``--reps`` times, repetitions interleaved (every contender
+once per round, in rotated order, so a drift in the shared machine's load does
+not land on one contender); medians are reported, with each contender's figure
+as a ratio to the raw relay and to the websockets proxy.
 
 Output: a table on stdout, JSON and a PNG bar chart of the ratios under
 ``benchmarks/results/`` (or ``--out``). The full matrix takes a few minutes;
@@ -31,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -290,29 +292,56 @@ def plot(table: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
+def _rounds(contenders: list[str], reps: int) -> Iterator[tuple[int, list[str]]]:
+    """Repetition by repetition, every contender once, the order rotated each time.
+
+    Interleaving keeps a drift in the shared machine's load from landing on one
+    contender's three repetitions; rotating keeps any from always going first.
+    """
+    for rep in range(reps):
+        shift = rep % len(contenders)
+        yield rep, contenders[shift:] + contenders[:shift]
+
+
+def _one_round(
+    name: str, backend: str, cpus: tuple[int | None, int | None], seconds: float, warmup: float
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """Every workload once through contender ``name``: samples by workload, and its note."""
+    load_cpu, proxy_cpu = cpus
+    start = partial(CONTENDERS[name], backend, proxy_cpu)
+    samples: dict[str, dict[str, Any]] = {}
+    with start() as running:
+        note = running.note
+        for workload in (w for w in WORKLOADS if not w.fresh):
+            samples[workload.name] = run_once(running, workload, seconds, warmup, load_cpu)
+    for workload in (w for w in WORKLOADS if w.fresh):
+        with start() as running:
+            samples[workload.name] = run_once(running, workload, seconds, warmup, load_cpu)
+    return samples, note
+
+
 def run_matrix(contenders: list[str], reps: int, seconds: float, warmup: float) -> dict[str, Any]:
-    load_cpu, proxy_cpu = _pinning()
-    table: dict[str, dict[str, dict[str, Any]]] = {w.name: {} for w in WORKLOADS}
+    cpus = load_cpu, proxy_cpu = _pinning()
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    notes: dict[str, str] = {}
     skipped: dict[str, str] = {}
     with echo_backend(cpu=load_cpu) as backend:
-        for name in contenders:
-            print(f"-- {name}", file=sys.stderr, flush=True)
-            start = partial(CONTENDERS[name], backend.url, proxy_cpu)
-            try:
-                shared = [w for w in WORKLOADS if not w.fresh]
-                with start() as running:
-                    for workload in shared:
-                        samples = [run_once(running, workload, seconds, warmup, load_cpu) for _ in range(reps)]
-                        table[workload.name][name] = {**aggregate(samples), "note": running.note}
-                for workload in (w for w in WORKLOADS if w.fresh):
-                    samples = []
-                    for _ in range(reps):
-                        with start() as running:
-                            samples.append(run_once(running, workload, seconds, warmup, load_cpu))
-                    table[workload.name][name] = {**aggregate(samples), "note": running.note}
-            except (OSError, RuntimeError, TimeoutError) as exc:
-                skipped[name] = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                print(f"   skipped: {skipped[name]}", file=sys.stderr, flush=True)
+        for rep, order in _rounds(contenders, reps):
+            for name in (n for n in order if n not in skipped):
+                print(f"-- {name} (repetition {rep + 1} of {reps})", file=sys.stderr, flush=True)
+                try:
+                    by_workload, notes[name] = _one_round(name, backend.url, cpus, seconds, warmup)
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    skipped[name] = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                    print(f"   skipped: {skipped[name]}", file=sys.stderr, flush=True)
+                    continue
+                for workload_name, sample in by_workload.items():
+                    samples.setdefault((workload_name, name), []).append(sample)
+    table: dict[str, dict[str, dict[str, Any]]] = {w.name: {} for w in WORKLOADS}
+    for name in contenders:
+        for workload in WORKLOADS:
+            if name not in skipped and (workload.name, name) in samples:
+                table[workload.name][name] = {**aggregate(samples[(workload.name, name)]), "note": notes[name]}
     add_ratios(table)
     return {
         "table": table,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.procfs import cpu_seconds, descendants, rss_kib
-from benchmarks.run import WORKLOADS, add_ratios, check_targets
+from benchmarks.run import WORKLOADS, _rounds, add_ratios, check_targets
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_CEILING_S = 150.0
@@ -68,3 +68,9 @@ def test_procfs_reads_this_process() -> None:
     assert pid in descendants(pid)
     assert cpu_seconds(pid) == pytest.approx(times.user + times.system, abs=0.05)
     assert rss_kib(pid) > 1024
+
+
+def test_repetitions_interleave_contenders_in_rotated_order() -> None:
+    rounds = list(_rounds(["a", "b", "c"], 4))
+    assert [rep for rep, _ in rounds] == [0, 1, 2, 3]
+    assert [order for _, order in rounds] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
