@@ -37,27 +37,33 @@ def _cpu_s() -> float:
 
 
 async def websockets_load(url: str, connections: int, seconds: float, size: int) -> dict[str, float]:
-    """What a Python user would write: ``await ws.send(m); await ws.recv()`` in a loop per connection."""
+    """What a Python user would write: send, receive, check it is the echo, in a loop per connection.
+
+    Both clients check every reply (``framegate bench`` counts only true
+    echoes), so the comparison is of equal work.
+    """
     import websockets
 
     payload = make_payload(size, 0).decode()
     sockets = [await websockets.connect(url, compression=None) for _ in range(connections)]
-    count = 0
+    count = wrong = 0
     deadline = time.monotonic() + seconds
 
     async def loop(ws: Any) -> None:
-        nonlocal count
+        nonlocal count, wrong
         while time.monotonic() < deadline:
             await ws.send(payload)
-            await ws.recv()
-            count += 1
+            if await ws.recv() == payload:
+                count += 1
+            else:
+                wrong += 1
 
     cpu_before, started = _cpu_s(), time.monotonic()
     await asyncio.gather(*(loop(ws) for ws in sockets))
     elapsed, cpu = time.monotonic() - started, _cpu_s() - cpu_before
     for ws in sockets:
         await ws.close()
-    return {"messages": count, "elapsed_s": elapsed, "client_cpu_s": cpu}
+    return {"messages": count, "wrong_replies": wrong, "elapsed_s": elapsed, "client_cpu_s": cpu}
 
 
 def _taskset(cpu: int) -> list[str]:
