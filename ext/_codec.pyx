@@ -112,6 +112,10 @@ cdef bint _transcode(uint8_t* dst, const uint8_t* src, Py_ssize_t n, const uint8
     cdef uint32_t in4 = 0, out4 = 0
     cdef uint64_t in8, out8, word
     cdef Py_ssize_t i = 0, rest
+    if in_key == NULL and out_key == NULL and utf8 == NULL:
+        if n:
+            memcpy(dst, src, n)
+        return True
     if in_key != NULL:
         memcpy(&in4, in_key, MASK_KEY_BYTES)
     if out_key != NULL:
@@ -219,6 +223,15 @@ cdef int _reserve(uint8_t** buf, Py_ssize_t* cap, Py_ssize_t needed) except -1:
     return 0
 
 
+cdef object _hand_out(PyObject** buffer, Py_ssize_t length):
+    """Trim a bytes object we own to ``length`` and give it away (our pointer is cleared)."""
+    _PyBytes_Resize(buffer, length)
+    cdef object handed = <object>buffer[0]
+    Py_XDECREF(buffer[0])
+    buffer[0] = NULL
+    return handed
+
+
 cdef inline uint64_t _extended_length(const uint8_t* p, Py_ssize_t header) noexcept nogil:
     """The big-endian 16- or 64-bit payload length of a ``header``-byte (4 or 10) frame header."""
     cdef uint64_t length = 0
@@ -320,6 +333,44 @@ cdef inline uint8_t* _write_header(uint8_t* out, int first_byte, Py_ssize_t leng
     return out + 10
 
 
+cdef bint _write_frames(uint8_t* w, int opcode, const uint8_t* src, Py_ssize_t size, Py_ssize_t step,
+                       const uint8_t* in_key, const uint8_t* out_keys, Py_ssize_t key_step,
+                       Utf8State* utf8) noexcept nogil:
+    """Write a message as frames of at most ``step`` bytes at ``w`` (``_encoded_size`` bytes).
+
+    The encoder's and the relay's one frame writer. ``src`` is masked with
+    ``in_key`` unless it is NULL; frames are masked with ``out_keys``, moving
+    ``key_step`` bytes on per frame, unless it is NULL; text is checked as it
+    goes when ``utf8`` is set. False at invalid UTF-8 (the caller drops the output).
+    """
+    cdef Py_ssize_t start = 0, length
+    cdef int first_byte = opcode
+    cdef bint masked = out_keys != NULL
+    cdef uint8_t rotated[4]
+    cdef const uint8_t* key
+    while True:
+        length = step if size - start > step else size - start
+        if start + length >= size:
+            first_byte |= FIN
+        w = _write_header(w, first_byte, length, masked)
+        if masked:
+            memcpy(w, out_keys, MASK_KEY_BYTES)
+            w += MASK_KEY_BYTES
+        key = in_key
+        if in_key != NULL and start & 3:
+            _rotate_key(rotated, in_key, start)  # from a multiple of 4 on, the key applies as it came
+            key = rotated
+        if not _transcode(w, src + start, length, key, out_keys, utf8):
+            return False
+        if masked:
+            out_keys += key_step
+        w += length
+        start += length
+        first_byte = OP_CONTINUATION
+        if start >= size:
+            return True
+
+
 # --- decoder -------------------------------------------------------------------------------------
 
 
@@ -354,20 +405,8 @@ cdef class FrameDecoder:
                 says how to close and ``events`` holds what completed first.
         """
         cdef list events = []
-        cdef Py_buffer view
-        cdef Py_ssize_t consumed
-        if self._closed:
-            return events
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        try:
-            self._feed(<const uint8_t*>view.buf, view.len, events)
-        except ProtocolError as exc:
-            self._closed = True
-            self._pending_len = 0
-            exc.events = events
-            raise
-        finally:
-            PyBuffer_Release(&view)
+        if not self._closed:
+            self._consume(data, events)
         return events
 
     def relay(self, data, FrameEncoder encoder not None, Py_ssize_t budget):
@@ -388,13 +427,25 @@ cdef class FrameDecoder:
                 what was re-encoded before the fault.
         """
         cdef list events = []
-        cdef Py_buffer view
         if self._closed:
             return b"", 0, events
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         self._relay_to = encoder
         self._budget = budget
         self._relayed = 0
+        try:
+            self._consume(data, events)
+        except ProtocolError as exc:
+            exc.relayed = self._take_out()
+            exc.relayed_count = self._relayed
+            raise
+        finally:
+            self._relay_to = None
+        return self._take_out(), self._relayed, events
+
+    cdef int _consume(self, object data, list events) except -1:
+        """Parse ``data`` (any buffer) into ``events``; a fault closes the decoder and carries them."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         self._out_hint = view.len
         try:
             self._feed(<const uint8_t*>view.buf, view.len, events)
@@ -402,13 +453,10 @@ cdef class FrameDecoder:
             self._closed = True
             self._pending_len = 0
             exc.events = events
-            exc.relayed = self._take_out()
-            exc.relayed_count = self._relayed
             raise
         finally:
-            self._relay_to = None
             PyBuffer_Release(&view)
-        return self._take_out(), self._relayed, events
+        return 0
 
     cdef int _feed(self, const uint8_t* data, Py_ssize_t size, list events) except -1:
         """Finish the carried-over frame from the front of ``data``, then parse the rest in place.
@@ -594,11 +642,7 @@ cdef class FrameDecoder:
 
     cdef object _take_message(self):
         """Trim the reassembly bytes to the message and hand them out: the event is the buffer, no copy."""
-        cdef object message
-        _PyBytes_Resize(&self._fragments, self._fragments_len)
-        message = <object>self._fragments
-        Py_XDECREF(self._fragments)
-        self._fragments = NULL
+        message = _hand_out(&self._fragments, self._fragments_len)
         self._fragments_len = 0
         self._fragments_cap = 0
         return message
@@ -624,40 +668,15 @@ cdef class FrameDecoder:
         cdef bint masked = encoder.client_side
         cdef Py_ssize_t frames = _frame_count(length, step)
         cdef Py_ssize_t total = _encoded_size(length, step, masked)
-        cdef Py_ssize_t start = 0, segment
-        cdef const uint8_t* out_key = NULL
-        cdef uint8_t in_key[4]
-        cdef const uint8_t* key_now
-        cdef uint8_t* w
-        cdef int first_byte = opcode
+        cdef const uint8_t* out_keys = NULL
         cdef Utf8State utf8
         utf8.need = 0
         self._reserve_out(total)
-        w = <uint8_t*>_bytes_data(self._out) + self._out_len
         if masked:
-            out_key = encoder._fresh_keys(frames)
-        while True:
-            segment = step if length - start > step else length - start
-            if start + segment >= length:
-                first_byte |= FIN
-            w = _write_header(w, first_byte, segment, masked)
-            if masked:
-                memcpy(w, out_key, MASK_KEY_BYTES)
-                w += MASK_KEY_BYTES
-            if key != NULL and start & 3:
-                _rotate_key(in_key, key, start)
-                key_now = in_key
-            else:
-                key_now = key  # from a multiple of 4 on, the key applies as it came
-            if not _transcode(w, src + start, segment, key_now, out_key, &utf8 if check_text else NULL):
-                raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
-            if masked:
-                out_key += MASK_KEY_BYTES
-            w += segment
-            start += segment
-            first_byte = OP_CONTINUATION
-            if start >= length:
-                break
+            out_keys = encoder._fresh_keys(frames)
+        if not _write_frames(<uint8_t*>_bytes_data(self._out) + self._out_len, opcode, src, length, step,
+                             key, out_keys, MASK_KEY_BYTES, &utf8 if check_text else NULL):
+            raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
         if check_text and utf8.need:
             raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
         if frames > 1:
@@ -682,13 +701,9 @@ cdef class FrameDecoder:
 
     cdef object _take_out(self):
         """The relay output as a ``bytes`` trimmed to length (the buffer itself, no copy)."""
-        cdef object out
         if self._out == NULL:
             return b""
-        _PyBytes_Resize(&self._out, self._out_len)
-        out = <object>self._out
-        Py_XDECREF(self._out)
-        self._out = NULL
+        out = _hand_out(&self._out, self._out_len)
         self._out_len = 0
         self._out_cap = 0
         return out
@@ -775,12 +790,10 @@ cdef class FrameEncoder:
         cdef bint masked = self.client_side
         cdef Py_ssize_t frames = _frame_count(size, step)
         cdef Py_ssize_t total = _encoded_size(size, step, masked)
-        cdef Py_ssize_t start = 0, length, key_step = 0
+        cdef Py_ssize_t key_step = 0
         cdef bytes keys
         cdef const uint8_t* key = NULL
         cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
-        cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
-        cdef int first_byte = opcode
         if masked:
             if mask_key is None:
                 key = self._fresh_keys(frames)  # a fresh key per frame
@@ -790,20 +803,5 @@ cdef class FrameEncoder:
                 if len(keys) != MASK_KEY_BYTES:
                     raise ValueError("mask_key must be 4 bytes")
                 key = <const uint8_t*>PyBytes_AS_STRING(keys)
-        while True:
-            length = step if size - start > step else size - start
-            if start + length >= size:
-                first_byte |= FIN
-            w = _write_header(w, first_byte, length, masked)
-            if masked:
-                memcpy(w, key, MASK_KEY_BYTES)
-                w += MASK_KEY_BYTES
-                _mask_copy(w, data + start, length, key)
-                key += key_step
-            elif length:
-                memcpy(w, data + start, length)
-            w += length
-            start += length
-            first_byte = OP_CONTINUATION
-            if start >= size:
-                return out
+        _write_frames(<uint8_t*>PyBytes_AS_STRING(out), opcode, data, size, step, NULL, key, key_step, NULL)
+        return out
