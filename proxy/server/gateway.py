@@ -195,18 +195,18 @@ class ClientConnection(asyncio.Protocol):
                 assert self._decoder is not None and self._observer is not None
                 self._observer.bytes_in.value += len(data)
                 self._last_activity = self._loop.time()
+                fault = None
                 try:
                     frames, count, events = self._decoder.relay(data, self._gateway.client_encoder, lane.budget())
-                except ProtocolError as exc:
-                    self._relayed(lane, exc.relayed, exc.relayed_count)
-                    self._events(exc.events)
-                    self._protocol_error(exc)
-                    return
+                except ProtocolError as exc:  # what came before the fault still goes
+                    frames, count, events, fault = exc.relayed, exc.relayed_count, exc.events, exc
                 if count:
                     lane.admitted(count)
                     self._relay_write(frames)
                 if events:
                     self._events(events)  # control frames, and messages past the throttling budget
+                if fault is not None:
+                    self._protocol_error(fault)
             elif self._state == _OPEN:
                 self._refresh_lane()
                 if self._lane is not None:
@@ -414,12 +414,6 @@ class ClientConnection(asyncio.Protocol):
         if upstream is not None and upstream.outbox is not None and upstream.relaying:
             self._lane = self._observer.lane(self._current_stage(), DEFAULT)
             self._relay_write = upstream.outbox.write
-
-    def _relayed(self, lane: RelayLane, frames: bytes, count: int) -> None:
-        """What the fast path relayed before a protocol error still goes."""
-        if count:
-            lane.admitted(count)
-            self._relay_write(frames)
 
     def _frames(self, data: bytes) -> None:
         decoder = self._decoder

@@ -103,18 +103,17 @@ class Upstream(asyncio.Protocol):
         if self._handshake is None:
             if self._held is None:
                 # Every message goes to the client, one write per read; control frames are ours.
+                fault = None
                 try:
                     frames, count, events = self._decoder.relay(data, self._downstream, _EVERY_MESSAGE)
-                except ProtocolError as exc:
-                    if exc.relayed_count:
-                        self._owner.upstream_relayed(exc.relayed, exc.relayed_count)
-                    self._events(exc.events)
-                    self._protocol_error(exc)
-                    return
+                except ProtocolError as exc:  # what came before the fault still goes
+                    frames, count, events, fault = exc.relayed, exc.relayed_count, exc.events, exc
                 if count:
                     self._owner.upstream_relayed(frames, count)
                 if events:
                     self._events(events)
+                if fault is not None:
+                    self._protocol_error(fault)
             else:
                 self._held += data  # at most one read that raced the pause
             return
