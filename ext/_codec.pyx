@@ -501,10 +501,59 @@ cdef class FrameDecoder:
         """Parse every complete frame in ``data``; return the bytes consumed."""
         cdef Py_ssize_t pos = 0, consumed
         while not self._closed:
+            if self._relay_to is not None:
+                pos += self._relay_run(data + pos, size - pos)
             consumed = self._parse_frame(data + pos, size - pos, events)
             if consumed == 0:
                 break
             pos += consumed
+        return pos
+
+    cdef Py_ssize_t _relay_run(self, const uint8_t* p, Py_ssize_t available) except -1:
+        """Relay the run of small messages at ``p`` with no call per message; return the bytes consumed.
+
+        The relay's common case: whole single-frame TEXT or BINARY messages
+        under 126 bytes, within every cap, masked as the direction requires,
+        with budget left and no fragmented message open. Each is written as
+        one frame, payload through ``_transcode``. The run stops at the first
+        frame that is anything else, which ``_parse_frame`` then takes
+        (checks, errors, events) as usual.
+        """
+        cdef FrameEncoder encoder = self._relay_to
+        cdef bint masked_out = encoder.client_side
+        cdef Py_ssize_t in_header = 2 + MASK_KEY_BYTES if self.server_side else 2
+        cdef Py_ssize_t out_header = 2 + MASK_KEY_BYTES if masked_out else 2
+        cdef uint8_t mask_in = MASK_BIT if self.server_side else 0
+        cdef Py_ssize_t limit = min(LENGTH_TWO_BYTES - 1, self.max_frame, self.max_message, encoder.max_frame)
+        cdef Py_ssize_t pos = 0, length
+        cdef uint8_t b0, b1
+        cdef uint8_t* w
+        cdef const uint8_t* out_key = NULL
+        cdef Utf8State utf8
+        if self._message_opcode:
+            return 0
+        while self._budget > 0 and available - pos >= 2:
+            b0 = p[pos]
+            b1 = p[pos + 1]
+            length = b1 & LENGTH_BITS
+            if (b0 != FIN | OP_TEXT and b0 != FIN | OP_BINARY) or (b1 & MASK_BIT) != mask_in or length > limit:
+                break
+            if available - pos < in_header + length:
+                break
+            self._reserve_out(out_header + length)
+            w = _write_header(<uint8_t*>_bytes_data(self._out) + self._out_len, b0, length, masked_out)
+            if masked_out:
+                out_key = encoder._fresh_keys(1)
+                memcpy(w, out_key, MASK_KEY_BYTES)
+                w += MASK_KEY_BYTES
+            utf8.need = 0
+            if not _transcode(w, p + pos + in_header, length, p + pos + 2 if mask_in else NULL, out_key,
+                              &utf8 if b0 == FIN | OP_TEXT else NULL) or utf8.need:
+                raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+            self._out_len += out_header + length
+            self._relayed += 1
+            self._budget -= 1
+            pos += in_header + length
         return pos
 
     cdef Py_ssize_t _parse_frame(self, const uint8_t* p, Py_ssize_t available, list events) except -1:

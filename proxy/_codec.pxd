@@ -51,6 +51,7 @@ cdef class FrameDecoder:
     cdef int _feed(self, const uint8_t* data, Py_ssize_t size, list events) except -1
     cdef Py_ssize_t _top_up_pending(self, const uint8_t* data, Py_ssize_t size) except -1
     cdef Py_ssize_t _parse(self, const uint8_t* data, Py_ssize_t size, list events) except -1
+    cdef Py_ssize_t _relay_run(self, const uint8_t* p, Py_ssize_t available) except -1
     cdef Py_ssize_t _parse_frame(self, const uint8_t* data, Py_ssize_t available, list events) except -1
     cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1
     cdef int _check_length(self, int opcode, uint64_t length) except -1
