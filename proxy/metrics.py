@@ -26,21 +26,26 @@ a stage family never double counts.
 Hot path: ``stage()``/``route()`` return cached ``StageMetrics`` holding
 pre-bound label children, and per-code/per-level children are cached, so an
 event costs one dict lookup and one ``inc()``, never a label resolution.
-Counters are ``FastCounter`` cells (a float in a slot, read at scrape time)
-rather than prometheus_client ``Counter`` children, whose ``inc()`` takes a
-lock and checks exemplars: about ten times the cost, paid per message. Cells
-are written only from the event loop thread; a scrape from another thread
-reads a float, which the GIL never tears.
+Counters, gauges and histograms are plain cells (``FastCounter``,
+``FastGauge``, ``FastHistogram``: floats and ints in slots, read at scrape
+time) rather than prometheus_client children, whose updates take a lock and
+check exemplars: about ten times the cost, paid per message or per
+connection. Cells are written only from the event loop thread; a scrape from
+another thread reads numbers the GIL never tears.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from functools import cache
+from itertools import accumulate
+from typing import Generic, TypeVar, cast
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from proxy.limits import LATENCY_BUCKETS_S
 from proxy.throttle import LEVELS
@@ -50,6 +55,9 @@ REGISTRY = CollectorRegistry()
 
 STAGE_LABELS = ("api_id", "stage")
 ROUTE_LABELS = ("api_id", "stage", "route")
+Cell = TypeVar("Cell")
+_go_float = cast(Callable[[float], str], floatToGoString)
+"""How Prometheus spells a bucket bound (``le``); prometheus_client leaves it untyped."""
 
 
 class FastCounter:
@@ -64,11 +72,40 @@ class FastCounter:
         self.value += amount
 
 
-class CounterFamily(Collector):
-    """A labelled counter family of ``FastCounter`` cells, exposed as ``<name>_total``.
+class FastGauge(FastCounter):
+    """One gauge series: a float that goes both ways."""
+
+    __slots__ = ()
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
+class FastHistogram:
+    """One histogram series: a count per bucket (not cumulative until scraped) and a sum.
+
+    ``observe`` is one bisection and two additions; prometheus_client's takes
+    a lock per bucket it walks past.
+    """
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        """``counts[i]``: observations in (bounds[i-1], bounds[i]]; the last is +Inf's."""
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self._bounds, amount)] += 1
+        self.total += amount
+
+
+class _CellFamily(Collector, Generic[Cell]):
+    """A labelled metric family whose series are plain cells, read at scrape time.
 
     Args:
-        name: the family name without ``_total``.
+        name: the family name (counters without ``_total``).
         documentation: the HELP text.
         labelnames: label names; ``labels(*values)`` returns the cached cell.
         registry: where to register (``None``: not registered).
@@ -84,28 +121,80 @@ class CounterFamily(Collector):
         self._name = name
         self._documentation = documentation
         self._labelnames = labelnames
-        self._cells: dict[tuple[str, ...], FastCounter] = {}
+        self._cells: dict[tuple[str, ...], Cell] = {}
         if registry is not None:
             registry.register(self)
 
-    def labels(self, *values: str) -> FastCounter:
+    def labels(self, *values: str) -> Cell:
         """The cell for these label values (created at 0 on first use, then cached)."""
         if len(values) != len(self._labelnames):
             raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values}")
         cell = self._cells.get(values)
         if cell is None:
-            cell = self._cells[values] = FastCounter()
+            cell = self._cells[values] = self._new_cell()
         return cell
 
-    def describe(self) -> Iterator[CounterMetricFamily]:
+    def describe(self) -> Iterator[Metric]:
         """Names for the registry's duplicate check, without reading any cell."""
-        yield CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        yield self._family()
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
         for values, cell in list(self._cells.items()):
-            family.add_metric(values, cell.value)
+            self._add(family, values, cell)
         yield family
+
+    def _new_cell(self) -> Cell:
+        raise NotImplementedError
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def _add(self, family: Metric, values: tuple[str, ...], cell: Cell) -> None:
+        raise NotImplementedError
+
+
+class CounterFamily(_CellFamily[FastCounter]):
+    """A labelled counter family of ``FastCounter`` cells, exposed as ``<name>_total``."""
+
+    def _new_cell(self) -> FastCounter:
+        return FastCounter()
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def _add(self, family: Metric, values: tuple[str, ...], cell: FastCounter) -> None:
+        cast(CounterMetricFamily, family).add_metric(values, cell.value)
+
+
+class GaugeFamily(_CellFamily[FastGauge]):
+    """A labelled gauge family of ``FastGauge`` cells."""
+
+    def _new_cell(self) -> FastGauge:
+        return FastGauge()
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def _add(self, family: Metric, values: tuple[str, ...], cell: FastGauge) -> None:
+        cast(GaugeMetricFamily, family).add_metric(values, cell.value)
+
+
+class HistogramFamily(_CellFamily[FastHistogram]):
+    """A labelled histogram family of ``FastHistogram`` cells over ``LATENCY_BUCKETS_S``."""
+
+    _BOUNDS = LATENCY_BUCKETS_S
+    _LE = (*(_go_float(bound) for bound in LATENCY_BUCKETS_S), "+Inf")
+
+    def _new_cell(self) -> FastHistogram:
+        return FastHistogram(self._BOUNDS)
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def _add(self, family: Metric, values: tuple[str, ...], cell: FastHistogram) -> None:
+        cumulative = list(accumulate(cell.counts))
+        cast(HistogramMetricFamily, family).add_metric(values, list(zip(self._LE, cumulative, strict=True)), cell.total)
 
 
 class SummedCounter(Collector):
@@ -140,12 +229,11 @@ class _AwsFamilies:
         self.integration_error = counter("integration_error", "AWS IntegrationError: integration answered 4XX/5XX")
         self.client_error = counter("client_error", "AWS ClientError: gateway answered 4XX before the integration")
         self.execution_error = counter("execution_error", "AWS ExecutionError: errors while calling the integration")
-        self.integration_latency = Histogram(
+        self.integration_latency = HistogramFamily(
             f"{prefix}integration_latency_seconds",
             "AWS IntegrationLatency: from sending to the integration to its response",
             labels,
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+            registry,
         )
 
 
@@ -185,9 +273,9 @@ class GatewayMetrics:
         self._stages: dict[str, dict[str, StageMetrics]] = {}
         self._routes: dict[str, dict[str, dict[str, StageMetrics]]] = {}
 
-        self.open_connections = Gauge(
-            "framegate_open_connections", "Client WebSocket connections currently open", registry=registry
-        )
+        self.open_connections = GaugeFamily(
+            "framegate_open_connections", "Client WebSocket connections currently open", (), registry
+        ).labels()
         self.bytes_in = _unlabelled(
             registry, "framegate_bytes_in", "WebSocket bytes received from clients after the upgrade"
         )
@@ -211,12 +299,12 @@ class GatewayMetrics:
         self.upstream_connect_failures = _unlabelled(
             registry, "framegate_upstream_connect_failures", "Upstream (integration) connections that failed"
         )
-        self.upstream_connect_latency = Histogram(
+        self.upstream_connect_latency = HistogramFamily(
             "framegate_upstream_connect_latency_seconds",
             "Time to open an upstream (integration) connection",
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
+            (),
+            registry,
+        ).labels()
         self._close_children: dict[int, FastCounter] = {}
         self._throttled_children = {level: self._throttled.labels(level) for level in LEVELS}
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import CounterFamily, GatewayMetrics, exposition
+from proxy.limits import LATENCY_BUCKETS_S
+from proxy.metrics import CounterFamily, GatewayMetrics, HistogramFamily, exposition
 from proxy.throttle import LEVELS
 
 Labels = tuple[tuple[str, str], ...]
@@ -125,3 +128,16 @@ def test_counter_family_cells_are_cached_and_label_arity_is_checked(registry: Co
     with pytest.raises(ValueError, match="takes labels"):
         family.labels("a", "b")
     assert scrape(registry)[("framegate_test_events_total", (("kind", "a"),))] == 2.5
+
+
+@given(st.lists(st.sampled_from([0.0, *LATENCY_BUCKETS_S]) | st.floats(0, 60), max_size=30))
+def test_histogram_cells_expose_what_prometheus_client_histograms_do(seconds: list[float]) -> None:
+    """Same buckets (bounds are inclusive), count and sum as prometheus_client's own, bar its optional _created."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    cell = HistogramFamily("latency_seconds", "doc", ("api_id",), ours).labels("a")
+    child = Histogram("latency_seconds", "doc", ("api_id",), buckets=LATENCY_BUCKETS_S, registry=theirs).labels("a")
+    for value in seconds:
+        cell.observe(value)
+        child.observe(value)
+    expected = {key: value for key, value in scrape(theirs).items() if not key[0].endswith("_created")}
+    assert scrape(ours) == pytest.approx(expected)
