@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from proxy import gateway_frames
-from proxy.control.context import CONNECT_EVENT, DISCONNECT_EVENT, RequestContext
+from proxy.control.context import CONNECT_EVENT, DISCONNECT_EVENT, MESSAGE_EVENT, RequestContext
 from proxy.control.mock import run_mock
 from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, HTTP_PROXY, MOCK, Integration, Route, Target
 from proxy.control.routing import route_table, substitute_stage_variables
@@ -130,8 +130,10 @@ class Session:
 
     # --- $connect -----------------------------------------------------------------
 
-    def context(self, event_type: str, route_key: str, message_id: str | None = None) -> RequestContext:
-        """A fresh ``$context`` for one event of this connection."""
+    def context(
+        self, event_type: str, route_key: str, message_id: str | None = None, *, time_ms: int | None = None
+    ) -> RequestContext:
+        """A fresh ``$context`` for one event of this connection (at ``time_ms``, else now)."""
         return RequestContext(
             api_id=self.target.api.api_id,
             stage=self.target.stage.stage_name,
@@ -143,12 +145,17 @@ class Session:
             event_type=event_type,
             route_key=route_key,
             request_id=self._new_id(),
-            request_time_epoch_ms=self._clock_ms(),
+            request_time_epoch_ms=self._clock_ms() if time_ms is None else time_ms,
             message_id=message_id,
         )
 
-    def connect_context(self) -> RequestContext:
-        return self.context(CONNECT_EVENT, CONNECT)
+    def lazy_context(self, event_type: str, route_key: str, *, time_ms: int | None = None) -> LazyContext:
+        """The ``$context`` of one event, built only if something reads it (see ``LazyContext``)."""
+        return LazyContext(self, event_type, route_key, time_ms)
+
+    def connect_context(self) -> LazyContext:
+        """``$connect``'s context: its request time is the connection's."""
+        return self.lazy_context(CONNECT_EVENT, CONNECT, time_ms=self.connected_at_ms)
 
     def handshake_upstream(self) -> Forward | None:
         """The upstream to open before answering 101: ``$connect``'s, else ``$default``'s, if ws://.
@@ -165,7 +172,7 @@ class Session:
                 return self._forward(integration)
         return None
 
-    def connect_status(self, context: RequestContext) -> int:
+    def connect_status(self, context: LazyContext) -> int:
         """HTTP status of the ``$connect`` route's non-passthrough integration (200 = accept).
 
         Raises:
@@ -179,7 +186,7 @@ class Session:
         if integration.integration_type != MOCK:
             raise IntegrationError(f"{integration.integration_type} integrations are not supported on $connect")
         result = run_mock(
-            integration, route, body="", context=context, stage_variables=self.target.stage.stage_variables
+            integration, route, body="", context=context.get(), stage_variables=self.target.stage.stage_variables
         )
         return result.status
 
@@ -274,16 +281,52 @@ class Session:
 
     # --- $disconnect ----------------------------------------------------------------
 
-    def disconnect(self) -> RequestContext:
+    def disconnect(self) -> LazyContext:
         """Run a MOCK ``$disconnect`` (best effort; its result cannot reach the client)."""
-        context = self.context(DISCONNECT_EVENT, DISCONNECT)
+        context = self.lazy_context(DISCONNECT_EVENT, DISCONNECT)
         snapshot = self.target.snapshot
         route = snapshot.routes.get(DISCONNECT)
         integration = snapshot.integration_for(route) if route is not None else None
         variables = self.target.stage.stage_variables
         if route is not None and integration is not None and integration.integration_type == MOCK:
+            request = context.get()
             try:
-                run_mock(integration, route, body="", context=context, stage_variables=variables)
+                run_mock(integration, route, body="", context=request, stage_variables=variables)
             except IntegrationError as exc:
-                context.error_message = str(exc)
+                request.error_message = str(exc)
         return context
+
+
+class LazyContext:
+    """One event's ``$context``, built on first use.
+
+    Most events are never logged or templated, and building a context costs
+    a request id and a dozen fields: connections and messages pay that only
+    when an access log, execution log, MOCK template or error frame reads it.
+    The request time is the event's: ``time_ms`` when the context may be read
+    later (``$connect``'s, after the upstream opens), else the clock when it is
+    built, within the event's own handling.
+    """
+
+    __slots__ = ("_context", "_event_type", "_route_key", "_session", "_time_ms")
+
+    def __init__(self, session: Session, event_type: str, route_key: str, time_ms: int | None) -> None:
+        self._session = session
+        self._event_type = event_type
+        self._route_key = route_key
+        self._time_ms = time_ms
+        self._context: RequestContext | None = None
+
+    def get(self) -> RequestContext:
+        if self._context is None:
+            session = self._session
+            message_id = session._new_id() if self._event_type == MESSAGE_EVENT else None
+            self._context = session.context(self._event_type, self._route_key, message_id, time_ms=self._time_ms)
+        return self._context
+
+    @property
+    def request_id(self) -> str:
+        return self.get().request_id
+
+    def fields(self) -> dict[str, str]:
+        return self.get().fields()

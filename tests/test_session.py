@@ -93,9 +93,9 @@ def test_connect_mock_status_decides_the_upgrade() -> None:
 
 
 def test_disconnect_runs_best_effort_and_records_failure() -> None:
-    broken = _session({DISCONNECT: mock("x", template="broken"), DEFAULT: mock("d")}).disconnect()
+    broken = _session({DISCONNECT: mock("x", template="broken"), DEFAULT: mock("d")}).disconnect().get()
     assert broken.event_type == "DISCONNECT" and broken.error_message
-    assert _session({DEFAULT: mock("d")}).disconnect().error_message is None
+    assert _session({DEFAULT: mock("d")}).disconnect().get().error_message is None
 
 
 def test_context_carries_the_connection_facts() -> None:
@@ -103,3 +103,25 @@ def test_context_carries_the_connection_facts() -> None:
     assert (context.connection_id, context.stage, context.domain_name) == (CONNECTION, "dev", "api.example")
     assert (context.source_ip, context.user_agent, context.message_id) == ("10.0.0.1", "pytest", "mid")
     assert context.connected_at_ms == NOW_MS == context.request_time_epoch_ms
+
+
+def test_contexts_are_built_on_first_read_with_the_event_time() -> None:
+    """An unread context draws no request id; ``$connect``'s keeps the connection's time however late it is read."""
+    drawn: list[str] = []
+    clock = [1_000]
+
+    def new_id() -> str:
+        drawn.append(f"req{len(drawn)}")
+        return drawn[-1]
+
+    session = Session(target(snapshot({DEFAULT: mock("d")})), CONNECTION, CLIENT, new_id, lambda: clock[0])
+    connect = session.connect_context()
+    session.lazy_context("MESSAGE", DEFAULT)  # never read
+    assert drawn == []
+    clock[0] = 5_000  # the upstream took four seconds to open
+    built = connect.get()
+    assert (built.request_time_epoch_ms, built.connected_at_ms, built.event_type) == (1_000, 1_000, "CONNECT")
+    assert connect.request_id == built.request_id == "req0" and connect.fields()["requestId"] == "req0"
+    message = session.lazy_context("MESSAGE", DEFAULT).get()
+    assert message.request_time_epoch_ms == 5_000 and drawn == ["req0", "req1", "req2"]
+    assert {message.message_id, message.request_id} == {"req1", "req2"}

@@ -31,7 +31,7 @@ from proxy import ids
 from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
-from proxy.control.context import MESSAGE_EVENT, RequestContext
+from proxy.control.context import MESSAGE_EVENT
 from proxy.control.model import DEFAULT, Stage
 from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
@@ -40,7 +40,7 @@ from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server.flow import FlowControl
 from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer, RelayLane
 from proxy.server.upstream import Upstream, open_upstream
-from proxy.session import Client, Close, Decision, Forward, Reply, Session
+from proxy.session import Client, Close, Decision, Forward, LazyContext, Reply, Session
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class ClientConnection(asyncio.Protocol):
         self._decoder: FrameDecoder | None = None
         self._session: Session | None = None
         self._observer: ConnectionObserver | None = None
-        self._connect_context: RequestContext | None = None
+        self._connect_context: LazyContext | None = None
         self._upstreams: dict[str, Upstream] = {}
         self._lane: RelayLane | None = None
         """Set while reads take the fast path; ``_relay_write`` then writes to its upstream."""
@@ -309,7 +309,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._connecting = self._loop.create_task(self._connect(forward, context))
 
-    async def _connect(self, forward: Forward, context: RequestContext) -> None:
+    async def _connect(self, forward: Forward, context: LazyContext) -> None:
         try:
             upstream = await self._open(forward, self._subprotocols)
         except HandshakeError as exc:
@@ -356,7 +356,7 @@ class ClientConnection(asyncio.Protocol):
             upstream.flow.pause()
         return upstream
 
-    def _accept(self, subprotocol: str | None, context: RequestContext) -> None:
+    def _accept(self, subprotocol: str | None, context: LazyContext) -> None:
         assert self._transport is not None and self._handshake is not None and self._session is not None
         self._transport.write(self._handshake.accept(subprotocol))
         self._state = _OPEN
@@ -464,7 +464,7 @@ class ClientConnection(asyncio.Protocol):
         observer = self._observer
         assert session is not None and observer is not None
         route = session.route(opcode, payload)
-        context = _MessageContext(session, route.route_key if route is not None else "-")
+        context = session.lazy_context(MESSAGE_EVENT, route.route_key if route is not None else "-")
         if route is None:
             observer.unrouted(self._current_stage(), context)
             self._act(session.no_route(context.request_id))
@@ -629,26 +629,3 @@ class ClientConnection(asyncio.Protocol):
             self._timers[0] = self._loop.call_later(remaining, self._idle_check)  # the idle slot, re-armed
         else:
             self.close(CloseCode.GOING_AWAY, "Going away: idle timeout")
-
-
-class _MessageContext:
-    """A message's ``$context``, built only if a log, template or error frame reads it."""
-
-    __slots__ = ("_context", "_route_key", "_session")
-
-    def __init__(self, session: Session, route_key: str) -> None:
-        self._session = session
-        self._route_key = route_key
-        self._context: RequestContext | None = None
-
-    def get(self) -> RequestContext:
-        if self._context is None:
-            self._context = self._session.context(MESSAGE_EVENT, self._route_key, ids.connection_id())
-        return self._context
-
-    @property
-    def request_id(self) -> str:
-        return self.get().request_id
-
-    def fields(self) -> dict[str, str]:
-        return self.get().fields()
