@@ -86,3 +86,21 @@ async def scripted_backend(script: object) -> AsyncIterator[str]:
     """A backend whose handler is ``script(connection)``."""
     async with serve(script, "127.0.0.1", 0) as server:  # type: ignore[arg-type]
         yield url(server)
+
+
+@asynccontextmanager
+async def silent_backend() -> AsyncIterator[str]:
+    """Accepts TCP and never answers the upgrade."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -16,6 +16,7 @@ from proxy.config import Config
 from proxy.control.model import DEFAULT
 from proxy.server.gateway import ClientConnection
 from tests.helpers.apis import api_entry, catalog_with, mock, snapshot, ws
+from tests.helpers.backends import silent_backend
 from tests.helpers.inprocess import in_process_gateway, prefix_echo
 
 pytestmark = pytest.mark.integration
@@ -85,26 +86,8 @@ async def test_missing_stage_variable_refuses_upgrade_with_500(tmp_path: Path) -
     assert refused.value.response.status_code == 500
 
 
-@asynccontextmanager
-async def _silent_backend() -> AsyncIterator[str]:
-    """Accepts TCP and never answers the upgrade."""
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
-
-
 async def test_backend_handshake_timeout_gives_504(tmp_path: Path) -> None:
-    async with _silent_backend() as url:
+    async with silent_backend() as url:
         catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", url, timeout_ms=100)}), {})}))
         async with in_process_gateway(catalog, tmp_path) as server:
             with pytest.raises(InvalidStatus) as refused:
