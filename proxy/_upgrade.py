@@ -1,8 +1,9 @@
 """Strict fast paths for the canonical WebSocket upgrade, in front of wsproto.
 
-Layer 2 (sans-IO), used only by ``proxy.handshake``. h11 and wsproto cost about
-half of the proxy's CPU per connection (no single hot spot: h11's generality),
-yet nearly every client and backend speaks the same few lines. So each parser
+Layer 2 (sans-IO), used by ``proxy.handshake`` (and, for its key and accept
+token, by the bench client). h11 and wsproto cost about half of the proxy's
+CPU per connection (no single hot spot: h11's generality), yet nearly every
+client and backend speaks the same few lines. So each parser
 here recognises that canonical form only, and returns ``None`` for anything it
 is not certain about: obs-fold, tabs or non-ASCII inside values, bare LF line
 ends, HTTP/1.0, bodies, a repeated or missing upgrade header, a key that is not
@@ -14,14 +15,13 @@ answer given here against wsproto's.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
+import hashlib
 import os
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
-
-from wsproto.utilities import generate_accept_token
+from typing import Final, NamedTuple
 
 from proxy.limits import UPSTREAM_URL_CACHE
 
@@ -42,6 +42,9 @@ _HEADER_NAME = re.compile(_TOKEN)
 _TARGET = re.compile(r"[\x21-\x7e]+")
 _KEY = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
 """Base64 of exactly 16 bytes (RFC 6455 4.1: the nonce), canonical padding bits."""
+_ACCEPT_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+"""RFC 6455 4.2.2: appended to the key before hashing it into Sec-WebSocket-Accept."""
+_KEY_BYTES: Final = 16
 _HEAD_END = "\r\n\r\n"
 _CRLF = "\r\n"
 _ACE_PREFIX = "xn--"
@@ -120,7 +123,7 @@ def render_accept(key: str, subprotocol: str | None) -> bytes:
         "HTTP/1.1 101 Switching Protocols",
         "Upgrade: websocket",
         "Connection: Upgrade",
-        f"Sec-WebSocket-Accept: {generate_accept_token(key.encode('ascii')).decode('ascii')}",
+        f"Sec-WebSocket-Accept: {accept_token(key)}",
     ]
     if subprotocol is not None:
         lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
@@ -129,7 +132,13 @@ def render_accept(key: str, subprotocol: str | None) -> bytes:
 
 def new_key() -> str:
     """A fresh Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64)."""
-    return base64.b64encode(os.urandom(16)).decode("ascii")
+    return binascii.b2a_base64(os.urandom(_KEY_BYTES), newline=False).decode("ascii")
+
+
+def accept_token(key: str) -> str:
+    """The Sec-WebSocket-Accept answering ``key`` (RFC 6455 4.2.2), as wsproto computes it."""
+    digest = hashlib.sha1(key.encode("ascii") + _ACCEPT_GUID).digest()
+    return binascii.b2a_base64(digest, newline=False).decode("ascii")
 
 
 def render_request(
@@ -147,14 +156,15 @@ def render_request(
         start is None
         or _FIELD_VALUE.fullmatch(key) is None
         or (subprotocols and _FIELD_VALUE.fullmatch(protocols) is None)
-        or not all(_FIELD_VALUE.fullmatch(value) for _, value in headers)
-        or not all(_HEADER_NAME.fullmatch(name) and name.lower() not in _RENDERED for name, _ in headers)
     ):
         return None
     lines = [start, f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     if subprotocols:
         lines.append(f"Sec-WebSocket-Protocol: {protocols}")
-    lines.extend(f"{name}: {value}" for name, value in headers)
+    for name, value in headers:  # a loop, not generators: this runs per upstream connection
+        if _HEADER_NAME.fullmatch(name) is None or name.lower() in _RENDERED or _FIELD_VALUE.fullmatch(value) is None:
+            return None
+        lines.append(f"{name}: {value}")
     return (_CRLF.join(lines) + _HEAD_END).encode("ascii")
 
 
@@ -206,7 +216,7 @@ def parse_accept(data: bytes, key: str, offered: Sequence[str]) -> tuple[str | N
     if (
         singletons.get("upgrade", "").lower() != "websocket"
         or not _has_token(singletons.get("connection", ""), "upgrade")
-        or singletons.get("sec-websocket-accept") != generate_accept_token(key.encode("ascii")).decode("ascii")
+        or singletons.get("sec-websocket-accept") != accept_token(key)
         or (subprotocol is not None and subprotocol not in offered)
     ):
         return None

@@ -6,7 +6,7 @@ source to get stable ids.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import os
 from collections.abc import Callable
 
@@ -39,7 +39,7 @@ def resource_id(random_bytes: RandomBytes = os.urandom) -> str:
 
 def connection_id(random_bytes: RandomBytes = os.urandom) -> str:
     """A 16-character base64 connection, request or message id, e.g. ``KVmb8fjMIAMCFgQ=``."""
-    return base64.b64encode(random_bytes(CONNECTION_ID_BYTES)).decode("ascii")
+    return binascii.b2a_base64(random_bytes(CONNECTION_ID_BYTES), newline=False).decode("ascii")
 
 
 def request_id(random_bytes: RandomBytes = os.urandom) -> str:

@@ -486,3 +486,12 @@ def test_wsproto_fallback_checks_the_key_we_sent_not_its_own() -> None:
         assert client.receive_data(response[:20]) is None
         accepted = client.receive_data(response[20:] + b"\x81\x00")
     assert accepted is not None and accepted.trailing == b"\x81\x00"
+
+
+@given(st.binary(min_size=16, max_size=16).map(lambda raw: base64.b64encode(raw).decode()))
+def test_accept_token_is_wsproto_s(key: str) -> None:
+    assert _upgrade.accept_token(key) == generate_accept_token(key.encode()).decode()
+
+
+def test_accept_token_of_the_rfc_6455_example() -> None:
+    assert _upgrade.accept_token("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

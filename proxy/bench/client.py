@@ -23,10 +23,7 @@ or repeated) answers nothing.
 from __future__ import annotations
 
 import asyncio
-import base64
 import errno
-import hashlib
-import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,15 +31,14 @@ from http import HTTPStatus
 from typing import cast
 from urllib.parse import urlsplit
 
+from proxy._upgrade import accept_token, new_key
 from proxy.bench.message import MISSING, UNEXPECTED, Message, reply_group
 from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import ProtocolError
 from proxy.frames import CloseCode, Opcode, parse_close
 from proxy.limits import MAX_REQUEST_HEAD_BYTES
 
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HEAD_END = b"\r\n\r\n"
-_NONCE_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +127,7 @@ class BenchConnection(asyncio.Protocol):
         self.done: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.Transport | None = None
         self._head = bytearray()
-        self._nonce = base64.b64encode(os.urandom(_NONCE_BYTES))
+        self._nonce = new_key()
         self._decoder = FrameDecoder(server_side=False)
         self._encoder = FrameEncoder(client_side=True)
         self._closing = False
@@ -164,7 +160,7 @@ class BenchConnection(asyncio.Protocol):
         t = self.target
         return (
             f"GET {t.path} HTTP/1.1\r\nHost: {t.host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {self._nonce.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Key: {self._nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
 
     def _head_received(self, data: bytes) -> None:
@@ -197,7 +193,7 @@ class BenchConnection(asyncio.Protocol):
             return 0
         if status != HTTPStatus.SWITCHING_PROTOCOLS:
             return status
-        expected = base64.b64encode(hashlib.sha1(self._nonce + _WS_GUID).digest()).decode()
+        expected = accept_token(self._nonce)
         for line in lines[1:]:
             name, _, value = line.partition(":")
             if name.strip().lower() == "sec-websocket-accept":
