@@ -10,6 +10,7 @@ and reading resumes only when the last one ends (uvicorn's ``FlowControl``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class FlowControl:
@@ -59,6 +60,16 @@ class Outbox:
             self._pending.append(data)
         else:
             self._transport.write(data)
+
+    @property
+    def write_through(self) -> Callable[[bytes], None]:
+        """The transport's own ``write``, one call shorter: for callers that know nothing is corked.
+
+        The gateway's relay fast path runs between reads, when no outbox is
+        corked (only a read on the per-message path corks, and uncorks before
+        it returns), so writing around the outbox keeps the order.
+        """
+        return self._transport.write
 
     def cork(self) -> None:
         self._corked = True

@@ -413,7 +413,7 @@ class ClientConnection(asyncio.Protocol):
         upstream = self._upstreams.get(forward.url) if forward is not None else None
         if upstream is not None and upstream.outbox is not None and upstream.relaying:
             self._lane = self._observer.lane(self._current_stage(), DEFAULT)
-            self._relay_write = upstream.outbox.write
+            self._relay_write = upstream.outbox.write_through
 
     def _frames(self, data: bytes) -> None:
         decoder = self._decoder
