@@ -1,7 +1,7 @@
-"""Builds ext/_codec.pyx as proxy._codec; everything else is in pyproject.toml.
+"""Builds ext/_codec.pyx as proxy._codec and ext/_throttle.pyx as proxy._throttle; the rest is in pyproject.toml.
 
-The extension is optional: if Cython or the C compiler fails, installation
-still succeeds with the pure-Python codec and says so once. Set
+The extensions are optional: if Cython or the C compiler fails, installation
+still succeeds with their pure-Python twins and says so once. Set
 FRAMEGATE_BUILD_EXT=yes to make a failed build an error (CI does), and
 FRAMEGATE_ANNOTATE=1 to write Cython's HTML annotation next to the source.
 """
@@ -14,13 +14,16 @@ from setuptools.command.build_ext import build_ext
 
 REQUIRED = os.environ.get("FRAMEGATE_BUILD_EXT") == "yes"
 FALLBACK_NOTICE = (
-    "\n*** framegate: the Cython codec could not be built ({reason}).\n"
-    "*** Installing with the pure-Python codec: correct, but several times slower.\n"
+    "\n*** framegate: the Cython extensions could not be built ({reason}).\n"
+    "*** Installing with their pure-Python twins: correct, but several times slower.\n"
 )
 
 
 def _extensions() -> list[Extension]:
-    ext = Extension("proxy._codec", ["ext/_codec.pyx"], extra_compile_args=["-O3"])
+    exts = [
+        Extension("proxy._codec", ["ext/_codec.pyx"], extra_compile_args=["-O3"]),
+        Extension("proxy._throttle", ["ext/_throttle.pyx"], extra_compile_args=["-O3"]),
+    ]
     try:
         from Cython.Build import cythonize
     except ImportError:
@@ -30,7 +33,7 @@ def _extensions() -> list[Extension]:
         return []
     try:
         return cythonize(
-            [ext],
+            exts,
             compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True},
             annotate=os.environ.get("FRAMEGATE_ANNOTATE") == "1",
         )

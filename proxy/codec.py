@@ -1,8 +1,7 @@
 """The frame codec: picks the Cython build, or its pure-Python twin.
 
-Layer 2 (sans-IO). ``FRAMEGATE_PURE=1`` selects the twin at import time, so a
-whole server or benchmark can run on it; this is the one environment variable
-read outside ``proxy.cli``, because the choice precedes everything else.
+Layer 2 (sans-IO). ``FRAMEGATE_PURE=1`` selects the twin at import time
+(``proxy.build``), so a whole server or benchmark can run on it.
 
 API (identical in both implementations; ``proxy._pycodec`` is the reference):
 
@@ -18,14 +17,14 @@ API (identical in both implementations; ``proxy._pycodec`` is the reference):
 
 from __future__ import annotations
 
-import os
+from proxy.build import PURE
 
 IMPLEMENTATION: str
 FALLBACK_REASON: str | None = None
 """Why the Cython build is not in use although nobody asked for the twin (None otherwise)."""
 
 try:
-    if os.environ.get("FRAMEGATE_PURE") == "1":
+    if PURE:
         raise ImportError("pure-Python codec requested by FRAMEGATE_PURE=1")
     from proxy._codec import FrameDecoder, FrameEncoder
 
@@ -34,7 +33,7 @@ except ImportError as exc:
     from proxy._pycodec import FrameDecoder, FrameEncoder  # type: ignore[assignment]
 
     IMPLEMENTATION = "python"
-    if os.environ.get("FRAMEGATE_PURE") != "1":
+    if not PURE:
         FALLBACK_REASON = str(exc)
 
 __all__ = ["FALLBACK_REASON", "IMPLEMENTATION", "FrameDecoder", "FrameEncoder"]

@@ -1,4 +1,4 @@
-"""Shared fixtures: the ``codec`` fixture runs a test once per codec implementation."""
+"""Shared fixtures: the ``codec`` fixture runs a test once per codec implementation (``load_twin``)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,23 @@ ASYNC_TEST_CEILING_S = 60.0
 """Upper bound for one async test; a ceiling against hangs, never a synchronisation device."""
 
 
-def _load_codec(name: str) -> ModuleType:
+def load_twin(compiled: str, reference: str, name: str) -> ModuleType:
+    """The ``"cython"`` build ``proxy.<compiled>`` or the ``"python"`` reference ``proxy.<reference>``.
+
+    Skips a Cython case when the extension is not built, unless FRAMEGATE_REQUIRE_EXT=1 (CI) makes that a failure.
+    """
     if name == "python":
-        return importlib.import_module("proxy._pycodec")
+        return importlib.import_module(f"proxy.{reference}")
     try:
-        return importlib.import_module("proxy._codec")
+        return importlib.import_module(f"proxy.{compiled}")
     except ImportError:
         if os.environ.get("FRAMEGATE_REQUIRE_EXT") == "1":
             raise
-        pytest.skip("Cython codec not built (python setup.py build_ext --inplace)")
+        pytest.skip(f"proxy.{compiled} not built (python setup.py build_ext --inplace)")
+
+
+def _load_codec(name: str) -> ModuleType:
+    return load_twin("_codec", "_pycodec", name)
 
 
 @pytest.fixture(params=["cython", "python"])

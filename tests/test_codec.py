@@ -10,9 +10,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import os
 import random
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -620,17 +623,16 @@ def test_facade_falls_back_to_python_when_the_extension_is_missing(monkeypatch: 
         importlib.reload(proxy.codec)
 
 
-def test_framegate_pure_forces_the_python_codec(monkeypatch: pytest.MonkeyPatch) -> None:
-    import proxy.codec
-
-    monkeypatch.setenv("FRAMEGATE_PURE", "1")
-    try:
-        forced = importlib.reload(proxy.codec)
-        assert forced.IMPLEMENTATION == "python"
-        assert forced.FALLBACK_REASON is None  # asked for: nothing to warn about
-    finally:
-        monkeypatch.undo()
-        importlib.reload(proxy.codec)
+def test_framegate_pure_forces_every_python_twin() -> None:
+    """In a fresh interpreter (the choice is made once, at import): the codec and the throttle core both."""
+    probe = (
+        "import proxy.codec as c, proxy.throttle as t;"
+        "print(c.IMPLEMENTATION, t.IMPLEMENTATION, c.FALLBACK_REASON, t.FALLBACK_REASON)"
+    )
+    env = {**os.environ, "FRAMEGATE_PURE": "1"}
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=root, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["python", "python", "None", "None"]  # asked for: nothing to warn about
 
 
 def _public_names(cls: type) -> set[str]:

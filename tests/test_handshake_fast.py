@@ -319,7 +319,8 @@ _URLS = st.one_of(
 _GOOD_NAMES = st.sampled_from(["X-Framegate-Stage", "X-Forwarded-For", "x"])
 _HEADER_NAMES = st.one_of(
     _GOOD_NAMES,
-    st.sampled_from(["X-Framegate-Stage", "Host", "Content-Length", "Transfer-Encoding", "Bad Name", "", "X-\xc9t\xe9"]),
+    st.sampled_from(["X-Framegate-Stage", "Host", "Content-Length", "Transfer-Encoding", "Bad Name", ""]),
+    st.just("X-\xc9t\xe9"),  # non-ASCII: wsproto's to refuse
 )
 _HEADER_VALUES = st.one_of(
     _PRINTABLE, _PRINTABLE, _ODD_VALUES, st.sampled_from(["10.0.0.1, 127.0.0.1", "a\r\nX: y", "a b"])

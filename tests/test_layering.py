@@ -25,6 +25,8 @@ SANS_IO = [
     "handshake.py",
     "_upgrade.py",
     "throttle.py",
+    "_pythrottle.py",
+    "build.py",
     "session.py",
     "accesslog.py",
     "gateway_frames.py",

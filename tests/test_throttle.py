@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from proxy import limits
+from proxy import limits, throttle
 from proxy.control.model import CONNECT, RouteSettings, Stage
 from proxy.throttle import (
     ACCOUNT,
@@ -21,8 +22,21 @@ from proxy.throttle import (
     effective_route_settings,
     resolve_limits,
 )
+from tests.conftest import load_twin
 
 DATE = "2026-01-01T00:00:00Z"
+
+
+@pytest.fixture(scope="module", autouse=True, params=["cython", "python"])
+def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on both twins of ``TokenBucket`` and ``Admission``: compiled and reference."""
+    twin = load_twin("_throttle", "_pythrottle", request.param)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(throttle, "TokenBucket", twin.TokenBucket)
+        patch.setattr(throttle, "Admission", twin.Admission)
+        yield request.param
+
+
 UNSET = RouteSettings()
 
 
@@ -61,12 +75,12 @@ def flood(bucket: TokenBucket, steps: int, step: float) -> int:
 
 
 def test_bucket_starts_full_and_refuses_when_empty() -> None:
-    bucket = TokenBucket(rate=1.0, burst=3, now=0.0)
+    bucket = throttle.TokenBucket(rate=1.0, burst=3, now=0.0)
     assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
 
 
 def test_bucket_refills_at_rate_and_caps_at_burst() -> None:
-    bucket = TokenBucket(rate=2.0, burst=3, now=0.0)
+    bucket = throttle.TokenBucket(rate=2.0, burst=3, now=0.0)
     assert sum(bucket.take(0.0) for _ in range(3)) == 3
     assert bucket.take(0.25) is False  # half a token
     assert bucket.take(0.5) is True  # one token
@@ -86,7 +100,7 @@ def test_bucket_refills_at_rate_and_caps_at_burst() -> None:
 def test_flood_admits_exactly_burst_plus_rate_times_duration(
     burst: int, rate: float, seconds: float, steps_per_s: int
 ) -> None:
-    bucket = TokenBucket(rate=rate, burst=burst, now=0.0)
+    bucket = throttle.TokenBucket(rate=rate, burst=burst, now=0.0)
     steps = round(seconds * steps_per_s)
     admitted = flood(bucket, steps, 1 / steps_per_s)
     assert admitted == burst + math.floor(rate * seconds)
@@ -106,18 +120,18 @@ def test_flood_exactness_for_any_binary_exact_inputs(
     # A flood leaves under one token after each step; if a step's refill could then overflow the
     # bucket, the cap (not the rate) decides what a sampled flood gets, as for any token bucket.
     assume(rate * step <= burst - 1)
-    bucket = TokenBucket(rate=rate, burst=burst, now=0.0)
+    bucket = throttle.TokenBucket(rate=rate, burst=burst, now=0.0)
     admitted = flood(bucket, steps, step)
     assert admitted == burst + math.floor(rate * steps * step)
 
 
 def test_zero_burst_admits_nothing_whatever_the_rate() -> None:
-    bucket = TokenBucket(rate=50.0, burst=0, now=0.0)
+    bucket = throttle.TokenBucket(rate=50.0, burst=0, now=0.0)
     assert flood(bucket, 200, 0.01) == 0
 
 
 def test_give_back_returns_the_token() -> None:
-    bucket = TokenBucket(rate=0.0, burst=1, now=0.0)
+    bucket = throttle.TokenBucket(rate=0.0, burst=1, now=0.0)
     assert bucket.take(0.0)
     bucket.give_back()
     assert bucket.take(0.0)
@@ -125,12 +139,12 @@ def test_give_back_returns_the_token() -> None:
 
 
 def test_reconfigure_keeps_tokens_and_caps_them_at_the_new_burst() -> None:
-    bucket = TokenBucket(rate=0.0, burst=10, now=0.0)
+    bucket = throttle.TokenBucket(rate=0.0, burst=10, now=0.0)
     for _ in range(4):
         bucket.take(0.0)
     bucket.reconfigure(rate=0.0, burst=20, now=0.0)
     assert sum(bucket.take(0.0) for _ in range(30)) == 6
-    full = TokenBucket(rate=0.0, burst=10, now=0.0)
+    full = throttle.TokenBucket(rate=0.0, burst=10, now=0.0)
     full.reconfigure(rate=0.0, burst=2, now=0.0)
     assert sum(full.take(0.0) for _ in range(30)) == 2
 
@@ -309,3 +323,53 @@ def test_bulk_admission_follows_its_bucket_through_a_reclaim() -> None:
     assert admission.budget() == 2
     admission.admit(2)
     assert throttler.admit_message("a1", stage, "$default") == STAGE  # one bucket, not two
+
+
+# --- the two twins --------------------------------------------------------------------------------------------
+
+
+def test_throttler_builds_buckets_of_the_implementation_under_test(implementation: str) -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock)
+    stage = make_stage()
+    assert type(throttler.route_bucket("a1", stage, "$default").bucket) is throttle.TokenBucket
+    assert type(throttler.admission("a1", stage, "$default")) is throttle.Admission
+    expected = "proxy._throttle" if implementation == "cython" else "proxy._pythrottle"
+    assert throttle.TokenBucket.__module__ == expected
+
+
+_OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["take", "give_back", "available", "reconfigure"]),
+        st.integers(0, 64),  # clock step in sixteenths of a second
+        st.floats(0, 50, allow_nan=False),
+        st.integers(0, 40),
+    ),
+    max_size=60,
+)
+
+
+@given(rate=st.floats(0, 100, allow_nan=False), burst=st.integers(0, 40), operations=_OPERATIONS)
+def test_compiled_and_reference_buckets_agree_to_the_last_bit(
+    rate: float, burst: int, operations: list[tuple[str, int, float, int]]
+) -> None:
+    """The same float operations in the same order: every answer is identical, not merely close."""
+    compiled = load_twin("_throttle", "_pythrottle", "cython").TokenBucket(rate, burst, 0.0)
+    reference = load_twin("_throttle", "_pythrottle", "python").TokenBucket(rate, burst, 0.0)
+    now = 0.0
+    for operation, sixteenths, new_rate, new_burst in operations:
+        now += sixteenths / 16
+        if operation == "take":
+            assert compiled.take(now) == reference.take(now)
+        elif operation == "give_back" and compiled.available(now) < compiled.burst:
+            compiled.give_back()
+            reference.give_back()
+        elif operation == "reconfigure":
+            compiled.reconfigure(new_rate, new_burst, now)
+            reference.reconfigure(new_rate, new_burst, now)
+        assert compiled.available(now) == reference.available(now)
+        assert (compiled.burst, compiled.rate, compiled.last_used) == (
+            reference.burst,
+            reference.rate,
+            reference.last_used,
+        )

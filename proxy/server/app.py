@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 
-from proxy import codec
+from proxy import codec, throttle
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.plane import QUICKSTART_API, ControlPlane
@@ -73,12 +73,14 @@ async def _serve(config: Config) -> int:
         f"{READY_PREFIX} data={_url('ws', server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
         flush=True,
     )
-    if codec.FALLBACK_REASON is not None:
-        logger.warning(
-            "the Cython codec is not built (%s): running the pure-Python codec, several times slower; "
-            "reinstall with a C compiler available (pip install .) or run `make build`",
-            codec.FALLBACK_REASON,
-        )
+    for part, reason in (("codec", codec.FALLBACK_REASON), ("throttle", throttle.FALLBACK_REASON)):
+        if reason is not None:
+            logger.warning(
+                "the Cython %s is not built (%s): running its pure-Python twin, several times slower; "
+                "reinstall with a C compiler available (pip install .) or run `make build`",
+                part,
+                reason,
+            )
     await stop.wait()
     logger.info("shutting down: draining %d connections", len(gateway.connections))
     server.close()

@@ -1,0 +1,109 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled token buckets and bulk admission, built as ``proxy._throttle``: the fast twin of ``proxy._pythrottle``.
+
+Layer 2 (sans-IO). Same API and the same float operations in the same order
+as the pure-Python reference, so the two agree exactly (``tests/test_throttle.py``
+runs on both and holds them equal). Why it exists: the relay fast path asks
+``Admission.budget()`` once per read, and in Python its two settles cost
+more than relaying the read itself; here they are a few C statements on
+typed fields.
+"""
+
+from proxy.limits import THROTTLE_TOKEN_EPSILON as _EPSILON_OBJECT
+
+cdef double EPSILON = _EPSILON_OBJECT
+cdef double ONE_TOKEN = 1.0 - EPSILON
+
+
+cdef class TokenBucket:
+    """A bucket of ``burst`` tokens refilled at ``rate`` per second; starts full."""
+
+    cdef public double rate
+    cdef public long long burst
+    cdef public double last_used
+    cdef double _anchor
+    cdef double _anchor_tokens
+    cdef long long _taken
+
+    def __init__(self, double rate, long long burst, double now):
+        self.rate = rate
+        self.burst = burst
+        self.last_used = now
+        self._anchor = now
+        self._anchor_tokens = burst
+        self._taken = 0
+
+    cpdef double available(self, double now):
+        """Tokens in the bucket at ``now`` (capped at ``burst``)."""
+        cdef double tokens = self._anchor_tokens + (now - self._anchor) * self.rate - self._taken
+        return tokens if tokens < self.burst else <double>self.burst
+
+    cpdef bint take(self, double now):
+        """Take one token if there is one; ``False`` means throttled."""
+        if self._settle(now) >= ONE_TOKEN:
+            self._taken += 1
+            return True
+        return False
+
+    cdef double _settle(self, double now):
+        """Tokens at ``now``; a full bucket is re-anchored, so refill beyond the cap is never kept."""
+        self.last_used = now
+        cdef double tokens = self._anchor_tokens + (now - self._anchor) * self.rate - self._taken
+        if tokens >= self.burst - EPSILON:
+            self._anchor = now
+            self._anchor_tokens = self.burst
+            self._taken = 0
+            return self.burst
+        return tokens
+
+    cpdef void give_back(self):
+        """Undo the last successful ``take`` (another level refused the request)."""
+        self._taken -= 1
+
+    cpdef void reconfigure(self, double rate, long long burst, double now):
+        """Apply new limits, keeping the tokens held now (capped at the new size)."""
+        cdef double tokens = min(self.available(now), <double>burst)
+        self.rate = rate
+        self.burst = burst
+        self._anchor = now
+        self._anchor_tokens = tokens
+        self._taken = 0
+
+
+cdef class Admission:
+    """Bulk admission of one route's messages, for the relay fast path (see ``proxy._pythrottle.Admission``)."""
+
+    cdef object _throttler
+    cdef object _api_id
+    cdef object _stage
+    cdef object _route_key
+    cdef object _clock
+    cdef TokenBucket _account
+    cdef TokenBucket _route
+    cdef Py_ssize_t _generation
+
+    def __init__(self, throttler, api_id, stage, route_key):
+        self._throttler = throttler
+        self._clock = throttler.clock
+        self._api_id = api_id
+        self._stage = stage
+        self._route_key = route_key
+        self._account = throttler.account
+        self._generation = throttler.generation
+        self._route = throttler.route_bucket(api_id, stage, route_key).bucket
+
+    def budget(self):
+        """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
+        cdef double now = self._clock()
+        cdef Py_ssize_t generation = self._throttler.generation
+        if self._generation != generation:
+            self._generation = generation
+            self._route = self._throttler.route_bucket(self._api_id, self._stage, self._route_key, now).bucket
+        cdef double route = self._route._settle(now)
+        cdef double account = self._account._settle(now)
+        return <long long>((route if route < account else account) + EPSILON)
+
+    def admit(self, long long count):
+        """Take ``count`` tokens (at most the last ``budget()``) at that same instant."""
+        self._route._taken += count
+        self._account._taken += count

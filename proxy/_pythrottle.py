@@ -1,0 +1,114 @@
+"""Token buckets and bulk admission: the reference implementation (``ext/_throttle.pyx`` is its compiled twin).
+
+Layer 2 (sans-IO). ``proxy.throttle`` picks the Cython build unless
+``FRAMEGATE_PURE=1`` (or it is not built) and explains the model; both
+implementations make the same float operations in the same order, so they
+agree exactly (``tests/test_throttle.py`` runs on each and holds them equal).
+The relay fast path asks ``Admission`` once per read, which is why it is
+compiled: in Python the two settles cost more than relaying the read.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final, cast
+
+from proxy.control.model import Stage
+from proxy.limits import THROTTLE_TOKEN_EPSILON
+
+if TYPE_CHECKING:
+    from proxy.throttle import Throttler
+
+_ONE_TOKEN: Final = 1.0 - THROTTLE_TOKEN_EPSILON
+
+
+class TokenBucket:
+    """A bucket of ``burst`` tokens refilled at ``rate`` per second; starts full."""
+
+    __slots__ = ("_anchor", "_anchor_tokens", "_taken", "burst", "last_used", "rate")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.last_used = now
+        self._anchor = now
+        self._anchor_tokens: float = burst
+        self._taken = 0
+
+    def available(self, now: float) -> float:
+        """Tokens in the bucket at ``now`` (capped at ``burst``)."""
+        tokens = self._anchor_tokens + (now - self._anchor) * self.rate - self._taken
+        return tokens if tokens < self.burst else float(self.burst)
+
+    def take(self, now: float) -> bool:
+        """Take one token if there is one; ``False`` means throttled."""
+        if self._settle(now) >= _ONE_TOKEN:
+            self._taken += 1
+            return True
+        return False
+
+    def _settle(self, now: float) -> float:
+        """Tokens at ``now``; a full bucket is re-anchored, so refill beyond the cap is never kept."""
+        self.last_used = now
+        tokens = self._anchor_tokens + (now - self._anchor) * self.rate - self._taken
+        if tokens >= self.burst - THROTTLE_TOKEN_EPSILON:
+            self._anchor = now
+            self._anchor_tokens = self.burst
+            self._taken = 0
+            return self.burst
+        return tokens
+
+    def give_back(self) -> None:
+        """Undo the last successful ``take`` (another level refused the request)."""
+        self._taken -= 1
+
+    def reconfigure(self, rate: float, burst: int, now: float) -> None:
+        """Apply new limits, keeping the tokens held now (capped at the new size)."""
+        tokens = min(self.available(now), float(burst))
+        self.rate = rate
+        self.burst = burst
+        self._anchor = now
+        self._anchor_tokens = tokens
+        self._taken = 0
+
+
+class Admission:
+    """Bulk admission of one route's messages, for the relay fast path.
+
+    Per read, ``budget()`` is how many messages one-by-one ``admit_message``
+    calls would admit now; ``admit(count)`` then takes their tokens at that
+    same instant (``count`` at most the budget): the same decision, made once.
+    It holds the buckets themselves and re-fetches them if the throttler
+    reclaimed any since (``Throttler.generation``). ``stage`` must be the
+    current one: the gateway makes a new ``Admission`` whenever the catalog
+    changes.
+    """
+
+    __slots__ = ("_account", "_api_id", "_clock", "_generation", "_route", "_route_key", "_stage", "_throttler")
+
+    def __init__(self, throttler: Throttler, api_id: str, stage: Stage, route_key: str) -> None:
+        self._throttler = throttler
+        self._clock = throttler.clock
+        self._api_id = api_id
+        self._stage = stage
+        self._route_key = route_key
+        # A throttler built on this module's buckets (``proxy.throttle`` pairs the twins).
+        self._account = cast(TokenBucket, throttler.account)
+        self._generation = throttler.generation
+        self._route = cast(TokenBucket, throttler.route_bucket(api_id, stage, route_key).bucket)
+
+    def budget(self) -> int:
+        """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
+        throttler = self._throttler
+        now = self._clock()
+        if self._generation != throttler.generation:
+            self._generation = throttler.generation
+            route_bucket = throttler.route_bucket(self._api_id, self._stage, self._route_key, now)
+            self._route = cast(TokenBucket, route_bucket.bucket)
+        route = self._route._settle(now)
+        account = self._account._settle(now)
+        return int((route if route < account else account) + THROTTLE_TOKEN_EPSILON)
+
+    def admit(self, count: int) -> None:
+        """Take ``count`` tokens (at most the last ``budget()``) at that same instant."""
+        self._route._taken += count
+        self._account._taken += count
