@@ -427,8 +427,13 @@ cdef class FrameDecoder:
                 what was re-encoded before the fault.
         """
         cdef list events = []
+        cdef Py_ssize_t count = self._relay(data, encoder, budget, events)
+        return self._take_out(), count, events
+
+    cdef Py_ssize_t _relay(self, object data, FrameEncoder encoder, Py_ssize_t budget, list events) except -1:
+        """``relay`` short of its tuple: the frames stay in the output buffer for ``_take_out``."""
         if self._closed:
-            return b"", 0, events
+            return 0
         self._relay_to = encoder
         self._budget = budget
         self._relayed = 0
@@ -440,7 +445,7 @@ cdef class FrameDecoder:
             raise
         finally:
             self._relay_to = None
-        return self._take_out(), self._relayed, events
+        return self._relayed
 
     cdef int _consume(self, object data, list events) except -1:
         """Parse ``data`` (any buffer) into ``events``; a fault closes the decoder and carries them."""
@@ -756,6 +761,73 @@ cdef class FrameDecoder:
         self._out_len = 0
         self._out_cap = 0
         return out
+
+
+# --- relay pump ----------------------------------------------------------------------------------
+
+
+cdef class RelayPump:
+    """One direction of the relay fast path: each read's messages leave in one ``write`` call.
+
+    The semantics are ``proxy._pycodec.RelayPump``'s. Compiled, a read costs
+    the caller one Python call: the budget, the relay, the write, the admission
+    and the counters are C calls and attribute updates from here.
+    """
+
+    cdef FrameDecoder _decoder
+    cdef FrameEncoder _encoder
+    cdef object _write
+    cdef object _clock
+    cdef object _budget
+    cdef object _admit
+    cdef tuple _messages
+    cdef object _read_bytes
+    cdef object _written_bytes
+    cdef public double last_activity
+
+    def __init__(self, FrameDecoder decoder not None, FrameEncoder encoder not None, write, *,
+                 clock=None, budget=None, admit=None, messages=(), read_bytes=None, written_bytes=None):
+        self._decoder = decoder
+        self._encoder = encoder
+        self._write = write
+        self._clock = clock
+        self._budget = budget
+        self._admit = admit
+        self._messages = tuple(messages)
+        self._read_bytes = read_bytes
+        self._written_bytes = written_bytes
+        self.last_activity = 0.0
+
+    def feed(self, data):
+        """Relay ``data``'s messages; return its other events."""
+        cdef list events = []
+        cdef Py_ssize_t budget, count
+        if self._clock is not None:
+            self.last_activity = self._clock()
+        if self._read_bytes is not None:
+            self._read_bytes.value += len(data)
+        budget = PY_SSIZE_T_MAX if self._budget is None else self._budget()
+        try:
+            count = self._decoder._relay(data, self._encoder, budget, events)
+        except ProtocolError as exc:
+            self._deliver(exc.relayed, exc.relayed_count)
+            exc.relayed = b""
+            exc.relayed_count = 0
+            raise
+        self._deliver(self._decoder._take_out(), count)
+        return events
+
+    cdef int _deliver(self, bytes frames, Py_ssize_t count) except -1:
+        if count == 0:
+            return 0
+        if self._admit is not None:
+            self._admit(count)
+        self._write(frames)
+        for cell in self._messages:
+            cell.value += count
+        if self._written_bytes is not None:
+            self._written_bytes.value += len(frames)
+        return 0
 
 
 # --- encoder -------------------------------------------------------------------------------------

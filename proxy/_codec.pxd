@@ -47,6 +47,7 @@ cdef class FrameDecoder:
     cdef Py_ssize_t _out_cap
     cdef Py_ssize_t _out_hint
 
+    cdef Py_ssize_t _relay(self, object data, FrameEncoder encoder, Py_ssize_t budget, list events) except -1
     cdef int _consume(self, object data, list events) except -1
     cdef int _feed(self, const uint8_t* data, Py_ssize_t size, list events) except -1
     cdef Py_ssize_t _top_up_pending(self, const uint8_t* data, Py_ssize_t size) except -1

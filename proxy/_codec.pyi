@@ -1,5 +1,8 @@
 """Type stub of the compiled codec (ext/_codec.pyx); same API as ``proxy._pycodec``."""
 
+from collections.abc import Callable, Sequence
+
+from proxy._pycodec import Tally
 from proxy.frames import CloseCode, Event
 
 Payload = bytes | bytearray | memoryview
@@ -22,3 +25,20 @@ class FrameEncoder:
     def close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes: ...
     def ping(self, payload: Payload = b"") -> bytes: ...
     def pong(self, payload: Payload = b"") -> bytes: ...
+
+class RelayPump:
+    last_activity: float
+    def __init__(
+        self,
+        decoder: FrameDecoder,
+        encoder: FrameEncoder,
+        write: Callable[[bytes], object],
+        *,
+        clock: Callable[[], float] | None = ...,
+        budget: Callable[[], int] | None = ...,
+        admit: Callable[[int], object] | None = ...,
+        messages: Sequence[Tally] = ...,
+        read_bytes: Tally | None = ...,
+        written_bytes: Tally | None = ...,
+    ) -> None: ...
+    def feed(self, data: Payload) -> list[Event]: ...

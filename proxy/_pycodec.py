@@ -1,16 +1,20 @@
 """Pure-Python frame codec: the reference semantics the Cython build must match.
 
-Layer 2 (sans-IO): bytes in, ``(opcode, payload)`` events out, no sockets and
-no clocks. ``FrameDecoder`` is an incremental RFC 6455 parser and message
+Layer 2 (sans-IO): bytes in, ``(opcode, payload)`` events out, no sockets, no
+clocks of its own. ``FrameDecoder`` is an incremental RFC 6455 parser and message
 reassembler that also enforces AWS's 32 KiB frame and 128 KiB message caps;
-``FrameEncoder`` is the fragmenter. ``ext/_codec.pyx`` implements the same
-API; ``tests/test_codec.py`` runs every case against both.
+``FrameEncoder`` is the fragmenter; ``RelayPump`` runs one direction of the
+relay fast path a read at a time. ``ext/_codec.pyx`` implements the same API;
+``tests/test_codec.py`` runs every case against both.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from proxy.errors import PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, is_valid_close_code
@@ -30,6 +34,12 @@ _KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 Payload = bytes | bytearray | memoryview
+
+
+class Tally(Protocol):
+    """A metric cell the pump adds to (``proxy.metrics.FastCounter``)."""
+
+    value: float
 
 
 def _unmask(data: Payload, key: bytes) -> bytes:
@@ -345,3 +355,83 @@ class FrameEncoder:
         if len(key) != _MASK_KEY_BYTES:
             raise ValueError("mask_key must be 4 bytes")
         return _header(first_byte, len(payload), True) + key + _unmask(payload, key)
+
+
+class RelayPump:
+    """One direction of the relay fast path: each read's messages leave in one ``write`` call.
+
+    Per ``feed(data)``: stamps ``last_activity`` with ``clock()``, asks
+    ``budget()`` how many messages may go (every one when None), relays that
+    many from ``decoder`` re-encoded by ``encoder`` in one ``write``, charges
+    ``admit(count)``, adds ``count`` to each of ``messages`` and the sizes read
+    and written to ``read_bytes`` and ``written_bytes``; returns the other
+    events (control frames, messages past the budget). One call per read, so
+    the caller's Python runs once per read rather than once per step.
+
+    Raises:
+        ProtocolError: as ``FrameDecoder.relay``, after the messages that came
+            before the fault were written and counted (``relayed`` is empty).
+    """
+
+    __slots__ = (
+        "_admit",
+        "_budget",
+        "_clock",
+        "_decoder",
+        "_encoder",
+        "_messages",
+        "_read_bytes",
+        "_write",
+        "_written_bytes",
+        "last_activity",
+    )
+
+    def __init__(
+        self,
+        decoder: FrameDecoder,
+        encoder: FrameEncoder,
+        write: Callable[[bytes], object],
+        *,
+        clock: Callable[[], float] | None = None,
+        budget: Callable[[], int] | None = None,
+        admit: Callable[[int], object] | None = None,
+        messages: Sequence[Tally] = (),
+        read_bytes: Tally | None = None,
+        written_bytes: Tally | None = None,
+    ) -> None:
+        self._decoder = decoder
+        self._encoder = encoder
+        self._write = write
+        self._clock = clock
+        self._budget = budget
+        self._admit = admit
+        self._messages = tuple(messages)
+        self._read_bytes = read_bytes
+        self._written_bytes = written_bytes
+        self.last_activity = 0.0
+
+    def feed(self, data: Payload) -> list[Event]:
+        """Relay ``data``'s messages; return its other events."""
+        if self._clock is not None:
+            self.last_activity = self._clock()
+        if self._read_bytes is not None:
+            self._read_bytes.value += len(data)
+        budget = sys.maxsize if self._budget is None else self._budget()
+        try:
+            frames, count, events = self._decoder.relay(data, self._encoder, budget)
+        except ProtocolError as exc:
+            self._deliver(exc.relayed, exc.relayed_count)
+            exc.relayed, exc.relayed_count = b"", 0
+            raise
+        self._deliver(frames, count)
+        return events
+
+    def _deliver(self, frames: bytes, count: int) -> None:
+        if count:
+            if self._admit is not None:
+                self._admit(count)
+            self._write(frames)
+            for cell in self._messages:
+                cell.value += count
+            if self._written_bytes is not None:
+                self._written_bytes.value += len(frames)

@@ -13,6 +13,9 @@ API (identical in both implementations; ``proxy._pycodec`` is the reference):
   ``.message(opcode, payload, mask_key=None) -> bytes`` fragments into frames
   of at most ``max_frame`` bytes; ``.close(code, reason)``, ``.ping(payload)``,
   ``.pong(payload)``. ``.fragmented`` counts messages sent in more than one frame.
+- ``RelayPump(decoder, encoder, write, *, clock, budget, admit, messages, read_bytes,
+  written_bytes)`` ``.feed(data) -> list[Event]``: one direction of the relay fast
+  path, a read at a time (relay, write, throttle and count in one call).
 """
 
 from __future__ import annotations
@@ -26,14 +29,14 @@ FALLBACK_REASON: str | None = None
 try:
     if PURE:
         raise ImportError("pure-Python codec requested by FRAMEGATE_PURE=1")
-    from proxy._codec import FrameDecoder, FrameEncoder
+    from proxy._codec import FrameDecoder, FrameEncoder, RelayPump
 
     IMPLEMENTATION = "cython"
 except ImportError as exc:
-    from proxy._pycodec import FrameDecoder, FrameEncoder  # type: ignore[assignment]
+    from proxy._pycodec import FrameDecoder, FrameEncoder, RelayPump  # type: ignore[assignment]
 
     IMPLEMENTATION = "python"
     if not PURE:
         FALLBACK_REASON = str(exc)
 
-__all__ = ["FALLBACK_REASON", "IMPLEMENTATION", "FrameDecoder", "FrameEncoder"]
+__all__ = ["FALLBACK_REASON", "IMPLEMENTATION", "FrameDecoder", "FrameEncoder", "RelayPump"]

@@ -831,3 +831,107 @@ def test_relay_checks_text_past_an_ascii_prefix(codec: ModuleType, prefix: int, 
             _frame(FIN | Opcode.TEXT, b"a" * prefix + b"\xff" + b"z" * 9), codec.FrameEncoder(client_side=True), 1
         )
     assert info.value.close_code == CloseCode.INVALID_DATA
+
+
+class _Cell:
+    """A metric cell as the pump sees one."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+
+class _Recorder:
+    """The pump's collaborators: write, clock, budget and admit, recording each call."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.writes: list[bytes] = []
+        self.admitted: list[int] = []
+        self.budget_left = budget
+        self.now = 0.0
+        self.messages, self.read_bytes, self.written_bytes = _Cell(), _Cell(), _Cell()
+
+    def pump(self, codec: ModuleType, *, server_side: bool = True, client_side: bool = False, **caps: int) -> Any:
+        decoder = codec.FrameDecoder(server_side=server_side, **caps)
+        throttled = {"budget": self.budget, "admit": self.admit} if self.budget_left is not None else {}
+        return codec.RelayPump(
+            decoder,
+            codec.FrameEncoder(client_side=client_side),
+            self.writes.append,
+            clock=self.clock,
+            messages=[self.messages],
+            read_bytes=self.read_bytes,
+            written_bytes=self.written_bytes,
+            **throttled,
+        )
+
+    def clock(self) -> float:
+        self.now += 1.0
+        return self.now
+
+    def budget(self) -> int:
+        assert self.budget_left is not None
+        return self.budget_left
+
+    def admit(self, count: int) -> None:
+        assert self.budget_left is not None and count <= self.budget_left
+        self.budget_left -= count
+        self.admitted.append(count)
+
+    def counts(self) -> tuple[float, float, float]:
+        return self.messages.value, self.read_bytes.value, self.written_bytes.value
+
+
+def test_pump_writes_a_reads_budgeted_messages_at_once_and_charges_and_counts_them(codec: ModuleType) -> None:
+    record = _Recorder(budget=2)
+    pump = record.pump(codec)
+    read = b"".join(_frame(FIN | Opcode.TEXT, word) for word in (b"a", b"bb", b"ccc")) + _frame(FIN | Opcode.PING, b"p")
+    events = pump.feed(read)
+    out = _frame(FIN | Opcode.TEXT, b"a", masked=False) + _frame(FIN | Opcode.TEXT, b"bb", masked=False)
+    assert record.writes == [out]  # one write per read
+    assert record.admitted == [2]
+    assert events == [(Opcode.TEXT, b"ccc"), (Opcode.PING, b"p")]  # past the budget, and control frames
+    assert record.counts() == (2, len(read), len(out))
+    assert pump.last_activity == 1.0
+
+
+def test_pump_without_a_budget_relays_every_message_and_a_read_of_none_writes_nothing(codec: ModuleType) -> None:
+    record = _Recorder()
+    pump = record.pump(codec)
+    message = _frame(FIN | Opcode.BINARY, b"x" * 300)
+    assert pump.feed(message[:100]) == []
+    assert (record.writes, record.counts()) == ([], (0, 100, 0))
+    assert pump.feed(message[100:]) == []
+    assert record.writes == [_frame(FIN | Opcode.BINARY, b"x" * 300, masked=False)]
+    assert record.counts() == (1, len(message), len(record.writes[0]))
+    assert pump.last_activity == 2.0  # stamped per read, messages or not
+
+
+@pytest.mark.parametrize("stream", INVALID_STREAMS.values(), ids=INVALID_STREAMS.keys())
+def test_pump_delivers_what_came_before_a_fault_then_raises(codec: ModuleType, stream: bytes) -> None:
+    record = _Recorder(budget=10)
+    first = _frame(FIN | Opcode.BINARY, b"before")
+    with pytest.raises(ProtocolError) as info:
+        record.pump(codec).feed(first + stream)
+    assert info.value.close_code == _error(codec, stream).close_code
+    assert record.writes == [_frame(FIN | Opcode.BINARY, b"before", masked=False)]
+    assert (record.admitted, record.messages.value) == ([1], 1)
+    assert (info.value.relayed, info.value.relayed_count) == (b"", 0)  # delivered, not to be sent twice
+
+
+@PROPERTY_SETTINGS
+@given(data=arbitrary_input, budget=st.integers(0, 4), cuts=st.lists(st.integers(0, 2**16), max_size=8))
+def test_cython_and_python_pumps_agree_on_arbitrary_input(data: bytes, budget: int, cuts: list[int]) -> None:
+    outcomes = []
+    for name in ("cython", "python"):
+        record = _Recorder(budget=budget)
+        pump = record.pump(_load_codec(name), max_frame=200, max_message=400)
+        events: list[Event] = []
+        try:
+            for chunk in _chunks(data, cuts):
+                events += pump.feed(chunk)
+                record.budget_left = budget  # a fresh budget per read, as a refilling bucket would give
+            outcome: tuple[Any, ...] = ("ok", events)
+        except ProtocolError as exc:
+            outcome = ("error", exc.close_code, str(exc), events + exc.events)
+        outcomes.append((outcome, record.writes, record.admitted, record.counts()))
+    assert outcomes[0] == outcomes[1]

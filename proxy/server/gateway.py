@@ -11,8 +11,9 @@ Layer 4, the only place client sockets live. Per connection:
    message is routed, throttled and integrated by ``proxy.session``; upstream
    messages come back re-fragmented. Back-pressure pauses the other side.
    The fast path: when every message goes unread to one ws:// upstream and
-   nothing logs per message (a ``RelayLane``), a read's messages are relayed
-   in one ``FrameDecoder.relay`` call, throttled and counted in bulk.
+   nothing logs per message (a ``RelayLane``), a read's messages are relayed,
+   throttled and counted in one ``RelayPump.feed`` call; backend reads always
+   reach the client that way (``upstream_pump``).
 3. CLOSING/CLOSED: close codes propagate both ways; ``$disconnect`` runs.
 
 Observability is one ``Observer`` call per event (``proxy.server.observer``).
@@ -23,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Final, cast
 
 from proxy import ids
-from proxy.codec import FrameDecoder, FrameEncoder
+from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.context import MESSAGE_EVENT
@@ -38,7 +39,7 @@ from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest
 from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server.flow import FlowControl
-from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer, RelayLane
+from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer
 from proxy.server.upstream import Upstream, open_upstream
 from proxy.session import Client, Close, Decision, Forward, LazyContext, Reply, Session
 
@@ -53,10 +54,6 @@ _CLOSED: Final = 4
 _FORBIDDEN: Final = "Forbidden"
 _INTERNAL: Final = "Internal server error"
 _UNSENDABLE = frozenset({CloseCode.NO_STATUS, CloseCode.ABNORMAL})
-
-
-def _nowhere(frames: bytes) -> None:
-    """``_relay_write`` while there is no fast path (never called then)."""
 
 
 def epoch_ms() -> int:
@@ -129,13 +126,12 @@ class ClientConnection(asyncio.Protocol):
         "_forwarded_for",
         "_gateway",
         "_handshake",
-        "_lane",
-        "_lane_generation",
         "_last_activity",
         "_loop",
         "_observer",
         "_pending",
-        "_relay_write",
+        "_pump",
+        "_pump_generation",
         "_session",
         "_source_ip",
         "_state",
@@ -164,10 +160,9 @@ class ClientConnection(asyncio.Protocol):
         self._observer: ConnectionObserver | None = None
         self._connect_context: LazyContext | None = None
         self._upstreams: dict[str, Upstream] = {}
-        self._lane: RelayLane | None = None
-        """Set while reads take the fast path; ``_relay_write`` then writes to its upstream."""
-        self._relay_write: Callable[[bytes], None] = _nowhere
-        self._lane_generation = -1
+        self._pump: RelayPump | None = None
+        """Set while reads take the fast path (only when OPEN: every way out goes through ``_close_upstreams``)."""
+        self._pump_generation = -1
         self._pending: list[tuple[str, int, bytes]] = []
         self._connecting: asyncio.Task[None] | None = None
         self._writing_paused = False
@@ -189,27 +184,20 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            lane = self._lane
-            if lane is not None and self._lane_generation == self._catalog.generation and self._state == _OPEN:
-                # The fast path (see RelayLane), inline: this runs once per read.
-                assert self._decoder is not None and self._observer is not None
-                self._observer.bytes_in.value += len(data)
-                self._last_activity = self._loop.time()
-                fault = None
+            pump = self._pump
+            if pump is not None and self._pump_generation == self._catalog.generation:
+                # The fast path: relayed, throttled and counted in one call per read.
                 try:
-                    frames, count, events = self._decoder.relay(data, self._gateway.client_encoder, lane.budget())
-                except ProtocolError as exc:  # what came before the fault still goes
-                    frames, count, events, fault = exc.relayed, exc.relayed_count, exc.events, exc
-                if count:
-                    lane.admitted(count)
-                    self._relay_write(frames)
+                    events = pump.feed(data)
+                except ProtocolError as exc:  # what came before the fault has gone
+                    self._events(exc.events)
+                    self._protocol_error(exc)
+                    return
                 if events:
                     self._events(events)  # control frames, and messages past the throttling budget
-                if fault is not None:
-                    self._protocol_error(fault)
             elif self._state == _OPEN:
                 self._refresh_lane()
-                if self._lane is not None:
+                if self._pump is not None:
                     self.data_received(data)
                 else:
                     self._frames(data)
@@ -404,16 +392,33 @@ class ClientConnection(asyncio.Protocol):
 
     def _refresh_lane(self) -> None:
         """Decide whether reads take the fast path; again whenever the catalog or the upstreams change."""
-        self._lane = None
-        self._lane_generation = self._catalog.generation
-        session = self._session
-        if self._state != _OPEN or session is None or self._observer is None:
+        self._drop_pump()
+        self._pump_generation = self._catalog.generation
+        session, observer, decoder = self._session, self._observer, self._decoder
+        if self._state != _OPEN or session is None or observer is None or decoder is None:
             return
         forward = session.passthrough()
         upstream = self._upstreams.get(forward.url) if forward is not None else None
-        if upstream is not None and upstream.outbox is not None and upstream.relaying:
-            self._lane = self._observer.lane(self._current_stage(), DEFAULT)
-            self._relay_write = upstream.outbox.write_through
+        if upstream is None or upstream.outbox is None or not upstream.relaying:
+            return
+        lane = observer.lane(self._current_stage(), DEFAULT)
+        if lane is not None:
+            self._pump = RelayPump(
+                decoder,
+                self._gateway.client_encoder,
+                upstream.outbox.write_through,
+                clock=self._loop.time,
+                budget=lane.budget,
+                admit=lane.admit,
+                messages=lane.messages,
+                read_bytes=observer.bytes_in,
+            )
+
+    def _drop_pump(self) -> None:
+        """Leave the fast path, keeping the time of its last read for the idle timeout."""
+        if self._pump is not None:
+            self._last_activity = max(self._last_activity, self._pump.last_activity)
+            self._pump = None
 
     def _frames(self, data: bytes) -> None:
         decoder = self._decoder
@@ -552,11 +557,18 @@ class ClientConnection(asyncio.Protocol):
 
     # --- upstream callbacks -------------------------------------------------------------
 
-    def upstream_relayed(self, frames: bytes, count: int) -> None:
-        if self._state == _OPEN and self._transport is not None and self._observer is not None:
-            self._last_activity = self._loop.time()
-            self._transport.write(frames)
-            self._observer.sent(count, len(frames))
+    def upstream_pump(self, decoder: FrameDecoder, encoder: FrameEncoder) -> RelayPump:
+        """Backend messages straight to the client, counted like ``ConnectionObserver.sent``."""
+        assert self._transport is not None and self._observer is not None
+        observer = self._observer
+        return RelayPump(
+            decoder,
+            encoder,
+            self._transport.write,
+            clock=self._loop.time,
+            messages=(observer.stage_metrics.message_count,),
+            written_bytes=observer.bytes_out,
+        )
 
     def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None:
         for url, known in list(self._upstreams.items()):
@@ -594,7 +606,7 @@ class ClientConnection(asyncio.Protocol):
         for upstream in self._upstreams.values():
             upstream.close(code, reason)
         self._upstreams.clear()
-        self._lane = None
+        self._drop_pump()
 
     def _close_acknowledged(self) -> None:
         self._close_transport()
@@ -623,8 +635,17 @@ class ClientConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _latest_activity(self) -> float:
+        """When a frame last came from the client or a backend (pumps stamp their own reads)."""
+        latest = self._last_activity
+        if self._pump is not None:
+            latest = max(latest, self._pump.last_activity)
+        for upstream in self._upstreams.values():
+            latest = max(latest, upstream.last_activity)
+        return latest
+
     def _idle_check(self) -> None:
-        remaining = self._last_activity + self._config.idle_timeout - self._loop.time()
+        remaining = self._latest_activity() + self._config.idle_timeout - self._loop.time()
         if remaining > 0:
             self._timers[0] = self._loop.call_later(remaining, self._idle_check)  # the idle slot, re-armed
         else:

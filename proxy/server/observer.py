@@ -66,29 +66,22 @@ class _RouteView:
 
 
 class RelayLane:
-    """Observability of the relay fast path: one route, messages handled a read at a time.
+    """What the relay fast path needs from observability: one route, messages handled a read at a time.
 
-    Per client read, ``budget()`` is how many messages throttling lets through
-    now and ``admitted(count)`` charges and counts those relayed; messages past
-    the budget go the per-message way (``ConnectionObserver.message``). Only
-    routes without execution logs, on stages without access logs, get one:
-    those need a line per message.
+    ``budget()`` is how many messages throttling lets through now and
+    ``admit(count)`` charges those relayed (``proxy.throttle.Admission``);
+    ``messages`` are the cells that count them. The ``RelayPump`` calls all
+    three per read; messages past the budget go the per-message way
+    (``ConnectionObserver.message``). Only routes without execution logs, on
+    stages without access logs, get one: those need a line per message.
     """
 
-    __slots__ = ("_admit", "_message_count", "_route_message_count", "budget")
+    __slots__ = ("admit", "budget", "messages")
 
     def __init__(self, admission: Admission, stage: StageMetrics, route: StageMetrics | None) -> None:
         self.budget = admission.budget
-        self._admit = admission.admit
-        self._message_count = stage.message_count
-        self._route_message_count = route.message_count if route is not None else None
-
-    def admitted(self, count: int) -> None:
-        """``count`` messages of the read ``budget`` was asked for were relayed."""
-        self._admit(count)
-        self._message_count.value += count
-        if self._route_message_count is not None:
-            self._route_message_count.value += count
+        self.admit = admission.admit
+        self.messages = (stage.message_count,) if route is None else (stage.message_count, route.message_count)
 
 
 class Observer:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-import sys
 from http import HTTPStatus
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
-from proxy.codec import FrameDecoder, FrameEncoder
+from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, UpstreamAccepted
@@ -26,15 +25,17 @@ from proxy.limits import CLOSE_TIMEOUT_S, UPSTREAM_URL_CACHE
 from proxy.server.flow import FlowControl, Outbox
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
-_EVERY_MESSAGE = sys.maxsize
-"""The relay budget towards the client: nothing throttles what backends send."""
+
+
+def _discard(frames: bytes) -> None:
+    """Where backend messages go once the owner closed: its client hears nothing more of them."""
 
 
 class UpstreamOwner(Protocol):
     """The client connection an upstream belongs to."""
 
-    def upstream_relayed(self, frames: bytes, count: int) -> None:
-        """``count`` backend messages, as ``frames`` ready for the client."""
+    def upstream_pump(self, decoder: FrameDecoder, encoder: FrameEncoder) -> RelayPump:
+        """Where backend messages go once the upstream starts: ``decoder`` reads them, ``encoder`` re-frames them."""
         ...
 
     def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None:
@@ -59,6 +60,7 @@ class Upstream(asyncio.Protocol):
         "_handshake",
         "_held",
         "_owner",
+        "_pump",
         "_reported",
         "_transport",
         "accepted",
@@ -89,6 +91,8 @@ class Upstream(asyncio.Protocol):
         self.accepted: asyncio.Future[UpstreamAccepted] = asyncio.get_running_loop().create_future()
         self._held: bytes | None = None
         """Backend bytes received between its 101 and ``start`` (None once started)."""
+        self._pump: RelayPump | None = None
+        """Set by ``start`` (to the owner's) and ``close`` (to nowhere): every message goes there."""
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -101,20 +105,18 @@ class Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._handshake is None:
-            if self._held is None:
+            pump = self._pump
+            if pump is not None:
                 # Every message goes to the client, one write per read; control frames are ours.
-                fault = None
                 try:
-                    frames, count, events = self._decoder.relay(data, self._downstream, _EVERY_MESSAGE)
-                except ProtocolError as exc:  # what came before the fault still goes
-                    frames, count, events, fault = exc.relayed, exc.relayed_count, exc.events, exc
-                if count:
-                    self._owner.upstream_relayed(frames, count)
+                    events = pump.feed(data)
+                except ProtocolError as exc:  # what came before the fault has gone
+                    self._events(exc.events)
+                    self._protocol_error(exc)
+                    return
                 if events:
                     self._events(events)
-                if fault is not None:
-                    self._protocol_error(fault)
-            else:
+            elif self._held is not None:
                 self._held += data  # at most one read that raced the pause
             return
         try:
@@ -156,10 +158,16 @@ class Upstream(asyncio.Protocol):
         if held is None:
             return
         self._held = None
+        self._pump = self._owner.upstream_pump(self._decoder, self._downstream)
         if held:
             self.data_received(held)
         if self.flow is not None:
             self.flow.resume()
+
+    @property
+    def last_activity(self) -> float:
+        """When the backend last sent something to relay (``loop.time()``; 0 before ``start``)."""
+        return self._pump.last_activity if self._pump is not None else 0.0
 
     @property
     def relaying(self) -> bool:
@@ -175,6 +183,7 @@ class Upstream(asyncio.Protocol):
         """Start the closing handshake; the socket is dropped if the backend does not answer."""
         transport = self._transport
         self._reported = True  # the owner initiated this: no callback
+        self._pump = RelayPump(self._decoder, self._downstream, _discard)  # still decoded: its close answers ours
         if transport is None or self._closing:
             return
         self._closing = True

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.config import Config
 from proxy.control.model import DEFAULT
+from proxy.server import gateway
 from proxy.server.gateway import ClientConnection
 from tests.helpers.apis import api_entry, catalog_with, mock, snapshot, ws
 from tests.helpers.backends import silent_backend
@@ -129,25 +132,77 @@ async def test_timers_close_client_and_backend_with_1001(
     assert backend_close[0] == 1001
 
 
+IDLE_S = 0.4
+TICKS = 8
+TICK_S = 0.1
+"""Traffic every 0.1 s for 0.8 s: twice the idle timeout, so only traffic can have kept the connection."""
+
+
+@asynccontextmanager
+async def _ticking_backend(ticks: int) -> AsyncIterator[str]:
+    """Reads what it is sent without answering; sends ``ticks`` messages of its own, one per tick."""
+
+    async def handler(connection: ServerConnection) -> None:
+        async def drain() -> None:
+            async for _ in connection:
+                pass
+
+        draining = asyncio.create_task(drain())
+        for n in range(ticks):
+            await asyncio.sleep(TICK_S)
+            await connection.send(f"tick {n}")
+        await draining
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize("direction", ["client", "backend"])
+async def test_traffic_either_way_defers_the_idle_timeout_and_silence_ends_it(direction: str, tmp_path: Path) -> None:
+    """Both directions take the relay fast path, which stamps its own reads: either keeps a connection alive."""
+    async with _ticking_backend(TICKS if direction == "backend" else 0) as url:
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", url)}), {})}))
+        config = Config(port=0, admin_port=0, idle_timeout=IDLE_S)
+        async with in_process_gateway(catalog, tmp_path, config) as server, connect(f"{server.url}/dev") as client:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for n in range(TICKS):
+                if direction == "client":
+                    await asyncio.sleep(TICK_S)
+                    await client.send(f"tick {n}")
+                else:
+                    assert await asyncio.wait_for(client.recv(), CEILING_S) == f"tick {n}"
+            alive_for = loop.time() - start
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(client.recv(), CEILING_S)
+    assert alive_for >= TICKS * TICK_S * 0.9 > IDLE_S
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert "idle timeout" in closed.value.rcvd.reason.lower()
+
+
 async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A client that stops reading while the backend floods: the gateway's buffer stays bounded."""
     paused = asyncio.Event()
     peak = [0]
     original_pause = ClientConnection.pause_writing
-    original_relay = ClientConnection.upstream_relayed
 
     def pause_writing(self: ClientConnection) -> None:
         paused.set()
         original_pause(self)
 
-    def upstream_relayed(self: ClientConnection, frames: bytes, count: int) -> None:
-        original_relay(self, frames, count)
-        transport = self._transport
-        if transport is not None:
+    def recording_pump(
+        decoder: FrameDecoder, encoder: FrameEncoder, write: Callable[[bytes], object], **kw: Any
+    ) -> Any:
+        transport = write.__self__  # type: ignore[attr-defined]  # a transport's bound write
+
+        def recorded(frames: bytes) -> None:
+            write(frames)
             peak[0] = max(peak[0], transport.get_write_buffer_size())
 
+        return RelayPump(decoder, encoder, recorded, **kw)
+
     monkeypatch.setattr(ClientConnection, "pause_writing", pause_writing)
-    monkeypatch.setattr(ClientConnection, "upstream_relayed", upstream_relayed)
+    monkeypatch.setattr(gateway, "RelayPump", recording_pump)
     messages, size = 200, 32 * KIB
     config = Config(port=0, admin_port=0, write_high_water=64 * KIB, write_low_water=16 * KIB)
     async with prefix_echo("") as backend:
@@ -167,7 +222,7 @@ async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.
             await asyncio.wait_for(flood, CEILING_S)
     assert received == [f"{n:08d}".ljust(size, "z") for n in range(messages)]
     # The flood is 6.4 MiB; the gateway holds at most the high-water mark plus one socket read of it.
-    assert peak[0] <= config.write_high_water + READ_CHUNK + config.max_message
+    assert 0 < peak[0] <= config.write_high_water + READ_CHUNK + config.max_message
 
 
 async def _flood(upstream: object, messages: int, size: int) -> None:

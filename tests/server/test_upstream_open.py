@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from proxy.codec import FrameEncoder
+from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.errors import HandshakeError
 from proxy.handshake import ClientHandshake
 from proxy.limits import MAX_MESSAGE_BYTES
@@ -17,7 +17,8 @@ from tests.helpers.backends import Recorder, echo_backend, silent_backend
 class _Owner:
     """An ``UpstreamOwner`` that ignores everything (these tests stop at the upgrade)."""
 
-    def upstream_relayed(self, frames: bytes, count: int) -> None: ...
+    def upstream_pump(self, decoder: FrameDecoder, encoder: FrameEncoder) -> RelayPump:
+        return RelayPump(decoder, encoder, lambda frames: None)
 
     def upstream_closed(self, upstream: Upstream, code: int | None, reason: str) -> None: ...
 
