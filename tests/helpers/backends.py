@@ -89,12 +89,14 @@ async def scripted_backend(script: object) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def silent_backend() -> AsyncIterator[str]:
-    """Accepts TCP and never answers the upgrade."""
+async def silent_backend(connected: asyncio.Event | None = None) -> AsyncIterator[str]:
+    """Accepts TCP and never answers the upgrade; sets ``connected`` on the first connection."""
     accepted: list[asyncio.StreamWriter] = []
 
     async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)
+        if connected is not None:
+            connected.set()
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     try:

@@ -52,9 +52,10 @@ async def test_a_silent_backend_is_a_504_and_the_task_is_not_left_cancelling() -
 
 
 async def test_a_cancel_from_elsewhere_propagates_as_a_cancel() -> None:
-    async with silent_backend() as url:
+    connected = asyncio.Event()
+    async with silent_backend(connected) as url:
         opening = asyncio.get_running_loop().create_task(_open(url, 10.0))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(connected.wait(), 5)  # the opener now waits for the 101
         opening.cancel()
         with pytest.raises(asyncio.CancelledError):
             await opening
