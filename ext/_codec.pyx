@@ -62,6 +62,11 @@ cdef enum:
     OP_PING = 0x9
     OP_PONG = 0xA
 
+# Most frames ``_relay_whole`` takes a fragmented message in (its piece table lives on the C stack);
+# a message in more frames goes the reassembling way, with the same outcome.
+cdef enum:
+    WHOLE_MAX_FRAMES = 16
+
 cdef Py_ssize_t MAX_CONTROL = MAX_CONTROL_PAYLOAD_BYTES
 cdef Py_ssize_t MAX_REASON = MAX_CLOSE_REASON_BYTES
 cdef Py_ssize_t KEY_POOL = MASK_KEY_POOL_BYTES
@@ -602,8 +607,134 @@ cdef class FrameDecoder:
                 self._closed = True
             events.append((opcode, payload))
         else:
+            if not b0 & FIN and opcode != OP_CONTINUATION and self._relay_to is not None and self._budget > 0:
+                consumed = self._relay_whole(p, available)
+                if consumed:
+                    return consumed
             self._data_frame(b0 & FIN, opcode, p + header, <Py_ssize_t>length, key, events)
         return header + <Py_ssize_t>length
+
+    cdef Py_ssize_t _relay_whole(self, const uint8_t* p, Py_ssize_t available) except -1:
+        """Relay the fragmented message starting at ``p`` if all its frames are there; bytes consumed, or 0.
+
+        Reassembling and then re-encoding copies every payload twice; when a
+        read holds the whole message, its fragments go from where they lie
+        straight into the output frames (``_write_pieces``), once. Anything
+        out of the ordinary (a frame not all there, an interleaved control
+        frame, a cap reached, bad UTF-8, more than ``WHOLE_MAX_FRAMES``) makes
+        it return 0 with nothing written: the frame-by-frame path then takes
+        the message, with its usual checks, errors and events.
+        """
+        cdef const uint8_t* srcs[WHOLE_MAX_FRAMES]
+        cdef const uint8_t* keys[WHOLE_MAX_FRAMES]
+        cdef Py_ssize_t lens[WHOLE_MAX_FRAMES]
+        cdef Py_ssize_t count = 0, pos = 0, total = 0, header, length
+        cdef uint8_t b0, b1
+        cdef int opcode = p[0] & OPCODE_BITS
+        cdef uint8_t mask_in = MASK_BIT if self.server_side else 0
+        while True:
+            if count == WHOLE_MAX_FRAMES or available - pos < 2:
+                return 0
+            b0 = p[pos]
+            b1 = p[pos + 1]
+            if (b0 & (RSV | OPCODE_BITS)) != (opcode if count == 0 else OP_CONTINUATION) or (b1 & MASK_BIT) != mask_in:
+                return 0
+            length = b1 & LENGTH_BITS
+            header = 2
+            if length == LENGTH_TWO_BYTES:
+                if available - pos < 4:
+                    return 0
+                header = 4
+                length = <Py_ssize_t>_extended_length(p + pos, header)
+            elif length == LENGTH_EIGHT_BYTES:
+                return 0  # frames of 64 KiB or more are rare enough for the usual path
+            if mask_in:
+                header += MASK_KEY_BYTES
+            if length > self.max_frame or total + length > self.max_message or available - pos < header + length:
+                return 0
+            keys[count] = p + pos + header - MASK_KEY_BYTES if mask_in else NULL
+            srcs[count] = p + pos + header
+            lens[count] = length
+            total += length
+            count += 1
+            pos += header + length
+            if b0 & FIN:
+                break
+        if not self._write_pieces(opcode, srcs, keys, lens, total):
+            return 0
+        self.reassembled += 1
+        return pos
+
+    cdef bint _write_pieces(self, int opcode, const uint8_t** srcs, const uint8_t** keys, const Py_ssize_t* lens,
+                            Py_ssize_t total) except -1:
+        """Append the message whose payload is the ``lens`` pieces at ``srcs`` (masked with ``keys``) to the
+        output, re-encoded by ``_relay_to``; False at invalid UTF-8, with nothing appended.
+
+        ``_relay_message`` for a payload in pieces: output frames of
+        ``max_frame`` bytes are filled piece by piece through ``_transcode``,
+        each mask key rotated to where its piece or frame stands.
+        """
+        cdef FrameEncoder encoder = self._relay_to
+        cdef Py_ssize_t step = encoder.max_frame
+        cdef bint masked = encoder.client_side
+        cdef Py_ssize_t frames = _frame_count(total, step)
+        cdef Py_ssize_t size = _encoded_size(total, step, masked)
+        cdef Py_ssize_t piece = 0, offset = 0, written = 0, filled, length, n
+        cdef int first_byte = opcode
+        cdef const uint8_t* out_keys = NULL
+        cdef const uint8_t* in_key
+        cdef const uint8_t* out_key
+        cdef uint8_t in_rotated[4]
+        cdef uint8_t out_rotated[4]
+        cdef uint8_t* w
+        cdef Utf8State utf8
+        cdef Utf8State* check = &utf8 if opcode == OP_TEXT else NULL
+        utf8.need = 0
+        self._reserve_out(size)
+        if masked:
+            out_keys = encoder._fresh_keys(frames)
+        w = <uint8_t*>_bytes_data(self._out) + self._out_len
+        while True:  # one output frame a turn
+            length = step if total - written > step else total - written
+            if written + length >= total:
+                first_byte |= FIN
+            w = _write_header(w, first_byte, length, masked)
+            if masked:
+                memcpy(w, out_keys, MASK_KEY_BYTES)
+                w += MASK_KEY_BYTES
+            filled = 0
+            while filled < length:
+                n = min(lens[piece] - offset, length - filled)
+                in_key = keys[piece]
+                if in_key != NULL and offset & 3:
+                    _rotate_key(in_rotated, in_key, offset)
+                    in_key = in_rotated
+                out_key = out_keys
+                if masked and filled & 3:
+                    _rotate_key(out_rotated, out_keys, filled)
+                    out_key = out_rotated
+                if not _transcode(w, srcs[piece] + offset, n, in_key, out_key, check):
+                    return False
+                w += n
+                filled += n
+                offset += n
+                if offset == lens[piece]:
+                    piece += 1
+                    offset = 0
+            if masked:
+                out_keys += MASK_KEY_BYTES
+            written += length
+            first_byte = OP_CONTINUATION
+            if written >= total:
+                break
+        if check != NULL and utf8.need:
+            return False
+        if frames > 1:
+            encoder.fragmented += 1
+        self._out_len += size
+        self._relayed += 1
+        self._budget -= 1
+        return True
 
     cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1:
         cdef int opcode = b0 & OPCODE_BITS

@@ -818,6 +818,63 @@ def test_cython_and_python_relay_agree_on_runs_of_small_frames(
     assert outcomes[0] == outcomes[1]
 
 
+_FRAGMENT_PAYLOADS = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=80).map(str.encode),
+    st.sampled_from([TEXT_SAMPLE, "𝄞".encode()[:2], "𝄞".encode()[2:], b"\xff", b""]),
+)
+
+
+@settings(PROPERTY_SETTINGS, max_examples=300)
+@given(
+    opcode=st.sampled_from([Opcode.TEXT, Opcode.BINARY]),
+    fragments=st.lists(_FRAGMENT_PAYLOADS, min_size=2, max_size=20),
+    ping_at=st.one_of(st.none(), st.integers(1, 19)),
+    server_side=st.booleans(),
+    client_side=st.booleans(),
+    caps=st.tuples(st.integers(100, 400), st.integers(200, 3000), st.integers(1, 200)),
+    budget=st.integers(0, 3),
+    tail=st.booleans(),
+)
+def test_cython_and_python_relay_agree_on_fragmented_messages_within_one_read(
+    opcode: int,
+    fragments: list[bytes],
+    ping_at: int | None,
+    server_side: bool,
+    client_side: bool,
+    caps: tuple[int, int, int],
+    budget: int,
+    tail: bool,
+) -> None:
+    """The Cython relay takes a fragmented message whose frames are all in the read without reassembling
+    it; every way out of that (a cap, bad UTF-8 in any piece, an interleaved ping, too many frames, a
+    frame cut off) must land where the reference's reassembling path lands."""
+    frames = [
+        _frame((FIN if n == len(fragments) - 1 else 0) | (opcode if n == 0 else Opcode.CONTINUATION), piece,
+               masked=server_side)
+        for n, piece in enumerate(fragments)
+    ]  # fmt: skip
+    if ping_at is not None and ping_at < len(frames):
+        frames.insert(ping_at, _frame(FIN | Opcode.PING, b"p", masked=server_side))
+    data = b"".join(frames) + _frame(FIN | Opcode.BINARY, b"after", masked=server_side)
+    if not tail:
+        data = data[:-3]  # the last frame cut off: the next read would bring the rest
+    max_frame, max_message, out_frame = caps
+    outcomes = []
+    for name in ("cython", "python"):
+        codec = _load_codec(name)
+        decoder = codec.FrameDecoder(server_side=server_side, max_frame=max_frame, max_message=max_message)
+        encoder = codec.FrameEncoder(client_side=client_side, max_frame=out_frame)
+        try:
+            out, count, events = decoder.relay(data, encoder, budget)
+            relayed = _decode(codec, out, server_side=client_side, max_frame=2**20, max_message=2**20)
+            outcomes.append(("ok", relayed, count, events, decoder.reassembled, encoder.fragmented))
+        except ProtocolError as exc:
+            relayed = _decode(codec, exc.relayed, server_side=client_side, max_frame=2**20, max_message=2**20)
+            outcomes.append(("error", exc.close_code, str(exc), exc.relayed_count, relayed, exc.events))
+    assert outcomes[0] == outcomes[1]
+
+
 @pytest.mark.parametrize("prefix", [0, 7, 8, 16, 33])
 @pytest.mark.parametrize("client_side", [True, False])
 def test_relay_checks_text_past_an_ascii_prefix(codec: ModuleType, prefix: int, client_side: bool) -> None:
