@@ -1,4 +1,4 @@
-"""User-space instructions per relayed 64 B message and per connection set-up, framegate against the raw relay.
+"""User-space instructions per relayed message (64 B, 64 KiB) and per connection set-up, framegate vs the raw relay.
 
 ``python -m benchmarks.instructions [--out DIR]`` (needs ``valgrind``; about a minute)
 
@@ -41,9 +41,12 @@ WARM_UP = 500
 WORKLOADS = {
     "64B-closed": ([], 1_000, 3_000),
     "64B-pipelined": (["--window", "32"], 5_000, 25_000),
+    "64KiB-binary": (["--size", "65536", "--binary"], 200, 600),
     "connect": (["--connect-only"], 200, 600),
 }
-"""name: (extra ``framegate bench`` flags, SMALL, LARGE messages, or connections with ``--connect-only``)."""
+"""name: (extra ``framegate bench`` flags, SMALL, LARGE messages, or connections with ``--connect-only``).
+
+A later ``--size`` overrides the 64 B default (argparse keeps the last)."""
 _SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
 
 
