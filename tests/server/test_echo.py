@@ -55,8 +55,8 @@ async def test_many_pipelined_messages_arrive_in_order(echo: ReadyProcess) -> No
 async def test_ping_is_answered_with_pong(echo: ReadyProcess) -> None:
     async with websockets.connect(echo.url) as ws:
         pong = await ws.ping(b"probe")
-        await asyncio.wait_for(pong, 5)
-        assert pong.done()
+        latency = await asyncio.wait_for(pong, 5)  # resolves only when the matching pong arrives
+        assert latency >= 0
 
 
 async def test_close_is_echoed_with_the_same_code(echo: ReadyProcess) -> None:
