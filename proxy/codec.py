@@ -20,23 +20,22 @@ API (identical in both implementations; ``proxy._pycodec`` is the reference):
 
 from __future__ import annotations
 
-from proxy.build import PURE
+from typing import TYPE_CHECKING
 
-IMPLEMENTATION: str
-FALLBACK_REASON: str | None = None
+from proxy.build import twin
+
+_chosen = twin("proxy._codec", "proxy._pycodec")
+IMPLEMENTATION: str = _chosen.implementation
+FALLBACK_REASON: str | None = _chosen.fallback_reason
 """Why the Cython build is not in use although nobody asked for the twin (None otherwise)."""
 
-try:
-    if PURE:
-        raise ImportError("pure-Python codec requested by FRAMEGATE_PURE=1")
+if TYPE_CHECKING:
     from proxy._codec import FrameDecoder, FrameEncoder, RelayPump
-
-    IMPLEMENTATION = "cython"
-except ImportError as exc:
-    from proxy._pycodec import FrameDecoder, FrameEncoder, RelayPump  # type: ignore[assignment]
-
-    IMPLEMENTATION = "python"
-    if not PURE:
-        FALLBACK_REASON = str(exc)
+else:
+    FrameDecoder, FrameEncoder, RelayPump = (
+        _chosen.module.FrameDecoder,
+        _chosen.module.FrameEncoder,
+        _chosen.module.RelayPump,
+    )
 
 __all__ = ["FALLBACK_REASON", "IMPLEMENTATION", "FrameDecoder", "FrameEncoder", "RelayPump"]

@@ -34,9 +34,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from proxy.build import PURE
+from proxy.build import twin
 from proxy.control.model import CONNECT, RouteSettings, Stage, merge_settings
 from proxy.limits import THROTTLE_IDLE_RECLAIM_S, THROTTLING_BURST_LIMIT, THROTTLING_RATE_LIMIT
 
@@ -47,24 +47,18 @@ ROUTE: Final = "route"
 LEVELS: Final = (NEW_CONNECTIONS, ACCOUNT, STAGE, ROUTE)
 """The refusing levels ``admit_*`` can return, as metric labels."""
 
-IMPLEMENTATION: str
+_chosen = twin("proxy._throttle", "proxy._pythrottle")
+IMPLEMENTATION: str = _chosen.implementation
 """``"cython"`` or ``"python"``: which twin ``TokenBucket`` and ``Admission`` come from."""
-FALLBACK_REASON: str | None = None
+FALLBACK_REASON: str | None = _chosen.fallback_reason
 """Why the Cython build is not in use although nobody asked for the twin (None otherwise)."""
 
-try:
-    if PURE:
-        raise ImportError("pure-Python throttle requested by FRAMEGATE_PURE=1")
+if TYPE_CHECKING:
     from proxy._throttle import Admission as Admission
     from proxy._throttle import TokenBucket as TokenBucket
-
-    IMPLEMENTATION = "cython"
-except ImportError as exc:
-    from proxy._pythrottle import Admission, TokenBucket  # type: ignore[assignment]  # the same API
-
-    IMPLEMENTATION = "python"
-    if not PURE:
-        FALLBACK_REASON = str(exc)
+else:
+    Admission = _chosen.module.Admission
+    TokenBucket = _chosen.module.TokenBucket
 
 
 @dataclass(frozen=True, slots=True)
