@@ -341,38 +341,61 @@ cdef inline uint8_t* _write_header(uint8_t* out, int first_byte, Py_ssize_t leng
 cdef bint _write_frames(uint8_t* w, int opcode, const uint8_t* src, Py_ssize_t size, Py_ssize_t step,
                        const uint8_t* in_key, const uint8_t* out_keys, Py_ssize_t key_step,
                        Utf8State* utf8) noexcept nogil:
+    """``_write_pieces`` for a payload in one piece: the encoder's and ``_relay_message``'s writer."""
+    return _write_pieces(w, opcode, &src, &in_key, &size, size, step, out_keys, key_step, utf8)
+
+
+cdef bint _write_pieces(uint8_t* w, int opcode, const uint8_t** srcs, const uint8_t** in_keys,
+                        const Py_ssize_t* lens, Py_ssize_t size, Py_ssize_t step, const uint8_t* out_keys,
+                        Py_ssize_t key_step, Utf8State* utf8) noexcept nogil:
     """Write a message as frames of at most ``step`` bytes at ``w`` (``_encoded_size`` bytes).
 
-    The encoder's and the relay's one frame writer. ``src`` is masked with
-    ``in_key`` unless it is NULL; frames are masked with ``out_keys``, moving
-    ``key_step`` bytes on per frame, unless it is NULL; text is checked as it
-    goes when ``utf8`` is set. False at invalid UTF-8 (the caller drops the output).
+    The one frame writer. The ``size``-byte payload is the pieces ``lens``
+    at ``srcs``, each masked with its ``in_keys`` entry unless NULL; frames
+    are masked with ``out_keys``, moving ``key_step`` bytes on per frame,
+    unless it is NULL; text is checked as it goes when ``utf8`` is set (the
+    caller checks it ends complete). Each mask key is rotated to where its
+    piece or frame stands. False at invalid UTF-8 (the caller drops the output).
     """
-    cdef Py_ssize_t start = 0, length
+    cdef Py_ssize_t piece = 0, offset = 0, written = 0, filled, length, n
     cdef int first_byte = opcode
     cdef bint masked = out_keys != NULL
-    cdef uint8_t rotated[4]
-    cdef const uint8_t* key
-    while True:
-        length = step if size - start > step else size - start
-        if start + length >= size:
+    cdef const uint8_t* in_key
+    cdef const uint8_t* out_key
+    cdef uint8_t in_rotated[4]
+    cdef uint8_t out_rotated[4]
+    while True:  # one frame a turn
+        length = step if size - written > step else size - written
+        if written + length >= size:
             first_byte |= FIN
         w = _write_header(w, first_byte, length, masked)
         if masked:
             memcpy(w, out_keys, MASK_KEY_BYTES)
             w += MASK_KEY_BYTES
-        key = in_key
-        if in_key != NULL and start & 3:
-            _rotate_key(rotated, in_key, start)  # from a multiple of 4 on, the key applies as it came
-            key = rotated
-        if not _transcode(w, src + start, length, key, out_keys, utf8):
-            return False
+        filled = 0
+        while filled < length:  # from a multiple of 4 on, a key applies as it came
+            n = min(lens[piece] - offset, length - filled)
+            in_key = in_keys[piece]
+            if in_key != NULL and offset & 3:
+                _rotate_key(in_rotated, in_key, offset)
+                in_key = in_rotated
+            out_key = out_keys
+            if masked and filled & 3:
+                _rotate_key(out_rotated, out_keys, filled)
+                out_key = out_rotated
+            if not _transcode(w, srcs[piece] + offset, n, in_key, out_key, utf8):
+                return False
+            w += n
+            filled += n
+            offset += n
+            if offset == lens[piece]:
+                piece += 1
+                offset = 0
         if masked:
             out_keys += key_step
-        w += length
-        start += length
+        written += length
         first_byte = OP_CONTINUATION
-        if start >= size:
+        if written >= size:
             return True
 
 
@@ -619,7 +642,7 @@ cdef class FrameDecoder:
 
         Reassembling and then re-encoding copies every payload twice; when a
         read holds the whole message, its fragments go from where they lie
-        straight into the output frames (``_write_pieces``), once. Anything
+        straight into the output frames (``_relay_pieces``), once. Anything
         out of the ordinary (a frame not all there, an interleaved control
         frame, a cap reached, bad UTF-8, more than ``WHOLE_MAX_FRAMES``) makes
         it return 0 with nothing written: the frame-by-frame path then takes
@@ -660,81 +683,10 @@ cdef class FrameDecoder:
             pos += header + length
             if b0 & FIN:
                 break
-        if not self._write_pieces(opcode, srcs, keys, lens, total):
+        if not self._relay_pieces(opcode, srcs, keys, lens, total, opcode == OP_TEXT):
             return 0
         self.reassembled += 1
         return pos
-
-    cdef bint _write_pieces(self, int opcode, const uint8_t** srcs, const uint8_t** keys, const Py_ssize_t* lens,
-                            Py_ssize_t total) except -1:
-        """Append the message whose payload is the ``lens`` pieces at ``srcs`` (masked with ``keys``) to the
-        output, re-encoded by ``_relay_to``; False at invalid UTF-8, with nothing appended.
-
-        ``_relay_message`` for a payload in pieces: output frames of
-        ``max_frame`` bytes are filled piece by piece through ``_transcode``,
-        each mask key rotated to where its piece or frame stands.
-        """
-        cdef FrameEncoder encoder = self._relay_to
-        cdef Py_ssize_t step = encoder.max_frame
-        cdef bint masked = encoder.client_side
-        cdef Py_ssize_t frames = _frame_count(total, step)
-        cdef Py_ssize_t size = _encoded_size(total, step, masked)
-        cdef Py_ssize_t piece = 0, offset = 0, written = 0, filled, length, n
-        cdef int first_byte = opcode
-        cdef const uint8_t* out_keys = NULL
-        cdef const uint8_t* in_key
-        cdef const uint8_t* out_key
-        cdef uint8_t in_rotated[4]
-        cdef uint8_t out_rotated[4]
-        cdef uint8_t* w
-        cdef Utf8State utf8
-        cdef Utf8State* check = &utf8 if opcode == OP_TEXT else NULL
-        utf8.need = 0
-        self._reserve_out(size)
-        if masked:
-            out_keys = encoder._fresh_keys(frames)
-        w = <uint8_t*>_bytes_data(self._out) + self._out_len
-        while True:  # one output frame a turn
-            length = step if total - written > step else total - written
-            if written + length >= total:
-                first_byte |= FIN
-            w = _write_header(w, first_byte, length, masked)
-            if masked:
-                memcpy(w, out_keys, MASK_KEY_BYTES)
-                w += MASK_KEY_BYTES
-            filled = 0
-            while filled < length:
-                n = min(lens[piece] - offset, length - filled)
-                in_key = keys[piece]
-                if in_key != NULL and offset & 3:
-                    _rotate_key(in_rotated, in_key, offset)
-                    in_key = in_rotated
-                out_key = out_keys
-                if masked and filled & 3:
-                    _rotate_key(out_rotated, out_keys, filled)
-                    out_key = out_rotated
-                if not _transcode(w, srcs[piece] + offset, n, in_key, out_key, check):
-                    return False
-                w += n
-                filled += n
-                offset += n
-                if offset == lens[piece]:
-                    piece += 1
-                    offset = 0
-            if masked:
-                out_keys += MASK_KEY_BYTES
-            written += length
-            first_byte = OP_CONTINUATION
-            if written >= total:
-                break
-        if check != NULL and utf8.need:
-            return False
-        if frames > 1:
-            encoder.fragmented += 1
-        self._out_len += size
-        self._relayed += 1
-        self._budget -= 1
-        return True
 
     cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1:
         cdef int opcode = b0 & OPCODE_BITS
@@ -848,28 +800,35 @@ cdef class FrameDecoder:
         unmasked, checked as UTF-8 when ``check_text``, masked with the
         encoder's fresh key.
         """
+        if not self._relay_pieces(opcode, &src, &key, &length, length, check_text):
+            raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+        return 0
+
+    cdef bint _relay_pieces(self, int opcode, const uint8_t** srcs, const uint8_t** keys, const Py_ssize_t* lens,
+                            Py_ssize_t total, bint check_text) except -1:
+        """``_relay_message`` for a payload in pieces (``_write_pieces``); False at invalid UTF-8, nothing appended."""
         cdef FrameEncoder encoder = self._relay_to
         cdef Py_ssize_t step = encoder.max_frame
         cdef bint masked = encoder.client_side
-        cdef Py_ssize_t frames = _frame_count(length, step)
-        cdef Py_ssize_t total = _encoded_size(length, step, masked)
+        cdef Py_ssize_t frames = _frame_count(total, step)
+        cdef Py_ssize_t size = _encoded_size(total, step, masked)
         cdef const uint8_t* out_keys = NULL
         cdef Utf8State utf8
         utf8.need = 0
-        self._reserve_out(total)
+        self._reserve_out(size)
         if masked:
             out_keys = encoder._fresh_keys(frames)
-        if not _write_frames(<uint8_t*>_bytes_data(self._out) + self._out_len, opcode, src, length, step,
-                             key, out_keys, MASK_KEY_BYTES, &utf8 if check_text else NULL):
-            raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+        if not _write_pieces(<uint8_t*>_bytes_data(self._out) + self._out_len, opcode, srcs, keys, lens, total, step,
+                             out_keys, MASK_KEY_BYTES, &utf8 if check_text else NULL):
+            return False
         if check_text and utf8.need:
-            raise ProtocolError("text message is not valid UTF-8", CloseCode.INVALID_DATA)
+            return False
         if frames > 1:
             encoder.fragmented += 1
-        self._out_len += total
+        self._out_len += size
         self._relayed += 1
         self._budget -= 1
-        return 0
+        return True
 
     cdef int _reserve_out(self, Py_ssize_t extra) except -1:
         """Make room for ``extra`` more output bytes (first use: about the input's size)."""

@@ -55,8 +55,6 @@ cdef class FrameDecoder:
     cdef Py_ssize_t _relay_run(self, const uint8_t* p, Py_ssize_t available) except -1
     cdef Py_ssize_t _parse_frame(self, const uint8_t* data, Py_ssize_t available, list events) except -1
     cdef Py_ssize_t _relay_whole(self, const uint8_t* p, Py_ssize_t available) except -1
-    cdef bint _write_pieces(self, int opcode, const uint8_t** srcs, const uint8_t** keys, const Py_ssize_t* lens,
-                            Py_ssize_t total) except -1
     cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1
     cdef int _check_length(self, int opcode, uint64_t length) except -1
     cdef int _data_frame(self, bint fin, int opcode, const uint8_t* src, Py_ssize_t length,
@@ -66,6 +64,8 @@ cdef class FrameDecoder:
     cdef void _drop_message(self) noexcept
     cdef int _relay_message(self, int opcode, const uint8_t* src, Py_ssize_t length,
                             const uint8_t* key, bint check_text) except -1
+    cdef bint _relay_pieces(self, int opcode, const uint8_t** srcs, const uint8_t** keys, const Py_ssize_t* lens,
+                            Py_ssize_t total, bint check_text) except -1
     cdef int _reserve_out(self, Py_ssize_t extra) except -1
     cdef object _take_out(self)
     cdef int _append_pending(self, const uint8_t* data, Py_ssize_t size) except -1
