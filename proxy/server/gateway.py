@@ -73,12 +73,15 @@ def _forwarded_for(request: UpgradeRequest, source_ip: str) -> str:
 
 
 class Gateway:
-    """What all client connections share: settings, catalog, observer, encoders.
+    """What all client connections share: the loop, settings, catalog, observer, encoders.
 
     Encoders keep no per-connection state, so one per role serves everyone.
+    Built inside the running loop, which it keeps: a connection asks the
+    gateway, not ``asyncio.get_running_loop()`` (a ``getpid`` syscall each).
     """
 
     def __init__(self, config: Config, catalog: MemoryCatalog, observer: Observer) -> None:
+        self.loop = asyncio.get_running_loop()
         self.config = config
         self.catalog = catalog
         self.observer = observer
@@ -146,7 +149,7 @@ class ClientConnection(asyncio.Protocol):
         self._gateway = gateway
         self._catalog = gateway.catalog
         self._config = gateway.config
-        self._loop = asyncio.get_running_loop()
+        self._loop = gateway.loop
         self._state = _HANDSHAKE
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
@@ -334,6 +337,7 @@ class ClientConnection(asyncio.Protocol):
                 self._gateway.server_encoder,
                 timeout_s=forward.timeout_s,
                 max_message=config.max_message,
+                loop=self._loop,
             )
         except HandshakeError:
             observer.upstream_failed()
@@ -358,12 +362,13 @@ class ClientConnection(asyncio.Protocol):
         self._last_activity = self._loop.time()
         for timer in self._timers:
             timer.cancel()  # the handshake deadline is met
-        self._timers = [self._loop.call_later(config.idle_timeout, self._idle_check)]
-        self._timers.append(
-            self._loop.call_later(
+        loop = self._loop
+        self._timers = [
+            loop.call_later(config.idle_timeout, self._idle_check),
+            loop.call_later(
                 config.max_connection_duration, self.close, CloseCode.GOING_AWAY, "Connection duration exceeded"
-            )
-        )
+            ),
+        ]
         early = self._handshake.trailing + self._early
         self._handshake = None
         self._early = b""

@@ -59,6 +59,7 @@ class Upstream(asyncio.Protocol):
         "_encoder",
         "_handshake",
         "_held",
+        "_loop",
         "_owner",
         "_pump",
         "_reported",
@@ -75,8 +76,10 @@ class Upstream(asyncio.Protocol):
         encoder: FrameEncoder,
         downstream: FrameEncoder,
         max_message: int,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._owner = owner
+        self._loop = loop
         self._handshake: ClientHandshake | None = handshake
         self._encoder = encoder
         self._downstream = downstream
@@ -88,7 +91,7 @@ class Upstream(asyncio.Protocol):
         self._reported = False
         self.flow: FlowControl | None = None
         self.outbox: Outbox | None = None
-        self.accepted: asyncio.Future[UpstreamAccepted] = asyncio.get_running_loop().create_future()
+        self.accepted: asyncio.Future[UpstreamAccepted] = loop.create_future()
         self._held: bytes | None = None
         """Backend bytes received between its 101 and ``start`` (None once started)."""
         self._pump: RelayPump | None = None
@@ -193,7 +196,7 @@ class Upstream(asyncio.Protocol):
         assert self.outbox is not None
         self.outbox.write(self._encoder.close(code, reason))
         self.outbox.uncork()  # the owner may forget this upstream before it would uncork it
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, transport.abort)
+        self._loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     # --- frames -------------------------------------------------------------------------
 
@@ -267,22 +270,23 @@ async def open_upstream(
     *,
     timeout_s: float,
     max_message: int,
+    loop: asyncio.AbstractEventLoop,
 ) -> tuple[Upstream, UpstreamAccepted]:
     """Connect and upgrade within ``timeout_s`` (the integration timeout).
 
     ``encoder`` writes to the backend; ``downstream`` re-encodes its messages for the client.
     The deadline is one timer that cancels this task (``asyncio.timeout`` costs
     a tenth of a connection set-up in Python calls); a cancel from anyone else
-    propagates.
+    propagates. ``loop`` is the running loop, passed in: asking asyncio for it
+    costs a ``getpid`` syscall.
 
     Raises:
         HandshakeError: 502 when the backend is unreachable or refuses without a
             status, 504 on timeout, else the backend's own refusal status.
     """
     host, port, context = _address(url)
-    loop = asyncio.get_running_loop()
-    upstream = Upstream(owner, handshake, encoder, downstream, max_message)
-    task = asyncio.current_task()
+    upstream = Upstream(owner, handshake, encoder, downstream, max_message, loop)
+    task = asyncio.current_task(loop)
     assert task is not None
     deadline = _Deadline(task)
     timer = loop.call_later(timeout_s, deadline.expire)

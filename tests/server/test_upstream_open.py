@@ -36,6 +36,7 @@ async def _open(url: str, timeout_s: float) -> Upstream:
         FrameEncoder(client_side=False),
         timeout_s=timeout_s,
         max_message=MAX_MESSAGE_BYTES,
+        loop=asyncio.get_running_loop(),
     )
     return upstream
 
