@@ -1,8 +1,9 @@
 """What /proc says about a process tree: CPU seconds and resident memory.
 
 The discriminating benchmark figure is work per *proxy* CPU-second, so the
-proxy's utime+stime is read from ``/proc/PID/stat`` (and its descendants',
-for nginx's master + worker) at the start and end of the measured window.
+proxy's on-CPU time is read from ``/proc/PID/task/*/schedstat`` (nanoseconds;
+``/proc/PID/stat``'s clock ticks where schedstat is missing), its descendants'
+included (nginx's master + worker), at the start and end of the measured window.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ def descendants(pid: int) -> list[int]:
 
 
 def _cpu_of(pid: int) -> float:
+    """On-CPU seconds of ``pid``'s threads, to the nanosecond where the kernel keeps schedstat.
+
+    ``utime``/``stime`` count clock ticks (10 ms): the proxy's 0.12 s for 2000
+    connection set-ups would be ±8 % from rounding alone. Threads that exited
+    inside the window are missed by schedstat; the proxies keep theirs.
+    """
+    try:
+        return sum(int(task.read_text().split()[0]) for task in Path(f"/proc/{pid}/task").glob("*/schedstat")) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -37,7 +48,7 @@ def _cpu_of(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime+stime of ``pid`` and its descendants, in seconds."""
+    """CPU time of ``pid`` and its descendants, in seconds (user + system)."""
     return sum(_cpu_of(p) for p in descendants(pid))
 
 

@@ -8,8 +8,8 @@ relay, a ``websockets``-library proxy, nginx with one worker when installed) and
 drives each workload through it with ``framegate bench``. With ``taskset`` the
 proxy runs on CPU 1 and the load generator and backend on CPU 0, so throughput
 is bounded by the load side and the discriminating figure is **work per proxy
-CPU-second**: messages (or MB, or setups) divided by the proxy's utime+stime
-over the measured window, read from /proc at the bench's start/end marks.
+CPU-second**: messages (or MB, or setups) divided by the proxy's on-CPU time
+over the measured window, read from /proc (schedstat, in ns) at the bench's start/end marks.
 Each workload runs ``--reps`` times, repetitions interleaved (every contender
 once per round, in rotated order, so a drift in the shared machine's load does
 not land on one contender); medians are reported, with each contender's figure
