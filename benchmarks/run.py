@@ -15,8 +15,8 @@ once per round, in rotated order, so a drift in the shared machine's load does
 not land on one contender); medians are reported, with each contender's figure
 as a ratio to the raw relay and to the websockets proxy.
 
-Output: a table on stdout, JSON and a PNG bar chart of the ratios under
-``benchmarks/results/`` (or ``--out``). The full matrix takes a few minutes;
+Output: a table on stdout and in ``latest.txt``, JSON and a PNG bar chart of
+the ratios under ``benchmarks/results/`` (or ``--out``). The full matrix takes a few minutes;
 ``--quick`` (1 repetition, 2 s loads) is the smoke run the tests use.
 """
 
@@ -384,23 +384,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _write_outputs(result: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    table = result["table"]
-    print(f"pinning: {result['pinning']}")
-    print(render_table(table))
-    for name, why in result["skipped"].items():
-        print(f"skipped {name}: {why}")
+def render_report(result: dict[str, Any]) -> str:
+    """The run as text: pinning, the table, skips, targets, the client comparison."""
+    lines = [f"pinning: {result['pinning']}", render_table(result["table"])]
+    lines += [f"skipped {name}: {why}" for name, why in result["skipped"].items()]
     for check in result["targets"]:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[check["met"]]
         against = f" x {check['against']}" if check["against"] else ""
         what = f"{check['workload']} {check['figure']}{against} {check['target']}"
-        print(f"target {what}: {_fmt(check['value'], 2)} {verdict}")
+        lines.append(f"target {what}: {_fmt(check['value'], 2)} {verdict}")
     if "client_comparison" in result:
-        print(client_vs_websockets.render(result["client_comparison"]))
+        lines.append(client_vs_websockets.render(result["client_comparison"]))
+    return "\n".join(lines)
+
+
+def _write_outputs(result: dict[str, Any], out: Path) -> None:
+    """stdout, and the same text beside the JSON and the chart, so the three never disagree."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = render_report(result)
+    print(report)
+    (out / "latest.txt").write_text(report + "\n")
     (out / "latest.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-    plot(table, out / "ratios.png")
-    print(f"wrote {out / 'latest.json'} and {out / 'ratios.png'} in {result['meta']['wall_s']:.0f} s")
+    plot(result["table"], out / "ratios.png")
+    print(f"wrote latest.txt, latest.json and ratios.png under {out} in {result['meta']['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ RUN_CEILING_S = 150.0
 
 
 @pytest.mark.integration
-def test_quick_matrix_for_direct_and_raw_relay_writes_json_and_png(tmp_path: Path) -> None:
+def test_quick_matrix_for_direct_and_raw_relay_writes_text_json_and_png(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "direct,raw", "--no-client-compare"]
     done = subprocess.run(
         [*argv, "--out", str(tmp_path)],
@@ -41,6 +41,7 @@ def test_quick_matrix_for_direct_and_raw_relay_writes_json_and_png(tmp_path: Pat
     assert table["64B-closed"]["raw"]["msgs_per_s"] > 0
     assert table["connect"]["raw"]["connections_per_s"] > 0
     assert result["meta"]["reps"] == 1 and "64B-closed" in done.stdout
+    assert (tmp_path / "latest.txt").read_text().splitlines()[1] in done.stdout  # the same table
 
 
 def test_ratios_are_taken_against_raw_relay_and_websockets_proxy() -> None:
