@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,11 +64,21 @@ def test_ratios_are_taken_against_raw_relay_and_websockets_proxy() -> None:
     assert verdicts[("idle", "headline", None)] is None  # not measured
 
 
-def test_procfs_reads_this_process() -> None:
+def _spin(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_procfs_measures_this_process_s_cpu_over_a_window() -> None:
+    """What the benchmark takes: the CPU spent between two readings (threads that ended before are not in it)."""
     pid = os.getpid()
-    times = os.times()
+    before, times_before = cpu_seconds(pid), os.times()
+    _spin(0.3)
+    after, times_after = cpu_seconds(pid), os.times()
+    spent = (times_after.user + times_after.system) - (times_before.user + times_before.system)
+    assert after - before == pytest.approx(spent, abs=0.03)
     assert pid in descendants(pid)
-    assert cpu_seconds(pid) == pytest.approx(times.user + times.system, abs=0.05)
     assert rss_kib(pid) > 1024
 
 
