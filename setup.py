@@ -1,4 +1,4 @@
-"""Builds ext/_codec.pyx as proxy._codec and ext/_throttle.pyx as proxy._throttle; the rest is in pyproject.toml.
+"""Builds ext/_codec.pyx, ext/_throttle.pyx and ext/_upgrade.pyx as proxy._codec, ._throttle, ._upgrade; the rest is in pyproject.toml.
 
 The extensions are optional: if Cython or the C compiler fails, installation
 still succeeds with their pure-Python twins and says so once. Set
@@ -23,6 +23,7 @@ def _extensions() -> list[Extension]:
     exts = [
         Extension("proxy._codec", ["ext/_codec.pyx"], extra_compile_args=["-O3"]),
         Extension("proxy._throttle", ["ext/_throttle.pyx"], extra_compile_args=["-O3"]),
+        Extension("proxy._upgrade", ["ext/_upgrade.pyx"], extra_compile_args=["-O3"]),
     ]
     try:
         from Cython.Build import cythonize

@@ -7,8 +7,9 @@ hands over whatever bytes the peer sent after it (pipelined frames).
 
 wsproto (over h11) is the authority, but it costs about half of the proxy's
 CPU per connection; so the canonical upgrade, both ways, goes through
-``proxy._upgrade``'s strict parsers and renderers first, and only what they
-decline (anything unusual, every error) reaches wsproto, built on demand.
+strict parsers and renderers first (``proxy._pyupgrade``, or its compiled twin
+``proxy._upgrade``), and only what they decline (anything unusual, every
+error) reaches wsproto, built on demand.
 
 Server role (clients): ``ServerHandshake`` caps the request head, turns
 wsproto's errors into the HTTP status a client should see (400 malformed,
@@ -23,6 +24,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from wsproto import ConnectionType
@@ -30,9 +32,22 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData, Reque
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from proxy._upgrade import RequestHead, new_key, parse_accept, parse_request, render_accept, render_request
+from proxy._pyupgrade import RequestHead
+from proxy.build import twin
 from proxy.errors import HandshakeError
 from proxy.limits import MAX_REQUEST_HEAD_BYTES, MAX_URL_CHARS, UPSTREAM_URL_CACHE
+
+_upgrade = twin("proxy._upgrade", "proxy._pyupgrade")
+"""The fast paths: compiled (``ext/_upgrade.pyx``), or the pure-Python reference."""
+IMPLEMENTATION: str = _upgrade.implementation
+FALLBACK_REASON: str | None = _upgrade.fallback_reason
+"""Why the compiled fast paths are not in use although nobody asked for the twin (None otherwise)."""
+if TYPE_CHECKING:
+    from proxy._upgrade import accept_token, new_key, parse_accept, parse_request, render_accept, render_request
+else:
+    accept_token, new_key = _upgrade.module.accept_token, _upgrade.module.new_key
+    parse_request, render_accept = _upgrade.module.parse_request, _upgrade.module.render_accept
+    render_request, parse_accept = _upgrade.module.render_request, _upgrade.module.parse_accept
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -84,7 +99,7 @@ def error_body(message: str) -> bytes:
 class ServerHandshake:
     """One client's upgrade request, parsed incrementally.
 
-    The canonical request goes through ``proxy._upgrade``'s strict parser and
+    The canonical request goes through the strict parser (``proxy._pyupgrade``) and
     101; anything else through wsproto, built only then (see that module).
 
     Args:
@@ -198,7 +213,7 @@ class UpstreamAccepted:
 class ClientHandshake:
     """The upgrade request to an upstream, and its answer.
 
-    The request is rendered, and a clean 101 read, by ``proxy._upgrade``; any
+    The request is rendered, and a clean 101 read, by the fast paths; any
     other answer (a refusal, a malformed or split head) goes to a wsproto
     handshake that sent the same request, and it decides as it always did.
 

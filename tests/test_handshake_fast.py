@@ -1,10 +1,12 @@
-"""The strict upgrade fast paths (``proxy._upgrade``) against wsproto, the authority.
+"""The strict upgrade fast paths against wsproto, the authority, on both twins.
 
 Each test runs the same bytes through ``proxy.handshake`` twice: as shipped, and
 with the fast path switched off (``_wsproto_only``), i.e. wsproto alone, as before
 the fast path existed. Whatever the input, the observable outcome must be equal:
 the request, the 101 bytes, the upstream request bytes, the accept or the error
-(type, status, headers, message).
+(type, status, headers, message). Every test runs once with the compiled fast
+paths (``proxy._upgrade``) and once with the reference (``proxy._pyupgrade``),
+and the last tests hold the two equal on arbitrary bytes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
 from unittest import mock
 
@@ -26,12 +29,26 @@ from wsproto.events import AcceptConnection, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import generate_accept_token
 
-from proxy import _upgrade
 from proxy.errors import HandshakeError
 from proxy.handshake import ClientHandshake, ServerHandshake
+from tests.conftest import load_twin
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-HYPOTHESIS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HYPOTHESIS = settings(
+    max_examples=400,
+    deadline=None,
+    # the autouse ``upgrade`` fixture is the same for every example of a test
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+_FAST_PATHS = ("parse_request", "render_request", "parse_accept", "render_accept")
+
+
+@pytest.fixture(params=["cython", "python"], autouse=True)
+def upgrade(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+    """The fast paths under test: ``proxy.handshake`` runs on this twin for the test."""
+    module = load_twin("_upgrade", "_pyupgrade", request.param)
+    with mock.patch.multiple("proxy.handshake", **{name: getattr(module, name) for name in _FAST_PATHS}):
+        yield module
 
 
 @contextmanager
@@ -177,8 +194,8 @@ def test_server_fast_path_answers_as_wsproto_or_defers(head: bytes) -> None:
 
 @HYPOTHESIS
 @given(_request_heads(canonical=True), st.binary(max_size=8))
-def test_canonical_requests_take_the_fast_path(head: bytes, pipelined: bytes) -> None:
-    assert _upgrade.parse_request(head) is not None
+def test_canonical_requests_take_the_fast_path(upgrade: ModuleType, head: bytes, pipelined: bytes) -> None:
+    assert upgrade.parse_request(head) is not None
     _assert_server_agrees(head + pipelined)
 
 
@@ -234,8 +251,8 @@ _CANONICAL = (
         "non-ascii-target",
     ],
 )
-def test_odd_requests_are_left_to_wsproto(head: bytes) -> None:
-    assert _upgrade.parse_request(head) is None
+def test_odd_requests_are_left_to_wsproto(head: bytes, upgrade: ModuleType) -> None:
+    assert upgrade.parse_request(head) is None
     _assert_server_agrees(head)
 
 
@@ -246,12 +263,12 @@ def test_version_8_is_still_426_with_the_version_header() -> None:
     assert ("Sec-WebSocket-Version", "13") in error.value.headers
 
 
-def test_fast_request_keeps_wsproto_header_order_case_and_split() -> None:
+def test_fast_request_keeps_wsproto_header_order_case_and_split(upgrade: ModuleType) -> None:
     head = _head(
         "X-A: 1", *_CANONICAL, "sec-websocket-protocol: a,  x y ,b", "SEC-WEBSOCKET-PROTOCOL: c", "X-A: 2  ", "X-E:"
     )
     request = ServerHandshake().receive_data(head)
-    assert request is not None and _upgrade.parse_request(head) is not None
+    assert request is not None and upgrade.parse_request(head) is not None
     assert request.subprotocols == ("a", "x y", "b", "c")
     assert request.headers[0] == ("x-a", "1") and request.headers[-2:] == (("x-a", "2"), ("x-e", ""))
     _assert_server_agrees(head)
@@ -259,12 +276,14 @@ def test_fast_request_keeps_wsproto_header_order_case_and_split() -> None:
 
 @HYPOTHESIS
 @given(st.lists(st.sampled_from(["chat", "v2", "a b"]), max_size=3, unique=True), st.data())
-def test_fast_101_opens_wsproto_and_websockets_clients(offered: list[str], data: st.DataObject) -> None:
+def test_fast_101_opens_wsproto_and_websockets_clients(
+    upgrade: ModuleType, offered: list[str], data: st.DataObject
+) -> None:
     choice = data.draw(st.sampled_from([None, *offered]))
     wsproto_client = H11Handshake(ConnectionType.CLIENT)
     server = ServerHandshake()
     request = wsproto_client.send(Request(host="h", target="/dev?x=1", subprotocols=offered))
-    assert _upgrade.parse_request(request) is not None
+    assert upgrade.parse_request(request) is not None
     assert server.receive_data(request) is not None
     wsproto_client.receive_data(server.accept(choice))
     (event,) = wsproto_client.events()
@@ -275,7 +294,7 @@ def test_fast_101_opens_wsproto_and_websockets_clients(offered: list[str], data:
     websockets_client.send_request(websockets_client.connect())
     server = ServerHandshake()
     sent = b"".join(websockets_client.data_to_send())
-    assert _upgrade.parse_request(sent) is not None
+    assert upgrade.parse_request(sent) is not None
     request = server.receive_data(sent)
     assert request is not None
     websockets_choice = request.subprotocols[0] if request.subprotocols else None
@@ -349,9 +368,9 @@ def test_upstream_request_bytes_are_wsproto_s(url: str, headers: list[tuple[str,
         assert isinstance(event, Request) and event.subprotocols == [offer.strip() for offer in offered]
 
 
-def test_canonical_upstream_request_is_rendered_without_h11() -> None:
+def test_canonical_upstream_request_is_rendered_without_h11(upgrade: ModuleType) -> None:
     headers = [("X-Framegate-Connection-Id", "abc="), ("X-Forwarded-For", "10.0.0.1, 127.0.0.1")]
-    assert _upgrade.render_request("backend:9001", "/ws?room=1", KEY, ["v1", "v2"], headers) is not None
+    assert upgrade.render_request("backend:9001", "/ws?room=1", KEY, ["v1", "v2"], headers) is not None
     client = ClientHandshake("ws://backend:9001/ws?room=1", headers, ["v1", "v2"])
     request = ServerHandshake().receive_data(client.request_bytes)
     assert request is not None and request.subprotocols == ("v1", "v2")
@@ -455,19 +474,19 @@ def test_upstream_answer_read_as_wsproto_reads_it(response: bytes, data: st.Data
     [("", None), ("Sec-WebSocket-Protocol: v2\r\n", "v2")],
     ids=["no-subprotocol", "offered-subprotocol"],
 )
-def test_clean_101_is_read_without_h11(subprotocol_line: str, expected: str | None) -> None:
+def test_clean_101_is_read_without_h11(subprotocol_line: str, expected: str | None, upgrade: ModuleType) -> None:
     response = (
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Accept: {_token()}\r\n{subprotocol_line}\r\n"
     ).encode()
-    assert _upgrade.parse_accept(response + b"\x81\x00", KEY, ["chat", "v2"]) == (expected, b"\x81\x00")
+    assert upgrade.parse_accept(response + b"\x81\x00", KEY, ["chat", "v2"]) == (expected, b"\x81\x00")
     with _fixed_key():
         accepted = ClientHandshake("ws://b/", [], ["chat", "v2"]).receive_data(response)
     assert accepted is not None and accepted.subprotocol == expected
 
 
-def test_new_keys_are_16_random_bytes() -> None:
-    keys = {_upgrade.new_key() for _ in range(8)}
+def test_new_keys_are_16_random_bytes(upgrade: ModuleType) -> None:
+    keys = {upgrade.new_key() for _ in range(8)}
     assert len(keys) == 8 and all(len(base64.b64decode(key, validate=True)) == 16 for key in keys)
 
 
@@ -489,10 +508,73 @@ def test_wsproto_fallback_checks_the_key_we_sent_not_its_own() -> None:
     assert accepted is not None and accepted.trailing == b"\x81\x00"
 
 
+@HYPOTHESIS
 @given(st.binary(min_size=16, max_size=16).map(lambda raw: base64.b64encode(raw).decode()))
-def test_accept_token_is_wsproto_s(key: str) -> None:
-    assert _upgrade.accept_token(key) == generate_accept_token(key.encode()).decode()
+def test_accept_token_is_wsproto_s(upgrade: ModuleType, key: str) -> None:
+    assert upgrade.accept_token(key) == generate_accept_token(key.encode()).decode()
 
 
-def test_accept_token_of_the_rfc_6455_example() -> None:
-    assert _upgrade.accept_token("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+def test_accept_token_of_the_rfc_6455_example(upgrade: ModuleType) -> None:
+    assert upgrade.accept_token("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+# --- the compiled twin against the reference ---------------------------------------------------
+
+_COMPILED, _REFERENCE = ("_upgrade", "_pyupgrade")
+
+
+def _both() -> tuple[ModuleType, ModuleType]:
+    return load_twin(_COMPILED, _REFERENCE, "cython"), load_twin(_COMPILED, _REFERENCE, "python")
+
+
+def _same(call: Callable[[ModuleType], Any]) -> None:
+    compiled, reference = _both()
+    assert _outcome(lambda: call(compiled)) == _outcome(lambda: call(reference))
+
+
+@st.composite
+def _spoiled(draw: st.DrawFn, heads: st.SearchStrategy[bytes]) -> bytes:
+    """A head with a few bytes overwritten, inserted or cut: the scanner's edges, byte by byte."""
+    head = bytearray(draw(heads))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(head)))
+        byte = draw(st.sampled_from([0, 9, 10, 13, 32, 58, 0x7F, 0x80, 0xE9, ord("A"), ord(",")]))
+        kind = draw(st.sampled_from(["set", "insert", "cut"]))
+        if kind == "insert" or at == len(head):
+            head[at:at] = bytes([byte])
+        elif kind == "set":
+            head[at] = byte
+        else:
+            del head[at]
+    return bytes(head)
+
+
+@HYPOTHESIS
+@given(st.one_of(_request_heads(), _spoiled(_request_heads()), _spoiled(_request_heads(canonical=True))))
+def test_compiled_request_parser_is_the_reference(head: bytes) -> None:
+    _same(lambda module: module.parse_request(head))
+
+
+@HYPOTHESIS
+@given(st.one_of(_responses(), _spoiled(_responses())), st.sampled_from([KEY, KEY[::-1]]))
+def test_compiled_101_reader_is_the_reference(response: bytes, key: str) -> None:
+    _same(lambda module: module.parse_accept(response, key, ["chat", "v2"]))
+
+
+@HYPOTHESIS
+@given(
+    st.sampled_from(["backend:9001", "h", "caf\xe9", "a..b", "[::1]:80"]),
+    st.sampled_from(["/", "/ws?room=1", "/a b", "/caf\xe9"]),
+    st.one_of(_KEYS, _ODD_VALUES),
+    _OFFERS,
+    _UPSTREAM_HEADERS,
+)
+def test_compiled_request_renderer_is_the_reference(
+    host: str, target: str, key: str, offered: list[str], headers: list[tuple[str, str]]
+) -> None:
+    _same(lambda module: module.render_request(host, target, key, offered, headers))
+
+
+@pytest.mark.parametrize("subprotocol", [None, "chat", "v1.json"])
+def test_compiled_101_is_the_reference_s(subprotocol: str | None) -> None:
+    _same(lambda module: module.render_accept(KEY, subprotocol))

@@ -23,7 +23,7 @@ SANS_IO = [
     "_pycodec.py",
     "codec.py",
     "handshake.py",
-    "_upgrade.py",
+    "_pyupgrade.py",
     "throttle.py",
     "_pythrottle.py",
     "build.py",

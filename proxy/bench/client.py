@@ -31,7 +31,7 @@ from http import HTTPStatus
 from typing import cast
 from urllib.parse import urlsplit
 
-from proxy._upgrade import accept_token, new_key
+from proxy._pyupgrade import accept_token, new_key
 from proxy.bench.message import MISSING, UNEXPECTED, Message, reply_group
 from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import ProtocolError

@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 
-from proxy import codec, throttle
+from proxy import codec, handshake, throttle
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.plane import QUICKSTART_API, ControlPlane
@@ -73,7 +73,11 @@ async def _serve(config: Config) -> int:
         f"{READY_PREFIX} data={_url('ws', server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
         flush=True,
     )
-    for part, reason in (("codec", codec.FALLBACK_REASON), ("throttle", throttle.FALLBACK_REASON)):
+    for part, reason in (
+        ("codec", codec.FALLBACK_REASON),
+        ("throttle", throttle.FALLBACK_REASON),
+        ("upgrade parser", handshake.FALLBACK_REASON),
+    ):
         if reason is not None:
             logger.warning(
                 "the Cython %s is not built (%s): running its pure-Python twin, several times slower; "

@@ -11,6 +11,9 @@ ends, HTTP/1.0, bodies, a repeated or missing upgrade header, a key that is not
 runs wsproto on the same bytes, which stays the authority for every answer
 these paths do not give (every error status included). ``tests/test_handshake_fast.py`` checks each
 answer given here against wsproto's.
+
+This is the reference; ``ext/_upgrade.pyx`` (``proxy._upgrade``) is its
+compiled twin, chosen by ``proxy.handshake`` and held equal to it by the same tests.
 """
 
 from __future__ import annotations

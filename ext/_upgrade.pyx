@@ -1,0 +1,315 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The canonical-upgrade fast paths, compiled, built as ``proxy._upgrade``: the fast twin of ``proxy._pyupgrade``.
+
+Layer 2 (sans-IO). Same API, same answers: a head is scanned once, byte by
+byte against lookup tables, where the reference runs two regular expressions
+over it and then a Python loop over its fields; together they were a quarter
+of the interpreter's work per connection set-up. The grammar accepted is the
+reference's (its ``_REQUEST_HEAD``, ``_RESPONSE_HEAD`` and ``_FIELD``): field
+names are tokens, values are printable ASCII with single spaces or runs of
+spaces inside, optional spaces or tabs around, CRLF line ends. Everything
+else is None, for wsproto to decide. ``tests/test_handshake_fast.py`` runs on
+both twins against wsproto and holds the two equal on arbitrary heads.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.string cimport memchr, memcmp
+
+from proxy._pyupgrade import RequestHead, _request_start, accept_token, new_key
+
+__all__ = ["RequestHead", "accept_token", "new_key", "parse_accept", "parse_request", "render_accept", "render_request"]
+
+cdef bint TCHAR[256]
+cdef bint VCHAR[256]
+cdef bint BASE64[256]
+cdef unsigned char LOWER[256]
+
+
+cdef void _tables():
+    cdef int c
+    for c in range(256):
+        VCHAR[c] = 0x21 <= c <= 0x7E
+        TCHAR[c] = (
+            (ord("0") <= c <= ord("9")) or (ord("a") <= c <= ord("z")) or (ord("A") <= c <= ord("Z"))
+            or c in b"-!#$%&'*+.^_`|~"
+        )
+        BASE64[c] = (ord("0") <= c <= ord("9")) or (ord("a") <= c <= ord("z")) or (ord("A") <= c <= ord("Z")) or c in b"+/"
+        LOWER[c] = c + 32 if ord("A") <= c <= ord("Z") else c
+
+
+_tables()
+
+cdef enum:
+    CR = 13
+    LF = 10
+    SP = 32
+    HT = 9
+    COLON = 58
+
+cdef enum:
+    # Field names the parsers act on; anything else is OTHER.
+    OTHER, HOST, UPGRADE, CONNECTION, KEY, VERSION, PROTOCOL, EXTENSIONS, BODY, ACCEPT, KINDS
+
+cdef dict _KIND = {
+    b"host": HOST,
+    b"upgrade": UPGRADE,
+    b"connection": CONNECTION,
+    b"sec-websocket-key": KEY,
+    b"sec-websocket-version": VERSION,
+    b"sec-websocket-protocol": PROTOCOL,
+    b"sec-websocket-extensions": EXTENSIONS,
+    b"content-length": BODY,
+    b"transfer-encoding": BODY,
+    b"sec-websocket-accept": ACCEPT,
+}
+cdef str _ACE_PREFIX = "xn--"
+cdef bytes _HEAD_END = b"\r\n\r\n"
+cdef bytes _HTTP_11 = b" HTTP/1.1\r\n"
+cdef bytes _STATUS_101 = b"HTTP/1.1 101"
+cdef bytes _ACCEPT_START = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+cdef frozenset _RENDERED = frozenset({"host", "content-length", "transfer-encoding"})
+
+
+cdef class _Field:
+    """The field line the scanner is on: name (lower case), value bounds, and where the next line starts."""
+
+    cdef Py_ssize_t value_start, value_end, next
+    cdef bytes name
+
+
+cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, _Field field, unsigned char* lowered):
+    """Read ``name:[ \t]*value[ \t]*\r\n`` at ``i``; -1 if it is not one (``lowered`` holds 64 bytes)."""
+    cdef Py_ssize_t start = i
+    cdef Py_ssize_t value_end, j
+    while i < n and TCHAR[p[i]]:
+        i += 1
+    if i == start or i >= n or p[i] != COLON:
+        return -1
+    if i - start <= 64:
+        for j in range(start, i):
+            lowered[j - start] = LOWER[p[j]]
+        field.name = (<char*>lowered)[: i - start]
+    else:
+        field.name = (<const char*>p)[start:i].lower()
+    i += 1
+    while i < n and (p[i] == SP or p[i] == HT):
+        i += 1
+    field.value_start = i
+    value_end = i
+    while i < n:
+        if VCHAR[p[i]]:
+            i += 1
+            value_end = i
+        elif p[i] == SP or p[i] == HT:
+            i += 1
+        else:
+            break
+    if i + 1 >= n or p[i] != CR or p[i + 1] != LF:
+        return -1
+    if memchr(p + field.value_start, HT, value_end - field.value_start) != NULL:
+        return -1  # a tab inside the value, not around it
+    field.value_end = value_end
+    field.next = i + 2
+    return 0
+
+
+cdef inline str _text(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
+    return PyUnicode_DecodeASCII(<const char*>p + start, end - start, NULL)
+
+
+cdef bint _has_upgrade_token(str value):
+    """Whether the comma list ``value`` holds ``upgrade`` (case-insensitive), as wsproto reads Connection."""
+    cdef str lowered = value.lower()
+    if lowered == "upgrade":
+        return True
+    for piece in lowered.split(","):
+        if piece.strip() == "upgrade":
+            return True
+    return False
+
+
+cdef bint _is_key(str key):
+    """Base64 of exactly 16 bytes, canonical padding bits (the reference's ``_KEY``)."""
+    cdef bytes raw
+    cdef const unsigned char* p
+    cdef Py_ssize_t i
+    if len(key) != 24 or not key.isascii():
+        return False
+    raw = key.encode("ascii")
+    p = <const unsigned char*>PyBytes_AS_STRING(raw)
+    for i in range(21):
+        if not BASE64[p[i]]:
+            return False
+    return (p[21] == c"A" or p[21] == c"Q" or p[21] == c"g" or p[21] == c"w") and p[22] == c"=" and p[23] == c"="
+
+
+def parse_request(bytes head):
+    """The canonical upgrade request, or None to let wsproto decide (see ``proxy._pyupgrade.parse_request``)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(head)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(head)
+    cdef Py_ssize_t i = 4
+    cdef Py_ssize_t target_end
+    cdef unsigned char lowered[64]
+    cdef _Field field = _Field.__new__(_Field)
+    cdef list seen = [None] * KINDS
+    cdef int kind
+    cdef list subprotocols = []
+    cdef list headers = []
+    cdef str value, host, key
+    if n < 4 or memcmp(p, b"GET ", 4) != 0:
+        return None
+    while i < n and VCHAR[p[i]]:
+        i += 1
+    target_end = i
+    if target_end == 4 or n - i < 11 or memcmp(p + i, <const char*>_HTTP_11, 11) != 0:
+        return None
+    i += 11
+    if i + 2 > n or (p[i] == CR and p[i + 1] == LF):
+        return None  # no fields at all
+    while not (p[i] == CR and i + 1 < n and p[i + 1] == LF):
+        if _scan_field(p, i, n, field, lowered) < 0:
+            return None
+        i = field.next
+        if i >= n:
+            return None
+        kind = _KIND.get(field.name, OTHER)
+        value = _text(p, field.value_start, field.value_end)
+        if kind == HOST or kind == UPGRADE or kind == CONNECTION or kind == KEY or kind == VERSION:
+            if seen[kind] is not None:
+                return None
+            seen[kind] = value
+        elif kind == BODY:
+            return None
+        elif kind == PROTOCOL:
+            subprotocols.extend([piece.strip() for piece in value.split(",")])
+            if "" in subprotocols:
+                return None  # wsproto cannot answer an empty choice (h11 trips over it): its call
+        if kind != HOST and kind != PROTOCOL and kind != EXTENSIONS:
+            headers.append((field.name.decode("ascii"), value))
+    if i + 2 != n:
+        return None
+    host = seen[HOST]
+    key = seen[KEY] if seen[KEY] is not None else ""
+    if (
+        host is None
+        or _ACE_PREFIX in host
+        or not _is_key(key)
+        or seen[VERSION] != "13"
+        or (seen[UPGRADE] or "").lower() != "websocket"
+        or not _has_upgrade_token(seen[CONNECTION] or "")
+    ):
+        return None
+    return RequestHead(_text(p, 4, target_end), host, key, tuple(subprotocols), tuple(headers))
+
+
+def render_accept(str key, subprotocol):
+    """The 101 wsproto renders for ``key``, byte for byte (the subprotocol already checked)."""
+    cdef bytes head = _ACCEPT_START + accept_token(key).encode("ascii")
+    if subprotocol is not None:
+        head += b"\r\nSec-WebSocket-Protocol: " + (<str>subprotocol).encode("ascii")
+    return head + _HEAD_END
+
+
+cdef bint _field_value(str value):
+    """The reference's ``_FIELD_VALUE.fullmatch``: printable ASCII, spaces inside only."""
+    cdef Py_ssize_t n = len(value)
+    cdef bytes raw
+    cdef const unsigned char* p
+    cdef Py_ssize_t i
+    if n == 0:
+        return True
+    if not value.isascii():
+        return False
+    raw = value.encode("ascii")
+    p = <const unsigned char*>PyBytes_AS_STRING(raw)
+    if not VCHAR[p[0]] or not VCHAR[p[n - 1]]:
+        return False
+    for i in range(1, n - 1):
+        if not VCHAR[p[i]] and p[i] != SP:
+            return False
+    return True
+
+
+cdef bint _header_name(str name):
+    """The reference's ``_HEADER_NAME.fullmatch``: a non-empty token."""
+    cdef bytes raw
+    cdef const unsigned char* p
+    cdef Py_ssize_t i
+    if len(name) == 0 or not name.isascii():
+        return False
+    raw = name.encode("ascii")
+    p = <const unsigned char*>PyBytes_AS_STRING(raw)
+    for i in range(len(raw)):
+        if not TCHAR[p[i]]:
+            return False
+    return True
+
+
+def render_request(str host, str target, str key, subprotocols, headers):
+    """The upgrade request wsproto renders, byte for byte, or None if h11 must vet an input."""
+    start = _request_start(host, target)
+    cdef str protocols = ", ".join(subprotocols)
+    if start is None or not _field_value(key) or (subprotocols and not _field_value(protocols)):
+        return None
+    cdef list lines = [start, "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
+    if subprotocols:
+        lines.append("Sec-WebSocket-Protocol: " + protocols)
+    cdef str name, value
+    for name, value in headers:
+        if not _header_name(name) or name.lower() in _RENDERED or not _field_value(value):
+            return None
+        lines.append(name + ": " + value)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("ascii")
+
+
+def parse_accept(bytes data, str key, offered):
+    """A clean 101 for ``key``: the chosen subprotocol and the bytes behind the head; else None."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n
+    cdef Py_ssize_t i = 12
+    cdef unsigned char lowered[64]
+    cdef _Field field = _Field.__new__(_Field)
+    cdef list seen = [None] * KINDS
+    cdef int kind
+    cdef str subprotocol
+    n = data.find(_HEAD_END)
+    if n < 0:
+        return None
+    n += 4
+    if n < 14 or memcmp(p, <const char*>_STATUS_101, 12) != 0:
+        return None
+    if p[i] == SP:
+        i += 1
+        while i < n and 0x20 <= p[i] <= 0x7E:
+            i += 1
+    if p[i] != CR or p[i + 1] != LF:
+        return None
+    i += 2
+    if p[i] == CR and p[i + 1] == LF:
+        return None  # no fields at all
+    while not (p[i] == CR and p[i + 1] == LF):
+        if _scan_field(p, i, n, field, lowered) < 0:
+            return None
+        i = field.next
+        if i >= n:
+            return None
+        kind = _KIND.get(field.name, OTHER)
+        if kind == UPGRADE or kind == CONNECTION or kind == ACCEPT or kind == PROTOCOL:
+            if seen[kind] is not None:
+                return None
+            seen[kind] = _text(p, field.value_start, field.value_end)
+        elif kind == BODY or kind == EXTENSIONS:
+            return None
+    if i + 2 != n:
+        return None
+    subprotocol = seen[PROTOCOL]
+    if (
+        (seen[UPGRADE] or "").lower() != "websocket"
+        or not _has_upgrade_token(seen[CONNECTION] or "")
+        or seen[ACCEPT] != accept_token(key)
+        or (subprotocol is not None and subprotocol not in offered)
+    ):
+        return None
+    return subprotocol, data[n:]
