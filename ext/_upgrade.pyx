@@ -16,7 +16,11 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.string cimport memchr, memcmp
 
-from proxy._pyupgrade import RequestHead, _request_start, accept_token, new_key
+import binascii
+import hashlib
+import os
+
+from proxy._pyupgrade import _ACCEPT_GUID, _KEY_BYTES, RequestHead, _request_start
 
 __all__ = ["RequestHead", "accept_token", "new_key", "parse_accept", "parse_request", "render_accept", "render_request"]
 
@@ -112,6 +116,16 @@ cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, 
     field.value_end = value_end
     field.next = i + 2
     return 0
+
+
+def new_key():
+    """A fresh Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64)."""
+    return binascii.b2a_base64(os.urandom(_KEY_BYTES), newline=False).decode("ascii")
+
+
+def accept_token(str key):
+    """The Sec-WebSocket-Accept answering ``key`` (RFC 6455 4.2.2), as wsproto computes it."""
+    return binascii.b2a_base64(hashlib.sha1(key.encode("ascii") + _ACCEPT_GUID).digest(), newline=False).decode("ascii")
 
 
 cdef inline str _text(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):

@@ -125,10 +125,15 @@ class ServerHandshake:
             HandshakeError: the request cannot become a WebSocket; ``status_hint``
                 and ``body`` say what to answer (see ``reject``).
         """
-        self._buffer += data
-        end = self._buffer.find(_HEAD_END)
+        buffer = self._buffer
+        if buffer:  # the head came in pieces: look at all of it (usually it comes in one read)
+            buffer += data
+            data = bytes(buffer)
+        end = data.find(_HEAD_END)
         if end < 0:
-            if len(self._buffer) > self._max_head:
+            if not buffer:
+                buffer += data
+            if len(buffer) > self._max_head:
                 raise HandshakeError(
                     f"request head exceeds {self._max_head} bytes", HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
                 )
@@ -139,8 +144,10 @@ class ServerHandshake:
                 f"request head of {head_length} bytes exceeds {self._max_head}",
                 HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
             )
-        self.trailing = bytes(self._buffer[head_length:])
-        head = bytes(self._buffer[:head_length])
+        head = data
+        if head_length < len(data):
+            self.trailing = data[head_length:]
+            head = data[:head_length]
         fast = parse_request(head)
         if fast is None:
             target, host, _, subprotocols, headers = self._parse(head)
