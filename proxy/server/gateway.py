@@ -132,6 +132,7 @@ class ClientConnection(asyncio.Protocol):
         "_last_activity",
         "_loop",
         "_observer",
+        "_opened_at",
         "_pending",
         "_pump",
         "_pump_generation",
@@ -171,6 +172,7 @@ class ClientConnection(asyncio.Protocol):
         self._writing_paused = False
         self._close_code: int = CloseCode.ABNORMAL
         self._last_activity = 0.0
+        self._opened_at = 0.0
         self._timers: list[asyncio.TimerHandle] = []
 
     # --- asyncio callbacks ------------------------------------------------------------
@@ -359,16 +361,10 @@ class ClientConnection(asyncio.Protocol):
         )
         config = self._config
         self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
-        self._last_activity = self._loop.time()
+        self._last_activity = self._opened_at = self._loop.time()
         for timer in self._timers:
             timer.cancel()  # the handshake deadline is met
-        loop = self._loop
-        self._timers = [
-            loop.call_later(config.idle_timeout, self._idle_check),
-            loop.call_later(
-                config.max_connection_duration, self.close, CloseCode.GOING_AWAY, "Connection duration exceeded"
-            ),
-        ]
+        self._timers = [self._loop.call_later(min(config.idle_timeout, config.max_connection_duration), self._lifetime)]
         early = self._handshake.trailing + self._early
         self._handshake = None
         self._early = b""
@@ -649,9 +645,16 @@ class ClientConnection(asyncio.Protocol):
             latest = max(latest, upstream.last_activity)
         return latest
 
-    def _idle_check(self) -> None:
-        remaining = self._latest_activity() + self._config.idle_timeout - self._loop.time()
-        if remaining > 0:
-            self._timers[0] = self._loop.call_later(remaining, self._idle_check)  # the idle slot, re-armed
-        else:
+    def _lifetime(self) -> None:
+        """The idle timeout and the maximum duration, on one timer set for whichever comes first."""
+        config = self._config
+        now = self._loop.time()
+        ends = self._opened_at + config.max_connection_duration
+        if now >= ends:
+            self.close(CloseCode.GOING_AWAY, "Connection duration exceeded")
+            return
+        idle_ends = self._latest_activity() + config.idle_timeout
+        if now >= idle_ends:
             self.close(CloseCode.GOING_AWAY, "Going away: idle timeout")
+        else:
+            self._timers[0] = self._loop.call_later(min(idle_ends, ends) - now, self._lifetime)  # the slot, re-armed

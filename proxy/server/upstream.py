@@ -53,6 +53,7 @@ class Upstream(asyncio.Protocol):
     """The gateway's WebSocket client to one backend, for one client connection."""
 
     __slots__ = (
+        "_close_timer",
         "_closing",
         "_decoder",
         "_downstream",
@@ -80,6 +81,7 @@ class Upstream(asyncio.Protocol):
     ) -> None:
         self._owner = owner
         self._loop = loop
+        self._close_timer: asyncio.TimerHandle | None = None
         self._handshake: ClientHandshake | None = handshake
         self._encoder = encoder
         self._downstream = downstream
@@ -144,6 +146,8 @@ class Upstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._handshake is not None:
             self._fail_handshake(self._handshake.receive_eof())
+        if self._close_timer is not None:
+            self._close_timer.cancel()  # the backend answered our close in time
         self._transport = None
         self._report(None, "backend connection lost")
 
@@ -196,7 +200,7 @@ class Upstream(asyncio.Protocol):
         assert self.outbox is not None
         self.outbox.write(self._encoder.close(code, reason))
         self.outbox.uncork()  # the owner may forget this upstream before it would uncork it
-        self._loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     # --- frames -------------------------------------------------------------------------
 

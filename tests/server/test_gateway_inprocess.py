@@ -180,6 +180,24 @@ async def test_traffic_either_way_defers_the_idle_timeout_and_silence_ends_it(di
     assert "idle timeout" in closed.value.rcvd.reason.lower()
 
 
+async def test_traffic_does_not_extend_the_maximum_duration(tmp_path: Path) -> None:
+    """Idle timeout and duration cap share one timer: a busy connection still ends at the cap, not later."""
+    async with _ticking_backend(0) as url:
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", url)}), {})}))
+        config = Config(port=0, admin_port=0, idle_timeout=IDLE_S, max_connection_duration=TICKS * TICK_S / 2)
+        async with in_process_gateway(catalog, tmp_path, config) as server, connect(f"{server.url}/dev") as client:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            with pytest.raises(ConnectionClosed) as closed:
+                for n in range(TICKS * 4):
+                    await asyncio.sleep(TICK_S)
+                    await client.send(f"tick {n}")
+            alive_for = loop.time() - start
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert "duration" in closed.value.rcvd.reason.lower()
+    assert config.max_connection_duration <= alive_for + TICK_S < TICKS * TICK_S * 4
+
+
 async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A client that stops reading while the backend floods: the gateway's buffer stays bounded."""
     paused = asyncio.Event()
