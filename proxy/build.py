@@ -2,8 +2,8 @@
 
 Layer 1. Read once at import time, because the choice precedes everything
 else (a whole server or benchmark runs on the twins); this is the one
-environment variable read outside ``proxy.cli``. ``proxy.codec`` and
-``proxy.throttle`` pick their implementation with ``twin``.
+environment variable read outside ``proxy.cli``. ``proxy.codec``,
+``proxy.throttle`` and ``proxy.handshake`` pick their implementation with ``twin``.
 """
 
 from __future__ import annotations

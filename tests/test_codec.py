@@ -624,15 +624,17 @@ def test_facade_falls_back_to_python_when_the_extension_is_missing(monkeypatch: 
 
 
 def test_framegate_pure_forces_every_python_twin() -> None:
-    """In a fresh interpreter (the choice is made once, at import): the codec and the throttle core both."""
+    """In a fresh interpreter (the choice is made once, at import): the codec, the throttle core, the upgrade parser."""
     probe = (
-        "import proxy.codec as c, proxy.throttle as t;"
-        "print(c.IMPLEMENTATION, t.IMPLEMENTATION, c.FALLBACK_REASON, t.FALLBACK_REASON)"
+        "import proxy.codec as c, proxy.throttle as t, proxy.handshake as h;"
+        "print(c.IMPLEMENTATION, t.IMPLEMENTATION, h.IMPLEMENTATION, c.FALLBACK_REASON, t.FALLBACK_REASON,"
+        " h.FALLBACK_REASON, h.parse_request.__module__)"
     )
     env = {**os.environ, "FRAMEGATE_PURE": "1"}
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=root, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["python", "python", "None", "None"]  # asked for: nothing to warn about
+    # asked for: nothing to warn about
+    assert done.stdout.split() == ["python"] * 3 + ["None"] * 3 + ["proxy._pyupgrade"]
 
 
 def _public_names(cls: type) -> set[str]:
