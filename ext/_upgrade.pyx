@@ -26,6 +26,7 @@ __all__ = ["RequestHead", "accept_token", "new_key", "parse_accept", "parse_requ
 
 cdef bint TCHAR[256]
 cdef bint VCHAR[256]
+cdef bint VALUE_INSIDE[256]
 cdef bint BASE64[256]
 cdef unsigned char LOWER[256]
 
@@ -34,6 +35,7 @@ cdef void _tables():
     cdef int c
     for c in range(256):
         VCHAR[c] = 0x21 <= c <= 0x7E
+        VALUE_INSIDE[c] = 0x20 <= c <= 0x7E
         TCHAR[c] = (
             (ord("0") <= c <= ord("9")) or (ord("a") <= c <= ord("z")) or (ord("A") <= c <= ord("Z"))
             or c in b"-!#$%&'*+.^_`|~"
@@ -76,14 +78,19 @@ cdef frozenset _RENDERED = frozenset({"host", "content-length", "transfer-encodi
 
 
 cdef class _Field:
-    """The field line the scanner is on: name (lower case), value bounds, and where the next line starts."""
+    """The field line the scanner is on: name (lower case) and its kind, and the value's bounds."""
 
-    cdef Py_ssize_t value_start, value_end, next
+    cdef Py_ssize_t value_start, value_end
     cdef bytes name
+    cdef int kind
 
 
 cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, _Field field, unsigned char* lowered):
-    """Read ``name:[ \t]*value[ \t]*\r\n`` at ``i``; -1 if it is not one (``lowered`` holds 64 bytes)."""
+    """Read ``name:[ \t]*value[ \t]*\r\n`` at ``i`` into ``field``: where the next line starts.
+
+    -1 if it is not such a line, or no line can follow it inside the head
+    (the head ends with a blank one). ``lowered`` holds 64 bytes.
+    """
     cdef Py_ssize_t start = i
     cdef Py_ssize_t value_end, j
     while i < n and TCHAR[p[i]]:
@@ -109,13 +116,13 @@ cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, 
             i += 1
         else:
             break
-    if i + 1 >= n or p[i] != CR or p[i + 1] != LF:
+    if i + 2 >= n or p[i] != CR or p[i + 1] != LF:
         return -1
     if memchr(p + field.value_start, HT, value_end - field.value_start) != NULL:
         return -1  # a tab inside the value, not around it
     field.value_end = value_end
-    field.next = i + 2
-    return 0
+    field.kind = _KIND.get(field.name, OTHER)
+    return i + 2
 
 
 def new_key():
@@ -143,19 +150,33 @@ cdef bint _has_upgrade_token(str value):
     return False
 
 
+cdef bint _within(const unsigned char* p, Py_ssize_t start, Py_ssize_t end, const bint* table):
+    """Whether every byte of ``p[start:end]`` is one ``table`` admits."""
+    cdef Py_ssize_t i
+    for i in range(start, end):
+        if not table[p[i]]:
+            return False
+    return True
+
+
+cdef bytes _ascii(str text):
+    """``text`` encoded, or None if it is not ASCII (the reference's patterns match ASCII only)."""
+    return text.encode("ascii") if text.isascii() else None
+
+
 cdef bint _is_key(str key):
     """Base64 of exactly 16 bytes, canonical padding bits (the reference's ``_KEY``)."""
-    cdef bytes raw
+    cdef bytes raw = _ascii(key)
     cdef const unsigned char* p
-    cdef Py_ssize_t i
-    if len(key) != 24 or not key.isascii():
+    if raw is None or len(raw) != 24:
         return False
-    raw = key.encode("ascii")
     p = <const unsigned char*>PyBytes_AS_STRING(raw)
-    for i in range(21):
-        if not BASE64[p[i]]:
-            return False
-    return (p[21] == c"A" or p[21] == c"Q" or p[21] == c"g" or p[21] == c"w") and p[22] == c"=" and p[23] == c"="
+    return (
+        _within(p, 0, 21, BASE64)
+        and (p[21] == c"A" or p[21] == c"Q" or p[21] == c"g" or p[21] == c"w")
+        and p[22] == c"="
+        and p[23] == c"="
+    )
 
 
 def parse_request(bytes head):
@@ -182,12 +203,10 @@ def parse_request(bytes head):
     if i + 2 > n or (p[i] == CR and p[i + 1] == LF):
         return None  # no fields at all
     while not (p[i] == CR and i + 1 < n and p[i + 1] == LF):
-        if _scan_field(p, i, n, field, lowered) < 0:
+        i = _scan_field(p, i, n, field, lowered)
+        if i < 0:
             return None
-        i = field.next
-        if i >= n:
-            return None
-        kind = _KIND.get(field.name, OTHER)
+        kind = field.kind
         value = _text(p, field.value_start, field.value_end)
         if kind == HOST or kind == UPGRADE or kind == CONNECTION or kind == KEY or kind == VERSION:
             if seen[kind] is not None:
@@ -227,37 +246,20 @@ def render_accept(str key, subprotocol):
 
 cdef bint _field_value(str value):
     """The reference's ``_FIELD_VALUE.fullmatch``: printable ASCII, spaces inside only."""
-    cdef Py_ssize_t n = len(value)
-    cdef bytes raw
+    cdef bytes raw = _ascii(value)
+    cdef Py_ssize_t n
     cdef const unsigned char* p
-    cdef Py_ssize_t i
-    if n == 0:
-        return True
-    if not value.isascii():
+    if raw is None:
         return False
-    raw = value.encode("ascii")
+    n = len(raw)
     p = <const unsigned char*>PyBytes_AS_STRING(raw)
-    if not VCHAR[p[0]] or not VCHAR[p[n - 1]]:
-        return False
-    for i in range(1, n - 1):
-        if not VCHAR[p[i]] and p[i] != SP:
-            return False
-    return True
+    return n == 0 or (VCHAR[p[0]] and VCHAR[p[n - 1]] and _within(p, 1, n - 1, VALUE_INSIDE))
 
 
 cdef bint _header_name(str name):
     """The reference's ``_HEADER_NAME.fullmatch``: a non-empty token."""
-    cdef bytes raw
-    cdef const unsigned char* p
-    cdef Py_ssize_t i
-    if len(name) == 0 or not name.isascii():
-        return False
-    raw = name.encode("ascii")
-    p = <const unsigned char*>PyBytes_AS_STRING(raw)
-    for i in range(len(raw)):
-        if not TCHAR[p[i]]:
-            return False
-    return True
+    cdef bytes raw = _ascii(name)
+    return raw is not None and len(raw) > 0 and _within(<const unsigned char*>PyBytes_AS_STRING(raw), 0, len(raw), TCHAR)
 
 
 def render_request(str host, str target, str key, subprotocols, headers):
@@ -304,12 +306,10 @@ def parse_accept(bytes data, str key, offered):
     if p[i] == CR and p[i + 1] == LF:
         return None  # no fields at all
     while not (p[i] == CR and p[i + 1] == LF):
-        if _scan_field(p, i, n, field, lowered) < 0:
+        i = _scan_field(p, i, n, field, lowered)
+        if i < 0:
             return None
-        i = field.next
-        if i >= n:
-            return None
-        kind = _KIND.get(field.name, OTHER)
+        kind = field.kind
         if kind == UPGRADE or kind == CONNECTION or kind == ACCEPT or kind == PROTOCOL:
             if seen[kind] is not None:
                 return None
