@@ -43,7 +43,9 @@ IMPLEMENTATION: str = _upgrade.implementation
 FALLBACK_REASON: str | None = _upgrade.fallback_reason
 """Why the compiled fast paths are not in use although nobody asked for the twin (None otherwise)."""
 if TYPE_CHECKING:
-    from proxy._upgrade import accept_token, new_key, parse_accept, parse_request, render_accept, render_request
+    from proxy._upgrade import accept_token as accept_token  # re-exported: the bench client's key and token
+    from proxy._upgrade import new_key as new_key
+    from proxy._upgrade import parse_accept, parse_request, render_accept, render_request
 else:
     accept_token, new_key = _upgrade.module.accept_token, _upgrade.module.new_key
     parse_request, render_accept = _upgrade.module.parse_request, _upgrade.module.render_accept
@@ -99,8 +101,8 @@ def error_body(message: str) -> bytes:
 class ServerHandshake:
     """One client's upgrade request, parsed incrementally.
 
-    The canonical request goes through the strict parser (``proxy._pyupgrade``) and
-    101; anything else through wsproto, built only then (see that module).
+    The canonical request and its 101 go through the strict fast paths; anything
+    else through wsproto, built only then (see the module docstring).
 
     Args:
         max_head: request line plus headers, in bytes; more is answered 431.

@@ -31,11 +31,11 @@ from http import HTTPStatus
 from typing import cast
 from urllib.parse import urlsplit
 
-from proxy._pyupgrade import accept_token, new_key
 from proxy.bench.message import MISSING, UNEXPECTED, Message, reply_group
 from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import ProtocolError
 from proxy.frames import CloseCode, Opcode, parse_close
+from proxy.handshake import accept_token, new_key
 from proxy.limits import MAX_REQUEST_HEAD_BYTES
 
 _HEAD_END = b"\r\n\r\n"
