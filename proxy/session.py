@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from proxy import gateway_frames
 from proxy.control.context import CONNECT_EVENT, DISCONNECT_EVENT, MESSAGE_EVENT, RequestContext
 from proxy.control.mock import run_mock
-from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, HTTP_PROXY, MOCK, Integration, Route, Target
-from proxy.control.routing import route_table, substitute_stage_variables
+from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, HTTP_PROXY, MOCK, Integration, Route, Snapshot, Target
+from proxy.control.routing import RouteTable, per_snapshot, route_table, substitute_stage_variables
 from proxy.errors import IntegrationError
 from proxy.frames import CloseCode, Opcode
 
@@ -74,6 +74,46 @@ def is_websocket(integration: Integration | None) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a deployment decides alike for every connection: worked out once per snapshot (``plan``)."""
+
+    table: RouteTable
+    handshake: Integration | None
+    """The ws:// integration to open before answering 101: ``$connect``'s, else ``$default``'s."""
+    connect: tuple[Route, Integration] | None
+    """``$connect``'s route and integration when they must run (set, and not a ws:// passthrough)."""
+    passthrough: Integration | None
+    """``$default``'s ws:// integration when ``$default`` is the only message route (see ``Session.passthrough``)."""
+    disconnect: tuple[Route, Integration] | None
+    """``$disconnect``'s route and MOCK integration, if it has one."""
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> Plan:
+        table = route_table(snapshot)
+        connect = _integrated(snapshot, CONNECT)
+        default = _integrated(snapshot, DEFAULT)
+        disconnect = _integrated(snapshot, DISCONNECT)
+        handshake = next((pair[1] for pair in (connect, default) if pair and is_websocket(pair[1])), None)
+        return cls(
+            table=table,
+            handshake=handshake,
+            connect=connect if connect is not None and not is_websocket(connect[1]) else None,
+            passthrough=default[1] if default and not table.routes and is_websocket(default[1]) else None,
+            disconnect=disconnect if disconnect is not None and disconnect[1].integration_type == MOCK else None,
+        )
+
+
+def _integrated(snapshot: Snapshot, route_key: str) -> tuple[Route, Integration] | None:
+    """Route ``route_key`` and its integration, if it has both."""
+    route = snapshot.routes.get(route_key)
+    integration = snapshot.integration_for(route) if route is not None else None
+    return (route, integration) if route is not None and integration is not None else None
+
+
+plan = per_snapshot(Plan.of)
+
+
 def upstream_url(integration: Integration, stage_variables: Mapping[str, str], query: str) -> str:
     """The integration URI with stage variables substituted and the client's query appended.
 
@@ -101,6 +141,7 @@ class Session:
         "_clock_ms",
         "_forwards",
         "_new_id",
+        "_plan",
         "_routes",
         "_table",
         "client",
@@ -123,7 +164,8 @@ class Session:
         self._new_id = new_id
         self._clock_ms = clock_ms
         self.connected_at_ms = clock_ms()
-        self._table = route_table(target.snapshot)
+        self._plan = plan(target.snapshot)
+        self._table = self._plan.table
         self._forwards: dict[str, Forward] = {}
         self._routes: dict[str, Forward] = {}
         """Passthrough routes' answers by route key: the per-message fast path."""
@@ -163,14 +205,8 @@ class Session:
         Raises:
             IntegrationError: its URI cannot be built (a missing stage variable).
         """
-        snapshot = self.target.snapshot
-        for key in (CONNECT, DEFAULT):
-            route = snapshot.routes.get(key)
-            integration = snapshot.integration_for(route) if route is not None else None
-            if is_websocket(integration):
-                assert integration is not None
-                return self._forward(integration)
-        return None
+        integration = self._plan.handshake
+        return self._forward(integration) if integration is not None else None
 
     def connect_status(self, context: LazyContext) -> int:
         """HTTP status of the ``$connect`` route's non-passthrough integration (200 = accept).
@@ -178,11 +214,10 @@ class Session:
         Raises:
             IntegrationError: the integration cannot run (answer 500).
         """
-        snapshot = self.target.snapshot
-        route = snapshot.routes.get(CONNECT)
-        integration = snapshot.integration_for(route) if route is not None else None
-        if route is None or integration is None or is_websocket(integration):
+        connect = self._plan.connect
+        if connect is None:
             return 200
+        route, integration = connect
         if integration.integration_type != MOCK:
             raise IntegrationError(f"{integration.integration_type} integrations are not supported on $connect")
         result = run_mock(
@@ -210,14 +245,9 @@ class Session:
         message route: routing then needs no parsing and the integration no
         ``$context``, so a read's messages may be relayed in bulk.
         """
-        table = self._table
-        route = table.default
-        if table.routes or route is None:
+        integration = self._plan.passthrough
+        if integration is None:
             return None
-        integration = self.target.snapshot.integration_for(route)
-        if not is_websocket(integration):
-            return None
-        assert integration is not None
         try:
             return self._forward(integration)
         except IntegrationError:
@@ -284,12 +314,10 @@ class Session:
     def disconnect(self) -> LazyContext:
         """Run a MOCK ``$disconnect`` (best effort; its result cannot reach the client)."""
         context = self.lazy_context(DISCONNECT_EVENT, DISCONNECT)
-        snapshot = self.target.snapshot
-        route = snapshot.routes.get(DISCONNECT)
-        integration = snapshot.integration_for(route) if route is not None else None
-        variables = self.target.stage.stage_variables
-        if route is not None and integration is not None and integration.integration_type == MOCK:
+        if self._plan.disconnect is not None:
+            route, integration = self._plan.disconnect
             request = context.get()
+            variables = self.target.stage.stage_variables
             try:
                 run_mock(integration, route, body="", context=request, stage_variables=variables)
             except IntegrationError as exc:

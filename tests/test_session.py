@@ -9,7 +9,7 @@ from itertools import count
 from proxy.control.context import RequestContext
 from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, Integration
 from proxy.frames import CloseCode, Opcode
-from proxy.session import Client, Close, Forward, Reply, Session
+from proxy.session import Client, Close, Forward, Reply, Session, plan
 from tests.helpers.apis import mock, snapshot, target, ws
 
 CONNECTION = "Qyi07eCbtjMCJKw="
@@ -125,3 +125,19 @@ def test_contexts_are_built_on_first_read_with_the_event_time() -> None:
     message = session.lazy_context("MESSAGE", DEFAULT).get()
     assert message.request_time_epoch_ms == 5_000 and drawn == ["req0", "req1", "req2"]
     assert {message.message_id, message.request_id} == {"req1", "req2"}
+
+
+def test_sessions_share_their_snapshot_s_plan_but_not_its_urls() -> None:
+    """The plan is per deployment; the client's query and the stage's variables stay per connection."""
+    deployed = snapshot({DEFAULT: ws("i1", "ws://${stageVariables.host}/p")})
+    ids = (f"req{n:012d}==" for n in count())
+
+    def session(query: str, host: str) -> Session:
+        client = Client("10.0.0.1", "pytest", "api.example", query)
+        return Session(target(deployed, {"host": host}), CONNECTION, client, ids.__next__, lambda: NOW_MS)
+
+    first, second = session("room=1", "blue:1"), session("room=2", "green:2")
+    assert first._plan is second._plan is plan(deployed)
+    assert first.handshake_upstream() == Forward("ws://blue:1/p?room=1", 29.0)
+    assert second.handshake_upstream() == Forward("ws://green:2/p?room=2", 29.0)
+    assert second.passthrough() == Forward("ws://green:2/p?room=2", 29.0)

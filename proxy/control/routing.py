@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Final
+from typing import Final, TypeVar
 
 from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, EMPTY, Route, Snapshot
 from proxy.errors import BadRequestException, IntegrationError
@@ -42,6 +42,8 @@ from proxy.limits import (
     ROUTE_TABLE_CACHE,
     SELECTION_EXPRESSION_CACHE,
 )
+
+T = TypeVar("T")
 
 BODY_VARIABLE: Final = "request.body"
 
@@ -245,24 +247,31 @@ class RouteTable:
         return self.routes.get(self.expression.evaluate(body), self.default)
 
 
-_TABLES: dict[int, tuple[Snapshot, RouteTable]] = {}
-"""Tables by ``id(snapshot)``; holding the snapshot keeps its id from being reused."""
+def per_snapshot(build: Callable[[Snapshot], T]) -> Callable[[Snapshot], T]:
+    """``build``, run once per deployment snapshot and cached (the last ``ROUTE_TABLE_CACHE`` of them).
 
-
-def route_table(snapshot: Snapshot) -> RouteTable:
-    """The compiled table of ``snapshot``, built on first use and cached.
-
-    A connection may keep the result for its whole life (its snapshot never
-    changes); ``select_route`` looks it up on each call instead.
+    Snapshots never change, so whatever follows from one alone is worked out
+    once, not per connection or message. Keyed by ``id(snapshot)``; holding the
+    snapshot keeps its id from being reused.
     """
-    entry = _TABLES.get(id(snapshot))
-    if entry is not None and entry[0] is snapshot:
-        return entry[1]
-    table = RouteTable.from_snapshot(snapshot)
-    if len(_TABLES) >= ROUTE_TABLE_CACHE:
-        del _TABLES[next(iter(_TABLES))]
-    _TABLES[id(snapshot)] = (snapshot, table)
-    return table
+    cache: dict[int, tuple[Snapshot, T]] = {}
+
+    def cached(snapshot: Snapshot) -> T:
+        entry = cache.get(id(snapshot))
+        if entry is not None and entry[0] is snapshot:
+            return entry[1]
+        value = build(snapshot)
+        if len(cache) >= ROUTE_TABLE_CACHE:
+            del cache[next(iter(cache))]
+        cache[id(snapshot)] = (snapshot, value)
+        return value
+
+    return cached
+
+
+route_table = per_snapshot(RouteTable.from_snapshot)
+"""The compiled table of a snapshot. A connection may keep it for its whole life (its snapshot never
+changes); ``select_route`` looks it up on each call instead."""
 
 
 def select_route(snapshot: Snapshot, message: str | None) -> Route | None:
