@@ -856,6 +856,18 @@ cdef class FrameDecoder:
 # --- relay pump ----------------------------------------------------------------------------------
 
 
+cdef class Tally:
+    """A number the pump adds to (see ``proxy._pycodec.Tally``): a C double, added to without lookups."""
+
+    cdef public double value
+
+    def __init__(self):
+        self.value = 0.0
+
+    def inc(self, double amount=1.0):
+        self.value += amount
+
+
 cdef class RelayPump:
     """One direction of the relay fast path: each read's messages leave in one ``write`` call.
 
@@ -871,8 +883,8 @@ cdef class RelayPump:
     cdef object _budget
     cdef object _admit
     cdef tuple _messages
-    cdef object _read_bytes
-    cdef object _written_bytes
+    cdef Tally _read_bytes
+    cdef Tally _written_bytes
     cdef public double last_activity
 
     def __init__(self, FrameDecoder decoder not None, FrameEncoder encoder not None, write, *,
@@ -884,6 +896,9 @@ cdef class RelayPump:
         self._budget = budget
         self._admit = admit
         self._messages = tuple(messages)
+        for cell in self._messages:
+            if not isinstance(cell, Tally):
+                raise TypeError(f"messages must be Tally cells, not {type(cell).__name__}")
         self._read_bytes = read_bytes
         self._written_bytes = written_bytes
         self.last_activity = 0.0
@@ -914,7 +929,7 @@ cdef class RelayPump:
             self._admit(count)
         self._write(frames)
         for cell in self._messages:
-            cell.value += count
+            (<Tally>cell).value += count
         if self._written_bytes is not None:
             self._written_bytes.value += len(frames)
         return 0

@@ -2,7 +2,6 @@
 
 from collections.abc import Callable, Sequence
 
-from proxy._pycodec import Tally
 from proxy.frames import CloseCode, Event
 
 Payload = bytes | bytearray | memoryview
@@ -25,6 +24,11 @@ class FrameEncoder:
     def close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes: ...
     def ping(self, payload: Payload = b"") -> bytes: ...
     def pong(self, payload: Payload = b"") -> bytes: ...
+
+class Tally:
+    value: float
+    def __init__(self) -> None: ...
+    def inc(self, amount: float = ...) -> None: ...
 
 class RelayPump:
     last_activity: float

@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from wsproto.frame_protocol import FrameProtocol, ParseFailed
 
 from proxy.errors import PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode
 from proxy.limits import MAX_CLOSE_REASON_BYTES, MAX_CONTROL_PAYLOAD_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
-from tests.conftest import _load_codec
+from proxy.metrics import GatewayMetrics
+from tests.conftest import _load_codec, load_twin
 
 KEY = b"\x37\xfa\x21\x3d"
 FIN = 0x80
@@ -905,13 +907,6 @@ def test_relay_checks_text_past_an_ascii_prefix(codec: ModuleType, prefix: int, 
     assert info.value.close_code == CloseCode.INVALID_DATA
 
 
-class _Cell:
-    """A metric cell as the pump sees one."""
-
-    def __init__(self) -> None:
-        self.value = 0.0
-
-
 class _Recorder:
     """The pump's collaborators: write, clock, budget and admit, recording each call."""
 
@@ -920,9 +915,10 @@ class _Recorder:
         self.admitted: list[int] = []
         self.budget_left = budget
         self.now = 0.0
-        self.messages, self.read_bytes, self.written_bytes = _Cell(), _Cell(), _Cell()
 
     def pump(self, codec: ModuleType, *, server_side: bool = True, client_side: bool = False, **caps: int) -> Any:
+        """A pump over these collaborators, counting into fresh cells of ``codec``."""
+        self.messages, self.read_bytes, self.written_bytes = codec.Tally(), codec.Tally(), codec.Tally()
         decoder = codec.FrameDecoder(server_side=server_side, **caps)
         throttled = {"budget": self.budget, "admit": self.admit} if self.budget_left is not None else {}
         return codec.RelayPump(
@@ -1007,3 +1003,23 @@ def test_cython_and_python_pumps_agree_on_arbitrary_input(data: bytes, budget: i
             outcome = ("error", exc.close_code, str(exc), events + exc.events)
         outcomes.append((outcome, record.writes, record.admitted, record.counts()))
     assert outcomes[0] == outcomes[1]
+
+
+def test_compiled_pump_counts_only_into_its_own_cells() -> None:
+    """It adds to a cell's C double directly, so anything else is refused when the pump is made."""
+    compiled = load_twin("_codec", "_pycodec", "cython")
+    decoder, encoder = compiled.FrameDecoder(server_side=True), compiled.FrameEncoder(client_side=False)
+    with pytest.raises(TypeError, match="Tally"):
+        compiled.RelayPump(decoder, encoder, lambda frames: None, messages=[object()])
+    with pytest.raises(TypeError):
+        compiled.RelayPump(decoder, encoder, lambda frames: None, read_bytes=object())
+
+
+def test_metric_counters_are_the_codec_s_cells() -> None:
+    """What the gateway hands its pumps: the chosen codec's ``Tally``, so the compiled pump takes them."""
+    import proxy.codec
+
+    counter = GatewayMetrics(CollectorRegistry()).bytes_in
+    assert isinstance(counter, proxy.codec.Tally)
+    counter.inc(3)
+    assert counter.value == 3.0
