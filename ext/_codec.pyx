@@ -20,6 +20,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memmove
@@ -856,6 +857,17 @@ cdef class FrameDecoder:
 # --- relay pump ----------------------------------------------------------------------------------
 
 
+cdef inline double _monotonic() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return now.tv_sec + now.tv_nsec * 1e-9
+
+
+def monotonic():
+    """Seconds on CLOCK_MONOTONIC, ``time.monotonic``'s clock; a pump given this one reads it in C."""
+    return _monotonic()
+
+
 cdef class Tally:
     """A number the pump adds to (see ``proxy._pycodec.Tally``): a C double, added to without lookups."""
 
@@ -880,6 +892,7 @@ cdef class RelayPump:
     cdef FrameEncoder _encoder
     cdef object _write
     cdef object _clock
+    cdef bint _c_clock
     cdef object _budget
     cdef object _admit
     cdef tuple _messages
@@ -893,6 +906,7 @@ cdef class RelayPump:
         self._encoder = encoder
         self._write = write
         self._clock = clock
+        self._c_clock = clock is monotonic
         self._budget = budget
         self._admit = admit
         self._messages = tuple(messages)
@@ -907,7 +921,9 @@ cdef class RelayPump:
         """Relay ``data``'s messages; return its other events."""
         cdef list events = []
         cdef Py_ssize_t budget, count
-        if self._clock is not None:
+        if self._c_clock:
+            self.last_activity = _monotonic()
+        elif self._clock is not None:
             self.last_activity = self._clock()
         if self._read_bytes is not None:
             self._read_bytes.value += len(data)

@@ -1,7 +1,8 @@
 """Pure-Python frame codec: the reference semantics the Cython build must match.
 
 Layer 2 (sans-IO): bytes in, ``(opcode, payload)`` events out, no sockets, no
-clocks of its own. ``FrameDecoder`` is an incremental RFC 6455 parser and message
+clocks of its own (``monotonic`` is the one to hand a pump: the compiled pump
+reads it in C). ``FrameDecoder`` is an incremental RFC 6455 parser and message
 reassembler that also enforces AWS's 32 KiB frame and 128 KiB message caps;
 ``FrameEncoder`` is the fragmenter; ``RelayPump`` runs one direction of the
 relay fast path a read at a time. ``ext/_codec.pyx`` implements the same API;
@@ -14,6 +15,7 @@ import codecs
 import os
 import sys
 from collections.abc import Callable, Sequence
+from time import monotonic as monotonic  # re-exported: the clock to hand a RelayPump
 
 from proxy.errors import PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, is_valid_close_code

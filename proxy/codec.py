@@ -16,6 +16,8 @@ API (identical in both implementations; ``proxy._pycodec`` is the reference):
 - ``RelayPump(decoder, encoder, write, *, clock, budget, admit, messages, read_bytes,
   written_bytes)`` ``.feed(data) -> list[Event]``: one direction of the relay fast
   path, a read at a time (relay, write, throttle and count in one call).
+- ``monotonic()``: ``time.monotonic``'s clock, the one to give a pump as ``clock``
+  (the compiled pump reads it in C rather than calling it).
 - ``Tally()``: the cells the pump counts into (``.value``, ``.inc(amount)``); the
   metrics' counters are Tallies, so the compiled pump adds to them in C.
 """
@@ -32,13 +34,14 @@ FALLBACK_REASON: str | None = _chosen.fallback_reason
 """Why the Cython build is not in use although nobody asked for the twin (None otherwise)."""
 
 if TYPE_CHECKING:
-    from proxy._codec import FrameDecoder, FrameEncoder, RelayPump, Tally
+    from proxy._codec import FrameDecoder, FrameEncoder, RelayPump, Tally, monotonic
 else:
-    FrameDecoder, FrameEncoder, RelayPump, Tally = (
+    FrameDecoder, FrameEncoder, RelayPump, Tally, monotonic = (
         _chosen.module.FrameDecoder,
         _chosen.module.FrameEncoder,
         _chosen.module.RelayPump,
         _chosen.module.Tally,
+        _chosen.module.monotonic,
     )
 
-__all__ = ["FALLBACK_REASON", "IMPLEMENTATION", "FrameDecoder", "FrameEncoder", "RelayPump", "Tally"]
+__all__ = ["FALLBACK_REASON", "IMPLEMENTATION", "FrameDecoder", "FrameEncoder", "RelayPump", "Tally", "monotonic"]

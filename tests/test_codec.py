@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -1023,3 +1024,16 @@ def test_metric_counters_are_the_codec_s_cells() -> None:
     assert isinstance(counter, proxy.codec.Tally)
     counter.inc(3)
     assert counter.value == 3.0
+
+
+def test_a_pump_given_the_codec_s_clock_stamps_reads_on_time_monotonic_s(codec: ModuleType) -> None:
+    """The compiled pump reads that clock in C: the stamps must be the ones the gateway compares with."""
+    pump = codec.RelayPump(
+        codec.FrameDecoder(server_side=True), codec.FrameEncoder(client_side=False), lambda frames: None,
+        clock=codec.monotonic,
+    )  # fmt: skip
+    before = time.monotonic()
+    pump.feed(_frame(FIN | Opcode.TEXT, b"x"))
+    after = time.monotonic()
+    assert before <= pump.last_activity <= after
+    assert codec.monotonic() >= after

@@ -29,7 +29,7 @@ from http import HTTPStatus
 from typing import Final, cast
 
 from proxy import ids
-from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
+from proxy.codec import FrameDecoder, FrameEncoder, RelayPump, monotonic
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.context import MESSAGE_EVENT
@@ -361,7 +361,7 @@ class ClientConnection(asyncio.Protocol):
         )
         config = self._config
         self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
-        self._last_activity = self._opened_at = self._loop.time()
+        self._last_activity = self._opened_at = monotonic()
         for timer in self._timers:
             timer.cancel()  # the handshake deadline is met
         self._timers = [self._loop.call_later(min(config.idle_timeout, config.max_connection_duration), self._lifetime)]
@@ -408,7 +408,7 @@ class ClientConnection(asyncio.Protocol):
                 decoder,
                 self._gateway.client_encoder,
                 upstream.outbox.write_through,
-                clock=self._loop.time,
+                clock=monotonic,
                 budget=lane.budget,
                 admit=lane.admit,
                 messages=lane.messages,
@@ -425,7 +425,7 @@ class ClientConnection(asyncio.Protocol):
         decoder = self._decoder
         assert decoder is not None and self._observer is not None
         self._observer.bytes_in.inc(len(data))
-        self._last_activity = self._loop.time()
+        self._last_activity = monotonic()
         upstreams = self._upstreams
         for upstream in upstreams.values():
             if upstream.outbox is not None:
@@ -566,7 +566,7 @@ class ClientConnection(asyncio.Protocol):
             decoder,
             encoder,
             self._transport.write,
-            clock=self._loop.time,
+            clock=monotonic,
             messages=(observer.stage_metrics.message_count,),
             written_bytes=observer.bytes_out,
         )
@@ -648,7 +648,7 @@ class ClientConnection(asyncio.Protocol):
     def _lifetime(self) -> None:
         """The idle timeout and the maximum duration, on one timer set for whichever comes first."""
         config = self._config
-        now = self._loop.time()
+        now = monotonic()  # the activity clock (the loop's runs on the same one, a tick behind at most)
         ends = self._opened_at + config.max_connection_duration
         if now >= ends:
             self.close(CloseCode.GOING_AWAY, "Connection duration exceeded")
