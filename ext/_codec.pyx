@@ -20,6 +20,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from proxy._throttle cimport Admission
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
@@ -893,22 +894,22 @@ cdef class RelayPump:
     cdef object _write
     cdef object _clock
     cdef bint _c_clock
-    cdef object _budget
-    cdef object _admit
+    cdef object _admission
+    cdef Admission _compiled
     cdef tuple _messages
     cdef Tally _read_bytes
     cdef Tally _written_bytes
     cdef public double last_activity
 
     def __init__(self, FrameDecoder decoder not None, FrameEncoder encoder not None, write, *,
-                 clock=None, budget=None, admit=None, messages=(), read_bytes=None, written_bytes=None):
+                 clock=None, admission=None, messages=(), read_bytes=None, written_bytes=None):
         self._decoder = decoder
         self._encoder = encoder
         self._write = write
         self._clock = clock
         self._c_clock = clock is monotonic
-        self._budget = budget
-        self._admit = admit
+        self._admission = admission
+        self._compiled = admission if isinstance(admission, Admission) else None
         self._messages = tuple(messages)
         for cell in self._messages:
             if not isinstance(cell, Tally):
@@ -927,7 +928,12 @@ cdef class RelayPump:
             self.last_activity = self._clock()
         if self._read_bytes is not None:
             self._read_bytes.value += len(data)
-        budget = PY_SSIZE_T_MAX if self._budget is None else self._budget()
+        if self._compiled is not None:
+            budget = self._compiled.budget()
+        elif self._admission is not None:
+            budget = self._admission.budget()
+        else:
+            budget = PY_SSIZE_T_MAX
         try:
             count = self._decoder._relay(data, self._encoder, budget, events)
         except ProtocolError as exc:
@@ -941,8 +947,10 @@ cdef class RelayPump:
     cdef int _deliver(self, bytes frames, Py_ssize_t count) except -1:
         if count == 0:
             return 0
-        if self._admit is not None:
-            self._admit(count)
+        if self._compiled is not None:
+            self._compiled.admit(count)
+        elif self._admission is not None:
+            self._admission.admit(count)
         self._write(frames)
         for cell in self._messages:
             (<Tally>cell).value += count

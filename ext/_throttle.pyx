@@ -16,14 +16,7 @@ cdef double ONE_TOKEN = 1.0 - EPSILON
 
 
 cdef class TokenBucket:
-    """A bucket of ``burst`` tokens refilled at ``rate`` per second; starts full."""
-
-    cdef public double rate
-    cdef public long long burst
-    cdef public double last_used
-    cdef double _anchor
-    cdef double _anchor_tokens
-    cdef long long _taken
+    """A bucket of ``burst`` tokens refilled at ``rate`` per second; starts full (fields: proxy/_throttle.pxd)."""
 
     def __init__(self, double rate, long long burst, double now):
         self.rate = rate
@@ -71,16 +64,10 @@ cdef class TokenBucket:
 
 
 cdef class Admission:
-    """Bulk admission of one route's messages, for the relay fast path (see ``proxy._pythrottle.Admission``)."""
+    """Bulk admission of one route's messages, for the relay fast path (see ``proxy._pythrottle.Admission``).
 
-    cdef object _throttler
-    cdef object _api_id
-    cdef object _stage
-    cdef object _route_key
-    cdef object _clock
-    cdef TokenBucket _account
-    cdef TokenBucket _route
-    cdef Py_ssize_t _generation
+    ``budget`` and ``admit`` are cpdef: the compiled relay pump calls them in C.
+    """
 
     def __init__(self, throttler, api_id, stage, route_key):
         self._throttler = throttler
@@ -92,7 +79,7 @@ cdef class Admission:
         self._generation = throttler.generation
         self._route = throttler.route_bucket(api_id, stage, route_key).bucket
 
-    def budget(self):
+    cpdef long long budget(self) except -1:
         """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
         cdef double now = self._clock()
         cdef Py_ssize_t generation = self._throttler.generation
@@ -103,7 +90,7 @@ cdef class Admission:
         cdef double account = self._account._settle(now)
         return <long long>((route if route < account else account) + EPSILON)
 
-    def admit(self, long long count):
+    cpdef void admit(self, long long count):
         """Take ``count`` tokens (at most the last ``budget()``) at that same instant."""
         self._route._taken += count
         self._account._taken += count

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Sequence
 
+from proxy._pycodec import Admitting
 from proxy.frames import CloseCode, Event
 
 Payload = bytes | bytearray | memoryview
@@ -41,8 +42,7 @@ class RelayPump:
         write: Callable[[bytes], object],
         *,
         clock: Callable[[], float] | None = ...,
-        budget: Callable[[], int] | None = ...,
-        admit: Callable[[int], object] | None = ...,
+        admission: Admitting | None = ...,
         messages: Sequence[Tally] = ...,
         read_bytes: Tally | None = ...,
         written_bytes: Tally | None = ...,

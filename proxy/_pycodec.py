@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from time import monotonic as monotonic  # re-exported: the clock to hand a RelayPump
+from typing import Protocol
 
 from proxy.errors import PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, is_valid_close_code
@@ -35,6 +36,13 @@ _KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 Payload = bytes | bytearray | memoryview
+
+
+class Admitting(Protocol):
+    """The throttle's side of a pump (``proxy.throttle.Admission``): how many may go now, and charge them."""
+
+    def budget(self) -> int: ...
+    def admit(self, count: int) -> None: ...
 
 
 class Tally:
@@ -371,9 +379,9 @@ class RelayPump:
     """One direction of the relay fast path: each read's messages leave in one ``write`` call.
 
     Per ``feed(data)``: stamps ``last_activity`` with ``clock()``, asks
-    ``budget()`` how many messages may go (every one when None), relays that
-    many from ``decoder`` re-encoded by ``encoder`` in one ``write``, charges
-    ``admit(count)``, adds ``count`` to each of ``messages`` and the sizes read
+    ``admission.budget()`` how many messages may go (every one when None),
+    relays that many from ``decoder`` re-encoded by ``encoder`` in one ``write``,
+    charges ``admission.admit(count)``, adds ``count`` to each of ``messages`` and the sizes read
     and written to ``read_bytes`` and ``written_bytes``; returns the other
     events (control frames, messages past the budget). One call per read, so
     the caller's Python runs once per read rather than once per step.
@@ -384,8 +392,7 @@ class RelayPump:
     """
 
     __slots__ = (
-        "_admit",
-        "_budget",
+        "_admission",
         "_clock",
         "_decoder",
         "_encoder",
@@ -403,8 +410,7 @@ class RelayPump:
         write: Callable[[bytes], object],
         *,
         clock: Callable[[], float] | None = None,
-        budget: Callable[[], int] | None = None,
-        admit: Callable[[int], object] | None = None,
+        admission: Admitting | None = None,
         messages: Sequence[Tally] = (),
         read_bytes: Tally | None = None,
         written_bytes: Tally | None = None,
@@ -413,8 +419,7 @@ class RelayPump:
         self._encoder = encoder
         self._write = write
         self._clock = clock
-        self._budget = budget
-        self._admit = admit
+        self._admission = admission
         self._messages = tuple(messages)
         self._read_bytes = read_bytes
         self._written_bytes = written_bytes
@@ -426,7 +431,7 @@ class RelayPump:
             self.last_activity = self._clock()
         if self._read_bytes is not None:
             self._read_bytes.value += len(data)
-        budget = sys.maxsize if self._budget is None else self._budget()
+        budget = sys.maxsize if self._admission is None else self._admission.budget()
         try:
             frames, count, events = self._decoder.relay(data, self._encoder, budget)
         except ProtocolError as exc:
@@ -438,8 +443,8 @@ class RelayPump:
 
     def _deliver(self, frames: bytes, count: int) -> None:
         if count:
-            if self._admit is not None:
-                self._admit(count)
+            if self._admission is not None:
+                self._admission.admit(count)
             self._write(frames)
             for cell in self._messages:
                 cell.value += count

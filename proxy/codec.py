@@ -13,7 +13,7 @@ API (identical in both implementations; ``proxy._pycodec`` is the reference):
   ``.message(opcode, payload, mask_key=None) -> bytes`` fragments into frames
   of at most ``max_frame`` bytes; ``.close(code, reason)``, ``.ping(payload)``,
   ``.pong(payload)``. ``.fragmented`` counts messages sent in more than one frame.
-- ``RelayPump(decoder, encoder, write, *, clock, budget, admit, messages, read_bytes,
+- ``RelayPump(decoder, encoder, write, *, clock, admission, messages, read_bytes,
   written_bytes)`` ``.feed(data) -> list[Event]``: one direction of the relay fast
   path, a read at a time (relay, write, throttle and count in one call).
 - ``monotonic()``: ``time.monotonic``'s clock, the one to give a pump as ``clock``

@@ -909,7 +909,7 @@ def test_relay_checks_text_past_an_ascii_prefix(codec: ModuleType, prefix: int, 
 
 
 class _Recorder:
-    """The pump's collaborators: write, clock, budget and admit, recording each call."""
+    """The pump's collaborators: write, clock and admission (budget, admit), recording each call."""
 
     def __init__(self, budget: int | None = None) -> None:
         self.writes: list[bytes] = []
@@ -921,7 +921,7 @@ class _Recorder:
         """A pump over these collaborators, counting into fresh cells of ``codec``."""
         self.messages, self.read_bytes, self.written_bytes = codec.Tally(), codec.Tally(), codec.Tally()
         decoder = codec.FrameDecoder(server_side=server_side, **caps)
-        throttled = {"budget": self.budget, "admit": self.admit} if self.budget_left is not None else {}
+        throttled = {"admission": self} if self.budget_left is not None else {}
         return codec.RelayPump(
             decoder,
             codec.FrameEncoder(client_side=client_side),

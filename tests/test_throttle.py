@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from proxy import limits, throttle
 from proxy.control.model import CONNECT, RouteSettings, Stage
+from proxy.frames import Opcode
 from proxy.throttle import (
     ACCOUNT,
     NEW_CONNECTIONS,
@@ -373,3 +374,20 @@ def test_compiled_and_reference_buckets_agree_to_the_last_bit(
             reference.rate,
             reference.last_used,
         )
+
+
+@pytest.mark.parametrize("codec_name", ["cython", "python"])
+def test_a_relay_pump_relays_what_its_admission_allows_and_charges_it(codec_name: str) -> None:
+    """The compiled pump calls a compiled ``Admission`` in C and anything else in Python: the same decisions."""
+    codec = load_twin("_codec", "_pycodec", codec_name)
+    throttler = make_throttler(FakeClock())
+    stage = make_stage(RouteSettings(throttling_burst_limit=2, throttling_rate_limit=0.0))
+    written: list[bytes] = []
+    pump = codec.RelayPump(
+        codec.FrameDecoder(server_side=False), codec.FrameEncoder(client_side=False), written.append,
+        admission=throttler.admission("a1", stage, "$default"),
+    )  # fmt: skip
+    events = pump.feed(b"".join(bytes([0x81, 1]) + word for word in (b"a", b"b", b"c")))
+    assert len(written) == 1 and written[0].count(b"\x81\x01") == 2  # two relayed in one write
+    assert events == [(Opcode.TEXT, b"c")]  # past the budget: the per-message path's
+    assert throttler.admit_message("a1", stage, "$default") == STAGE  # the two were charged

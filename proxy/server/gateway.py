@@ -409,8 +409,7 @@ class ClientConnection(asyncio.Protocol):
                 self._gateway.client_encoder,
                 upstream.outbox.write_through,
                 clock=monotonic,
-                budget=lane.budget,
-                admit=lane.admit,
+                admission=lane.admission,
                 messages=lane.messages,
                 read_bytes=observer.bytes_in,
             )

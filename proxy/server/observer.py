@@ -68,19 +68,18 @@ class _RouteView:
 class RelayLane:
     """What the relay fast path needs from observability: one route, messages handled a read at a time.
 
-    ``budget()`` is how many messages throttling lets through now and
-    ``admit(count)`` charges those relayed (``proxy.throttle.Admission``);
-    ``messages`` are the cells that count them. The ``RelayPump`` calls all
-    three per read; messages past the budget go the per-message way
+    ``admission`` says how many messages throttling lets through now and
+    charges those relayed (``proxy.throttle.Admission``: the compiled pump
+    calls it in C); ``messages`` are the cells that count them. The
+    ``RelayPump`` uses both per read; messages past the budget go the per-message way
     (``ConnectionObserver.message``). Only routes without execution logs, on
     stages without access logs, get one: those need a line per message.
     """
 
-    __slots__ = ("admit", "budget", "messages")
+    __slots__ = ("admission", "messages")
 
     def __init__(self, admission: Admission, stage: StageMetrics, route: StageMetrics | None) -> None:
-        self.budget = admission.budget
-        self.admit = admission.admit
+        self.admission = admission
         self.messages = (stage.message_count,) if route is None else (stage.message_count, route.message_count)
 
 
