@@ -690,6 +690,73 @@ cdef class FrameDecoder:
         self.reassembled += 1
         return pos
 
+    cdef Py_ssize_t _pass_through(self, const uint8_t* p, Py_ssize_t n, FrameEncoder encoder) except -2:
+        """How many messages ``p[:n]`` holds if it already is ``encoder``'s framing of them; else -1.
+
+        The backend-to-client relay re-frames messages into the client's frame
+        cap; a backend that frames as ``encoder`` would (unmasked, data frames
+        only, every frame but a message's last exactly ``encoder.max_frame``
+        bytes, minimal lengths) sends the very bytes the relay would write, so
+        a read of whole such messages, within this decoder's caps and valid
+        UTF-8 where text, is written as it came: no copy. The counters move as
+        the relay would move them. Anything else is -1 with nothing changed:
+        the usual path then takes the read, with its checks and errors.
+        """
+        cdef Py_ssize_t pos = 0, header, length, total = 0, frames = 0, messages = 0, whole = 0
+        cdef Py_ssize_t step = encoder.max_frame
+        cdef uint64_t extended
+        cdef uint8_t b0, b1
+        cdef int opcode = 0
+        cdef Utf8State utf8
+        utf8.need = 0
+        if self.server_side or encoder.client_side or self._pending_len or self._message_opcode or self._closed:
+            return -1
+        while pos < n:
+            if n - pos < 2:
+                return -1
+            b0 = p[pos]
+            b1 = p[pos + 1]
+            if b1 & MASK_BIT or b0 & RSV:
+                return -1
+            if opcode == 0:
+                opcode = b0 & OPCODE_BITS
+                if opcode != OP_TEXT and opcode != OP_BINARY:
+                    return -1
+                total = frames = 0
+                utf8.need = 0
+            elif b0 & OPCODE_BITS != OP_CONTINUATION:
+                return -1
+            length = b1 & LENGTH_BITS
+            header = 2
+            if length >= LENGTH_TWO_BYTES:
+                header = 4 if length == LENGTH_TWO_BYTES else 10
+                if n - pos < header:
+                    return -1
+                extended = _extended_length(p + pos, header)
+                if extended < (LENGTH_TWO_BYTES if header == 4 else 0x10000) or extended > <uint64_t>step:
+                    return -1  # not the minimal length encoding, or past the frame cap
+                length = <Py_ssize_t>extended
+            total += length
+            frames += 1
+            if length > step or length > self.max_frame or total > self.max_message or n - pos - header < length:
+                return -1
+            if opcode == OP_TEXT and not _utf8_feed(&utf8, p + pos + header, length):
+                return -1
+            pos += header + length
+            if b0 & FIN:
+                if (frames > 1 and length == 0) or utf8.need:
+                    return -1  # the encoder never ends a message on an empty frame
+                messages += 1
+                whole += frames > 1
+                opcode = 0
+            elif length != step:
+                return -1
+        if opcode or messages == 0:
+            return -1
+        self.reassembled += whole
+        encoder.fragmented += whole
+        return messages
+
     cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1:
         cdef int opcode = b0 & OPCODE_BITS
         if b0 & RSV:
@@ -928,6 +995,11 @@ cdef class RelayPump:
             self.last_activity = self._clock()
         if self._read_bytes is not None:
             self._read_bytes.value += len(data)
+        if self._admission is None and type(data) is bytes:
+            count = self._decoder._pass_through(<const uint8_t*>PyBytes_AS_STRING(data), len(<bytes>data), self._encoder)
+            if count > 0:
+                self._deliver(<bytes>data, count)
+                return events
         if self._compiled is not None:
             budget = self._compiled.budget()
         elif self._admission is not None:

@@ -55,6 +55,7 @@ cdef class FrameDecoder:
     cdef Py_ssize_t _relay_run(self, const uint8_t* p, Py_ssize_t available) except -1
     cdef Py_ssize_t _parse_frame(self, const uint8_t* data, Py_ssize_t available, list events) except -1
     cdef Py_ssize_t _relay_whole(self, const uint8_t* p, Py_ssize_t available) except -1
+    cdef Py_ssize_t _pass_through(self, const uint8_t* p, Py_ssize_t n, FrameEncoder encoder) except -2
     cdef int _check_header(self, uint8_t b0, uint8_t b1) except -1
     cdef int _check_length(self, int opcode, uint64_t length) except -1
     cdef int _data_frame(self, bint fin, int opcode, const uint8_t* src, Py_ssize_t length,

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from wsproto.frame_protocol import FrameProtocol, ParseFailed
@@ -1037,3 +1037,90 @@ def test_a_pump_given_the_codec_s_clock_stamps_reads_on_time_monotonic_s(codec: 
     after = time.monotonic()
     assert before <= pump.last_activity <= after
     assert codec.monotonic() >= after
+
+
+_BACKEND_MESSAGES = st.lists(
+    st.one_of(
+        st.tuples(st.just(Opcode.BINARY), st.binary(max_size=700)),
+        st.tuples(st.just(Opcode.TEXT), st.text(max_size=300).map(str.encode)),
+        st.tuples(st.just(Opcode.TEXT), st.sampled_from([b"\xff", b"ok\xc3", b"\xed\xa0\x80"])),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(PROPERTY_SETTINGS, max_examples=300)
+@example(messages=[(Opcode.BINARY, b"a" * 25)], step=20, backend_step=10, cuts=[], flip=None)  # framed finer
+@given(
+    messages=_BACKEND_MESSAGES,
+    step=st.integers(1, 300),
+    backend_step=st.one_of(st.none(), st.integers(1, 300)),
+    cuts=st.lists(st.integers(0, 2**12), max_size=3),
+    flip=st.one_of(st.none(), st.tuples(st.integers(0, 2**16), st.integers(0, 255))),
+)
+def test_backend_reads_in_the_client_s_framing_relay_as_the_reference_does(
+    messages: list[tuple[Opcode, bytes]], step: int, backend_step: int | None, cuts: list[int],
+    flip: tuple[int, int] | None,
+) -> None:  # fmt: skip
+    """A backend framing as the gateway would (``backend_step`` None) is written as it came (compiled);
+    the bytes, events, errors and counters are still exactly the reference's, whatever the backend's
+    framing, whole reads or cut, spoiled or not."""
+    backend = _load_codec("python").FrameEncoder(client_side=False, max_frame=backend_step or step)
+    framed = bytearray(b"".join(backend.message(opcode, payload) for opcode, payload in messages))
+    if flip is not None and framed:
+        framed[flip[0] % len(framed)] = flip[1]
+    compiled, reference = _backend_relay_outcomes(bytes(framed), step, cuts)
+    assert compiled == reference
+
+
+def _backend_relay_outcomes(framed: bytes, step: int, cuts: list[int]) -> list[tuple[Any, ...]]:
+    """What the backend-to-client pump of each codec makes of ``framed``: outcome, bytes written, counters."""
+    outcomes = []
+    for name in ("cython", "python"):
+        codec = _load_codec(name)
+        decoder = codec.FrameDecoder(server_side=False, max_frame=400, max_message=900)
+        encoder = codec.FrameEncoder(client_side=False, max_frame=step)
+        written: list[bytes] = []
+        pump = codec.RelayPump(decoder, encoder, written.append)
+        events: list[Event] = []
+        try:
+            for chunk in _chunks(framed, cuts):
+                events += pump.feed(chunk)
+            outcome: tuple[Any, ...] = ("ok", events)
+        except ProtocolError as exc:
+            outcome = ("error", exc.close_code, str(exc), events + exc.events)
+        outcomes.append((outcome, b"".join(written), decoder.reassembled, encoder.fragmented))
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    "framed",
+    [
+        b"\x82\x7e\x00\x05hello",  # a 16-bit length for 5 bytes
+        b"\x82\x7f" + (5).to_bytes(8, "big") + b"hello",  # a 64-bit one
+        b"\x02\x05hello\x80\x00",  # a message ending on an empty frame
+        b"\x02\x05hello\x89\x00\x80\x05world",  # a ping between its frames
+        b"\xc2\x05hello",  # a reserved bit
+        b"\x82\x85abcdhello",  # masked, from a backend
+        b"\x81\x02\xc3\x28",  # invalid UTF-8
+    ],
+    ids=["16-bit-length", "64-bit-length", "empty-last-frame", "ping-inside", "rsv", "masked", "bad-utf8"],
+)
+def test_backend_reads_not_in_the_client_s_framing_take_the_usual_path(framed: bytes) -> None:
+    compiled, reference = _backend_relay_outcomes(framed, 5, [])
+    assert compiled == reference
+
+
+def test_a_backend_read_in_the_client_s_framing_is_written_as_it_came() -> None:
+    """No copy: the compiled pump hands the very read to ``write`` (two 32 KiB frames of one message here)."""
+    compiled = load_twin("_codec", "_pycodec", "cython")
+    read = compiled.FrameEncoder(client_side=False).message(Opcode.BINARY, b"x" * 65536)
+    decoder, encoder = (
+        compiled.FrameDecoder(server_side=False, max_frame=MAX_MESSAGE_BYTES),
+        compiled.FrameEncoder(client_side=False),
+    )
+    written: list[bytes] = []
+    assert compiled.RelayPump(decoder, encoder, written.append).feed(read) == []
+    assert len(written) == 1 and written[0] is read
+    assert (decoder.reassembled, encoder.fragmented) == (1, 1)
