@@ -926,9 +926,10 @@ cdef class FrameDecoder:
 
 
 cdef inline double _monotonic() noexcept nogil:
+    """CLOCK_MONOTONIC in seconds, rounded as ``time.monotonic`` rounds it (nanoseconds / 1e9)."""
     cdef timespec now
     clock_gettime(CLOCK_MONOTONIC, &now)
-    return now.tv_sec + now.tv_nsec * 1e-9
+    return <double>(<long long>now.tv_sec * 1000000000 + now.tv_nsec) / 1e9
 
 
 def monotonic():
