@@ -143,7 +143,6 @@ class Session:
         "_new_id",
         "_plan",
         "_routes",
-        "_table",
         "client",
         "connected_at_ms",
         "connection_id",
@@ -165,7 +164,6 @@ class Session:
         self._clock_ms = clock_ms
         self.connected_at_ms = clock_ms()
         self._plan = plan(target.snapshot)
-        self._table = self._plan.table
         self._forwards: dict[str, Forward] = {}
         self._routes: dict[str, Forward] = {}
         """Passthrough routes' answers by route key: the per-message fast path."""
@@ -229,7 +227,7 @@ class Session:
 
     def route(self, opcode: int, payload: bytes) -> Route | None:
         """The route of one client message; None when nothing matches and there is no ``$default``."""
-        table = self._table
+        table = self._plan.table
         if not table.routes or opcode != Opcode.TEXT:
             return table.default
         try:
