@@ -122,7 +122,6 @@ class ClientConnection(asyncio.Protocol):
         "_close_code",
         "_config",
         "_connect_context",
-        "_connecting",
         "_decoder",
         "_early",
         "_flow",
@@ -133,6 +132,7 @@ class ClientConnection(asyncio.Protocol):
         "_loop",
         "_observer",
         "_opened_at",
+        "_opening",
         "_pending",
         "_pump",
         "_pump_generation",
@@ -168,7 +168,8 @@ class ClientConnection(asyncio.Protocol):
         """Set while reads take the fast path (only when OPEN: every way out goes through ``_close_upstreams``)."""
         self._pump_generation = -1
         self._pending: list[tuple[str, int, bytes]] = []
-        self._connecting: asyncio.Task[None] | None = None
+        self._opening: dict[str, Upstream] = {}
+        """Upstreams dialled, not yet answered (``upstream_accepted`` moves them to ``_upstreams``)."""
         self._writing_paused = False
         self._close_code: int = CloseCode.ABNORMAL
         self._last_activity = 0.0
@@ -209,7 +210,12 @@ class ClientConnection(asyncio.Protocol):
             elif self._state == _HANDSHAKE:
                 self._handshake_data(data)
             elif self._state == _CONNECTING:
-                self._early += data  # reading is paused; this is at most one read's worth
+                # Frames before the 101 (RFC 6455 allows none, clients pipeline anyway): keep
+                # this read for after the 101 and stop reading until then.
+                assert self._flow is not None
+                if not self._early:
+                    self._flow.pause()
+                self._early += data
             elif self._state == _CLOSING and self._decoder is not None:
                 self._frames(data)
             # Otherwise: closing after a protocol error, input is discarded until EOF or the close timeout.
@@ -223,8 +229,6 @@ class ClientConnection(asyncio.Protocol):
         self._state = _CLOSED
         for timer in self._timers:
             timer.cancel()
-        if self._connecting is not None:
-            self._connecting.cancel()
         self._close_upstreams(CloseCode.GOING_AWAY, "client went away")
         self._pending.clear()
         if was_open and self._session is not None and self._observer is not None:
@@ -294,30 +298,14 @@ class ClientConnection(asyncio.Protocol):
         if not HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES:
             self._refuse(status, _FORBIDDEN if status == HTTPStatus.FORBIDDEN else f"$connect answered {status}")
             return
-        self._state = _CONNECTING
-        assert self._flow is not None
-        self._flow.pause()
+        self._state = _CONNECTING  # still reading: a client that leaves now drops its upstream at once
         if forward is None:
             self._accept(None, context)
         else:
-            self._connecting = self._loop.create_task(self._connect(forward, context))
+            self._dial(forward, self._subprotocols)
 
-    async def _connect(self, forward: Forward, context: LazyContext) -> None:
-        try:
-            upstream = await self._open(forward, self._subprotocols)
-        except HandshakeError as exc:
-            logger.info("upstream refused connectionId=%s: %s", self.connection_id, exc)
-            message = _INTERNAL if exc.status_hint >= HTTPStatus.INTERNAL_SERVER_ERROR else _FORBIDDEN
-            self._refuse(exc.status_hint, message, [("X-Framegate-Error", str(exc))])
-            return
-        if self._state != _CONNECTING:
-            upstream.close(CloseCode.GOING_AWAY, "client went away")
-            return
-        accepted = upstream.accepted.result()
-        self._accept(accepted.subprotocol, context)
-
-    async def _open(self, forward: Forward, subprotocols: Sequence[str]) -> Upstream:
-        """Open the upstream ``forward`` names, record it and return it."""
+    def _dial(self, forward: Forward, subprotocols: Sequence[str]) -> None:
+        """Open the upstream ``forward`` names; ``upstream_accepted`` or ``upstream_refused`` follows."""
         session = self._session
         assert session is not None
         target = session.target
@@ -327,28 +315,58 @@ class ClientConnection(asyncio.Protocol):
             ("X-Framegate-Stage", target.stage.stage_name),
             ("X-Forwarded-For", self._forwarded_for),
         ]
-        config = self._config
-        observer = self._gateway.observer
-        started = self._loop.time()
+        gateway = self._gateway
         try:
-            upstream, _accepted = await open_upstream(
+            self._opening[forward.url] = open_upstream(
                 self,
                 forward.url,
                 ClientHandshake(forward.url, headers, subprotocols),
-                self._gateway.client_encoder,
-                self._gateway.server_encoder,
+                gateway.client_encoder,
+                gateway.server_encoder,
                 timeout_s=forward.timeout_s,
-                max_message=config.max_message,
+                max_message=self._config.max_message,
                 loop=self._loop,
             )
-        except HandshakeError:
-            observer.upstream_failed()
-            raise
-        observer.upstream_opened(target.api.api_id, target.stage, self._loop.time() - started)
-        self._upstreams[forward.url] = upstream
+        except HandshakeError as exc:
+            self._upstream_failed(forward.url, exc)
+
+    def upstream_accepted(self, upstream: Upstream, subprotocol: str | None, seconds: float) -> None:
+        session = self._session
+        assert session is not None and self._flow is not None
+        self._gateway.observer.upstream_opened(session.target.api.api_id, session.target.stage, seconds)
+        del self._opening[upstream.url]
+        self._upstreams[upstream.url] = upstream
         if self._writing_paused and upstream.flow is not None:
             upstream.flow.pause()
-        return upstream
+        if self._state == _CONNECTING:  # the $connect / $default upstream: now the client's 101
+            assert self._connect_context is not None
+            self._accept(subprotocol, self._connect_context)
+            return
+        # A route's upstream, opened by its first message: send what queued meanwhile.
+        upstream.start()
+        for opcode, payload in self._take_pending(upstream.url):
+            upstream.send(opcode, payload)
+        self._refresh_lane()
+        self._flow.resume()
+
+    def upstream_refused(self, upstream: Upstream, error: HandshakeError) -> None:
+        del self._opening[upstream.url]
+        self._upstream_failed(upstream.url, error)
+
+    def _upstream_failed(self, url: str, exc: HandshakeError) -> None:
+        """Before the 101 the client is refused; after, the messages queued for ``url`` get an error."""
+        self._gateway.observer.upstream_failed()
+        if self._state == _CONNECTING:
+            logger.info("upstream refused connectionId=%s: %s", self.connection_id, exc)
+            message = _INTERNAL if exc.status_hint >= HTTPStatus.INTERNAL_SERVER_ERROR else _FORBIDDEN
+            self._refuse(exc.status_hint, message, [("X-Framegate-Error", str(exc))])
+            return
+        logger.info("route upstream failed connectionId=%s: %s", self.connection_id, exc)
+        session = self._session
+        assert session is not None and self._flow is not None
+        for _ in self._take_pending(url):
+            self._act(session.internal_error(None))
+        self._flow.resume()
 
     def _accept(self, subprotocol: str | None, context: LazyContext) -> None:
         assert self._transport is not None and self._handshake is not None and self._session is not None
@@ -367,11 +385,12 @@ class ClientConnection(asyncio.Protocol):
         self._timers = [self._loop.call_later(min(config.idle_timeout, config.max_connection_duration), self._lifetime)]
         early = self._handshake.trailing + self._early
         self._handshake = None
-        self._early = b""
         for upstream in list(self._upstreams.values()):
             upstream.start()
-        assert self._flow is not None
-        self._flow.resume()
+        if self._early:
+            self._early = b""
+            assert self._flow is not None
+            self._flow.resume()
         if early and self._state == _OPEN:
             self.data_received(early)
 
@@ -495,34 +514,11 @@ class ClientConnection(asyncio.Protocol):
 
     def _open_later(self, forward: Forward, opcode: int, payload: bytes) -> None:
         """First message for a non-``$default`` ws:// route: queue it and connect, reading paused."""
-        first = not any(url == forward.url for url, _, _ in self._pending)
         self._pending.append((forward.url, opcode, payload))
-        if first:
+        if forward.url not in self._opening:
             assert self._flow is not None
             self._flow.pause()
-            self._loop.create_task(self._connect_route(forward))
-
-    async def _connect_route(self, forward: Forward) -> None:
-        assert self._flow is not None
-        session = self._session
-        assert session is not None
-        try:
-            await self._open(forward, ())
-        except HandshakeError as exc:
-            logger.info("route upstream failed connectionId=%s: %s", self.connection_id, exc)
-            for _ in self._take_pending(forward.url):
-                self._act(session.internal_error(None))
-            self._flow.resume()
-            return
-        upstream = self._upstreams[forward.url]
-        if self._state != _OPEN:
-            upstream.close(CloseCode.GOING_AWAY, "client went away")
-            return
-        upstream.start()
-        for opcode, payload in self._take_pending(forward.url):
-            upstream.send(opcode, payload)
-        self._refresh_lane()
-        self._flow.resume()
+            self._dial(forward, ())
 
     def _take_pending(self, url: str) -> list[tuple[int, bytes]]:
         """Remove and return, in order, the messages queued for the upstream at ``url``."""
@@ -602,10 +598,13 @@ class ClientConnection(asyncio.Protocol):
         self._close_transport()
 
     def _close_upstreams(self, code: int, reason: str) -> None:
-        """Pass a close on to every upstream and forget them (their callbacks no longer reach us)."""
+        """Pass a close on to every upstream, opening ones too, and forget them (their callbacks no longer reach us)."""
         for upstream in self._upstreams.values():
             upstream.close(code, reason)
+        for upstream in self._opening.values():
+            upstream.close(code, reason)
         self._upstreams.clear()
+        self._opening.clear()
         self._drop_pump()
 
     def _close_acknowledged(self) -> None:

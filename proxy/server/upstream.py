@@ -6,6 +6,11 @@ re-fragmented to the frame cap). A read's messages are handed to the owning
 client connection (``UpstreamOwner``) already encoded for the client, in one
 piece (``FrameDecoder.relay``), and closes are passed on; the owner's write
 buffer pausing pauses this socket's reading and vice versa (``FlowControl``).
+
+Opening is callbacks, not a coroutine to await: the owner hears
+``upstream_accepted`` from the read that holds the 101, or
+``upstream_refused`` once, and never both. Awaiting a future for the 101 cost
+a task step, two coroutine frames and a cancel-based deadline per connection.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ import asyncio
 import functools
 import ssl
 from http import HTTPStatus
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
-from proxy.handshake import ClientHandshake, UpstreamAccepted
+from proxy.handshake import ClientHandshake
 from proxy.limits import CLOSE_TIMEOUT_S, UPSTREAM_URL_CACHE
 from proxy.server.flow import FlowControl, Outbox
 
@@ -33,6 +38,14 @@ def _discard(frames: bytes) -> None:
 
 class UpstreamOwner(Protocol):
     """The client connection an upstream belongs to."""
+
+    def upstream_accepted(self, upstream: Upstream, subprotocol: str | None, seconds: float) -> None:
+        """The backend answered 101 (choosing ``subprotocol``), ``seconds`` after ``open_upstream``."""
+        ...
+
+    def upstream_refused(self, upstream: Upstream, error: HandshakeError) -> None:
+        """The upgrade failed: unreachable (502), no answer in time (504) or the backend's refusal."""
+        ...
 
     def upstream_pump(self, decoder: FrameDecoder, encoder: FrameEncoder) -> RelayPump:
         """Where backend messages go once the upstream starts: ``decoder`` reads them, ``encoder`` re-frames them."""
@@ -53,9 +66,9 @@ class Upstream(asyncio.Protocol):
     """The gateway's WebSocket client to one backend, for one client connection."""
 
     __slots__ = (
-        "_close_timer",
         "_closing",
         "_decoder",
+        "_dialing",
         "_downstream",
         "_encoder",
         "_handshake",
@@ -64,15 +77,18 @@ class Upstream(asyncio.Protocol):
         "_owner",
         "_pump",
         "_reported",
+        "_started",
+        "_timer",
         "_transport",
-        "accepted",
         "flow",
         "outbox",
+        "url",
     )
 
     def __init__(
         self,
         owner: UpstreamOwner,
+        url: str,
         handshake: ClientHandshake,
         encoder: FrameEncoder,
         downstream: FrameEncoder,
@@ -80,8 +96,12 @@ class Upstream(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._owner = owner
+        self.url = url
         self._loop = loop
-        self._close_timer: asyncio.TimerHandle | None = None
+        self._started = loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        """The upgrade's deadline until the 101, then the close handshake's."""
+        self._dialing: asyncio.Task[None] | None = None
         self._handshake: ClientHandshake | None = handshake
         self._encoder = encoder
         self._downstream = downstream
@@ -93,7 +113,6 @@ class Upstream(asyncio.Protocol):
         self._reported = False
         self.flow: FlowControl | None = None
         self.outbox: Outbox | None = None
-        self.accepted: asyncio.Future[UpstreamAccepted] = loop.create_future()
         self._held: bytes | None = None
         """Backend bytes received between its 101 and ``start`` (None once started)."""
         self._pump: RelayPump | None = None
@@ -131,12 +150,13 @@ class Upstream(asyncio.Protocol):
             return
         if accepted is not None:
             self._handshake = None
-            # Hold the backend until the owner is ready for its messages (the client
-            # may not have its 101 yet): keep what came with the 101, stop reading.
+            self._cancel_timer()
+            # Hold the backend until the owner starts it (the client may not have
+            # its 101 yet): keep what came with the 101, stop reading.
             self._held = accepted.trailing
             assert self.flow is not None
             self.flow.pause()
-            self.accepted.set_result(accepted)
+            self._owner.upstream_accepted(self, accepted.subprotocol, self._loop.time() - self._started)
 
     def eof_received(self) -> bool | None:
         if self._handshake is not None:
@@ -146,8 +166,7 @@ class Upstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._handshake is not None:
             self._fail_handshake(self._handshake.receive_eof())
-        if self._close_timer is not None:
-            self._close_timer.cancel()  # the backend answered our close in time
+        self._cancel_timer()  # the backend answered our close in time
         self._transport = None
         self._report(None, "backend connection lost")
 
@@ -158,6 +177,26 @@ class Upstream(asyncio.Protocol):
         self._owner.upstream_resume()
 
     # --- what the owner calls -----------------------------------------------------------
+
+    def dial(self, host: str, port: int, context: ssl.SSLContext | None, timeout_s: float) -> None:
+        """Connect and send the upgrade; no 101 within ``timeout_s`` (the integration timeout) is a 504."""
+        self._timer = self._loop.call_later(timeout_s, self._expire, timeout_s)
+        self._dialing = self._loop.create_task(self._connect(host, port, context))
+
+    async def _connect(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
+        error = None
+        try:
+            await self._loop.create_connection(lambda: self, host, port, ssl=context)
+        except OSError as exc:
+            error = HandshakeError(f"backend {self.url} is unreachable: {exc.strerror or exc}", HTTPStatus.BAD_GATEWAY)
+        self._dialing = None  # done: nothing left to cancel (a cancel raised past this line)
+        if error is not None:
+            self._fail_handshake(error)
+
+    def _expire(self, timeout_s: float) -> None:
+        self._timer = None
+        message = f"backend {self.url} did not answer within {timeout_s:g} s"
+        self._fail_handshake(HandshakeError(message, HTTPStatus.GATEWAY_TIMEOUT))
 
     def start(self) -> None:
         """Begin delivering messages to the owner: what came with the 101 first, then resume reading."""
@@ -191,6 +230,8 @@ class Upstream(asyncio.Protocol):
         transport = self._transport
         self._reported = True  # the owner initiated this: no callback
         self._pump = RelayPump(self._decoder, self._downstream, _discard)  # still decoded: its close answers ours
+        if self._handshake is not None:
+            self._stop_dialing()
         if transport is None or self._closing:
             return
         self._closing = True
@@ -200,7 +241,7 @@ class Upstream(asyncio.Protocol):
         assert self.outbox is not None
         self.outbox.write(self._encoder.close(code, reason))
         self.outbox.uncork()  # the owner may forget this upstream before it would uncork it
-        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
+        self._timer = self._loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     # --- frames -------------------------------------------------------------------------
 
@@ -243,12 +284,27 @@ class Upstream(asyncio.Protocol):
             self._owner.upstream_closed(self, code, reason)
 
     def _fail_handshake(self, exc: HandshakeError) -> None:
+        """Give up the upgrade; the owner hears of it unless it gave up first (``close``)."""
+        if self._handshake is None:
+            return
         self._handshake = None
-        self._reported = True
-        if not self.accepted.done():
-            self.accepted.set_exception(exc)
+        self._stop_dialing()
         if self._transport is not None:
             self._transport.abort()
+        if not self._reported:
+            self._reported = True
+            self._owner.upstream_refused(self, exc)
+
+    def _stop_dialing(self) -> None:
+        self._cancel_timer()
+        if self._dialing is not None:
+            self._dialing.cancel()  # create_connection closes its socket when cancelled
+            self._dialing = None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _address(url: str) -> tuple[str, int, ssl.SSLContext | None]:
@@ -265,7 +321,7 @@ def _endpoint(url: str) -> tuple[str, int, bool]:
     return parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme], parts.scheme == "wss"
 
 
-async def open_upstream(
+def open_upstream(
     owner: UpstreamOwner,
     url: str,
     handshake: ClientHandshake,
@@ -275,51 +331,17 @@ async def open_upstream(
     timeout_s: float,
     max_message: int,
     loop: asyncio.AbstractEventLoop,
-) -> tuple[Upstream, UpstreamAccepted]:
-    """Connect and upgrade within ``timeout_s`` (the integration timeout).
+) -> Upstream:
+    """Start connecting to ``url`` and upgrading; ``owner`` hears how it went (see the module docstring).
 
-    ``encoder`` writes to the backend; ``downstream`` re-encodes its messages for the client.
-    The deadline is one timer that cancels this task (``asyncio.timeout`` costs
-    a tenth of a connection set-up in Python calls); a cancel from anyone else
-    propagates. ``loop`` is the running loop, passed in: asking asyncio for it
+    ``encoder`` writes to the backend; ``downstream`` re-encodes its messages for
+    the client. ``loop`` is the running loop, passed in: asking asyncio for it
     costs a ``getpid`` syscall.
 
     Raises:
-        HandshakeError: 502 when the backend is unreachable or refuses without a
-            status, 504 on timeout, else the backend's own refusal status.
+        HandshakeError: 500 when ``url`` is not a ws:// or wss:// URL (nothing was started).
     """
     host, port, context = _address(url)
-    upstream = Upstream(owner, handshake, encoder, downstream, max_message, loop)
-    task = asyncio.current_task(loop)
-    assert task is not None
-    deadline = _Deadline(task)
-    timer = loop.call_later(timeout_s, deadline.expire)
-    try:
-        await loop.create_connection(lambda: upstream, host, port, ssl=context)
-        accepted = await upstream.accepted
-    except asyncio.CancelledError:
-        if not deadline.expired:
-            raise
-        task.uncancel()
-        upstream.close(None)
-        message = f"backend {url} did not answer within {timeout_s:g} s"
-        raise HandshakeError(message, HTTPStatus.GATEWAY_TIMEOUT) from None
-    except OSError as exc:
-        raise HandshakeError(f"backend {url} is unreachable: {exc.strerror or exc}", HTTPStatus.BAD_GATEWAY) from exc
-    finally:
-        timer.cancel()
-    return upstream, accepted
-
-
-class _Deadline:
-    """Cancels the task opening an upstream, and remembers that it did (vs. a cancel from elsewhere)."""
-
-    __slots__ = ("_task", "expired")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self._task = task
-        self.expired = False
-
-    def expire(self) -> None:
-        self.expired = True
-        self._task.cancel()
+    upstream = Upstream(owner, url, handshake, encoder, downstream, max_message, loop)
+    upstream.dial(host, port, context, timeout_s)
+    return upstream

@@ -89,14 +89,23 @@ async def scripted_backend(script: object) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def silent_backend(connected: asyncio.Event | None = None) -> AsyncIterator[str]:
-    """Accepts TCP and never answers the upgrade; sets ``connected`` on the first connection."""
+async def silent_backend(
+    connected: asyncio.Event | None = None, dropped: asyncio.Event | None = None
+) -> AsyncIterator[str]:
+    """Accepts TCP and never answers the upgrade; sets ``connected`` on a connection, ``dropped`` when one ends."""
     accepted: list[asyncio.StreamWriter] = []
 
-    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)
         if connected is not None:
             connected.set()
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+        if dropped is not None:
+            dropped.set()
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     try:

@@ -24,6 +24,8 @@ READY = re.compile(
 START_CEILING_S = 30.0
 """Ceiling for the ready line (a loaded 2-core CI box imports slowly); never a synchronisation device."""
 CODECS = ("cython", "python")
+FRAME_CEILING_S = 15.0
+"""Ceiling for one frame to arrive in ``read_frame``; never a synchronisation device."""
 
 
 def codec_env(codec: str) -> dict[str, str]:
@@ -88,3 +90,27 @@ def upgrade_request(path: str = "/prod") -> bytes:
         f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
+
+
+def masked_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client frame built by hand; the all-zero mask key leaves the payload readable."""
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        header = bytes((first, 0x80 | n))
+    elif n < 1 << 16:
+        header = bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((first, 0x80 | 127)) + n.to_bytes(8, "big")
+    return header + b"\0\0\0\0" + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: ``(first byte, payload)``."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), FRAME_CEILING_S)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return first, await asyncio.wait_for(reader.readexactly(length), FRAME_CEILING_S)

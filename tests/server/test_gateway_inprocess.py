@@ -12,6 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Request
 
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.config import Config
@@ -21,6 +22,7 @@ from proxy.server.gateway import ClientConnection
 from tests.helpers.apis import api_entry, catalog_with, mock, snapshot, ws
 from tests.helpers.backends import silent_backend
 from tests.helpers.inprocess import in_process_gateway, prefix_echo
+from tests.helpers.servers import masked_frame, read_frame, upgrade_request
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +99,48 @@ async def test_backend_handshake_timeout_gives_504(tmp_path: Path) -> None:
                 async with connect(f"{server.url}/dev"):
                     pass
     assert refused.value.response.status_code == 504
+
+
+async def test_a_client_leaving_before_its_101_drops_the_backend_being_upgraded(tmp_path: Path) -> None:
+    connected, dropped = asyncio.Event(), asyncio.Event()
+    async with silent_backend(connected, dropped) as url:
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", url)}), {})}))  # 29 s timeout
+        async with in_process_gateway(catalog, tmp_path) as server:
+            reader, writer = await _raw_client(server.url)
+            writer.write(upgrade_request("/dev"))
+            await asyncio.wait_for(connected.wait(), CEILING_S)  # the gateway is upgrading its upstream
+            writer.close()
+            await asyncio.wait_for(dropped.wait(), CEILING_S)  # not after the integration's 29 s
+            assert await reader.read() == b""  # and the client never got a 101
+
+
+async def test_frames_sent_while_the_backend_upgrades_are_relayed_after_the_101_in_order(tmp_path: Path) -> None:
+    async def slow_101(connection: ServerConnection, request: Request) -> None:
+        await asyncio.sleep(0.3)  # the gateway waits in CONNECTING meanwhile
+
+    async def echo(connection: ServerConnection) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    async with serve(echo, "127.0.0.1", 0, process_request=slow_101) as backend:
+        backend_url = f"ws://127.0.0.1:{backend.sockets[0].getsockname()[1]}"
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend_url)}), {})}))
+        async with in_process_gateway(catalog, tmp_path) as server:
+            reader, writer = await _raw_client(server.url)
+            writer.write(upgrade_request("/dev"))
+            await asyncio.sleep(0.1)
+            writer.write(masked_frame(0x1, b"first"))  # its own read: kept, and reading stops
+            await asyncio.sleep(0.05)
+            writer.write(masked_frame(0x1, b"second"))  # waits in the socket until the 101
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            assert [await read_frame(reader), await read_frame(reader)] == [(0x81, b"first"), (0x81, b"second")]
+            writer.close()
+
+
+async def _raw_client(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port))
 
 
 async def test_mock_connect_refusal_status_reaches_client(tmp_path: Path) -> None:

@@ -13,37 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.servers import ROOT, Framegate, framegate, upgrade_request
+from tests.helpers.servers import ROOT, Framegate, framegate, masked_frame, read_frame, upgrade_request
 
 pytestmark = pytest.mark.integration
 
 KIB = 1024
 CEILING_S = 15.0
 UPGRADE = upgrade_request("/dev")
-
-
-def masked_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """A client frame built by hand; the all-zero mask key leaves the payload readable."""
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        header = bytes((first, 0x80 | n))
-    elif n < 1 << 16:
-        header = bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((first, 0x80 | 127)) + n.to_bytes(8, "big")
-    return header + b"\0\0\0\0" + payload
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One unmasked server frame: ``(first byte, payload)``."""
-    first, second = await asyncio.wait_for(reader.readexactly(2), CEILING_S)
-    length = second & 0x7F
-    if length == 126:
-        length = int.from_bytes(await reader.readexactly(2), "big")
-    elif length == 127:
-        length = int.from_bytes(await reader.readexactly(8), "big")
-    return first, await asyncio.wait_for(reader.readexactly(length), CEILING_S)
 
 
 async def open_raw(gateway: Framegate, *frames: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
