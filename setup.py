@@ -1,4 +1,11 @@
-"""Builds ext/_codec.pyx, ext/_throttle.pyx and ext/_upgrade.pyx as proxy._codec, ._throttle, ._upgrade; the rest is in pyproject.toml.
+"""Builds the Cython extensions; the rest is in pyproject.toml.
+
+Two kinds: ext/_codec.pyx, ext/_throttle.pyx and ext/_upgrade.pyx become
+proxy._codec, ._throttle and ._upgrade (each with a pure-Python twin); and the
+data plane's connection modules (``proxy.build.COMPILED_SOURCES``) are
+compiled from their own ``.py``, typed by the ``.pxd`` beside each, under
+their own names (Python annotations are left to mypy: ``annotation_typing``
+is off, so the ``.pxd`` alone decides C types).
 
 The extensions are optional: if Cython or the C compiler fails, installation
 still succeeds with their pure-Python twins and says so once. Set
@@ -19,11 +26,19 @@ FALLBACK_NOTICE = (
 )
 
 
+COMPILED_SOURCES = ("proxy.server.flow", "proxy.server.upstream", "proxy.server.gateway")
+"""As ``proxy.build.COMPILED_SOURCES`` (setup.py cannot import the package it builds; a test holds them equal)."""
+DIRECTIVES = {"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True}
+
+
 def _extensions() -> list[Extension]:
     exts = [
         Extension("proxy._codec", ["ext/_codec.pyx"], extra_compile_args=["-O3"]),
         Extension("proxy._throttle", ["ext/_throttle.pyx"], extra_compile_args=["-O3"]),
         Extension("proxy._upgrade", ["ext/_upgrade.pyx"], extra_compile_args=["-O3"]),
+    ]
+    sources = [
+        Extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"]) for name in COMPILED_SOURCES
     ]
     try:
         from Cython.Build import cythonize
@@ -33,10 +48,9 @@ def _extensions() -> list[Extension]:
         sys.stderr.write(FALLBACK_NOTICE.format(reason="Cython is not installed"))
         return []
     try:
-        return cythonize(
-            exts,
-            compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True},
-            annotate=os.environ.get("FRAMEGATE_ANNOTATE") == "1",
+        annotate = os.environ.get("FRAMEGATE_ANNOTATE") == "1"
+        return cythonize(exts, compiler_directives=DIRECTIVES, annotate=annotate) + cythonize(
+            sources, compiler_directives={"language_level": "3", "annotation_typing": False}, annotate=annotate
         )
     except Exception as exc:  # Cython syntax or environment failure: same fallback as a C failure
         if REQUIRED:

@@ -4,16 +4,29 @@ Layer 1. Read once at import time, because the choice precedes everything
 else (a whole server or benchmark runs on the twins); this is the one
 environment variable read outside ``proxy.cli``. ``proxy.codec``,
 ``proxy.throttle`` and ``proxy.handshake`` pick their implementation with ``twin``.
+
+The data plane's connection classes have no twin to keep in step: their
+plain-Python modules (``COMPILED_SOURCES``) are also compiled as they are,
+typed by the ``.pxd`` beside each, and the compiled module shadows its source
+on import. ``FRAMEGATE_PURE=1`` loads the source instead (``SourceFirst``).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Final, NamedTuple
 
 PURE: Final = os.environ.get("FRAMEGATE_PURE") == "1"
+COMPILED_SOURCES: Final = ("proxy.server.flow", "proxy.server.upstream", "proxy.server.gateway")
+"""Plain Python modules setup.py also compiles in place (each typed by its ``.pxd``), in import order."""
 
 
 class Twin(NamedTuple):
@@ -33,3 +46,34 @@ def twin(compiled: str, reference: str) -> Twin:
         return Twin(importlib.import_module(compiled), "cython", None)
     except ImportError as exc:
         return Twin(importlib.import_module(reference), "python", str(exc))
+
+
+class SourceFirst(importlib.abc.MetaPathFinder):
+    """Loads the ``COMPILED_SOURCES`` modules from their ``.py`` even where the compiled one sits beside it."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in COMPILED_SOURCES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.origin is None or spec.origin.endswith(".py"):
+            return spec
+        source = Path(spec.origin).with_name(fullname.rpartition(".")[2] + ".py")
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+def is_compiled(module: ModuleType) -> bool:
+    """Whether ``module`` was loaded from a compiled extension rather than Python source."""
+    return not (module.__file__ or "").endswith(".py")
+
+
+def source_fallback_reason(module: ModuleType) -> str | None:
+    """Why a ``COMPILED_SOURCES`` module runs interpreted although nobody asked for that (None otherwise)."""
+    if PURE or is_compiled(module):
+        return None
+    return f"{module.__name__} runs from {module.__file__}"
+
+
+if PURE and not any(isinstance(finder, SourceFirst) for finder in sys.meta_path):
+    sys.meta_path.insert(0, SourceFirst())

@@ -14,11 +14,12 @@ import logging
 import signal
 import sys
 
-from proxy import codec, handshake, throttle
+from proxy import build, codec, handshake, throttle
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.plane import QUICKSTART_API, ControlPlane
 from proxy.errors import ControlError
+from proxy.server import gateway as gateway_module
 from proxy.server.admin import start_control_plane
 from proxy.server.gateway import Gateway
 from proxy.server.loop import run_loop
@@ -77,6 +78,7 @@ async def _serve(config: Config) -> int:
         ("codec", codec.FALLBACK_REASON),
         ("throttle", throttle.FALLBACK_REASON),
         ("upgrade parser", handshake.FALLBACK_REASON),
+        ("connection classes", build.source_fallback_reason(gateway_module)),
     ):
         if reason is not None:
             logger.warning(

@@ -91,8 +91,9 @@ class Gateway:
         self.connections: set[ClientConnection] = set()
         self._idle: asyncio.Event | None = None
 
-    def protocol(self) -> ClientConnection:
-        return ClientConnection(self)
+    def protocol(self) -> asyncio.BaseProtocol:
+        """The protocol factory for ``create_server``: a new ``ClientConnection`` (a protocol by shape)."""
+        return cast(asyncio.BaseProtocol, ClientConnection(self))
 
     def forget(self, connection: ClientConnection) -> None:
         self.connections.discard(connection)
@@ -114,8 +115,13 @@ class Gateway:
                 connection.abort()
 
 
-class ClientConnection(asyncio.Protocol):
-    """One client: handshake, relay, close (see the module docstring)."""
+class ClientConnection:
+    """One client: handshake, relay, close (see the module docstring).
+
+    An ``asyncio.Protocol`` by shape, not by base class: setup.py compiles this
+    module as it is into an extension type (``gateway.pxd``), which cannot
+    derive from a Python class; uvloop only calls the methods.
+    """
 
     __slots__ = (
         "_catalog",
@@ -223,6 +229,10 @@ class ClientConnection(asyncio.Protocol):
             # The one catch-all, at the connection boundary: never let a bug kill the server.
             logger.exception("internal error connectionId=%s", self.connection_id)
             self.close(CloseCode.INTERNAL_ERROR, _INTERNAL)
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed: let the transport close (``asyncio.Protocol``'s default)."""
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_open = self._state in (_OPEN, _CLOSING)

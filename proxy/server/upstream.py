@@ -62,8 +62,11 @@ class UpstreamOwner(Protocol):
     def upstream_resume(self) -> None: ...
 
 
-class Upstream(asyncio.Protocol):
-    """The gateway's WebSocket client to one backend, for one client connection."""
+class Upstream:
+    """The gateway's WebSocket client to one backend, for one client connection.
+
+    An ``asyncio.Protocol`` by shape (see ``ClientConnection``): compiled as it is, typed by ``upstream.pxd``.
+    """
 
     __slots__ = (
         "_closing",
@@ -186,12 +189,15 @@ class Upstream(asyncio.Protocol):
     async def _connect(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
         error = None
         try:
-            await self._loop.create_connection(lambda: self, host, port, ssl=context)
+            await self._loop.create_connection(self._as_protocol, host, port, ssl=context)
         except OSError as exc:
             error = HandshakeError(f"backend {self.url} is unreachable: {exc.strerror or exc}", HTTPStatus.BAD_GATEWAY)
         self._dialing = None  # done: nothing left to cancel (a cancel raised past this line)
         if error is not None:
             self._fail_handshake(error)
+
+    def _as_protocol(self) -> asyncio.BaseProtocol:
+        return cast(asyncio.BaseProtocol, self)  # a protocol by shape (see the class docstring)
 
     def _expire(self, timeout_s: float) -> None:
         self._timer = None

@@ -18,7 +18,6 @@ from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.config import Config
 from proxy.control.model import DEFAULT
 from proxy.server import gateway
-from proxy.server.gateway import ClientConnection
 from tests.helpers.apis import api_entry, catalog_with, mock, snapshot, ws
 from tests.helpers.backends import silent_backend
 from tests.helpers.inprocess import in_process_gateway, prefix_echo
@@ -244,13 +243,9 @@ async def test_traffic_does_not_extend_the_maximum_duration(tmp_path: Path) -> N
 
 async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A client that stops reading while the backend floods: the gateway's buffer stays bounded."""
-    paused = asyncio.Event()
+    config = Config(port=0, admin_port=0, write_high_water=64 * KIB, write_low_water=16 * KIB)
+    over_high_water = asyncio.Event()  # the transport has called pause_writing by now
     peak = [0]
-    original_pause = ClientConnection.pause_writing
-
-    def pause_writing(self: ClientConnection) -> None:
-        paused.set()
-        original_pause(self)
 
     def recording_pump(
         decoder: FrameDecoder, encoder: FrameEncoder, write: Callable[[bytes], object], **kw: Any
@@ -260,13 +255,13 @@ async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.
         def recorded(frames: bytes) -> None:
             write(frames)
             peak[0] = max(peak[0], transport.get_write_buffer_size())
+            if peak[0] > config.write_high_water:
+                over_high_water.set()
 
         return RelayPump(decoder, encoder, recorded, **kw)
 
-    monkeypatch.setattr(ClientConnection, "pause_writing", pause_writing)
     monkeypatch.setattr(gateway, "RelayPump", recording_pump)
     messages, size = 200, 32 * KIB
-    config = Config(port=0, admin_port=0, write_high_water=64 * KIB, write_low_water=16 * KIB)
     async with prefix_echo("") as backend:
         catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend.url)}), {})}))
         async with (
@@ -278,7 +273,7 @@ async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.
             upstream = await asyncio.wait_for(backend.connections.get(), CEILING_S)
             flood = asyncio.create_task(_flood(upstream, messages, size))
             client.transport.pause_reading()
-            await asyncio.wait_for(paused.wait(), CEILING_S)
+            await asyncio.wait_for(over_high_water.wait(), CEILING_S)
             client.transport.resume_reading()
             received = [await asyncio.wait_for(client.recv(), CEILING_S) for _ in range(messages)]
             await asyncio.wait_for(flood, CEILING_S)

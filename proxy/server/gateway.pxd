@@ -1,0 +1,57 @@
+# Types for compiling gateway.py as it is (see proxy/build.py): read by Cython only.
+# Methods used as callbacks (timers) stay def: a cdef method has no bound-method object.
+
+from proxy.server.flow cimport FlowControl
+
+
+cdef class ClientConnection:
+    cdef object _catalog
+    cdef int _close_code
+    cdef object _config
+    cdef object _connect_context
+    cdef object _decoder
+    cdef bytes _early
+    cdef FlowControl _flow
+    cdef object _forwarded_for
+    cdef object _gateway
+    cdef object _handshake
+    cdef double _last_activity
+    cdef object _loop
+    cdef object _observer
+    cdef double _opened_at
+    cdef dict _opening
+    cdef list _pending
+    cdef object _pump
+    cdef object _pump_generation
+    cdef object _session
+    cdef object _source_ip
+    cdef int _state
+    cdef object _subprotocols
+    cdef list _timers
+    cdef object _transport
+    cdef dict _upstreams
+    cdef bint _writing_paused
+    cdef _handshake_data(self, data)
+    cdef _start(self, request)
+    cdef _dial(self, forward, subprotocols)
+    cdef _upstream_failed(self, url, exc)
+    cdef _accept(self, subprotocol, context)
+    cdef _refuse(self, status, message, headers=*)
+    cdef _refresh_lane(self)
+    cdef _drop_pump(self)
+    cdef _frames(self, data)
+    cdef _protocol_error(self, exc)
+    cdef _events(self, events)
+    cdef _message(self, opcode, payload)
+    cdef _act(self, decision, opcode=*, payload=*)
+    cdef _open_later(self, forward, opcode, payload)
+    cdef _take_pending(self, url)
+    cdef _send(self, opcode, payload)
+    cdef _write(self, data)
+    cdef _close_transport(self)
+    cdef _current_stage(self)
+    cdef _client_closed(self, payload)
+    cdef _close_upstreams(self, code, reason)
+    cdef _close_acknowledged(self)
+    cpdef close(self, code, reason=*)
+    cdef _latest_activity(self)

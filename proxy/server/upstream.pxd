@@ -1,0 +1,33 @@
+# Types for compiling upstream.py as it is (see proxy/build.py): read by Cython only.
+
+from proxy.server.flow cimport FlowControl, Outbox
+
+
+cdef class Upstream:
+    cdef bint _closing
+    cdef object _decoder
+    cdef object _dialing
+    cdef object _downstream
+    cdef object _encoder
+    cdef object _handshake
+    cdef object _held
+    cdef object _loop
+    cdef object _owner
+    cdef object _pump
+    cdef bint _reported
+    cdef double _started
+    cdef object _timer
+    cdef object _transport
+    cdef public FlowControl flow
+    cdef public Outbox outbox
+    cdef public str url
+    cpdef start(self)
+    cpdef send(self, opcode, payload)
+    cpdef close(self, code, reason=*)
+    cdef _events(self, events)
+    cdef _backend_closed(self, payload)
+    cdef _protocol_error(self, exc)
+    cdef _report(self, code, reason)
+    cdef _fail_handshake(self, exc)
+    cdef _stop_dialing(self)
+    cdef _cancel_timer(self)
