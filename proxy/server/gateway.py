@@ -483,9 +483,12 @@ class ClientConnection:
     def _events(self, events: list[Event]) -> None:
         for opcode, payload in events:
             if self._state != _OPEN:
+                # Closing: what crossed our close frame is dropped, but the client's
+                # answer may sit behind it in the same read.
                 if opcode == Opcode.CLOSE:
                     self._close_acknowledged()
-                return
+                    return
+                continue
             if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
                 self._message(opcode, payload)
             elif opcode == Opcode.PING:

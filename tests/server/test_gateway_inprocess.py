@@ -17,6 +17,7 @@ from websockets.http11 import Request
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.config import Config
 from proxy.control.model import DEFAULT
+from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server import gateway
 from tests.helpers.apis import api_entry, catalog_with, mock, snapshot, ws
 from tests.helpers.backends import silent_backend
@@ -239,6 +240,25 @@ async def test_traffic_does_not_extend_the_maximum_duration(tmp_path: Path) -> N
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     assert "duration" in closed.value.rcvd.reason.lower()
     assert config.max_connection_duration <= alive_for + TICK_S < TICKS * TICK_S * 4
+
+
+async def test_a_close_reply_behind_a_message_in_one_read_ends_the_connection_at_once(tmp_path: Path) -> None:
+    """The gateway closed first; the client's messages in flight and its close reply arrive together."""
+    async with prefix_echo("") as backend:
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend.url)}), {})}))
+        config = Config(port=0, admin_port=0, max_connection_duration=0.2)
+        async with in_process_gateway(catalog, tmp_path, config) as server:
+            reader, writer = await _raw_client(server.url)
+            writer.write(upgrade_request("/dev"))
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
+            opcode, _ = await read_frame(reader)  # the gateway's close at the duration cap
+            assert opcode == 0x88
+            started = asyncio.get_running_loop().time()
+            writer.write(masked_frame(0x1, b"crossed the close") + masked_frame(0x8, b"\x03\xe8"))  # one read
+            assert await asyncio.wait_for(reader.read(), CEILING_S) == b""
+            waited = asyncio.get_running_loop().time() - started
+            writer.close()
+    assert waited < CLOSE_TIMEOUT_S / 2  # answered, not dropped by the close timeout
 
 
 async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
