@@ -26,7 +26,13 @@ FALLBACK_NOTICE = (
 )
 
 
-COMPILED_SOURCES = ("proxy.server.flow", "proxy.server.upstream", "proxy.server.gateway")
+COMPILED_SOURCES = (
+    "proxy.session",
+    "proxy.server.observer",
+    "proxy.server.flow",
+    "proxy.server.upstream",
+    "proxy.server.gateway",
+)
 """As ``proxy.build.COMPILED_SOURCES`` (setup.py cannot import the package it builds; a test holds them equal)."""
 DIRECTIVES = {"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True}
 

@@ -25,7 +25,13 @@ from types import ModuleType
 from typing import Final, NamedTuple
 
 PURE: Final = os.environ.get("FRAMEGATE_PURE") == "1"
-COMPILED_SOURCES: Final = ("proxy.server.flow", "proxy.server.upstream", "proxy.server.gateway")
+COMPILED_SOURCES: Final = (
+    "proxy.session",
+    "proxy.server.observer",
+    "proxy.server.flow",
+    "proxy.server.upstream",
+    "proxy.server.gateway",
+)
 """Plain Python modules setup.py also compiles in place (each typed by its ``.pxd``), in import order."""
 
 

@@ -19,7 +19,13 @@ from tests.helpers.servers import ROOT
 
 pytestmark = pytest.mark.integration
 
-IN_PROCESS_SUITES = ("tests/server/test_gateway_inprocess.py", "tests/server/test_upstream_open.py")
+IN_PROCESS_SUITES = (
+    "tests/test_session.py",
+    "tests/server/test_observe_observer.py",
+    "tests/server/test_observe_control.py",
+    "tests/server/test_gateway_inprocess.py",
+    "tests/server/test_upstream_open.py",
+)
 CEILING_S = 600.0
 
 

@@ -1,0 +1,31 @@
+# Types for compiling observer.py as it is (see proxy/build.py): read by Cython only.
+
+cdef class _RouteView:
+    cdef readonly object settings
+    cdef readonly object detailed
+    cdef readonly bint logged
+
+
+cdef class RelayLane:
+    cdef readonly object admission
+    cdef readonly tuple messages
+
+
+cdef class Observer:
+    cdef public object throttler
+    cdef public object metrics
+    cdef public object sinks
+    cdef public object execution
+    cpdef access_log(self, stage, context, status)
+
+
+cdef class ConnectionObserver:
+    cdef Observer _observer
+    cdef readonly object api_id
+    cdef readonly object connection_id
+    cdef readonly object stage_metrics
+    cdef readonly object bytes_in
+    cdef readonly object bytes_out
+    cdef object _stage
+    cdef dict _routes
+    cdef _RouteView _route(self, stage, route_key)
