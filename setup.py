@@ -27,6 +27,7 @@ FALLBACK_NOTICE = (
 
 
 COMPILED_SOURCES = (
+    "proxy.handshake",
     "proxy.session",
     "proxy.server.observer",
     "proxy.server.flow",

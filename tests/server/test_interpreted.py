@@ -1,4 +1,4 @@
-"""The in-process server suites again, on the connection modules run from source (``FRAMEGATE_PURE=1``).
+"""The in-process suites again, on the compiled-as-they-are modules run from source (``FRAMEGATE_PURE=1``).
 
 setup.py compiles ``proxy.build.COMPILED_SOURCES`` as they are; a machine
 without a C compiler runs the same source interpreted. The subprocess suites
@@ -20,6 +20,7 @@ from tests.helpers.servers import ROOT
 pytestmark = pytest.mark.integration
 
 IN_PROCESS_SUITES = (
+    "tests/test_handshake.py",
     "tests/test_session.py",
     "tests/server/test_observe_observer.py",
     "tests/server/test_observe_control.py",
