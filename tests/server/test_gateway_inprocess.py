@@ -115,23 +115,27 @@ async def test_a_client_leaving_before_its_101_drops_the_backend_being_upgraded(
 
 
 async def test_frames_sent_while_the_backend_upgrades_are_relayed_after_the_101_in_order(tmp_path: Path) -> None:
-    async def slow_101(connection: ServerConnection, request: Request) -> None:
-        await asyncio.sleep(0.3)  # the gateway waits in CONNECTING meanwhile
+    upgrading, release = asyncio.Event(), asyncio.Event()
+
+    async def held_101(connection: ServerConnection, request: Request) -> None:
+        upgrading.set()  # the gateway waits in CONNECTING until we release the 101
+        await release.wait()
 
     async def echo(connection: ServerConnection) -> None:
         async for message in connection:
             await connection.send(message)
 
-    async with serve(echo, "127.0.0.1", 0, process_request=slow_101) as backend:
+    async with serve(echo, "127.0.0.1", 0, process_request=held_101) as backend:
         backend_url = f"ws://127.0.0.1:{backend.sockets[0].getsockname()[1]}"
         catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend_url)}), {})}))
         async with in_process_gateway(catalog, tmp_path) as server:
             reader, writer = await _raw_client(server.url)
             writer.write(upgrade_request("/dev"))
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(upgrading.wait(), CEILING_S)
             writer.write(masked_frame(0x1, b"first"))  # its own read: kept, and reading stops
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # not for synchronisation: only so the two frames tend to be two reads
             writer.write(masked_frame(0x1, b"second"))  # waits in the socket until the 101
+            release.set()
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
             assert head.startswith(b"HTTP/1.1 101 ")
             assert [await read_frame(reader), await read_frame(reader)] == [(0x81, b"first"), (0x81, b"second")]
