@@ -13,8 +13,10 @@ FRAMEGATE_BUILD_EXT=yes to make a failed build an error (CI does), and
 FRAMEGATE_ANNOTATE=1 to write Cython's HTML annotation next to the source.
 """
 
+import ast
 import os
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -26,15 +28,16 @@ FALLBACK_NOTICE = (
 )
 
 
-COMPILED_SOURCES = (
-    "proxy.handshake",
-    "proxy.session",
-    "proxy.server.observer",
-    "proxy.server.flow",
-    "proxy.server.upstream",
-    "proxy.server.gateway",
-)
-"""As ``proxy.build.COMPILED_SOURCES`` (setup.py cannot import the package it builds; a test holds them equal)."""
+def _compiled_sources() -> tuple[str, ...]:
+    """``proxy.build.COMPILED_SOURCES``, read from the file: setup.py cannot import the package it builds."""
+    tree = ast.parse((Path(__file__).resolve().parent / "proxy" / "build.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "COMPILED_SOURCES":
+            assert node.value is not None
+            return tuple(ast.literal_eval(node.value))
+    raise RuntimeError("proxy/build.py defines no COMPILED_SOURCES")
+
+
 DIRECTIVES = {"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True}
 
 
@@ -45,7 +48,7 @@ def _extensions() -> list[Extension]:
         Extension("proxy._upgrade", ["ext/_upgrade.pyx"], extra_compile_args=["-O3"]),
     ]
     sources = [
-        Extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"]) for name in COMPILED_SOURCES
+        Extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"]) for name in _compiled_sources()
     ]
     try:
         from Cython.Build import cythonize
