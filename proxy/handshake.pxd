@@ -7,6 +7,8 @@ cdef class ServerHandshake:
     cdef object _buffer
     cdef object _max_head
     cdef public bytes trailing
+    cpdef receive_data(self, data)
+    cpdef accept(self, subprotocol=*)
 
 
 cdef class ClientHandshake:

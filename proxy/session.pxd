@@ -14,6 +14,12 @@ cdef class Session:
     cdef dict _forwards
     cdef dict _routes
     cpdef _forward(self, integration)
+    cpdef connect_context(self)
+    cpdef handshake_upstream(self)
+    cpdef connect_status(self, context)
+    cpdef route(self, opcode, payload)
+    cpdef passthrough(self)
+    cpdef disconnect(self)
 
 
 cdef class LazyContext:

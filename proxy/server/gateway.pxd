@@ -2,28 +2,31 @@
 # Methods used as callbacks (timers) stay def: a cdef method has no bound-method object.
 
 from proxy.server.flow cimport FlowControl
+from proxy.server.observer cimport ConnectionObserver
+from proxy.session cimport LazyContext, Session
+from proxy.handshake cimport ServerHandshake
 
 
 cdef class ClientConnection:
     cdef object _catalog
     cdef int _close_code
     cdef object _config
-    cdef object _connect_context
+    cdef LazyContext _connect_context
     cdef object _decoder
     cdef bytes _early
     cdef FlowControl _flow
     cdef object _forwarded_for
     cdef object _gateway
-    cdef object _handshake
+    cdef ServerHandshake _handshake
     cdef double _last_activity
     cdef object _loop
-    cdef object _observer
+    cdef ConnectionObserver _observer
     cdef double _opened_at
     cdef dict _opening
     cdef list _pending
     cdef object _pump
     cdef object _pump_generation
-    cdef object _session
+    cdef Session _session
     cdef object _source_ip
     cdef int _state
     cdef object _subprotocols

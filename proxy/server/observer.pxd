@@ -29,3 +29,5 @@ cdef class ConnectionObserver:
     cdef object _stage
     cdef dict _routes
     cdef _RouteView _route(self, stage, route_key)
+    cpdef lane(self, stage, route_key)
+    cpdef sent(self, count, size)
