@@ -19,7 +19,7 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Final, NamedTuple
@@ -33,7 +33,7 @@ COMPILED_SOURCES: Final = (
     "proxy.server.upstream",
     "proxy.server.gateway",
 )
-"""Plain Python modules setup.py also compiles in place (each typed by its ``.pxd``), in import order."""
+"""Plain Python modules setup.py also compiles in place, each typed by its ``.pxd``."""
 
 
 class Twin(NamedTuple):
@@ -75,11 +75,12 @@ def is_compiled(module: ModuleType) -> bool:
     return not (module.__file__ or "").endswith(".py")
 
 
-def source_fallback_reason(module: ModuleType) -> str | None:
-    """Why a ``COMPILED_SOURCES`` module runs interpreted although nobody asked for that (None otherwise)."""
-    if PURE or is_compiled(module):
+def source_fallback_reason(modules: Iterable[ModuleType]) -> str | None:
+    """Why ``COMPILED_SOURCES`` modules run interpreted although nobody asked for that (None otherwise)."""
+    if PURE:
         return None
-    return f"{module.__name__} runs from {module.__file__}"
+    interpreted = [module.__name__ for module in modules if not is_compiled(module)]
+    return f"{', '.join(interpreted)} run from source" if interpreted else None
 
 
 if PURE and not any(isinstance(finder, SourceFirst) for finder in sys.meta_path):

@@ -65,13 +65,13 @@ def test_each_module_compiled_as_it_is_has_its_pxd() -> None:
         assert (ROOT / (name.replace(".", "/") + ".pxd")).is_file(), name
 
 
-def test_serve_is_told_why_a_connection_module_runs_interpreted(monkeypatch: pytest.MonkeyPatch) -> None:
-    interpreted, compiled = ModuleType("proxy.server.gateway"), ModuleType("proxy.server.gateway")
-    interpreted.__file__ = "/x/proxy/server/gateway.py"
+def test_serve_is_told_which_connection_modules_run_interpreted(monkeypatch: pytest.MonkeyPatch) -> None:
+    interpreted, compiled = ModuleType("proxy.session"), ModuleType("proxy.server.gateway")
+    interpreted.__file__ = "/x/proxy/session.py"
     compiled.__file__ = "/x/proxy/server/gateway.cpython-311-x86_64-linux-gnu.so"
     monkeypatch.setattr(build, "PURE", False)
-    reason = build.source_fallback_reason(interpreted)
-    assert reason is not None and "gateway.py" in reason
-    assert build.source_fallback_reason(compiled) is None
+    reason = build.source_fallback_reason([compiled, interpreted])
+    assert reason is not None and "proxy.session" in reason and "gateway" not in reason
+    assert build.source_fallback_reason([compiled]) is None
     monkeypatch.setattr(build, "PURE", True)  # asked for: nothing to warn about
-    assert build.source_fallback_reason(interpreted) is None
+    assert build.source_fallback_reason([interpreted]) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import signal
 import sys
@@ -19,7 +20,6 @@ from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.plane import QUICKSTART_API, ControlPlane
 from proxy.errors import ControlError
-from proxy.server import gateway as gateway_module
 from proxy.server.admin import start_control_plane
 from proxy.server.gateway import Gateway
 from proxy.server.loop import run_loop
@@ -78,7 +78,7 @@ async def _serve(config: Config) -> int:
         ("codec", codec.FALLBACK_REASON),
         ("throttle", throttle.FALLBACK_REASON),
         ("upgrade parser", handshake.FALLBACK_REASON),
-        ("connection classes", build.source_fallback_reason(gateway_module)),
+        ("connection classes", build.source_fallback_reason(map(importlib.import_module, build.COMPILED_SOURCES))),
     ):
         if reason is not None:
             logger.warning(
