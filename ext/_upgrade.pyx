@@ -14,10 +14,9 @@ both twins against wsproto and holds the two equal on arbitrary heads.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.string cimport memchr, memcmp
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy, memset
 
-import binascii
-import hashlib
 import os
 
 from proxy._pyupgrade import _ACCEPT_GUID, _KEY_BYTES, RequestHead, _request_start
@@ -125,14 +124,140 @@ cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, 
     return i + 2
 
 
+cdef const char* _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+cdef enum:
+    KEY_POOL = 4096  # random bytes drawn at a time: 256 keys per getrandom call
+cdef bytes _pool = b""
+cdef Py_ssize_t _pool_used = 0
+
+
+cdef str _base64(const unsigned char* data, Py_ssize_t n):
+    """Standard base64 of ``data`` (at most 45 bytes), padded: ``binascii.b2a_base64`` without its newline and copies."""
+    cdef char out[64]
+    cdef Py_ssize_t i = 0, o = 0
+    cdef uint32_t v
+    assert n <= 45
+    while i + 3 <= n:
+        v = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
+        out[o] = _B64[v >> 18]
+        out[o + 1] = _B64[(v >> 12) & 63]
+        out[o + 2] = _B64[(v >> 6) & 63]
+        out[o + 3] = _B64[v & 63]
+        i += 3
+        o += 4
+    if i < n:
+        v = data[i] << 16
+        if i + 1 < n:
+            v |= data[i + 1] << 8
+        out[o] = _B64[v >> 18]
+        out[o + 1] = _B64[(v >> 12) & 63]
+        out[o + 2] = _B64[(v >> 6) & 63] if i + 1 < n else c"="
+        out[o + 3] = c"="
+        o += 4
+    return PyUnicode_DecodeASCII(out, o, NULL)
+
+
+cdef inline uint32_t _rotl(uint32_t x, int k) noexcept nogil:
+    return (x << k) | (x >> (32 - k))
+
+
+cdef void _sha1_block(uint32_t* h, const unsigned char* block) noexcept nogil:
+    """One SHA-1 compression (FIPS 180-4, 6.1.2) of a 64-byte block into ``h``."""
+    cdef uint32_t w[80]
+    cdef uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f, k, t
+    cdef int i
+    for i in range(16):
+        w[i] = ((<uint32_t>block[4 * i]) << 24) | (block[4 * i + 1] << 16) | (block[4 * i + 2] << 8) | block[4 * i + 3]
+    for i in range(16, 80):
+        w[i] = _rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1)
+    for i in range(80):
+        if i < 20:
+            f = (b & c) | (~b & d)
+            k = 0x5A827999
+        elif i < 40:
+            f = b ^ c ^ d
+            k = 0x6ED9EBA1
+        elif i < 60:
+            f = (b & c) | (b & d) | (c & d)
+            k = 0x8F1BBCDC
+        else:
+            f = b ^ c ^ d
+            k = 0xCA62C1D6
+        t = _rotl(a, 5) + f + e + k + w[i]
+        e = d
+        d = c
+        c = _rotl(b, 30)
+        b = a
+        a = t
+    h[0] += a
+    h[1] += b
+    h[2] += c
+    h[3] += d
+    h[4] += e
+
+
+cdef void _sha1(const unsigned char* data, Py_ssize_t n, unsigned char* digest) noexcept nogil:
+    """SHA-1 of ``data`` into ``digest`` (20 bytes): in C, since hashlib's object and EVP set-up cost
+    several times the hashing of the 60 bytes an accept token needs, twice per connection."""
+    cdef uint32_t h[5]
+    cdef unsigned char tail[128]
+    cdef Py_ssize_t i = 0, rest, padded
+    cdef uint64_t bits = (<uint64_t>n) * 8
+    h[0] = 0x67452301
+    h[1] = 0xEFCDAB89
+    h[2] = 0x98BADCFE
+    h[3] = 0x10325476
+    h[4] = 0xC3D2E1F0
+    while i + 64 <= n:
+        _sha1_block(h, data + i)
+        i += 64
+    rest = n - i
+    padded = 64 if rest < 56 else 128
+    memset(tail, 0, padded)
+    memcpy(tail, data + i, rest)
+    tail[rest] = 0x80
+    for i in range(8):
+        tail[padded - 1 - i] = (bits >> (8 * i)) & 0xFF
+    _sha1_block(h, tail)
+    if padded == 128:
+        _sha1_block(h, tail + 64)
+    for i in range(5):
+        digest[4 * i] = h[i] >> 24
+        digest[4 * i + 1] = (h[i] >> 16) & 0xFF
+        digest[4 * i + 2] = (h[i] >> 8) & 0xFF
+        digest[4 * i + 3] = h[i] & 0xFF
+
+
+def _drop_pool():
+    """After a fork: the child must not hand out the keys its parent will."""
+    global _pool, _pool_used
+    _pool, _pool_used = b"", 0
+
+
+os.register_at_fork(after_in_child=_drop_pool)
+
+
 def new_key():
-    """A fresh Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64)."""
-    return binascii.b2a_base64(os.urandom(_KEY_BYTES), newline=False).decode("ascii")
+    """A fresh Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64).
+
+    The bytes come from ``os.urandom`` in blocks of ``KEY_POOL``: one getrandom
+    call per 256 upstream connections instead of one each.
+    """
+    global _pool, _pool_used
+    if _pool_used + _KEY_BYTES > len(_pool):
+        _pool = os.urandom(KEY_POOL)
+        _pool_used = 0
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(_pool) + _pool_used
+    _pool_used += _KEY_BYTES
+    return _base64(p, _KEY_BYTES)
 
 
 def accept_token(str key):
     """The Sec-WebSocket-Accept answering ``key`` (RFC 6455 4.2.2), as wsproto computes it."""
-    return binascii.b2a_base64(hashlib.sha1(key.encode("ascii") + _ACCEPT_GUID).digest(), newline=False).decode("ascii")
+    cdef bytes keyed = key.encode("ascii") + _ACCEPT_GUID
+    cdef unsigned char digest[20]
+    _sha1(<const unsigned char*>PyBytes_AS_STRING(keyed), PyBytes_GET_SIZE(keyed), digest)
+    return _base64(digest, 20)
 
 
 cdef inline str _text(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):

@@ -12,6 +12,8 @@ and the last tests hold the two equal on arbitrary bytes.
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
@@ -486,8 +488,23 @@ def test_clean_101_is_read_without_h11(subprotocol_line: str, expected: str | No
 
 
 def test_new_keys_are_16_random_bytes(upgrade: ModuleType) -> None:
-    keys = {upgrade.new_key() for _ in range(8)}
-    assert len(keys) == 8 and all(len(base64.b64decode(key, validate=True)) == 16 for key in keys)
+    keys = {upgrade.new_key() for _ in range(600)}  # past the compiled twin's 256-key random pool, twice
+    assert len(keys) == 600 and all(len(base64.b64decode(key, validate=True)) == 16 for key in keys)
+
+
+def test_a_forked_child_does_not_repeat_its_parent_s_keys(upgrade: ModuleType) -> None:
+    upgrade.new_key()  # the parent's pool is filled
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write_end, "".join(upgrade.new_key() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = pipe.read().decode()
+    parent = "".join(upgrade.new_key() for _ in range(4))
+    assert len(child) == len(parent) == 96 and child != parent
 
 
 def test_wsproto_fallback_checks_the_key_we_sent_not_its_own() -> None:
@@ -516,6 +533,14 @@ def test_accept_token_is_wsproto_s(upgrade: ModuleType, key: str) -> None:
 
 def test_accept_token_of_the_rfc_6455_example(upgrade: ModuleType) -> None:
     assert upgrade.accept_token("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@HYPOTHESIS
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300))
+def test_accept_token_of_any_length_is_sha1_s(upgrade: ModuleType, key: str) -> None:
+    """One, two and more SHA-1 blocks, and every padding boundary (the compiled twin hashes in C)."""
+    digest = hashlib.sha1(key.encode("ascii") + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+    assert upgrade.accept_token(key) == base64.b64encode(digest).decode()
 
 
 # --- the compiled twin against the reference ---------------------------------------------------
