@@ -1,0 +1,53 @@
+"""The catalog remembers resolved targets, and forgets them on every change."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.control.catalog import ApiEntry
+from proxy.errors import NotFoundException
+from proxy.limits import RESOLVED_TARGET_CACHE
+from tests.helpers.apis import api_entry, catalog_with, snapshot, ws
+
+
+def _entry(api_id: str, uri: str = "ws://127.0.0.1:9/") -> ApiEntry:
+    return api_entry(api_id, {"prod": (snapshot({"$default": ws("i1", uri)}), {})})
+
+
+def test_a_republished_api_is_resolved_anew() -> None:
+    catalog = catalog_with(_entry("aaaaaaaaaa", "ws://127.0.0.1:1/"))
+    first = catalog.resolve("127.0.0.1:8080", "/prod")
+    assert catalog.resolve("127.0.0.1:8080", "/prod") is first  # remembered
+    catalog.publish_api(_entry("aaaaaaaaaa", "ws://127.0.0.1:2/"))
+    again = catalog.resolve("127.0.0.1:8080", "/prod")
+    assert again.snapshot.integrations["i1"].integration_uri == "ws://127.0.0.1:2/"
+
+
+def test_a_removed_api_no_longer_resolves() -> None:
+    catalog = catalog_with(_entry("aaaaaaaaaa"))
+    catalog.resolve("127.0.0.1:8080", "/prod")
+    catalog.remove_api("aaaaaaaaaa")
+    with pytest.raises(NotFoundException):
+        catalog.resolve("127.0.0.1:8080", "/prod")
+
+
+def test_changing_the_default_api_redirects_hosts_that_name_none() -> None:
+    catalog = catalog_with(_entry("aaaaaaaaaa"), _entry("bbbbbbbbbb"), default_api="aaaaaaaaaa")
+    assert catalog.resolve("127.0.0.1:8080", "/prod").api.api_id == "aaaaaaaaaa"
+    catalog.default_api = "bbbbbbbbbb"
+    assert catalog.resolve("127.0.0.1:8080", "/prod").api.api_id == "bbbbbbbbbb"
+
+
+def test_failures_are_not_remembered() -> None:
+    catalog = catalog_with(_entry("aaaaaaaaaa"))
+    with pytest.raises(NotFoundException):
+        catalog.resolve("127.0.0.1:8080", "/dev")
+    catalog.publish_api(api_entry("aaaaaaaaaa", {"dev": (snapshot({"$default": ws("i1", "ws://x/")}), {})}))
+    assert catalog.resolve("127.0.0.1:8080", "/dev").stage.stage_name == "dev"
+
+
+def test_memory_stays_bounded_whatever_paths_clients_send() -> None:
+    catalog = catalog_with(_entry("aaaaaaaaaa"))
+    for number in range(3 * RESOLVED_TARGET_CACHE):
+        assert catalog.resolve("127.0.0.1:8080", f"/prod/{number}").stage.stage_name == "prod"
+    assert len(catalog._resolved) <= RESOLVED_TARGET_CACHE
