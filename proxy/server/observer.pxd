@@ -4,6 +4,14 @@ cdef class _RouteView:
     cdef readonly object settings
     cdef readonly object detailed
     cdef readonly bint logged
+    cdef public object lane
+    cdef public bint laned
+
+
+cdef class _StageView:
+    cdef readonly object stage
+    cdef readonly object metrics
+    cdef readonly dict routes
 
 
 cdef class RelayLane:
@@ -16,6 +24,9 @@ cdef class Observer:
     cdef public object metrics
     cdef public object sinks
     cdef public object execution
+    cdef dict _views
+    cdef _StageView _view(self, api_id, stage)
+    cpdef _RouteView route_view(self, api_id, stage, route_key)
     cpdef access_log(self, stage, context, status)
 
 
@@ -26,8 +37,6 @@ cdef class ConnectionObserver:
     cdef readonly object stage_metrics
     cdef readonly object bytes_in
     cdef readonly object bytes_out
-    cdef object _stage
-    cdef dict _routes
     cdef _RouteView _route(self, stage, route_key)
     cpdef lane(self, stage, route_key)
     cpdef sent(self, count, size)

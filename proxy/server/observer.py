@@ -55,14 +55,32 @@ class HasVariables(Protocol):
 
 
 class _RouteView:
-    """What one route key means on one stage for one connection, resolved once."""
+    """What one route key means on one published ``Stage``, resolved once for all its connections."""
 
-    __slots__ = ("detailed", "logged", "settings")
+    __slots__ = ("detailed", "lane", "laned", "logged", "settings")
 
     def __init__(self, settings: RouteSettings, detailed: StageMetrics | None) -> None:
         self.settings = settings
         self.detailed = detailed
         self.logged = ExecutionLog.level(settings) is not None
+        self.lane: RelayLane | None = None
+        self.laned = False
+        """Whether ``lane`` was worked out (it is made on first use: ``$connect`` never needs one)."""
+
+
+class _StageView:
+    """One published ``Stage`` object as observability sees it: its metrics and its routes' views.
+
+    Shared by every connection on the stage: a stage's settings change by
+    publishing a new ``Stage`` object, which gets a new view.
+    """
+
+    __slots__ = ("metrics", "routes", "stage")
+
+    def __init__(self, stage: Stage, metrics: StageMetrics) -> None:
+        self.stage = stage
+        self.metrics = metrics
+        self.routes: dict[str, _RouteView] = {}
 
 
 class RelayLane:
@@ -73,7 +91,10 @@ class RelayLane:
     calls it in C); ``messages`` are the cells that count them. The
     ``RelayPump`` uses both per read; messages past the budget go the per-message way
     (``ConnectionObserver.message``). Only routes without execution logs, on
-    stages without access logs, get one: those need a line per message.
+    stages without access logs, get one: those need a line per message. One
+    lane serves every connection on its route of a published stage: the
+    buckets and cells are the stage's anyway, and a pump uses it only within
+    one ``feed`` call.
     """
 
     __slots__ = ("admission", "messages")
@@ -110,6 +131,29 @@ class Observer:
         self.metrics = metrics if metrics is not None else default_metrics()
         self.sinks = sinks if sinks is not None else LogSinks(config.log_dir or default_log_dir(config.db_path))
         self.execution = ExecutionLog(config.data_trace_max_bytes)
+        self._views: dict[str, dict[str, _StageView]] = {}
+        """api_id -> stage name -> the view of the ``Stage`` object last seen (nested: no key tuple per lookup)."""
+
+    def _view(self, api_id: str, stage: Stage) -> _StageView:
+        stages = self._views.get(api_id)
+        if stages is None:
+            stages = self._views[api_id] = {}
+        view = stages.get(stage.stage_name)
+        if view is None or view.stage is not stage:
+            view = stages[stage.stage_name] = _StageView(stage, self.metrics.stage(api_id, stage.stage_name))
+        return view
+
+    def route_view(self, api_id: str, stage: Stage, route_key: str) -> _RouteView:
+        """``route_key``'s settings and metrics on ``stage``, resolved once per published stage."""
+        view = self._view(api_id, stage)
+        route = view.routes.get(route_key)
+        if route is None:
+            settings = effective_route_settings(stage, route_key)
+            detailed = (
+                self.metrics.route(api_id, stage.stage_name, route_key) if settings.detailed_metrics_enabled else None
+            )
+            route = view.routes[route_key] = _RouteView(settings, detailed)
+        return route
 
     def admit_connect(self, api_id: str, stage: Stage, connection_id: str, context: HasVariables) -> str | None:
         """Throttle a handshake on route ``$connect``; count and log it.
@@ -117,10 +161,11 @@ class Observer:
         Returns:
             ``None`` to go on, else the refusing level: answer 429 before the upgrade.
         """
-        stage_metrics = self.metrics.stage(api_id, stage.stage_name)
+        route = self.route_view(api_id, stage, CONNECT)
+        stage_metrics = self._view(api_id, stage).metrics
         refused = self.throttler.admit_connect(api_id, stage)
-        settings = effective_route_settings(stage, CONNECT)
-        if ExecutionLog.level(settings) is not None:
+        if route.logged:
+            settings = route.settings
             if refused is None:
                 self.execution.request(settings, context.request_id, connection_id, CONNECT, b"")
             else:
@@ -146,7 +191,7 @@ class Observer:
         self.metrics.open_connections.inc()
         self.access_log(stage, context, STATUS_OK)
         logger.info("connected connectionId=%s apiId=%s stage=%s", connection_id, api_id, stage.stage_name)
-        return ConnectionObserver(self, api_id, stage, connection_id)
+        return ConnectionObserver(self, api_id, self._view(api_id, stage).metrics, connection_id)
 
     def refused(self, api_id: str, stage: Stage, status: int, context: HasVariables) -> None:
         """``$connect`` failed after throttling admitted it (429s are counted by ``admit_connect``).
@@ -155,7 +200,7 @@ class Observer:
         unreachable, 504 timeout) is an ExecutionError; any other status is
         the integration's answer, an IntegrationError.
         """
-        stage_metrics = self.metrics.stage(api_id, stage.stage_name)
+        stage_metrics = self._view(api_id, stage).metrics
         if status in _EXECUTION_FAILURES:
             stage_metrics.execution_error.inc()
         else:
@@ -165,7 +210,7 @@ class Observer:
     def upstream_opened(self, api_id: str, stage: Stage, seconds: float) -> None:
         """An upstream (integration) connection was established in ``seconds``."""
         self.metrics.upstream_connect_latency.observe(seconds)
-        self.metrics.stage(api_id, stage.stage_name).integration_latency.observe(seconds)
+        self._view(api_id, stage).metrics.integration_latency.observe(seconds)
 
     def upstream_failed(self) -> None:
         """An upstream refused, could not be reached or timed out (``refused`` classifies it)."""
@@ -187,12 +232,10 @@ class Observer:
 
 
 class ConnectionObserver:
-    """Per-connection observability: cached metric children and route settings."""
+    """Per-connection observability: the stage's metric cells; route views come from the ``Observer``."""
 
     __slots__ = (
         "_observer",
-        "_routes",
-        "_stage",
         "api_id",
         "bytes_in",
         "bytes_out",
@@ -200,33 +243,19 @@ class ConnectionObserver:
         "stage_metrics",
     )
 
-    def __init__(self, observer: Observer, api_id: str, stage: Stage, connection_id: str) -> None:
+    def __init__(self, observer: Observer, api_id: str, stage_metrics: StageMetrics, connection_id: str) -> None:
         self._observer = observer
         self.api_id = api_id
         self.connection_id = connection_id
-        self.stage_metrics = observer.metrics.stage(api_id, stage.stage_name)
+        self.stage_metrics = stage_metrics
         self.bytes_in = observer.metrics.bytes_in
         """``bytes_in.inc(n)`` per read of client frames."""
         self.bytes_out = observer.metrics.bytes_out
         """``bytes_out.inc(n)`` per write of frames to the client."""
-        self._stage = stage
-        self._routes: dict[str, _RouteView] = {}
 
     def _route(self, stage: Stage, route_key: str) -> _RouteView:
-        if stage is not self._stage:
-            # update-stage published new settings: re-resolve lazily, route by route.
-            self._stage = stage
-            self._routes.clear()
-        view = self._routes.get(route_key)
-        if view is None:
-            settings = effective_route_settings(stage, route_key)
-            detailed = (
-                self._observer.metrics.route(self.api_id, stage.stage_name, route_key)
-                if settings.detailed_metrics_enabled
-                else None
-            )
-            view = self._routes[route_key] = _RouteView(settings, detailed)
-        return view
+        # The stage is the one published now: update-stage's new settings apply at once.
+        return self._observer.route_view(self.api_id, stage, route_key)
 
     def message(self, stage: Stage, route_key: str, payload: bytes, context: HasVariables) -> str | None:
         """One client message, after route selection.
@@ -265,10 +294,12 @@ class ConnectionObserver:
     def lane(self, stage: Stage, route_key: str) -> RelayLane | None:
         """Bulk observability for ``route_key``, or None if it must see messages one by one."""
         view = self._route(stage, route_key)
-        if view.logged or stage.access_log_settings is not None:
-            return None
-        admission = self._observer.throttler.admission(self.api_id, stage, route_key)
-        return RelayLane(admission, self.stage_metrics, view.detailed)
+        if not view.laned:
+            view.laned = True
+            if not view.logged and stage.access_log_settings is None:
+                admission = self._observer.throttler.admission(self.api_id, stage, route_key)
+                view.lane = RelayLane(admission, self.stage_metrics, view.detailed)
+        return view.lane
 
     def unrouted(self, stage: Stage, context: HasVariables) -> None:
         """A message matched no route and there is no ``$default``: the gateway answers Forbidden."""

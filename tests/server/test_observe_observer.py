@@ -115,6 +115,21 @@ def test_updated_stage_applies_to_an_open_connection(observer: Observer, tmp_pat
     assert connection.message(blocked, "other", b"x", Context("MESSAGE")) is None
 
 
+def test_connections_on_a_stage_share_its_relay_lane_until_it_is_republished(
+    observer: Observer, tmp_path: Path
+) -> None:
+    stage = replace(stage_with(tmp_path), access_log_settings=None)
+    first = observer.connected(API, stage, "c1", Context("CONNECT"))
+    second = observer.connected(API, stage, "c2", Context("CONNECT"))
+    lane = first.lane(stage, "$default")
+    assert lane is not None and second.lane(stage, "$default") is lane
+    lane.admission.admit(lane.admission.budget())  # the burst is the stage's, spent by either connection
+    assert second.lane(stage, "$default").admission.budget() == 0
+    logged = replace(stage, default_route_settings=RouteSettings(logging_level="INFO"))
+    assert first.lane(logged, "$default") is None  # a new Stage object: its settings apply at once
+    assert first.lane(stage, "$default") is not lane
+
+
 def test_detailed_metrics_only_for_routes_that_enable_them(
     observer: Observer, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
