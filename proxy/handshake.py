@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from wsproto import ConnectionType
@@ -57,9 +56,8 @@ _HEAD_END = b"\r\n\r\n"
 _NOT_AN_UPGRADE = ("Missing header, 'Connection: Upgrade'", "Missing header, 'Upgrade: websocket'")
 
 
-@dataclass(frozen=True, slots=True)
-class UpgradeRequest:
-    """A client's valid WebSocket upgrade request."""
+class UpgradeRequest(NamedTuple):
+    """A client's valid WebSocket upgrade request (a named tuple: see ``proxy.session.Forward``)."""
 
     path: str
     """The request path without the query string."""
@@ -210,8 +208,7 @@ def _host_and_target(url: str) -> tuple[str, str]:
     return parts.netloc, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamAccepted:
+class UpstreamAccepted(NamedTuple):
     """The backend switched protocols."""
 
     subprotocol: str | None

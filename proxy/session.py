@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy import gateway_frames
 from proxy.control.context import CONNECT_EVENT, DISCONNECT_EVENT, MESSAGE_EVENT, RequestContext
@@ -29,9 +30,12 @@ from proxy.frames import CloseCode, Opcode
 WEBSOCKET_SCHEMES = ("ws://", "wss://")
 
 
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """Relay the message to the upstream at ``url`` (opened on first use)."""
+class Forward(NamedTuple):
+    """Relay the message to the upstream at ``url`` (opened on first use).
+
+    Per-connection values are named tuples, not frozen dataclasses: as
+    immutable, and built without a Python-level ``__setattr__`` per field.
+    """
 
     url: str
     timeout_s: float
@@ -55,8 +59,7 @@ class Close:
 Decision = Forward | Reply | Close | None
 
 
-@dataclass(frozen=True, slots=True)
-class Client:
+class Client(NamedTuple):
     """Who connected, for ``$context`` and the upstream's forwarding headers."""
 
     source_ip: str
