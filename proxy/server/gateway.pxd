@@ -26,6 +26,8 @@ cdef class ClientConnection:
     cdef list _pending
     cdef object _pump
     cdef object _pump_generation
+    cdef object _stage
+    cdef object _stage_generation
     cdef Session _session
     cdef object _source_ip
     cdef int _state

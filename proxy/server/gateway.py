@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Final, cast
 
@@ -91,9 +91,17 @@ class Gateway:
         self.connections: set[ClientConnection] = set()
         self._idle: asyncio.Event | None = None
 
-    def protocol(self) -> asyncio.BaseProtocol:
-        """The protocol factory for ``create_server``: a new ``ClientConnection`` (a protocol by shape)."""
-        return cast(asyncio.BaseProtocol, ClientConnection(self))
+    @property
+    def protocol(self) -> Callable[[], asyncio.BaseProtocol]:
+        """The protocol factory for ``create_server``: a new ``ClientConnection`` per call.
+
+        ``ClientConnection`` is an ``asyncio.Protocol`` by shape only: the cast
+        says so once, here, rather than a ``typing.cast`` call per connection.
+        """
+        return cast(Callable[[], asyncio.BaseProtocol], self._connection)
+
+    def _connection(self) -> ClientConnection:
+        return ClientConnection(self)
 
     def forget(self, connection: ClientConnection) -> None:
         self.connections.discard(connection)
@@ -144,6 +152,8 @@ class ClientConnection:
         "_pump_generation",
         "_session",
         "_source_ip",
+        "_stage",
+        "_stage_generation",
         "_state",
         "_subprotocols",
         "_timers",
@@ -167,6 +177,8 @@ class ClientConnection:
         self._subprotocols: tuple[str, ...] = ()
         self._decoder: FrameDecoder | None = None
         self._session: Session | None = None
+        self._stage: Stage | None = None
+        self._stage_generation = -1
         self._observer: ConnectionObserver | None = None
         self._connect_context: LazyContext | None = None
         self._upstreams: dict[str, Upstream] = {}
@@ -184,8 +196,9 @@ class ClientConnection:
 
     # --- asyncio callbacks ------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        # Typed as the Transport uvloop's is by shape (no typing.cast call per connection).
+        self._transport = transport
         self._flow = FlowControl(transport)
         config = self._config
         transport.set_write_buffer_limits(config.write_high_water, config.write_low_water)
@@ -289,6 +302,7 @@ class ClientConnection:
         except NotFoundException as exc:
             self._refuse(HTTPStatus.FORBIDDEN, _FORBIDDEN, [("X-Framegate-Error", str(exc))])
             return
+        self._stage, self._stage_generation = target.stage, self._catalog.generation  # resolved just now
         client = Client(self._source_ip, request.header("user-agent"), _host_name(request.host), request.query)
         self._forwarded_for = _forwarded_for(request, self._source_ip)
         self._subprotocols = request.subprotocols
@@ -558,11 +572,18 @@ class ClientConnection:
             self._transport.close()
 
     def _current_stage(self) -> Stage:
-        """The stage as the catalog has it now: route settings apply to open connections too."""
-        session = self._session
-        assert session is not None
-        target = session.target
-        return self._gateway.catalog.stage(target.api.api_id, target.stage.stage_name) or target.stage
+        """The stage as the catalog has it now: route settings apply to open connections too.
+
+        Looked up again only after the catalog changed.
+        """
+        catalog = self._catalog
+        if self._stage is None or self._stage_generation != catalog.generation:
+            session = self._session
+            assert session is not None
+            target = session.target
+            self._stage = catalog.stage(target.api.api_id, target.stage.stage_name) or target.stage
+            self._stage_generation = catalog.generation
+        return self._stage
 
     # --- upstream callbacks -------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import ssl
 from http import HTTPStatus
-from typing import Protocol, cast
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
@@ -123,8 +123,8 @@ class Upstream:
 
     # --- asyncio callbacks ------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self._transport = transport  # uvloop's is a Transport by shape
         self.flow = FlowControl(self._transport)
         self.outbox = Outbox(self._transport)
         assert self._handshake is not None
@@ -189,15 +189,17 @@ class Upstream:
     async def _connect(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
         error = None
         try:
-            await self._loop.create_connection(self._as_protocol, host, port, ssl=context)
+            # An asyncio protocol by shape, not by class: typeshed's bound says otherwise.
+            await self._loop.create_connection(self._as_protocol, host, port, ssl=context)  # type: ignore[type-var]
         except OSError as exc:
             error = HandshakeError(f"backend {self.url} is unreachable: {exc.strerror or exc}", HTTPStatus.BAD_GATEWAY)
         self._dialing = None  # done: nothing left to cancel (a cancel raised past this line)
         if error is not None:
             self._fail_handshake(error)
 
-    def _as_protocol(self) -> asyncio.BaseProtocol:
-        return cast(asyncio.BaseProtocol, self)  # a protocol by shape (see the class docstring)
+    def _as_protocol(self) -> Upstream:
+        """The protocol factory: this upstream, an ``asyncio.Protocol`` by shape (see the class docstring)."""
+        return self
 
     def _expire(self, timeout_s: float) -> None:
         self._timer = None
