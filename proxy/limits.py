@@ -116,9 +116,9 @@ ACCOUNT_ID: Final = "123456789012"
 SELECTION_EXPRESSION_CACHE: Final = 256
 """Compiled selection expressions kept (route, template and response selection)."""
 ROUTE_TABLE_CACHE: Final = 64
+"""Deployment snapshots whose compiled route tables are kept."""
 RESOLVED_TARGET_CACHE: Final = 1024
 """(Host, path) pairs whose ``Target`` the catalog remembers until its next change (cleared when full)."""
-"""Deployment snapshots whose compiled route tables are kept."""
 TEMPLATE_CACHE: Final = 256
 """Compiled mapping templates kept."""
 MIN_HTTP_STATUS: Final = 100
