@@ -27,6 +27,7 @@ cdef class Observer:
     cdef dict _views
     cdef _StageView _view(self, api_id, stage)
     cpdef _RouteView route_view(self, api_id, stage, route_key)
+    cdef _RouteView _route_in(self, _StageView view, api_id, route_key)
     cpdef access_log(self, stage, context, status)
 
 

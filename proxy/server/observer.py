@@ -145,9 +145,12 @@ class Observer:
 
     def route_view(self, api_id: str, stage: Stage, route_key: str) -> _RouteView:
         """``route_key``'s settings and metrics on ``stage``, resolved once per published stage."""
-        view = self._view(api_id, stage)
+        return self._route_in(self._view(api_id, stage), api_id, route_key)
+
+    def _route_in(self, view: _StageView, api_id: str, route_key: str) -> _RouteView:
         route = view.routes.get(route_key)
         if route is None:
+            stage = view.stage
             settings = effective_route_settings(stage, route_key)
             detailed = (
                 self.metrics.route(api_id, stage.stage_name, route_key) if settings.detailed_metrics_enabled else None
@@ -161,8 +164,9 @@ class Observer:
         Returns:
             ``None`` to go on, else the refusing level: answer 429 before the upgrade.
         """
-        route = self.route_view(api_id, stage, CONNECT)
-        stage_metrics = self._view(api_id, stage).metrics
+        view = self._view(api_id, stage)
+        route = self._route_in(view, api_id, CONNECT)
+        stage_metrics = view.metrics
         refused = self.throttler.admit_connect(api_id, stage)
         if route.logged:
             settings = route.settings
