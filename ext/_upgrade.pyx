@@ -162,28 +162,41 @@ cdef inline uint32_t _rotl(uint32_t x, int k) noexcept nogil:
 
 
 cdef void _sha1_block(uint32_t* h, const unsigned char* block) noexcept nogil:
-    """One SHA-1 compression (FIPS 180-4, 6.1.2) of a 64-byte block into ``h``."""
+    """One SHA-1 compression (FIPS 180-4, 6.1.2) of a 64-byte block into ``h``.
+
+    Four loops of 20 rounds, one per round function, so none branches per round.
+    """
     cdef uint32_t w[80]
-    cdef uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f, k, t
+    cdef uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], t
+    cdef uint32_t k0 = 0x5A827999, k1 = 0x6ED9EBA1, k2 = 0x8F1BBCDC, k3 = 0xCA62C1D6
     cdef int i
     for i in range(16):
         w[i] = ((<uint32_t>block[4 * i]) << 24) | (block[4 * i + 1] << 16) | (block[4 * i + 2] << 8) | block[4 * i + 3]
     for i in range(16, 80):
         w[i] = _rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1)
-    for i in range(80):
-        if i < 20:
-            f = (b & c) | (~b & d)
-            k = 0x5A827999
-        elif i < 40:
-            f = b ^ c ^ d
-            k = 0x6ED9EBA1
-        elif i < 60:
-            f = (b & c) | (b & d) | (c & d)
-            k = 0x8F1BBCDC
-        else:
-            f = b ^ c ^ d
-            k = 0xCA62C1D6
-        t = _rotl(a, 5) + f + e + k + w[i]
+    for i in range(20):
+        t = _rotl(a, 5) + ((b & c) | (~b & d)) + e + k0 + w[i]
+        e = d
+        d = c
+        c = _rotl(b, 30)
+        b = a
+        a = t
+    for i in range(20, 40):
+        t = _rotl(a, 5) + (b ^ c ^ d) + e + k1 + w[i]
+        e = d
+        d = c
+        c = _rotl(b, 30)
+        b = a
+        a = t
+    for i in range(40, 60):
+        t = _rotl(a, 5) + ((b & c) | (b & d) | (c & d)) + e + k2 + w[i]
+        e = d
+        d = c
+        c = _rotl(b, 30)
+        b = a
+        a = t
+    for i in range(60, 80):
+        t = _rotl(a, 5) + (b ^ c ^ d) + e + k3 + w[i]
         e = d
         d = c
         c = _rotl(b, 30)
