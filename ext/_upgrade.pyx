@@ -12,12 +12,16 @@ else is None, for wsproto to decide. ``tests/test_handshake_fast.py`` runs on
 both twins against wsproto and holds the two equal on arbitrary heads.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_DecodeASCII
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_GET_LENGTH
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 import os
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object text)
+    void* PyUnicode_DATA(object text)
 
 from proxy._pyupgrade import _ACCEPT_GUID, _KEY_BYTES, RequestHead, _request_start
 
@@ -73,7 +77,10 @@ cdef bytes _HEAD_END = b"\r\n\r\n"
 cdef bytes _HTTP_11 = b" HTTP/1.1\r\n"
 cdef bytes _STATUS_101 = b"HTTP/1.1 101"
 cdef bytes _ACCEPT_START = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
-cdef frozenset _RENDERED = frozenset({"host", "content-length", "transfer-encoding"})
+cdef tuple _RENDERED = (b"host", b"content-length", b"transfer-encoding")
+cdef bytes _KEY_LINE = b"\r\nSec-WebSocket-Key: "
+cdef bytes _VERSION_LINE = b"\r\nSec-WebSocket-Version: 13"
+cdef bytes _PROTOCOL_LINE = b"\r\nSec-WebSocket-Protocol: "
 
 
 cdef class _Field:
@@ -297,18 +304,12 @@ cdef bint _within(const unsigned char* p, Py_ssize_t start, Py_ssize_t end, cons
     return True
 
 
-cdef bytes _ascii(str text):
-    """``text`` encoded, or None if it is not ASCII (the reference's patterns match ASCII only)."""
-    return text.encode("ascii") if text.isascii() else None
-
-
 cdef bint _is_key(str key):
     """Base64 of exactly 16 bytes, canonical padding bits (the reference's ``_KEY``)."""
-    cdef bytes raw = _ascii(key)
-    cdef const unsigned char* p
-    if raw is None or len(raw) != 24:
+    cdef Py_ssize_t n
+    cdef const unsigned char* p = _ascii_data(key, &n)
+    if p == NULL or n != 24:
         return False
-    p = <const unsigned char*>PyBytes_AS_STRING(raw)
     return (
         _within(p, 0, 21, BASE64)
         and (p[21] == c"A" or p[21] == c"Q" or p[21] == c"g" or p[21] == c"w")
@@ -382,40 +383,96 @@ def render_accept(str key, subprotocol):
     return head + _HEAD_END
 
 
-cdef bint _field_value(str value):
+cdef const unsigned char* _ascii_data(str text, Py_ssize_t* length):
+    """``text``'s characters, one byte each, without a copy; NULL if it is not ASCII (the reference's
+    patterns match ASCII only)."""
+    if not PyUnicode_IS_ASCII(text):
+        return NULL
+    length[0] = PyUnicode_GET_LENGTH(text)
+    return <const unsigned char*>PyUnicode_DATA(text)
+
+
+cdef bint _field_value(const unsigned char* p, Py_ssize_t n):
     """The reference's ``_FIELD_VALUE.fullmatch``: printable ASCII, spaces inside only."""
-    cdef bytes raw = _ascii(value)
-    cdef Py_ssize_t n
-    cdef const unsigned char* p
-    if raw is None:
-        return False
-    n = len(raw)
-    p = <const unsigned char*>PyBytes_AS_STRING(raw)
     return n == 0 or (VCHAR[p[0]] and VCHAR[p[n - 1]] and _within(p, 1, n - 1, VALUE_INSIDE))
 
 
-cdef bint _header_name(str name):
-    """The reference's ``_HEADER_NAME.fullmatch``: a non-empty token."""
-    cdef bytes raw = _ascii(name)
-    return raw is not None and len(raw) > 0 and _within(<const unsigned char*>PyBytes_AS_STRING(raw), 0, len(raw), TCHAR)
+cdef bint _rendered(const unsigned char* p, Py_ssize_t n):
+    """Whether the name ``p[:n]`` is one the renderer writes itself, or h11 reads (any case)."""
+    cdef bytes name
+    for name in _RENDERED:
+        if n == PyBytes_GET_SIZE(name) and _lower_equals(p, <const unsigned char*>PyBytes_AS_STRING(name), n):
+            return True
+    return False
+
+
+cdef bint _lower_equals(const unsigned char* p, const unsigned char* lower, Py_ssize_t n):
+    cdef Py_ssize_t i
+    for i in range(n):
+        if LOWER[p[i]] != lower[i]:
+            return False
+    return True
+
+
+cdef char* _put(char* out, const void* data, Py_ssize_t n) noexcept:
+    memcpy(out, data, n)
+    return out + n
 
 
 def render_request(str host, str target, str key, subprotocols, headers):
-    """The upgrade request wsproto renders, byte for byte, or None if h11 must vet an input."""
-    start = _request_start(host, target)
-    cdef str protocols = ", ".join(subprotocols)
-    if start is None or not _field_value(key) or (subprotocols and not _field_value(protocols)):
-        return None
-    cdef list lines = [start, "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
-    if subprotocols:
-        lines.append("Sec-WebSocket-Protocol: " + protocols)
+    """The upgrade request wsproto renders, byte for byte, or None if h11 must vet an input.
+
+    Every input is checked and measured first, then copied once into the request.
+    """
+    cdef str start = _request_start(host, target)
+    cdef str protocols = ", ".join(subprotocols) if subprotocols else ""
+    cdef tuple fields = tuple(headers)
     cdef str name, value
-    for name, value in headers:
-        if not _header_name(name) or name.lower() in _RENDERED or not _field_value(value):
+    cdef Py_ssize_t n_start, n_key, n_protocols = 0, n_name, n_value, total
+    cdef const unsigned char* p_key
+    cdef const unsigned char* p_protocols = NULL
+    cdef const unsigned char* p_name
+    cdef const unsigned char* p_value
+    if start is None:
+        return None
+    p_key = _ascii_data(key, &n_key)
+    if p_key == NULL or not _field_value(p_key, n_key):
+        return None
+    total = len(start) + len(_KEY_LINE) + n_key + len(_VERSION_LINE) + len(_HEAD_END)
+    if subprotocols:
+        p_protocols = _ascii_data(protocols, &n_protocols)
+        if p_protocols == NULL or not _field_value(p_protocols, n_protocols):
             return None
-        lines.append(name + ": " + value)
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("ascii")
+        total += len(_PROTOCOL_LINE) + n_protocols
+    for name, value in fields:
+        p_name = _ascii_data(name, &n_name)
+        p_value = _ascii_data(value, &n_value)
+        if (
+            p_name == NULL
+            or p_value == NULL
+            or n_name == 0
+            or not _within(p_name, 0, n_name, TCHAR)
+            or _rendered(p_name, n_name)
+            or not _field_value(p_value, n_value)
+        ):
+            return None
+        total += 2 + n_name + 2 + n_value
+    cdef bytes request = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* out = PyBytes_AS_STRING(request)
+    out = _put(out, _ascii_data(start, &n_start), n_start)
+    out = _put(out, PyBytes_AS_STRING(_KEY_LINE), len(_KEY_LINE))
+    out = _put(out, p_key, n_key)
+    out = _put(out, PyBytes_AS_STRING(_VERSION_LINE), len(_VERSION_LINE))
+    if subprotocols:
+        out = _put(out, PyBytes_AS_STRING(_PROTOCOL_LINE), len(_PROTOCOL_LINE))
+        out = _put(out, p_protocols, n_protocols)
+    for name, value in fields:
+        out = _put(out, b"\r\n", 2)
+        out = _put(out, _ascii_data(name, &n_name), n_name)
+        out = _put(out, b": ", 2)
+        out = _put(out, _ascii_data(value, &n_value), n_value)
+    _put(out, PyBytes_AS_STRING(_HEAD_END), len(_HEAD_END))
+    return request
 
 
 def parse_accept(bytes data, str key, offered):
