@@ -138,12 +138,10 @@ cdef bytes _pool = b""
 cdef Py_ssize_t _pool_used = 0
 
 
-cdef str _base64(const unsigned char* data, Py_ssize_t n):
-    """Standard base64 of ``data`` (at most 45 bytes), padded: ``binascii.b2a_base64`` without its newline and copies."""
-    cdef char out[64]
+cdef Py_ssize_t _encode64(const unsigned char* data, Py_ssize_t n, char* out) noexcept:
+    """Standard padded base64 of ``data`` into ``out`` (room for ``4 * ceil(n / 3)``); its length."""
     cdef Py_ssize_t i = 0, o = 0
     cdef uint32_t v
-    assert n <= 45
     while i + 3 <= n:
         v = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
         out[o] = _B64[v >> 18]
@@ -161,7 +159,14 @@ cdef str _base64(const unsigned char* data, Py_ssize_t n):
         out[o + 2] = _B64[(v >> 6) & 63] if i + 1 < n else c"="
         out[o + 3] = c"="
         o += 4
-    return PyUnicode_DecodeASCII(out, o, NULL)
+    return o
+
+
+cdef str _base64(const unsigned char* data, Py_ssize_t n):
+    """``_encode64`` as a str (at most 45 bytes): ``binascii.b2a_base64`` without its newline and copies."""
+    cdef char out[60]
+    assert n <= 45
+    return PyUnicode_DecodeASCII(out, _encode64(data, n, out), NULL)
 
 
 cdef inline uint32_t _rotl(uint32_t x, int k) noexcept nogil:
@@ -272,12 +277,49 @@ def new_key():
     return _base64(p, _KEY_BYTES)
 
 
+cdef enum:
+    TOKEN_CHARS = 28  # base64 of a 20-byte SHA-1
+    KEYED_ROOM = 128  # key and GUID hashed from the stack up to this size (a valid key makes 60)
+
+
+cdef int _accept_into(str key, char* token) except -1:
+    """Sec-WebSocket-Accept for ``key`` into ``token`` (``TOKEN_CHARS`` bytes): RFC 6455 4.2.2."""
+    cdef Py_ssize_t n
+    cdef const unsigned char* p = _ascii_data(key, &n)
+    cdef unsigned char keyed[KEYED_ROOM]
+    cdef unsigned char digest[20]
+    cdef bytes joined
+    cdef Py_ssize_t guid = len(_ACCEPT_GUID)
+    if p != NULL and n + guid <= KEYED_ROOM:
+        memcpy(keyed, p, n)
+        memcpy(keyed + n, PyBytes_AS_STRING(_ACCEPT_GUID), guid)
+        _sha1(keyed, n + guid, digest)
+    else:  # long, or not ASCII: encode() raises as the reference does
+        joined = key.encode("ascii") + _ACCEPT_GUID
+        _sha1(<const unsigned char*>PyBytes_AS_STRING(joined), PyBytes_GET_SIZE(joined), digest)
+    _encode64(digest, 20, token)
+    return 0
+
+
+cdef bint _answers(object accept, str key) except -1:
+    """Whether the field value ``accept`` (None: absent) is ``key``'s token, compared without building it as a str."""
+    cdef char token[TOKEN_CHARS]
+    cdef Py_ssize_t n
+    cdef const unsigned char* p
+    if accept is None:
+        return False
+    p = _ascii_data(<str>accept, &n)
+    if p == NULL or n != TOKEN_CHARS:
+        return False
+    _accept_into(key, token)
+    return memcmp(p, token, TOKEN_CHARS) == 0
+
+
 def accept_token(str key):
     """The Sec-WebSocket-Accept answering ``key`` (RFC 6455 4.2.2), as wsproto computes it."""
-    cdef bytes keyed = key.encode("ascii") + _ACCEPT_GUID
-    cdef unsigned char digest[20]
-    _sha1(<const unsigned char*>PyBytes_AS_STRING(keyed), PyBytes_GET_SIZE(keyed), digest)
-    return _base64(digest, 20)
+    cdef char token[TOKEN_CHARS]
+    _accept_into(key, token)
+    return PyUnicode_DecodeASCII(token, TOKEN_CHARS, NULL)
 
 
 cdef inline str _text(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
@@ -377,10 +419,15 @@ def parse_request(bytes head):
 
 def render_accept(str key, subprotocol):
     """The 101 wsproto renders for ``key``, byte for byte (the subprotocol already checked)."""
-    cdef bytes head = _ACCEPT_START + accept_token(key).encode("ascii")
-    if subprotocol is not None:
-        head += b"\r\nSec-WebSocket-Protocol: " + (<str>subprotocol).encode("ascii")
-    return head + _HEAD_END
+    cdef bytes protocol = b"" if subprotocol is None else _PROTOCOL_LINE + (<str>subprotocol).encode("ascii")
+    cdef Py_ssize_t start = len(_ACCEPT_START)
+    cdef bytes head = PyBytes_FromStringAndSize(NULL, start + TOKEN_CHARS + len(protocol) + len(_HEAD_END))
+    cdef char* out = PyBytes_AS_STRING(head)
+    out = _put(out, PyBytes_AS_STRING(_ACCEPT_START), start)
+    _accept_into(key, out)
+    out = _put(out + TOKEN_CHARS, PyBytes_AS_STRING(protocol), len(protocol))
+    _put(out, PyBytes_AS_STRING(_HEAD_END), len(_HEAD_END))
+    return head
 
 
 cdef const unsigned char* _ascii_data(str text, Py_ssize_t* length):
@@ -517,7 +564,7 @@ def parse_accept(bytes data, str key, offered):
     if (
         (seen[UPGRADE] or "").lower() != "websocket"
         or not _has_upgrade_token(seen[CONNECTION] or "")
-        or seen[ACCEPT] != accept_token(key)
+        or not _answers(seen[ACCEPT], key)
         or (subprotocol is not None and subprotocol not in offered)
     ):
         return None
