@@ -83,19 +83,58 @@ cdef bytes _VERSION_LINE = b"\r\nSec-WebSocket-Version: 13"
 cdef bytes _PROTOCOL_LINE = b"\r\nSec-WebSocket-Protocol: "
 
 
-cdef class _Field:
-    """The field line the scanner is on: name (lower case) and its kind, and the value's bounds."""
+cdef enum:
+    NAME_ROOM = 64  # field names compared by kind from here; every name the parsers act on is shorter
 
-    cdef Py_ssize_t value_start, value_end
+
+cdef const unsigned char* _KNOWN[KINDS * 2]
+cdef Py_ssize_t _KNOWN_LENGTH[KINDS * 2]
+cdef int _KNOWN_KIND[KINDS * 2]
+cdef int _KNOWN_COUNT = 0
+
+
+cdef void _known_names():
+    """``_KIND`` as C arrays, so a field's kind is a few length checks and one memcmp, not a bytes object and a hash."""
+    global _KNOWN_COUNT
     cdef bytes name
+    for name, kind in _KIND.items():  # the dict keeps the bytes alive
+        _KNOWN[_KNOWN_COUNT] = <const unsigned char*>PyBytes_AS_STRING(name)
+        _KNOWN_LENGTH[_KNOWN_COUNT] = PyBytes_GET_SIZE(name)
+        _KNOWN_KIND[_KNOWN_COUNT] = kind
+        _KNOWN_COUNT += 1
+
+
+_known_names()
+
+
+cdef class _Field:
+    """The field line the scanner is on: its name (lower case when short), kind, and the value's bounds."""
+
+    cdef Py_ssize_t name_start, name_end, value_start, value_end
+    cdef unsigned char lowered[NAME_ROOM]
     cdef int kind
 
+    cdef str name(self, const unsigned char* p):
+        """The field name in lower case (wsproto's spelling of it)."""
+        cdef Py_ssize_t length = self.name_end - self.name_start
+        if length <= NAME_ROOM:
+            return PyUnicode_DecodeASCII(<const char*>self.lowered, length, NULL)
+        return _text(p, self.name_start, self.name_end).lower()
 
-cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, _Field field, unsigned char* lowered):
+
+cdef int _kind_of(const unsigned char* lowered, Py_ssize_t length):
+    cdef int i
+    for i in range(_KNOWN_COUNT):
+        if _KNOWN_LENGTH[i] == length and memcmp(_KNOWN[i], lowered, length) == 0:
+            return _KNOWN_KIND[i]
+    return OTHER
+
+
+cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, _Field field):
     """Read ``name:[ \t]*value[ \t]*\r\n`` at ``i`` into ``field``: where the next line starts.
 
     -1 if it is not such a line, or no line can follow it inside the head
-    (the head ends with a blank one). ``lowered`` holds 64 bytes.
+    (the head ends with a blank one).
     """
     cdef Py_ssize_t start = i
     cdef Py_ssize_t value_end, j
@@ -103,12 +142,13 @@ cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, 
         i += 1
     if i == start or i >= n or p[i] != COLON:
         return -1
-    if i - start <= 64:
+    field.name_start = start
+    field.name_end = i
+    field.kind = OTHER
+    if i - start <= NAME_ROOM:
         for j in range(start, i):
-            lowered[j - start] = LOWER[p[j]]
-        field.name = (<char*>lowered)[: i - start]
-    else:
-        field.name = (<const char*>p)[start:i].lower()
+            field.lowered[j - start] = LOWER[p[j]]
+        field.kind = _kind_of(field.lowered, i - start)
     i += 1
     while i < n and (p[i] == SP or p[i] == HT):
         i += 1
@@ -127,7 +167,6 @@ cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, 
     if memchr(p + field.value_start, HT, value_end - field.value_start) != NULL:
         return -1  # a tab inside the value, not around it
     field.value_end = value_end
-    field.kind = _KIND.get(field.name, OTHER)
     return i + 2
 
 
@@ -366,7 +405,6 @@ def parse_request(bytes head):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(head)
     cdef Py_ssize_t i = 4
     cdef Py_ssize_t target_end
-    cdef unsigned char lowered[64]
     cdef _Field field = _Field.__new__(_Field)
     cdef list seen = [None] * KINDS
     cdef int kind
@@ -384,7 +422,7 @@ def parse_request(bytes head):
     if i + 2 > n or (p[i] == CR and p[i + 1] == LF):
         return None  # no fields at all
     while not (p[i] == CR and i + 1 < n and p[i + 1] == LF):
-        i = _scan_field(p, i, n, field, lowered)
+        i = _scan_field(p, i, n, field)
         if i < 0:
             return None
         kind = field.kind
@@ -400,7 +438,7 @@ def parse_request(bytes head):
             if "" in subprotocols:
                 return None  # wsproto cannot answer an empty choice (h11 trips over it): its call
         if kind != HOST and kind != PROTOCOL and kind != EXTENSIONS:
-            headers.append((field.name.decode("ascii"), value))
+            headers.append((field.name(p), value))
     if i + 2 != n:
         return None
     host = seen[HOST]
@@ -527,7 +565,6 @@ def parse_accept(bytes data, str key, offered):
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n
     cdef Py_ssize_t i = 12
-    cdef unsigned char lowered[64]
     cdef _Field field = _Field.__new__(_Field)
     cdef list seen = [None] * KINDS
     cdef int kind
@@ -548,7 +585,7 @@ def parse_accept(bytes data, str key, offered):
     if p[i] == CR and p[i + 1] == LF:
         return None  # no fields at all
     while not (p[i] == CR and p[i + 1] == LF):
-        i = _scan_field(p, i, n, field, lowered)
+        i = _scan_field(p, i, n, field)
         if i < 0:
             return None
         kind = field.kind
