@@ -204,7 +204,7 @@ class ClientConnection:
         transport.set_write_buffer_limits(config.write_high_water, config.write_low_water)
         peer = transport.get_extra_info("peername")
         self._source_ip = str(peer[0]) if peer else "-"
-        self._timers.append(self._loop.call_later(config.handshake_timeout, self._handshake_expired))
+        self._timers.append(self._loop.call_later(config.handshake_timeout, self._tick))
         self._gateway.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -290,10 +290,21 @@ class ClientConnection:
         if request is not None:
             self._start(request)
 
-    def _handshake_expired(self) -> None:
-        if self._state == _HANDSHAKE:
+    def _tick(self) -> None:
+        """The connection's one loop timer, ``_timers[0]``: the upgrade's deadline, then the lifetime's.
+
+        Set at connect for the handshake timeout and left running through the 101
+        when it falls before the idle timeout and the maximum duration: a
+        short-lived connection then costs one loop timer, not two.
+        """
+        state = self._state
+        if state == _HANDSHAKE:
             deadline = self._config.handshake_timeout
             self._refuse(HTTPStatus.REQUEST_TIMEOUT, f"upgrade not completed within {deadline:g} s")
+        elif state == _CONNECTING:  # the upstream's deadline governs; the slot stays armed for after the 101
+            self._timers[0] = self._loop.call_later(self._config.handshake_timeout, self._tick)
+        elif state != _CLOSED:
+            self._lifetime()
 
     def _start(self, request: UpgradeRequest) -> None:
         gateway = self._gateway
@@ -404,9 +415,10 @@ class ClientConnection:
         config = self._config
         self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
         self._last_activity = self._opened_at = monotonic()
-        for timer in self._timers:
-            timer.cancel()  # the handshake deadline is met
-        self._timers = [self._loop.call_later(min(config.idle_timeout, config.max_connection_duration), self._lifetime)]
+        lifetime = min(config.idle_timeout, config.max_connection_duration)
+        if config.handshake_timeout > lifetime:  # the slot would fire after the lifetime's first check: re-arm it
+            self._timers[0].cancel()
+            self._timers[0] = self._loop.call_later(lifetime, self._lifetime)
         early = self._handshake.trailing + self._early
         self._handshake = None
         for upstream in list(self._upstreams.values()):

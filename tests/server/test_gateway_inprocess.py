@@ -162,8 +162,9 @@ async def test_mock_connect_refusal_status_reaches_client(tmp_path: Path) -> Non
     [
         ({"idle_timeout": 0.2}, "idle timeout"),
         ({"max_connection_duration": 0.2}, "duration"),
+        ({"handshake_timeout": 0.05, "idle_timeout": 0.3}, "idle timeout"),  # the upgrade's timer, kept past the 101
     ],
-    ids=["idle", "max-duration"],
+    ids=["idle", "max-duration", "idle-after-upgrade-deadline"],
 )
 async def test_timers_close_client_and_backend_with_1001(
     settings: dict[str, float], reason: str, tmp_path: Path
@@ -178,6 +179,32 @@ async def test_timers_close_client_and_backend_with_1001(
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1001 and reason in closed.value.rcvd.reason.lower()
     assert backend_close[0] == 1001
+
+
+async def test_an_upgrade_deadline_passing_while_the_backend_upgrades_leaves_the_idle_timeout_armed(
+    tmp_path: Path,
+) -> None:
+    """The connection's one timer fires in CONNECTING (the upstream's deadline governs then) and stays armed."""
+    handshake_s = 0.05
+
+    async def slow_101(connection: ServerConnection, request: Request) -> None:
+        await asyncio.sleep(handshake_s * 4)  # past the client's upgrade deadline
+
+    async def echo(connection: ServerConnection) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    async with serve(echo, "127.0.0.1", 0, process_request=slow_101) as backend:
+        backend_url = f"ws://127.0.0.1:{backend.sockets[0].getsockname()[1]}"
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend_url)}), {})}))
+        config = Config(port=0, admin_port=0, handshake_timeout=handshake_s, idle_timeout=IDLE_S)
+        async with in_process_gateway(catalog, tmp_path, config) as server, connect(f"{server.url}/dev") as client:
+            await client.send("x")
+            assert await asyncio.wait_for(client.recv(), CEILING_S) == "x"
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(client.recv(), CEILING_S)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert "idle timeout" in closed.value.rcvd.reason.lower()
 
 
 IDLE_S = 0.4
