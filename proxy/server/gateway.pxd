@@ -60,3 +60,7 @@ cdef class ClientConnection:
     cdef _close_acknowledged(self)
     cpdef close(self, code, reason=*)
     cdef _latest_activity(self)
+
+
+# Typed str: Cython calls PyUnicode_Tailmatch, _Count and _RSplit for its methods, no attribute lookups.
+cpdef str _host_name(str host)
