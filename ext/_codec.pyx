@@ -1075,13 +1075,21 @@ cdef class FrameEncoder:
 
     def close(self, code=CloseCode.NORMAL, reason=""):
         """A close frame; ``code=None`` sends an empty body. Long reasons are cut at a character boundary."""
+        cdef uint8_t body[128]  # the code, then at most MAX_REASON bytes of reason
+        cdef bytes raw
+        cdef long value
         if code is None:
             return self._encode(OP_CLOSE, NULL, 0, MAX_CONTROL, None)
-        raw = reason.encode("utf-8")
+        value = code
+        if not 0 <= value <= 0xFFFF:
+            raise OverflowError(f"close code {value} does not fit in 2 bytes")
+        raw = (<str?>reason).encode("utf-8")
         if len(raw) > MAX_REASON:
             raw = raw[:MAX_REASON].decode("utf-8", "ignore").encode("utf-8")
-        body = code.to_bytes(2, "big") + raw
-        return self._encode(OP_CLOSE, <const uint8_t*>PyBytes_AS_STRING(body), len(body), MAX_CONTROL, None)
+        body[0] = value >> 8
+        body[1] = value & 0xFF
+        memcpy(body + 2, PyBytes_AS_STRING(raw), len(raw))
+        return self._encode(OP_CLOSE, body, 2 + len(raw), MAX_CONTROL, None)
 
     def ping(self, payload=b""):
         return self._control(OP_PING, payload)
