@@ -26,6 +26,7 @@ from typing import Final, NamedTuple
 
 PURE: Final = os.environ.get("FRAMEGATE_PURE") == "1"
 COMPILED_SOURCES: Final = (
+    "proxy.frames",
     "proxy.handshake",
     "proxy.session",
     "proxy.server.observer",

@@ -67,4 +67,4 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     """
     if not payload:
         return CloseCode.NO_STATUS, ""
-    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8")
+    return payload[0] << 8 | payload[1], payload[2:].decode("utf-8")
