@@ -1,7 +1,7 @@
 """Builds the Cython extensions; the rest is in pyproject.toml.
 
-Two kinds: ext/_codec.pyx, ext/_throttle.pyx and ext/_upgrade.pyx become
-proxy._codec, ._throttle and ._upgrade (each with a pure-Python twin); and the
+Two kinds: ext/_entropy.pyx, ext/_codec.pyx, ext/_throttle.pyx and ext/_upgrade.pyx
+become proxy._entropy, ._codec, ._throttle and ._upgrade (each with a pure-Python twin); and the
 data plane's connection modules (``proxy.build.COMPILED_SOURCES``) are
 compiled from their own ``.py``, typed by the ``.pxd`` beside each, under
 their own names (Python annotations are left to mypy: ``annotation_typing``
@@ -43,6 +43,7 @@ DIRECTIVES = {"language_level": "3", "boundscheck": False, "wraparound": False, 
 
 def _extensions() -> list[Extension]:
     exts = [
+        Extension("proxy._entropy", ["ext/_entropy.pyx"], extra_compile_args=["-O3"]),
         Extension("proxy._codec", ["ext/_codec.pyx"], extra_compile_args=["-O3"]),
         Extension("proxy._throttle", ["ext/_throttle.pyx"], extra_compile_args=["-O3"]),
         Extension("proxy._upgrade", ["ext/_upgrade.pyx"], extra_compile_args=["-O3"]),

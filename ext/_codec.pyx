@@ -20,6 +20,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from proxy._entropy cimport take
 from proxy._throttle cimport Admission
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -32,13 +33,11 @@ cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject** bytes_object, Py_ssize_t size) except -1
     char* _bytes_data "PyBytes_AS_STRING"(PyObject* bytes_object)
 
-import os
 
 from proxy.errors import PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Opcode, is_valid_close_code
 from proxy.limits import (
     CODEC_RETAINED_BUFFER_BYTES,
-    MASK_KEY_POOL_BYTES,
     MAX_CLOSE_REASON_BYTES,
     MAX_CONTROL_PAYLOAD_BYTES,
     MAX_FRAME_BYTES,
@@ -71,7 +70,6 @@ cdef enum:
 
 cdef Py_ssize_t MAX_CONTROL = MAX_CONTROL_PAYLOAD_BYTES
 cdef Py_ssize_t MAX_REASON = MAX_CLOSE_REASON_BYTES
-cdef Py_ssize_t KEY_POOL = MASK_KEY_POOL_BYTES
 cdef Py_ssize_t RETAINED_BUFFER = CODEC_RETAINED_BUFFER_BYTES
 cdef Py_ssize_t RESERVE_FRAMES = REASSEMBLY_RESERVE_FRAMES
 cdef Py_ssize_t RELAY_OUT_SLACK = RELAY_OUT_SLACK_BYTES
@@ -1108,13 +1106,8 @@ cdef class FrameEncoder:
             PyBuffer_Release(&view)
 
     cdef const uint8_t* _fresh_keys(self, Py_ssize_t count) except NULL:
-        """``count`` unused random mask keys, valid until the next call (drawn from a pooled os.urandom)."""
-        cdef Py_ssize_t needed = count * MASK_KEY_BYTES
-        if self._keys is None or self._keys_used + needed > len(self._keys):
-            self._keys = os.urandom(max(KEY_POOL, needed))
-            self._keys_used = 0
-        self._keys_used += needed
-        return <const uint8_t*>PyBytes_AS_STRING(self._keys) + self._keys_used - needed
+        """``count`` unused random mask keys, valid until the next draw (``proxy._entropy``'s pool)."""
+        return take(count * MASK_KEY_BYTES)
 
     cdef bytes _encode(self, int opcode, const uint8_t* data, Py_ssize_t size, Py_ssize_t step, object mask_key):
         """Write ``data`` as frames of at most ``step`` bytes into one new ``bytes``."""

@@ -17,7 +17,7 @@ from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_GET_LENGTH
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
-import os
+from proxy._entropy cimport base64, encode64, take
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object text)
@@ -170,44 +170,6 @@ cdef Py_ssize_t _scan_field(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, 
     return i + 2
 
 
-cdef const char* _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-cdef enum:
-    KEY_POOL = 4096  # random bytes drawn at a time: 256 keys per getrandom call
-cdef bytes _pool = b""
-cdef Py_ssize_t _pool_used = 0
-
-
-cdef Py_ssize_t _encode64(const unsigned char* data, Py_ssize_t n, char* out) noexcept:
-    """Standard padded base64 of ``data`` into ``out`` (room for ``4 * ceil(n / 3)``); its length."""
-    cdef Py_ssize_t i = 0, o = 0
-    cdef uint32_t v
-    while i + 3 <= n:
-        v = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
-        out[o] = _B64[v >> 18]
-        out[o + 1] = _B64[(v >> 12) & 63]
-        out[o + 2] = _B64[(v >> 6) & 63]
-        out[o + 3] = _B64[v & 63]
-        i += 3
-        o += 4
-    if i < n:
-        v = data[i] << 16
-        if i + 1 < n:
-            v |= data[i + 1] << 8
-        out[o] = _B64[v >> 18]
-        out[o + 1] = _B64[(v >> 12) & 63]
-        out[o + 2] = _B64[(v >> 6) & 63] if i + 1 < n else c"="
-        out[o + 3] = c"="
-        o += 4
-    return o
-
-
-cdef str _base64(const unsigned char* data, Py_ssize_t n):
-    """``_encode64`` as a str (at most 45 bytes): ``binascii.b2a_base64`` without its newline and copies."""
-    cdef char out[60]
-    assert n <= 45
-    return PyUnicode_DecodeASCII(out, _encode64(data, n, out), NULL)
-
-
 cdef inline uint32_t _rotl(uint32_t x, int k) noexcept nogil:
     return (x << k) | (x >> (32 - k))
 
@@ -292,28 +254,9 @@ cdef void _sha1(const unsigned char* data, Py_ssize_t n, unsigned char* digest) 
         digest[4 * i + 3] = h[i] & 0xFF
 
 
-def _drop_pool():
-    """After a fork: the child must not hand out the keys its parent will."""
-    global _pool, _pool_used
-    _pool, _pool_used = b"", 0
-
-
-os.register_at_fork(after_in_child=_drop_pool)
-
-
 def new_key():
-    """A fresh Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64).
-
-    The bytes come from ``os.urandom`` in blocks of ``KEY_POOL``: one getrandom
-    call per 256 upstream connections instead of one each.
-    """
-    global _pool, _pool_used
-    if _pool_used + _KEY_BYTES > len(_pool):
-        _pool = os.urandom(KEY_POOL)
-        _pool_used = 0
-    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(_pool) + _pool_used
-    _pool_used += _KEY_BYTES
-    return _base64(p, _KEY_BYTES)
+    """A fresh Sec-WebSocket-Key (RFC 6455 4.1: 16 random bytes, base64), from ``proxy._entropy``'s pool."""
+    return base64(take(_KEY_BYTES), _KEY_BYTES)
 
 
 cdef enum:
@@ -336,7 +279,7 @@ cdef int _accept_into(str key, char* token) except -1:
     else:  # long, or not ASCII: encode() raises as the reference does
         joined = key.encode("ascii") + _ACCEPT_GUID
         _sha1(<const unsigned char*>PyBytes_AS_STRING(joined), PyBytes_GET_SIZE(joined), digest)
-    _encode64(digest, 20, token)
+    encode64(digest, 20, token)
     return 0
 
 

@@ -76,9 +76,6 @@ cdef class FrameEncoder:
     cdef public bint client_side
     cdef public Py_ssize_t max_frame
     cdef public Py_ssize_t fragmented
-    # Pooled os.urandom bytes for mask keys, and how many are spent.
-    cdef bytes _keys
-    cdef Py_ssize_t _keys_used
 
     cdef const uint8_t* _fresh_keys(self, Py_ssize_t count) except NULL
 

@@ -1,7 +1,8 @@
 """AWS-shaped identifiers (reference section 12), from an injectable random source.
 
-Layer 1. ``random_bytes`` defaults to ``os.urandom``; tests pass a seeded
-source to get stable ids.
+Layer 1. ``random_bytes`` defaults to ``os.urandom`` (connection and request
+ids: ``proxy._entropy``'s pool of it); tests pass a seeded source to get
+stable ids.
 """
 
 from __future__ import annotations
@@ -9,8 +10,16 @@ from __future__ import annotations
 import binascii
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from proxy.build import twin
 
 RandomBytes = Callable[[int], bytes]
+
+if TYPE_CHECKING:
+    from proxy._entropy import token
+else:
+    token = twin("proxy._entropy", "proxy._pyentropy").module.token
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 API_ID_CHARS = 10
@@ -37,11 +46,16 @@ def resource_id(random_bytes: RandomBytes = os.urandom) -> str:
     return _lower_alnum(RESOURCE_ID_CHARS, random_bytes)
 
 
-def connection_id(random_bytes: RandomBytes = os.urandom) -> str:
-    """A 16-character base64 connection, request or message id, e.g. ``KVmb8fjMIAMCFgQ=``."""
+def connection_id(random_bytes: RandomBytes | None = None) -> str:
+    """A 16-character base64 connection, request or message id, e.g. ``KVmb8fjMIAMCFgQ=``.
+
+    Without ``random_bytes``, from ``proxy._entropy``'s pooled ``os.urandom`` (one per connection).
+    """
+    if random_bytes is None:
+        return token(CONNECTION_ID_BYTES)
     return binascii.b2a_base64(random_bytes(CONNECTION_ID_BYTES), newline=False).decode("ascii")
 
 
-def request_id(random_bytes: RandomBytes = os.urandom) -> str:
+def request_id(random_bytes: RandomBytes | None = None) -> str:
     """A request or message id: the same 16-character base64 shape as a connection id."""
     return connection_id(random_bytes)

@@ -26,9 +26,9 @@ a 128 KiB message in 32 KiB frames then reassembles without a resize."""
 RELAY_OUT_SLACK_BYTES: Final = 64
 """``FrameDecoder.relay`` sizes its output at the input's length plus this (re-masked frames
 are as long as the input's; unmasked input gains 4 bytes a frame), so it rarely grows."""
-MASK_KEY_POOL_BYTES: Final = 1024
-"""Client-role encoders draw mask keys from os.urandom this many bytes (256 keys) at a time:
-one syscall per frame cost more than framing a small message."""
+ENTROPY_POOL_BYTES: Final = 4096
+"""Random bytes (mask keys, Sec-WebSocket-Keys, connection ids) are drawn from os.urandom this
+many at a time (``proxy._entropy``): a syscall per frame or connection cost more than its work."""
 
 # --- Handshake and connection lifetime ------------------------------------
 MAX_REQUEST_HEAD_BYTES: Final = 16 * 1024

@@ -1,0 +1,3 @@
+"""Type stub of the compiled entropy pool (ext/_entropy.pyx); same API as ``proxy._pyentropy``."""
+
+def token(n: int) -> str: ...
