@@ -32,10 +32,6 @@ from proxy.server.flow import FlowControl, Outbox
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
 
-def _discard(frames: bytes) -> None:
-    """Where backend messages go once the owner closed: its client hears nothing more of them."""
-
-
 class UpstreamOwner(Protocol):
     """The client connection an upstream belongs to."""
 
@@ -117,9 +113,9 @@ class Upstream:
         self.flow: FlowControl | None = None
         self.outbox: Outbox | None = None
         self._held: bytes | None = None
-        """Backend bytes received between its 101 and ``start`` (None once started)."""
+        """Backend bytes received between its 101 and ``start`` (None once started or closed)."""
         self._pump: RelayPump | None = None
-        """Set by ``start`` (to the owner's) and ``close`` (to nowhere): every message goes there."""
+        """The owner's, from ``start`` until ``close``: every backend message goes to the client through it."""
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -133,18 +129,24 @@ class Upstream:
     def data_received(self, data: bytes) -> None:
         if self._handshake is None:
             pump = self._pump
-            if pump is not None:
-                # Every message goes to the client, one write per read; control frames are ours.
-                try:
+            try:
+                if pump is not None:
+                    # Every message goes to the client, one write per read; control frames are ours.
                     events = pump.feed(data)
-                except ProtocolError as exc:  # what came before the fault has gone
-                    self._events(exc.events)
-                    self._protocol_error(exc)
+                elif self._closing:
+                    # Ours to finish: still decoded, since the backend's close answers ours; its messages go nowhere.
+                    events = self._decoder.feed(data)
+                elif self._held is not None:
+                    self._held += data  # at most one read that raced the pause
                     return
-                if events:
-                    self._events(events)
-            elif self._held is not None:
-                self._held += data  # at most one read that raced the pause
+                else:
+                    return
+            except ProtocolError as exc:  # what came before the fault has gone
+                self._events(exc.events)
+                self._protocol_error(exc)
+                return
+            if events:
+                self._events(events)
             return
         try:
             accepted = self._handshake.receive_data(data)
@@ -237,7 +239,8 @@ class Upstream:
         """Start the closing handshake; the socket is dropped if the backend does not answer."""
         transport = self._transport
         self._reported = True  # the owner initiated this: no callback
-        self._pump = RelayPump(self._decoder, self._downstream, _discard)  # still decoded: its close answers ours
+        self._pump = None  # the client hears nothing more of this backend (see data_received)
+        self._held = None
         if self._handshake is not None:
             self._stop_dialing()
         if transport is None or self._closing:

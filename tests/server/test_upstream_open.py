@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import re
 import socket
 
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.errors import HandshakeError
 from proxy.handshake import ClientHandshake
-from proxy.limits import MAX_MESSAGE_BYTES
+from proxy.limits import CLOSE_TIMEOUT_S, MAX_MESSAGE_BYTES
 from proxy.server.upstream import Upstream, open_upstream
 from tests.helpers.backends import Recorder, echo_backend, refusing_backend, silent_backend
 
@@ -119,3 +122,49 @@ async def test_closing_before_the_connect_runs_opens_nothing_and_says_nothing() 
         await asyncio.sleep(0.3)
         assert not connected.is_set()
     assert owner.heard == []
+
+
+async def test_closing_an_open_upstream_reads_the_backend_s_answer_and_drops_it_at_once() -> None:
+    """After ``close`` nothing reaches the owner's pump, but the backend's close reply is still read.
+
+    The backend here answers our close and then waits for us to drop the TCP
+    connection, as a backend may: only reading its answer ends it before the
+    close timeout.
+    """
+    delivered: list[bytes] = []
+    first_message, dropped = asyncio.Event(), asyncio.Event()
+    got: list[bytes] = []
+
+    class Owner(_Owner):
+        def upstream_pump(self, decoder: FrameDecoder, encoder: FrameEncoder) -> RelayPump:
+            return RelayPump(decoder, encoder, lambda frames: (delivered.append(frames), first_message.set()))
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head, re.IGNORECASE)
+        assert key is not None
+        accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+        writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + b"\x81\x06before")
+        _, second = await reader.readexactly(2)  # our close, masked
+        mask = await reader.readexactly(4)
+        got.append(bytes(b ^ mask[i % 4] for i, b in enumerate(await reader.readexactly(second & 0x7F))))
+        writer.write(b"\x88\x02\x03\xe8" + b"\x81\x05after")  # the answer, and a message that crossed it
+        await reader.read()  # until the gateway drops the connection
+        dropped.set()
+        writer.close()
+
+    owner = Owner()
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    async with server:
+        upstream = _open(owner, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", _WAIT_S)
+        assert (await owner.outcome())[0] == "accepted"
+        upstream.start()
+        await asyncio.wait_for(first_message.wait(), _WAIT_S)
+        started = asyncio.get_running_loop().time()
+        upstream.close(1000, "done")
+        await asyncio.wait_for(dropped.wait(), _WAIT_S)
+        took = asyncio.get_running_loop().time() - started
+    assert got == [b"\x03\xe8done"]
+    assert took < CLOSE_TIMEOUT_S / 5  # its answer was read, not waited out by the close timeout
+    assert len(delivered) == 1 and b"before" in delivered[0]  # nothing after our close reached the owner
