@@ -264,8 +264,29 @@ cdef enum:
     KEYED_ROOM = 128  # key and GUID hashed from the stack up to this size (a valid key makes 60)
 
 
+cdef str _last_key = None
+cdef char _last_token[TOKEN_CHARS]
+
+
 cdef int _accept_into(str key, char* token) except -1:
-    """Sec-WebSocket-Accept for ``key`` into ``token`` (``TOKEN_CHARS`` bytes): RFC 6455 4.2.2."""
+    """Sec-WebSocket-Accept for ``key`` into ``token`` (``TOKEN_CHARS`` bytes): RFC 6455 4.2.2.
+
+    The last key's token is kept: the gateway passes a client's key on to the
+    backend it opens for it, so checking the backend's 101 and answering the
+    client need the same token, and it is hashed once.
+    """
+    global _last_key
+    if key is _last_key:
+        memcpy(token, _last_token, TOKEN_CHARS)
+        return 0
+    _hash_accept(key, token)
+    memcpy(_last_token, token, TOKEN_CHARS)
+    _last_key = key
+    return 0
+
+
+cdef int _hash_accept(str key, char* token) except -1:
+    """The token itself: base64 of the SHA-1 of ``key`` and the RFC's GUID."""
     cdef Py_ssize_t n
     cdef const unsigned char* p = _ascii_data(key, &n)
     cdef unsigned char keyed[KEYED_ROOM]

@@ -173,6 +173,11 @@ class ServerHandshake:
         headers = tuple((_text(name).lower(), _text(value)) for name, value in request.extra_headers)
         return RequestHead(request.target, request.host, "", tuple(request.subprotocols), headers)
 
+    @property
+    def key(self) -> str:
+        """The client's Sec-WebSocket-Key, checked by the fast path ("" when wsproto read the request)."""
+        return self._key
+
     def accept(self, subprotocol: str | None = None) -> bytes:
         """The 101 response, with the subprotocol the integration chose."""
         if self._handshake is not None:
@@ -227,16 +232,22 @@ class ClientHandshake:
         url: ``ws://`` or ``wss://`` URL, query included.
         headers: extra request headers (context, forwarding).
         subprotocols: what the client offered, passed on unchanged.
+        key: the Sec-WebSocket-Key to send; empty for a fresh one. The
+            gateway passes the client's own (already checked) key on, as a
+            reverse proxy forwarding the upgrade does: the backend's accept
+            token is then the one the client gets, hashed once.
     """
 
     __slots__ = ("_handshake", "_headers", "_host", "_key", "_status", "_subprotocols", "_target", "request_bytes")
 
-    def __init__(self, url: str, headers: Sequence[tuple[str, str]], subprotocols: Sequence[str]) -> None:
+    def __init__(
+        self, url: str, headers: Sequence[tuple[str, str]], subprotocols: Sequence[str], key: str = ""
+    ) -> None:
         self._host, self._target = _host_and_target(url)
         self._headers = headers
         self._subprotocols = subprotocols
         self._status: int | None = None
-        self._key = new_key()
+        self._key = key or new_key()
         self._handshake: H11Handshake | None = None
         rendered = render_request(self._host, self._target, self._key, subprotocols, headers)
         if rendered is None:

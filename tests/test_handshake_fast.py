@@ -535,6 +535,14 @@ def test_accept_token_of_the_rfc_6455_example(upgrade: ModuleType) -> None:
     assert upgrade.accept_token("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
+def test_the_last_key_s_token_is_reused_only_for_that_key(upgrade: ModuleType) -> None:
+    """The compiled twin keeps the last token (a client's key passed on is hashed once), never for another key."""
+    other = base64.b64encode(b"\x01" * 16).decode()
+    for key in (KEY, KEY, other, KEY, other, other):
+        assert upgrade.accept_token(key) == generate_accept_token(key.encode()).decode()
+    assert upgrade.render_accept(KEY, None).count(_token().encode()) == 1
+
+
 @HYPOTHESIS
 @given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300))
 def test_accept_token_of_any_length_is_sha1_s(upgrade: ModuleType, key: str) -> None:

@@ -38,7 +38,7 @@ cdef class ClientConnection:
     cdef bint _writing_paused
     cdef _handshake_data(self, data)
     cdef _start(self, request)
-    cdef _dial(self, forward, subprotocols)
+    cdef _dial(self, forward, subprotocols, key=*)
     cdef _upstream_failed(self, url, exc)
     cdef _accept(self, subprotocol, context)
     cdef _refuse(self, status, message, headers=*)

@@ -337,10 +337,14 @@ class ClientConnection:
         if forward is None:
             self._accept(None, context)
         else:
-            self._dial(forward, self._subprotocols)
+            assert self._handshake is not None
+            self._dial(forward, self._subprotocols, self._handshake.key)
 
-    def _dial(self, forward: Forward, subprotocols: Sequence[str]) -> None:
-        """Open the upstream ``forward`` names; ``upstream_accepted`` or ``upstream_refused`` follows."""
+    def _dial(self, forward: Forward, subprotocols: Sequence[str], key: str = "") -> None:
+        """Open the upstream ``forward`` names; ``upstream_accepted`` or ``upstream_refused`` follows.
+
+        ``key``: the client's Sec-WebSocket-Key, passed on to the upstream opened for its upgrade.
+        """
         session = self._session
         assert session is not None
         target = session.target
@@ -355,7 +359,7 @@ class ClientConnection:
             self._opening[forward.url] = open_upstream(
                 self,
                 forward.url,
-                ClientHandshake(forward.url, headers, subprotocols),
+                ClientHandshake(forward.url, headers, subprotocols, key),
                 gateway.client_encoder,
                 gateway.server_encoder,
                 timeout_s=forward.timeout_s,

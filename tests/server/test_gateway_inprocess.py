@@ -20,7 +20,7 @@ from proxy.control.model import DEFAULT
 from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server import gateway
 from tests.helpers.apis import api_entry, catalog_with, mock, snapshot, ws
-from tests.helpers.backends import silent_backend
+from tests.helpers.backends import Recorder, echo_backend, silent_backend
 from tests.helpers.inprocess import in_process_gateway, prefix_echo
 from tests.helpers.servers import masked_frame, read_frame, upgrade_request
 
@@ -67,6 +67,24 @@ async def test_route_selection_reaches_two_backends_on_one_connection(tmp_path: 
             await client.send('{"action":"join","n":2}')
             assert await client.recv() == 'chat:{"action":"join","n":2}'
     assert chat.upgrades == 1
+
+
+async def test_the_client_s_key_reaches_its_upgrade_upstream_and_a_route_s_upstream_gets_its_own(
+    tmp_path: Path,
+) -> None:
+    """As a forwarding proxy does: the backend opened for the upgrade answers the client's own key."""
+    default, route = Recorder(), Recorder()
+    async with echo_backend(default) as default_url, echo_backend(route) as route_url:
+        routes = {DEFAULT: ws("d", default_url), "join": ws("j", route_url)}
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot(routes), {})}))
+        async with in_process_gateway(catalog, tmp_path) as server, connect(f"{server.url}/dev") as client:
+            await client.send('{"action":"join"}')
+            assert await client.recv() == '{"action":"join"}'
+            assert client.request is not None
+            client_key = client.request.headers["Sec-WebSocket-Key"]
+    assert [request.headers["Sec-WebSocket-Key"] for request in default.requests] == [client_key]
+    (route_request,) = route.requests
+    assert route_request.headers["Sec-WebSocket-Key"] != client_key
 
 
 async def test_two_stages_of_one_deployment_reach_two_backends_via_stage_variables(tmp_path: Path) -> None:
