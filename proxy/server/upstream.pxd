@@ -11,6 +11,7 @@ cdef class Upstream:
     cdef object _encoder
     cdef object _handshake
     cdef object _held
+    cdef bint _holding
     cdef object _loop
     cdef object _owner
     cdef object _pump

@@ -72,6 +72,7 @@ class Upstream:
         "_encoder",
         "_handshake",
         "_held",
+        "_holding",
         "_loop",
         "_owner",
         "_pump",
@@ -114,6 +115,8 @@ class Upstream:
         self.outbox: Outbox | None = None
         self._held: bytes | None = None
         """Backend bytes received between its 101 and ``start`` (None once started or closed)."""
+        self._holding = False
+        """Reading paused from the 101 until ``start`` (the owner did not start it at once)."""
         self._pump: RelayPump | None = None
         """The owner's, from ``start`` until ``close``: every backend message goes to the client through it."""
 
@@ -137,7 +140,7 @@ class Upstream:
                     # Ours to finish: still decoded, since the backend's close answers ours; its messages go nowhere.
                     events = self._decoder.feed(data)
                 elif self._held is not None:
-                    self._held += data  # at most one read that raced the pause
+                    self._held += data  # at most one read that raced the pause, or one before start
                     return
                 else:
                     return
@@ -157,11 +160,13 @@ class Upstream:
             self._handshake = None
             self._cancel_timer()
             # Hold the backend until the owner starts it (the client may not have
-            # its 101 yet): keep what came with the 101, stop reading.
+            # its 101 yet): keep what came with the 101, and stop reading unless
+            # the owner started it right away (most do: no read stop and restart).
             self._held = accepted.trailing
-            assert self.flow is not None
-            self.flow.pause()
             self._owner.upstream_accepted(self, accepted.subprotocol, self._loop.time() - self._started)
+            if self._held is not None and not self._closing and self.flow is not None:
+                self._holding = True
+                self.flow.pause()
 
     def eof_received(self) -> bool | None:
         if self._handshake is not None:
@@ -217,7 +222,8 @@ class Upstream:
         self._pump = self._owner.upstream_pump(self._decoder, self._downstream)
         if held:
             self.data_received(held)
-        if self.flow is not None:
+        if self._holding and self.flow is not None:
+            self._holding = False
             self.flow.resume()
 
     @property
