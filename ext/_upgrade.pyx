@@ -174,52 +174,39 @@ cdef inline uint32_t _rotl(uint32_t x, int k) noexcept nogil:
     return (x << k) | (x >> (32 - k))
 
 
+cdef inline void _round(uint32_t* s, uint32_t f, uint32_t k, uint32_t w) noexcept nogil:
+    """One SHA-1 round on the state ``s`` (a to e) with round function value ``f``."""
+    cdef uint32_t t = _rotl(s[0], 5) + f + s[4] + k + w
+    s[4] = s[3]
+    s[3] = s[2]
+    s[2] = _rotl(s[1], 30)
+    s[1] = s[0]
+    s[0] = t
+
+
 cdef void _sha1_block(uint32_t* h, const unsigned char* block) noexcept nogil:
     """One SHA-1 compression (FIPS 180-4, 6.1.2) of a 64-byte block into ``h``.
 
     Four loops of 20 rounds, one per round function, so none branches per round.
     """
     cdef uint32_t w[80]
-    cdef uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], t
-    cdef uint32_t k0 = 0x5A827999, k1 = 0x6ED9EBA1, k2 = 0x8F1BBCDC, k3 = 0xCA62C1D6
+    cdef uint32_t s[5]
     cdef int i
     for i in range(16):
         w[i] = ((<uint32_t>block[4 * i]) << 24) | (block[4 * i + 1] << 16) | (block[4 * i + 2] << 8) | block[4 * i + 3]
     for i in range(16, 80):
         w[i] = _rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1)
+    memcpy(s, h, sizeof(s))
     for i in range(20):
-        t = _rotl(a, 5) + ((b & c) | (~b & d)) + e + k0 + w[i]
-        e = d
-        d = c
-        c = _rotl(b, 30)
-        b = a
-        a = t
+        _round(s, (s[1] & s[2]) | (~s[1] & s[3]), 0x5A827999u, w[i])
     for i in range(20, 40):
-        t = _rotl(a, 5) + (b ^ c ^ d) + e + k1 + w[i]
-        e = d
-        d = c
-        c = _rotl(b, 30)
-        b = a
-        a = t
+        _round(s, s[1] ^ s[2] ^ s[3], 0x6ED9EBA1u, w[i])
     for i in range(40, 60):
-        t = _rotl(a, 5) + ((b & c) | (b & d) | (c & d)) + e + k2 + w[i]
-        e = d
-        d = c
-        c = _rotl(b, 30)
-        b = a
-        a = t
+        _round(s, (s[1] & s[2]) | (s[1] & s[3]) | (s[2] & s[3]), 0x8F1BBCDCu, w[i])
     for i in range(60, 80):
-        t = _rotl(a, 5) + (b ^ c ^ d) + e + k3 + w[i]
-        e = d
-        d = c
-        c = _rotl(b, 30)
-        b = a
-        a = t
-    h[0] += a
-    h[1] += b
-    h[2] += c
-    h[3] += d
-    h[4] += e
+        _round(s, s[1] ^ s[2] ^ s[3], 0xCA62C1D6u, w[i])
+    for i in range(5):
+        h[i] += s[i]
 
 
 cdef void _sha1(const unsigned char* data, Py_ssize_t n, unsigned char* digest) noexcept nogil:

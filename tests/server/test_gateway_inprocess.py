@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from websockets.http11 import Request
 
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.config import Config
+from proxy.control.catalog import MemoryCatalog
 from proxy.control.model import DEFAULT
 from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server import gateway
@@ -132,6 +133,21 @@ async def test_a_client_leaving_before_its_101_drops_the_backend_being_upgraded(
             assert await reader.read() == b""  # and the client never got a 101
 
 
+@asynccontextmanager
+async def _echo_answering_after(
+    before_101: Callable[[ServerConnection, Request], Awaitable[None]],
+) -> AsyncIterator[MemoryCatalog]:
+    """An echo backend that answers each upgrade once ``before_101`` returns; yields a catalog whose ``dev`` uses it."""
+
+    async def echo(connection: ServerConnection) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    async with serve(echo, "127.0.0.1", 0, process_request=before_101) as backend:
+        backend_url = f"ws://127.0.0.1:{backend.sockets[0].getsockname()[1]}"
+        yield catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend_url)}), {})}))
+
+
 async def test_frames_sent_while_the_backend_upgrades_are_relayed_after_the_101_in_order(tmp_path: Path) -> None:
     upgrading, release = asyncio.Event(), asyncio.Event()
 
@@ -139,25 +155,18 @@ async def test_frames_sent_while_the_backend_upgrades_are_relayed_after_the_101_
         upgrading.set()  # the gateway waits in CONNECTING until we release the 101
         await release.wait()
 
-    async def echo(connection: ServerConnection) -> None:
-        async for message in connection:
-            await connection.send(message)
-
-    async with serve(echo, "127.0.0.1", 0, process_request=held_101) as backend:
-        backend_url = f"ws://127.0.0.1:{backend.sockets[0].getsockname()[1]}"
-        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend_url)}), {})}))
-        async with in_process_gateway(catalog, tmp_path) as server:
-            reader, writer = await _raw_client(server.url)
-            writer.write(upgrade_request("/dev"))
-            await asyncio.wait_for(upgrading.wait(), CEILING_S)
-            writer.write(masked_frame(0x1, b"first"))  # its own read: kept, and reading stops
-            await asyncio.sleep(0.05)  # not for synchronisation: only so the two frames tend to be two reads
-            writer.write(masked_frame(0x1, b"second"))  # waits in the socket until the 101
-            release.set()
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
-            assert head.startswith(b"HTTP/1.1 101 ")
-            assert [await read_frame(reader), await read_frame(reader)] == [(0x81, b"first"), (0x81, b"second")]
-            writer.close()
+    async with _echo_answering_after(held_101) as catalog, in_process_gateway(catalog, tmp_path) as server:
+        reader, writer = await _raw_client(server.url)
+        writer.write(upgrade_request("/dev"))
+        await asyncio.wait_for(upgrading.wait(), CEILING_S)
+        writer.write(masked_frame(0x1, b"first"))  # its own read: kept, and reading stops
+        await asyncio.sleep(0.05)  # not for synchronisation: only so the two frames tend to be two reads
+        writer.write(masked_frame(0x1, b"second"))  # waits in the socket until the 101
+        release.set()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert [await read_frame(reader), await read_frame(reader)] == [(0x81, b"first"), (0x81, b"second")]
+        writer.close()
 
 
 async def _raw_client(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -208,13 +217,7 @@ async def test_an_upgrade_deadline_passing_while_the_backend_upgrades_leaves_the
     async def slow_101(connection: ServerConnection, request: Request) -> None:
         await asyncio.sleep(handshake_s * 4)  # past the client's upgrade deadline
 
-    async def echo(connection: ServerConnection) -> None:
-        async for message in connection:
-            await connection.send(message)
-
-    async with serve(echo, "127.0.0.1", 0, process_request=slow_101) as backend:
-        backend_url = f"ws://127.0.0.1:{backend.sockets[0].getsockname()[1]}"
-        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend_url)}), {})}))
+    async with _echo_answering_after(slow_101) as catalog:
         config = Config(port=0, admin_port=0, handshake_timeout=handshake_s, idle_timeout=IDLE_S)
         async with in_process_gateway(catalog, tmp_path, config) as server, connect(f"{server.url}/dev") as client:
             await client.send("x")
