@@ -19,6 +19,7 @@ cdef class Upstream:
     cdef double _started
     cdef object _timer
     cdef object _transport
+    cdef object _waiter
     cdef public FlowControl flow
     cdef public Outbox outbox
     cdef public str url
@@ -30,5 +31,6 @@ cdef class Upstream:
     cdef _protocol_error(self, exc)
     cdef _report(self, code, reason)
     cdef _fail_handshake(self, exc)
+    cdef _step(self)
     cdef _stop_dialing(self)
     cdef _cancel_timer(self)

@@ -184,8 +184,10 @@ def free_port() -> int:
     return port
 
 
-async def test_unreachable_backend_answers_502_instead_of_101(tmp_path: Path, codec: str) -> None:
-    backend = f"ws://127.0.0.1:{free_port()}"
+@pytest.mark.parametrize("host", ["127.0.0.1", "255.255.255.255"], ids=["refused", "fails-in-connect"])
+async def test_unreachable_backend_answers_502_instead_of_101(tmp_path: Path, codec: str, host: str) -> None:
+    # The broadcast address fails in connect() itself (no packet is sent), a free port with a refusal.
+    backend = f"ws://{host}:{free_port()}"
     async with framegate(tmp_path, "--backend", backend, codec=codec) as gateway:
         with pytest.raises(InvalidStatus) as refused:
             await connect(f"{gateway.data}/prod")

@@ -8,6 +8,8 @@ import hashlib
 import re
 import socket
 
+import pytest
+
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.errors import HandshakeError
 from proxy.handshake import ClientHandshake
@@ -81,6 +83,16 @@ async def test_an_unreachable_backend_is_a_502() -> None:
     assert error.status_hint == 502 and "unreachable" in str(error)
 
 
+async def test_a_connect_that_fails_at_once_raises_a_502_and_leaves_nothing_running() -> None:
+    # TCP to the broadcast address fails in connect() itself (ENETUNREACH): no packet is sent.
+    owner = _Owner()
+    with pytest.raises(HandshakeError) as refused:
+        _open(owner, "ws://255.255.255.255:9", 0.05)
+    assert refused.value.status_hint == 502 and "unreachable" in str(refused.value)
+    await asyncio.sleep(0.1)  # past the deadline: its timer was cancelled
+    assert owner.heard == []
+
+
 async def test_a_refusing_backend_passes_its_status_on() -> None:
     owner = _Owner()
     async with refusing_backend(403) as url:
@@ -114,13 +126,13 @@ async def test_closing_during_the_upgrade_drops_the_backend_and_silences_the_own
     assert owner.heard == []
 
 
-async def test_closing_before_the_connect_runs_opens_nothing_and_says_nothing() -> None:
+async def test_closing_before_the_connect_completes_drops_it_and_says_nothing() -> None:
     owner = _Owner()
-    connected = asyncio.Event()
-    async with silent_backend(connected) as url:
-        _open(owner, url, 0.1).close(1001, "client went away")  # the dial task has not run yet
-        await asyncio.sleep(0.3)
-        assert not connected.is_set()
+    connected, dropped = asyncio.Event(), asyncio.Event()
+    async with silent_backend(connected, dropped) as url:
+        _open(owner, url, 0.1).close(1001, "client went away")  # the connect is still under way
+        await asyncio.sleep(0.3)  # past the deadline too
+        assert dropped.is_set() or not connected.is_set()  # never left open
     assert owner.heard == []
 
 
