@@ -31,6 +31,7 @@ COMPILED_SOURCES: Final = (
     "proxy.session",
     "proxy.server.observer",
     "proxy.server.flow",
+    "proxy.server.deadlines",
     "proxy.server.upstream",
     "proxy.server.gateway",
 )

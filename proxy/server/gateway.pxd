@@ -1,6 +1,7 @@
 # Types for compiling gateway.py as it is (see proxy/build.py): read by Cython only.
 # Methods used as callbacks (timers) stay def: a cdef method has no bound-method object.
 
+from proxy.server.deadlines cimport DeadlineQueue
 from proxy.server.flow cimport FlowControl
 from proxy.server.observer cimport ConnectionObserver
 from proxy.session cimport LazyContext, Session
@@ -17,6 +18,7 @@ cdef class ClientConnection:
     cdef FlowControl _flow
     cdef object _forwarded_for
     cdef object _gateway
+    cdef DeadlineQueue _guard
     cdef ServerHandshake _handshake
     cdef double _last_activity
     cdef object _loop
@@ -32,7 +34,7 @@ cdef class ClientConnection:
     cdef object _source_ip
     cdef int _state
     cdef object _subprotocols
-    cdef list _timers
+    cdef object _timer
     cdef object _transport
     cdef dict _upstreams
     cdef bint _writing_paused

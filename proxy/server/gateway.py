@@ -38,6 +38,7 @@ from proxy.errors import HandshakeError, IntegrationError, NotFoundException, Pr
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest
 from proxy.limits import CLOSE_TIMEOUT_S
+from proxy.server.deadlines import DeadlineQueue, Deadlines
 from proxy.server.flow import FlowControl
 from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer
 from proxy.server.upstream import Upstream, open_upstream
@@ -88,6 +89,7 @@ class Gateway:
         self.server_encoder = FrameEncoder(client_side=False, max_frame=config.max_frame)
         self.client_encoder = FrameEncoder(client_side=True, max_frame=config.max_frame)
         observer.metrics.frames_fragmented.add_source(lambda: self.server_encoder.fragmented)
+        self.deadlines = Deadlines(self.loop)
         self.connections: set[ClientConnection] = set()
         self._idle: asyncio.Event | None = None
 
@@ -141,6 +143,7 @@ class ClientConnection:
         "_flow",
         "_forwarded_for",
         "_gateway",
+        "_guard",
         "_handshake",
         "_last_activity",
         "_loop",
@@ -156,7 +159,7 @@ class ClientConnection:
         "_stage_generation",
         "_state",
         "_subprotocols",
-        "_timers",
+        "_timer",
         "_transport",
         "_upstreams",
         "_writing_paused",
@@ -192,7 +195,10 @@ class ClientConnection:
         self._close_code: int = CloseCode.ABNORMAL
         self._last_activity = 0.0
         self._opened_at = 0.0
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timer: asyncio.TimerHandle | None = None
+        """The one loop timer: the upgrade's deadline, then the lifetime's (see ``_tick``)."""
+        self._guard: DeadlineQueue | None = None
+        """Where the close handshake's deadline waits, once the gateway started it (``close``)."""
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -204,7 +210,7 @@ class ClientConnection:
         transport.set_write_buffer_limits(config.write_high_water, config.write_low_water)
         peer = transport.get_extra_info("peername")
         self._source_ip = str(peer[0]) if peer else "-"
-        self._timers.append(self._loop.call_later(config.handshake_timeout, self._tick))
+        self._timer = self._loop.call_later(config.handshake_timeout, self._tick)
         self._gateway.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -250,8 +256,10 @@ class ClientConnection:
     def connection_lost(self, exc: Exception | None) -> None:
         was_open = self._state in (_OPEN, _CLOSING)
         self._state = _CLOSED
-        for timer in self._timers:
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._guard is not None:
+            self._guard.discard(self)
         self._close_upstreams(CloseCode.GOING_AWAY, "client went away")
         self._pending.clear()
         if was_open and self._session is not None and self._observer is not None:
@@ -291,7 +299,7 @@ class ClientConnection:
             self._start(request)
 
     def _tick(self) -> None:
-        """The connection's one loop timer, ``_timers[0]``: the upgrade's deadline, then the lifetime's.
+        """The connection's one loop timer, ``_timer``: the upgrade's deadline, then the lifetime's.
 
         Set at connect for the handshake timeout and left running through the 101
         when it falls before the idle timeout and the maximum duration: a
@@ -302,7 +310,7 @@ class ClientConnection:
             deadline = self._config.handshake_timeout
             self._refuse(HTTPStatus.REQUEST_TIMEOUT, f"upgrade not completed within {deadline:g} s")
         elif state == _CONNECTING:  # the upstream's deadline governs; the slot stays armed for after the 101
-            self._timers[0] = self._loop.call_later(self._config.handshake_timeout, self._tick)
+            self._timer = self._loop.call_later(self._config.handshake_timeout, self._tick)
         elif state != _CLOSED:
             self._lifetime()
 
@@ -365,6 +373,7 @@ class ClientConnection:
                 timeout_s=forward.timeout_s,
                 max_message=self._config.max_message,
                 loop=self._loop,
+                deadlines=gateway.deadlines,
             )
         except HandshakeError as exc:
             self._upstream_failed(forward.url, exc)
@@ -420,9 +429,10 @@ class ClientConnection:
         self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
         self._last_activity = self._opened_at = monotonic()
         lifetime = min(config.idle_timeout, config.max_connection_duration)
-        if config.handshake_timeout > lifetime:  # the slot would fire after the lifetime's first check: re-arm it
-            self._timers[0].cancel()
-            self._timers[0] = self._loop.call_later(lifetime, self._lifetime)
+        if config.handshake_timeout > lifetime and self._timer is not None:
+            # The slot would fire after the lifetime's first check: re-arm it.
+            self._timer.cancel()
+            self._timer = self._loop.call_later(lifetime, self._lifetime)
         early = self._handshake.trailing + self._early
         self._handshake = None
         for upstream in list(self._upstreams.values()):
@@ -671,7 +681,12 @@ class ClientConnection:
         self._write(self._gateway.server_encoder.close(code, reason))
         self._close_upstreams(code, reason)
         if self._transport is not None:
-            self._timers.append(self._loop.call_later(CLOSE_TIMEOUT_S, self._transport.abort))
+            guard = self._guard = self._gateway.deadlines.queue(CLOSE_TIMEOUT_S)
+            guard.add(self)  # the client must answer in time
+
+    def deadline_passed(self) -> None:
+        """The client did not answer our close within ``CLOSE_TIMEOUT_S``: drop it."""
+        self.abort()
 
     def shut_down(self) -> None:
         """Server shutdown: 1001 to open connections, drop the others."""
@@ -705,4 +720,4 @@ class ClientConnection:
         if now >= idle_ends:
             self.close(CloseCode.GOING_AWAY, "Going away: idle timeout")
         else:
-            self._timers[0] = self._loop.call_later(min(idle_ends, ends) - now, self._lifetime)  # the slot, re-armed
+            self._timer = self._loop.call_later(min(idle_ends, ends) - now, self._lifetime)  # the slot, re-armed

@@ -1,14 +1,17 @@
 # Types for compiling upstream.py as it is (see proxy/build.py): read by Cython only.
 
+from proxy.server.deadlines cimport DeadlineQueue, Deadlines
 from proxy.server.flow cimport FlowControl, Outbox
 
 
 cdef class Upstream:
     cdef bint _closing
     cdef object _decoder
+    cdef Deadlines _deadlines
     cdef object _dialing
     cdef object _downstream
     cdef object _encoder
+    cdef DeadlineQueue _guard
     cdef object _handshake
     cdef object _held
     cdef bint _holding
@@ -17,7 +20,6 @@ cdef class Upstream:
     cdef object _pump
     cdef bint _reported
     cdef double _started
-    cdef object _timer
     cdef object _transport
     cdef object _waiter
     cdef public FlowControl flow
@@ -33,4 +35,5 @@ cdef class Upstream:
     cdef _fail_handshake(self, exc)
     cdef _step(self)
     cdef _stop_dialing(self)
-    cdef _cancel_timer(self)
+    cdef _set_guard(self, double delay_s)
+    cdef _clear_guard(self)

@@ -28,6 +28,7 @@ from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake
 from proxy.limits import CLOSE_TIMEOUT_S, UPSTREAM_URL_CACHE
+from proxy.server.deadlines import DeadlineQueue, Deadlines
 from proxy.server.flow import FlowControl, Outbox
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
@@ -67,10 +68,12 @@ class Upstream:
 
     __slots__ = (
         "_closing",
+        "_deadlines",
         "_decoder",
         "_dialing",
         "_downstream",
         "_encoder",
+        "_guard",
         "_handshake",
         "_held",
         "_holding",
@@ -79,7 +82,6 @@ class Upstream:
         "_pump",
         "_reported",
         "_started",
-        "_timer",
         "_transport",
         "_waiter",
         "flow",
@@ -96,13 +98,15 @@ class Upstream:
         downstream: FrameEncoder,
         max_message: int,
         loop: asyncio.AbstractEventLoop,
+        deadlines: Deadlines,
     ) -> None:
         self._owner = owner
         self.url = url
         self._loop = loop
         self._started = loop.time()
-        self._timer: asyncio.TimerHandle | None = None
-        """The upgrade's deadline until the 101, then the close handshake's."""
+        self._deadlines = deadlines
+        self._guard: DeadlineQueue | None = None
+        """Where this upstream's deadline waits: the upgrade's until the 101, then the close handshake's."""
         self._dialing: Coroutine[asyncio.Future[object], None, object] | None = None
         """``create_connection`` until it returns (see ``_step``)."""
         self._waiter: asyncio.Future[object] | None = None
@@ -163,7 +167,7 @@ class Upstream:
             return
         if accepted is not None:
             self._handshake = None
-            self._cancel_timer()
+            self._clear_guard()
             # Hold the backend until the owner starts it (the client may not have
             # its 101 yet): keep what came with the 101, and stop reading unless
             # the owner started it right away (most do: no read stop and restart).
@@ -181,7 +185,7 @@ class Upstream:
     def connection_lost(self, exc: Exception | None) -> None:
         if self._handshake is not None:
             self._fail_handshake(self._handshake.receive_eof())
-        self._cancel_timer()  # the backend answered our close in time
+        self._clear_guard()  # the backend answered our close in time
         self._transport = None
         self._report(None, "backend connection lost")
 
@@ -199,13 +203,13 @@ class Upstream:
         Raises:
             HandshakeError: 502 when connecting fails at once (nothing is left running).
         """
-        self._timer = self._loop.call_later(timeout_s, self._expire, timeout_s)
+        self._set_guard(timeout_s)
         # An asyncio protocol by shape, not by class: typeshed's bound says otherwise.
         self._dialing = self._loop.create_connection(self._as_protocol, host, port, ssl=context)  # type: ignore[type-var]
         try:
             self._step()
         except HandshakeError:
-            self._cancel_timer()
+            self._clear_guard()
             raise
 
     def _step(self) -> None:
@@ -245,10 +249,16 @@ class Upstream:
         """The protocol factory: this upstream, an ``asyncio.Protocol`` by shape (see the class docstring)."""
         return self
 
-    def _expire(self, timeout_s: float) -> None:
-        self._timer = None
-        message = f"backend {self.url} did not answer within {timeout_s:g} s"
-        self._fail_handshake(HandshakeError(message, HTTPStatus.GATEWAY_TIMEOUT))
+    def deadline_passed(self) -> None:
+        """The guard fell due: no 101 within the integration timeout (a 504), or no answer to our close."""
+        guard = self._guard
+        self._guard = None
+        if self._handshake is not None:
+            assert guard is not None
+            message = f"backend {self.url} did not answer within {guard.delay_s:g} s"
+            self._fail_handshake(HandshakeError(message, HTTPStatus.GATEWAY_TIMEOUT))
+        elif self._transport is not None:
+            self._transport.abort()
 
     def start(self) -> None:
         """Begin delivering messages to the owner: what came with the 101 first, then resume reading."""
@@ -295,7 +305,7 @@ class Upstream:
         assert self.outbox is not None
         self.outbox.write(self._encoder.close(code, reason))
         self.outbox.uncork()  # the owner may forget this upstream before it would uncork it
-        self._timer = self._loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
+        self._set_guard(CLOSE_TIMEOUT_S)
 
     # --- frames -------------------------------------------------------------------------
 
@@ -351,7 +361,7 @@ class Upstream:
 
     def _stop_dialing(self) -> None:
         """Give up connecting, as cancelling a task would: the waiter cancelled, ``create_connection`` closed."""
-        self._cancel_timer()
+        self._clear_guard()
         connecting, waiter = self._dialing, self._waiter
         self._dialing = self._waiter = None
         if waiter is not None:
@@ -359,10 +369,14 @@ class Upstream:
         if connecting is not None:
             connecting.close()  # create_connection closes its transport on the way out
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _set_guard(self, delay_s: float) -> None:
+        guard = self._guard = self._deadlines.queue(delay_s)
+        guard.add(self)
+
+    def _clear_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.discard(self)
+            self._guard = None
 
 
 def _address(url: str) -> tuple[str, int, ssl.SSLContext | None]:
@@ -389,18 +403,20 @@ def open_upstream(
     timeout_s: float,
     max_message: int,
     loop: asyncio.AbstractEventLoop,
+    deadlines: Deadlines,
 ) -> Upstream:
     """Start connecting to ``url`` and upgrading; ``owner`` hears how it went (see the module docstring).
 
     ``encoder`` writes to the backend; ``downstream`` re-encodes its messages for
     the client. ``loop`` is the running loop, passed in: asking asyncio for it
-    costs a ``getpid`` syscall.
+    costs a ``getpid`` syscall. ``deadlines`` keeps the upgrade's and the
+    close handshake's deadlines (shared by the gateway's upstreams).
 
     Raises:
         HandshakeError: 500 when ``url`` is not a ws:// or wss:// URL, 502 when connecting
             fails at once (nothing was started, or it was stopped).
     """
     host, port, context = _address(url)
-    upstream = Upstream(owner, url, handshake, encoder, downstream, max_message, loop)
+    upstream = Upstream(owner, url, handshake, encoder, downstream, max_message, loop, deadlines)
     upstream.dial(host, port, context, timeout_s)
     return upstream

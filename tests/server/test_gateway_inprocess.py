@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -311,6 +312,28 @@ async def test_a_close_reply_behind_a_message_in_one_read_ends_the_connection_at
             waited = asyncio.get_running_loop().time() - started
             writer.close()
     assert waited < CLOSE_TIMEOUT_S / 2  # answered, not dropped by the close timeout
+
+
+async def test_a_client_that_never_answers_the_gateway_s_close_is_dropped_at_the_close_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    close_timeout_s = 0.2
+    monkeypatch.setattr(gateway, "CLOSE_TIMEOUT_S", close_timeout_s)
+    async with prefix_echo("") as backend:
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend.url)}), {})}))
+        config = Config(port=0, admin_port=0, max_connection_duration=0.2)
+        async with in_process_gateway(catalog, tmp_path, config) as server:
+            reader, writer = await _raw_client(server.url)
+            writer.write(upgrade_request("/dev"))
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
+            opcode, _ = await read_frame(reader)  # the gateway's close at the duration cap, never answered
+            assert opcode == 0x88
+            started = asyncio.get_running_loop().time()
+            with contextlib.suppress(ConnectionResetError):  # dropped with a reset: also gone
+                assert await asyncio.wait_for(reader.read(), CLOSE_TIMEOUT_S) == b""
+            waited = asyncio.get_running_loop().time() - started
+            writer.close()
+    assert close_timeout_s * 0.8 <= waited < CLOSE_TIMEOUT_S
 
 
 async def test_slow_reader_pauses_backend_and_loses_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ IN_PROCESS_SUITES = (
     "tests/server/test_observe_control.py",
     "tests/server/test_gateway_inprocess.py",
     "tests/server/test_upstream_open.py",
+    "tests/server/test_deadlines.py",
 )
 CEILING_S = 600.0
 

@@ -14,6 +14,8 @@ from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
 from proxy.errors import HandshakeError
 from proxy.handshake import ClientHandshake
 from proxy.limits import CLOSE_TIMEOUT_S, MAX_MESSAGE_BYTES
+from proxy.server import upstream as upstream_module
+from proxy.server.deadlines import Deadlines
 from proxy.server.upstream import Upstream, open_upstream
 from tests.helpers.backends import Recorder, echo_backend, refusing_backend, silent_backend
 
@@ -50,6 +52,7 @@ class _Owner:
 
 
 def _open(owner: _Owner, url: str, timeout_s: float) -> Upstream:
+    loop = asyncio.get_running_loop()
     return open_upstream(
         owner,
         url,
@@ -58,7 +61,8 @@ def _open(owner: _Owner, url: str, timeout_s: float) -> Upstream:
         FrameEncoder(client_side=False),
         timeout_s=timeout_s,
         max_message=MAX_MESSAGE_BYTES,
-        loop=asyncio.get_running_loop(),
+        loop=loop,
+        deadlines=Deadlines(loop),
     )
 
 
@@ -180,3 +184,45 @@ async def test_closing_an_open_upstream_reads_the_backend_s_answer_and_drops_it_
     assert got == [b"\x03\xe8done"]
     assert took < CLOSE_TIMEOUT_S / 5  # its answer was read, not waited out by the close timeout
     assert len(delivered) == 1 and b"before" in delivered[0]  # nothing after our close reached the owner
+
+
+async def test_a_backend_that_never_answers_our_close_is_dropped_at_the_close_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    close_timeout_s = 0.2
+    monkeypatch.setattr(upstream_module, "CLOSE_TIMEOUT_S", close_timeout_s)
+    dropped = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head, re.IGNORECASE)
+        assert key is not None
+        accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+        writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        try:
+            while await reader.read(65536):  # our close arrives and is never answered
+                pass
+        except ConnectionError:
+            pass
+        dropped.set()
+        writer.close()
+
+    owner = _Owner()
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    async with server:
+        upstream = _open(owner, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", _WAIT_S)
+        assert (await owner.outcome())[0] == "accepted"
+        upstream.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        upstream.close(1000, "done")
+        try:
+            await asyncio.wait_for(dropped.wait(), _WAIT_S)
+        finally:
+            for writer in writers:
+                writer.transport.abort()  # a failing run must not leave the handler waiting
+        took = loop.time() - started
+    assert close_timeout_s * 0.9 <= took < CLOSE_TIMEOUT_S  # dropped at the (shortened) close timeout

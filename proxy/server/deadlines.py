@@ -1,0 +1,89 @@
+"""Deadlines of one length that share one loop timer: guards set and cleared per connection that rarely fire.
+
+Layer 4. An upstream is guarded twice per life (its upgrade must be answered
+within the integration timeout; its close within ``CLOSE_TIMEOUT_S``), and
+almost always the guard is cleared long before it would fire. A loop timer
+per guard costs about 4k instructions to arm and cancel; an entry here costs
+an insert and a pop in an ordered dict. All entries of a queue have the same
+length, so they fall due in the order they were added: the head is the next
+due, and one loop timer, set for it, serves the whole queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class Expiring(Protocol):
+    """What a queue holds: told once when its deadline passed (unless discarded before)."""
+
+    def deadline_passed(self) -> None: ...
+
+
+class DeadlineQueue:
+    """Entries that each fall due ``delay_s`` after they were added, on one loop timer."""
+
+    __slots__ = ("_due", "_loop", "_timer", "delay_s")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay_s: float) -> None:
+        self._loop = loop
+        self.delay_s = delay_s
+        self._due: OrderedDict[Expiring, float] = OrderedDict()
+        """entry -> ``loop.time()`` when it falls due, oldest first (so earliest first)."""
+        self._timer: asyncio.TimerHandle | None = None
+        """Set for the head's deadline while there are entries (or one fired since)."""
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def add(self, entry: Expiring) -> None:
+        """Guard ``entry``: ``deadline_passed`` is called ``delay_s`` from now unless it is discarded first."""
+        deadline = self._loop.time() + self.delay_s
+        self._due[entry] = deadline
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._fire)
+
+    def discard(self, entry: Expiring) -> None:
+        """Clear ``entry``'s guard, if it has one (the timer stays: it finds the next head when it fires)."""
+        self._due.pop(entry, None)
+
+    def _fire(self) -> None:
+        self._timer = None
+        due = self._due
+        now = self._loop.time()
+        while due:
+            entry, deadline = next(iter(due.items()))
+            if deadline > now:
+                self._timer = self._loop.call_at(deadline, self._fire)
+                return
+            del due[entry]
+            try:
+                entry.deadline_passed()
+            except Exception:  # one entry's failure must not strand the others
+                logger.exception("deadline handler failed for %r", entry)
+
+
+class Deadlines:
+    """One ``DeadlineQueue`` per length, made on first use.
+
+    Lengths are the gateway's configured timeouts (integration timeouts are
+    whole milliseconds within AWS's bounds), so the queues are few.
+    """
+
+    __slots__ = ("_loop", "_queues")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queues: dict[float, DeadlineQueue] = {}
+
+    def queue(self, delay_s: float) -> DeadlineQueue:
+        """The queue whose entries fall due ``delay_s`` after they are added."""
+        queue = self._queues.get(delay_s)
+        if queue is None:
+            queue = self._queues[delay_s] = DeadlineQueue(self._loop, delay_s)
+        return queue
