@@ -2,7 +2,7 @@
 # _fire stays def: it is a timer callback (a cdef method has no bound-method object).
 
 cdef class DeadlineQueue:
-    cdef object _due
+    cdef dict _due
     cdef object _loop
     cdef object _timer
     cdef public double delay_s

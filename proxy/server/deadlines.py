@@ -4,16 +4,15 @@ Layer 4. An upstream is guarded twice per life (its upgrade must be answered
 within the integration timeout; its close within ``CLOSE_TIMEOUT_S``), and
 almost always the guard is cleared long before it would fire. A loop timer
 per guard costs about 4k instructions to arm and cancel; an entry here costs
-an insert and a pop in an ordered dict. All entries of a queue have the same
-length, so they fall due in the order they were added: the head is the next
-due, and one loop timer, set for it, serves the whole queue.
+an insert and a pop in a dict. All entries of a queue have the same length,
+so they fall due in the order they were added (a dict keeps that order): the
+head is the next due, and one loop timer, set for it, serves the whole queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import Protocol
 
 logger = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ class DeadlineQueue:
     def __init__(self, loop: asyncio.AbstractEventLoop, delay_s: float) -> None:
         self._loop = loop
         self.delay_s = delay_s
-        self._due: OrderedDict[Expiring, float] = OrderedDict()
+        self._due: dict[Expiring, float] = {}
         """entry -> ``loop.time()`` when it falls due, oldest first (so earliest first)."""
         self._timer: asyncio.TimerHandle | None = None
         """Set for the head's deadline while there are entries (or one fired since)."""
@@ -56,12 +55,15 @@ class DeadlineQueue:
         self._timer = None
         due = self._due
         now = self._loop.time()
-        while due:
-            entry, deadline = next(iter(due.items()))
+        expired = []
+        for entry, deadline in due.items():  # one pass from the head, up to the first not yet due
             if deadline > now:
                 self._timer = self._loop.call_at(deadline, self._fire)
-                return
+                break
+            expired.append(entry)
+        for entry in expired:
             del due[entry]
+        for entry in expired:  # told after the pass: an entry may add itself again
             try:
                 entry.deadline_passed()
             except Exception:  # one entry's failure must not strand the others

@@ -1,7 +1,7 @@
 # Types for compiling gateway.py as it is (see proxy/build.py): read by Cython only.
 # Methods used as callbacks (timers) stay def: a cdef method has no bound-method object.
 
-from proxy.server.deadlines cimport DeadlineQueue
+from proxy.server.deadlines cimport DeadlineQueue, Deadlines
 from proxy.server.flow cimport FlowControl
 from proxy.server.observer cimport ConnectionObserver
 from proxy.session cimport LazyContext, Session
@@ -13,6 +13,7 @@ cdef class ClientConnection:
     cdef int _close_code
     cdef object _config
     cdef LazyContext _connect_context
+    cdef Deadlines _deadlines
     cdef object _decoder
     cdef bytes _early
     cdef FlowControl _flow
@@ -62,6 +63,8 @@ cdef class ClientConnection:
     cdef _close_acknowledged(self)
     cpdef close(self, code, reason=*)
     cdef _latest_activity(self)
+    cdef _set_guard(self, double delay_s)
+    cdef _clear_guard(self)
 
 
 # Typed str: Cython calls PyUnicode_Tailmatch, _Count and _RSplit for its methods, no attribute lookups.

@@ -138,6 +138,7 @@ class ClientConnection:
         "_close_code",
         "_config",
         "_connect_context",
+        "_deadlines",
         "_decoder",
         "_early",
         "_flow",
@@ -170,6 +171,7 @@ class ClientConnection:
         self._catalog = gateway.catalog
         self._config = gateway.config
         self._loop = gateway.loop
+        self._deadlines = gateway.deadlines
         self._state = _HANDSHAKE
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
@@ -195,10 +197,10 @@ class ClientConnection:
         self._close_code: int = CloseCode.ABNORMAL
         self._last_activity = 0.0
         self._opened_at = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        """The one loop timer: the upgrade's deadline, then the lifetime's (see ``_tick``)."""
         self._guard: DeadlineQueue | None = None
-        """Where the close handshake's deadline waits, once the gateway started it (``close``)."""
+        """Where the connection's deadline waits: the upgrade's (then the first lifetime check), or the close's."""
+        self._timer: asyncio.TimerHandle | None = None
+        """The lifetime's loop timer, for connections that outlive the first check (see ``deadline_passed``)."""
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -210,7 +212,7 @@ class ClientConnection:
         transport.set_write_buffer_limits(config.write_high_water, config.write_low_water)
         peer = transport.get_extra_info("peername")
         self._source_ip = str(peer[0]) if peer else "-"
-        self._timer = self._loop.call_later(config.handshake_timeout, self._tick)
+        self._set_guard(config.handshake_timeout)
         self._gateway.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -258,8 +260,7 @@ class ClientConnection:
         self._state = _CLOSED
         if self._timer is not None:
             self._timer.cancel()
-        if self._guard is not None:
-            self._guard.discard(self)
+        self._clear_guard()
         self._close_upstreams(CloseCode.GOING_AWAY, "client went away")
         self._pending.clear()
         if was_open and self._session is not None and self._observer is not None:
@@ -298,21 +299,34 @@ class ClientConnection:
         if request is not None:
             self._start(request)
 
-    def _tick(self) -> None:
-        """The connection's one loop timer, ``_timer``: the upgrade's deadline, then the lifetime's.
+    def deadline_passed(self) -> None:
+        """The guard fell due: the upgrade's deadline, then the lifetime's first check; or our close's.
 
-        Set at connect for the handshake timeout and left running through the 101
-        when it falls before the idle timeout and the maximum duration: a
-        short-lived connection then costs one loop timer, not two.
+        The upgrade's deadline is set at connect (in the gateway's shared
+        queue, ``Deadlines``) and kept through the 101 when it falls before the
+        idle timeout and the maximum duration: a short-lived connection then
+        arms no loop timer at all.
         """
+        self._guard = None
         state = self._state
         if state == _HANDSHAKE:
             deadline = self._config.handshake_timeout
             self._refuse(HTTPStatus.REQUEST_TIMEOUT, f"upgrade not completed within {deadline:g} s")
-        elif state == _CONNECTING:  # the upstream's deadline governs; the slot stays armed for after the 101
-            self._timer = self._loop.call_later(self._config.handshake_timeout, self._tick)
-        elif state != _CLOSED:
+        elif state == _CONNECTING:  # the upstream's deadline governs; wait again, for after the 101
+            self._set_guard(self._config.handshake_timeout)
+        elif state == _OPEN:
             self._lifetime()
+        elif state == _CLOSING:  # the client did not answer our close (or a refusal's write) in time
+            self.abort()
+
+    def _set_guard(self, delay_s: float) -> None:
+        guard = self._guard = self._deadlines.queue(delay_s)
+        guard.add(self)
+
+    def _clear_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.discard(self)
+            self._guard = None
 
     def _start(self, request: UpgradeRequest) -> None:
         gateway = self._gateway
@@ -429,9 +443,8 @@ class ClientConnection:
         self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
         self._last_activity = self._opened_at = monotonic()
         lifetime = min(config.idle_timeout, config.max_connection_duration)
-        if config.handshake_timeout > lifetime and self._timer is not None:
-            # The slot would fire after the lifetime's first check: re-arm it.
-            self._timer.cancel()
+        if config.handshake_timeout > lifetime:  # the guard would fall due after the lifetime's first check
+            self._clear_guard()
             self._timer = self._loop.call_later(lifetime, self._lifetime)
         early = self._handshake.trailing + self._early
         self._handshake = None
@@ -655,6 +668,7 @@ class ClientConnection:
         self._state = _CLOSING
         self._write(self._gateway.server_encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
         self._close_upstreams(CloseCode.NORMAL if code in _UNSENDABLE else code, reason)
+        self._clear_guard()  # nothing left to wait for: the transport closes once its buffer is written
         self._close_transport()
 
     def _close_upstreams(self, code: int, reason: str) -> None:
@@ -680,13 +694,9 @@ class ClientConnection:
         self._close_code = code
         self._write(self._gateway.server_encoder.close(code, reason))
         self._close_upstreams(code, reason)
+        self._clear_guard()
         if self._transport is not None:
-            guard = self._guard = self._gateway.deadlines.queue(CLOSE_TIMEOUT_S)
-            guard.add(self)  # the client must answer in time
-
-    def deadline_passed(self) -> None:
-        """The client did not answer our close within ``CLOSE_TIMEOUT_S``: drop it."""
-        self.abort()
+            self._set_guard(CLOSE_TIMEOUT_S)  # the client must answer in time
 
     def shut_down(self) -> None:
         """Server shutdown: 1001 to open connections, drop the others."""
@@ -720,4 +730,4 @@ class ClientConnection:
         if now >= idle_ends:
             self.close(CloseCode.GOING_AWAY, "Going away: idle timeout")
         else:
-            self._timer = self._loop.call_later(min(idle_ends, ends) - now, self._lifetime)  # the slot, re-armed
+            self._timer = self._loop.call_later(min(idle_ends, ends) - now, self._lifetime)

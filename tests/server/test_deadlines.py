@@ -76,6 +76,24 @@ async def test_a_failing_entry_is_logged_and_the_others_are_still_told(caplog: p
     assert "deadline handler failed" in caplog.text and "breaks failed" in caplog.text
 
 
+async def test_an_entry_told_may_add_itself_again_and_waits_a_full_length_more() -> None:
+    loop = asyncio.get_running_loop()
+    queue, told = _queue(), []
+
+    class Again:
+        def deadline_passed(self) -> None:
+            told.append(loop.time())
+            if len(told) == 1:
+                queue.add(self)
+
+    started = loop.time()
+    queue.add(Again())
+    while len(told) < 2 and loop.time() - started < _PAST_S * 4:
+        await asyncio.sleep(_DELAY_S / 10)
+    assert len(told) == 2 and told[1] - told[0] >= _DELAY_S * 0.9
+    assert len(queue) == 0
+
+
 async def test_one_queue_per_length() -> None:
     deadlines = Deadlines(asyncio.get_running_loop())
     assert deadlines.queue(5.0) is deadlines.queue(5.0)
