@@ -8,6 +8,13 @@ from proxy.session cimport LazyContext, Session
 from proxy.handshake cimport ServerHandshake
 
 
+# Module constants (the connection states; enum members read per connection): C ints here.
+cdef int _HANDSHAKE, _CONNECTING, _OPEN, _CLOSING, _CLOSED
+cdef int _TEXT, _BINARY, _PING, _CLOSE
+cdef int _NORMAL, _GOING_AWAY, _NO_STATUS, _ABNORMAL, _INTERNAL_ERROR
+cdef int _OK, _MULTIPLE_CHOICES
+
+
 cdef class ClientConnection:
     cdef object _catalog
     cdef int _close_code

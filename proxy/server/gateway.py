@@ -52,9 +52,23 @@ _OPEN: Final = 2
 _CLOSING: Final = 3
 _CLOSED: Final = 4
 
+# Enum members read per connection, as module constants: gateway.pxd types them C ints,
+# so compiled code skips EnumType's attribute hook (about 400 instructions a read).
+_TEXT: Final = Opcode.TEXT
+_BINARY: Final = Opcode.BINARY
+_PING: Final = Opcode.PING
+_CLOSE: Final = Opcode.CLOSE
+_NORMAL: Final = CloseCode.NORMAL
+_GOING_AWAY: Final = CloseCode.GOING_AWAY
+_NO_STATUS: Final = CloseCode.NO_STATUS
+_ABNORMAL: Final = CloseCode.ABNORMAL
+_INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR
+_OK: Final = HTTPStatus.OK
+_MULTIPLE_CHOICES: Final = HTTPStatus.MULTIPLE_CHOICES
+
 _FORBIDDEN: Final = "Forbidden"
 _INTERNAL: Final = "Internal server error"
-_UNSENDABLE = frozenset({CloseCode.NO_STATUS, CloseCode.ABNORMAL})
+_UNSENDABLE = frozenset({_NO_STATUS, _ABNORMAL})
 
 
 def epoch_ms() -> int:
@@ -194,7 +208,7 @@ class ClientConnection:
         self._opening: dict[str, Upstream] = {}
         """Upstreams dialled, not yet answered (``upstream_accepted`` moves them to ``_upstreams``)."""
         self._writing_paused = False
-        self._close_code: int = CloseCode.ABNORMAL
+        self._close_code: int = _ABNORMAL
         self._last_activity = 0.0
         self._opened_at = 0.0
         self._guard: DeadlineQueue | None = None
@@ -249,7 +263,7 @@ class ClientConnection:
         except Exception:
             # The one catch-all, at the connection boundary: never let a bug kill the server.
             logger.exception("internal error connectionId=%s", self.connection_id)
-            self.close(CloseCode.INTERNAL_ERROR, _INTERNAL)
+            self.close(_INTERNAL_ERROR, _INTERNAL)
 
     def eof_received(self) -> bool | None:
         """The client half-closed: let the transport close (``asyncio.Protocol``'s default)."""
@@ -261,7 +275,7 @@ class ClientConnection:
         if self._timer is not None:
             self._timer.cancel()
         self._clear_guard()
-        self._close_upstreams(CloseCode.GOING_AWAY, "client went away")
+        self._close_upstreams(_GOING_AWAY, "client went away")
         self._pending.clear()
         if was_open and self._session is not None and self._observer is not None:
             context = self._session.disconnect()
@@ -352,7 +366,7 @@ class ClientConnection:
             logger.warning("$connect failed connectionId=%s: %s", session.connection_id, exc)
             self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL)
             return
-        if not HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES:
+        if not _OK <= status < _MULTIPLE_CHOICES:
             self._refuse(status, _FORBIDDEN if status == HTTPStatus.FORBIDDEN else f"$connect answered {status}")
             return
         self._state = _CONNECTING  # still reading: a client that leaves now drops its upstream at once
@@ -538,15 +552,15 @@ class ClientConnection:
             if self._state != _OPEN:
                 # Closing: what crossed our close frame is dropped, but the client's
                 # answer may sit behind it in the same read.
-                if opcode == Opcode.CLOSE:
+                if opcode == _CLOSE:
                     self._close_acknowledged()
                     return
                 continue
-            if opcode == Opcode.TEXT or opcode == Opcode.BINARY:
+            if opcode in (_TEXT, _BINARY):
                 self._message(opcode, payload)
-            elif opcode == Opcode.PING:
+            elif opcode == _PING:
                 self._write(self._gateway.server_encoder.pong(payload))
-            elif opcode == Opcode.CLOSE:
+            elif opcode == _CLOSE:
                 self._client_closed(payload)
 
     def _message(self, opcode: int, payload: bytes) -> None:
@@ -564,7 +578,7 @@ class ClientConnection:
             return
         self._act(session.integrate(route, opcode, payload, context.get), opcode, payload)
 
-    def _act(self, decision: Decision, opcode: int = Opcode.TEXT, payload: bytes = b"") -> None:
+    def _act(self, decision: Decision, opcode: int = _TEXT, payload: bytes = b"") -> None:
         if decision is None:
             return
         if isinstance(decision, Forward):
@@ -574,7 +588,7 @@ class ClientConnection:
             else:
                 self._open_later(decision, opcode, payload)
         elif isinstance(decision, Reply):
-            self._send(Opcode.TEXT, decision.text.encode())
+            self._send(_TEXT, decision.text.encode())
         elif isinstance(decision, Close):
             self.close(decision.code, decision.reason)
 
@@ -645,9 +659,9 @@ class ClientConnection:
                 del self._upstreams[url]
         self._refresh_lane()
         if code is None:
-            self.close(CloseCode.INTERNAL_ERROR, "Backend connection lost")
+            self.close(_INTERNAL_ERROR, "Backend connection lost")
         elif code in _UNSENDABLE:
-            self.close(CloseCode.NORMAL, reason)
+            self.close(_NORMAL, reason)
         else:
             self.close(code, reason)
 
@@ -666,8 +680,8 @@ class ClientConnection:
         code, reason = parse_close(payload)
         self._close_code = code
         self._state = _CLOSING
-        self._write(self._gateway.server_encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
-        self._close_upstreams(CloseCode.NORMAL if code in _UNSENDABLE else code, reason)
+        self._write(self._gateway.server_encoder.close(None if code == _NO_STATUS else code, reason))
+        self._close_upstreams(_NORMAL if code in _UNSENDABLE else code, reason)
         self._clear_guard()  # nothing left to wait for: the transport closes once its buffer is written
         self._close_transport()
 
@@ -701,7 +715,7 @@ class ClientConnection:
     def shut_down(self) -> None:
         """Server shutdown: 1001 to open connections, drop the others."""
         if self._state == _OPEN:
-            self.close(CloseCode.GOING_AWAY, "Server shutting down")
+            self.close(_GOING_AWAY, "Server shutting down")
         elif self._state != _CLOSED:
             self.abort()
 
@@ -724,10 +738,10 @@ class ClientConnection:
         now = monotonic()  # the activity clock (the loop's runs on the same one, a tick behind at most)
         ends = self._opened_at + config.max_connection_duration
         if now >= ends:
-            self.close(CloseCode.GOING_AWAY, "Connection duration exceeded")
+            self.close(_GOING_AWAY, "Connection duration exceeded")
             return
         idle_ends = self._latest_activity() + config.idle_timeout
         if now >= idle_ends:
-            self.close(CloseCode.GOING_AWAY, "Going away: idle timeout")
+            self.close(_GOING_AWAY, "Going away: idle timeout")
         else:
             self._timer = self._loop.call_later(min(idle_ends, ends) - now, self._lifetime)

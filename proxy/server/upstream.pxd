@@ -4,6 +4,10 @@ from proxy.server.deadlines cimport DeadlineQueue, Deadlines
 from proxy.server.flow cimport FlowControl, Outbox
 
 
+# Enum members read per connection (see upstream.py): C ints here.
+cdef int _PING, _CLOSE, _NO_STATUS, _MESSAGE_TOO_BIG, _INTERNAL_ERROR
+
+
 cdef class Upstream:
     cdef bint _closing
     cdef object _decoder

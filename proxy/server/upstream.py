@@ -20,7 +20,7 @@ import functools
 import ssl
 from collections.abc import Coroutine
 from http import HTTPStatus
-from typing import Protocol
+from typing import Final, Protocol
 from urllib.parse import urlsplit
 
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump
@@ -32,6 +32,14 @@ from proxy.server.deadlines import DeadlineQueue, Deadlines
 from proxy.server.flow import FlowControl, Outbox
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
+
+# Enum members read per connection, as module constants: upstream.pxd types them C ints,
+# so compiled code skips EnumType's attribute hook (about 400 instructions a read).
+_PING: Final = Opcode.PING
+_CLOSE: Final = Opcode.CLOSE
+_NO_STATUS: Final = CloseCode.NO_STATUS
+_MESSAGE_TOO_BIG: Final = CloseCode.MESSAGE_TOO_BIG
+_INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR
 
 
 class UpstreamOwner(Protocol):
@@ -312,10 +320,10 @@ class Upstream:
     def _events(self, events: list[Event]) -> None:
         """Control frames (every data message was relayed)."""
         for opcode, payload in events:
-            if opcode == Opcode.PING:
+            if opcode == _PING:
                 if self.outbox is not None:
                     self.outbox.write(self._encoder.pong(payload))
-            elif opcode == Opcode.CLOSE:
+            elif opcode == _CLOSE:
                 self._backend_closed(payload)
                 return
 
@@ -325,7 +333,7 @@ class Upstream:
         if transport is not None and self.outbox is not None:
             if not self._closing:
                 self._closing = True
-                self.outbox.write(self._encoder.close(None if code == CloseCode.NO_STATUS else code, reason))
+                self.outbox.write(self._encoder.close(None if code == _NO_STATUS else code, reason))
             self.outbox.uncork()
             transport.close()
         self._report(code, reason)
@@ -338,9 +346,9 @@ class Upstream:
             self._transport.close()
         if isinstance(exc, PayloadTooBig):
             # The caps bind backends too: the client learns its backend sent too much.
-            self._report(CloseCode.MESSAGE_TOO_BIG, f"Backend exceeded the cap: {exc}")
+            self._report(_MESSAGE_TOO_BIG, f"Backend exceeded the cap: {exc}")
         else:
-            self._report(CloseCode.INTERNAL_ERROR, f"Backend protocol error: {exc}")
+            self._report(_INTERNAL_ERROR, f"Backend protocol error: {exc}")
 
     def _report(self, code: int | None, reason: str) -> None:
         if not self._reported:
