@@ -9,6 +9,7 @@ cdef class _RouteView:
 
 
 cdef class _StageView:
+    cdef readonly str api_id
     cdef readonly object stage
     cdef readonly object metrics
     cdef readonly dict routes
@@ -25,6 +26,7 @@ cdef class Observer:
     cdef public object sinks
     cdef public object execution
     cdef dict _views
+    cdef _StageView _last_view
     cdef _StageView _view(self, api_id, stage)
     cpdef _RouteView route_view(self, api_id, stage, route_key)
     cdef _RouteView _route_in(self, _StageView view, api_id, route_key)

@@ -75,9 +75,10 @@ class _StageView:
     publishing a new ``Stage`` object, which gets a new view.
     """
 
-    __slots__ = ("metrics", "routes", "stage")
+    __slots__ = ("api_id", "metrics", "routes", "stage")
 
-    def __init__(self, stage: Stage, metrics: StageMetrics) -> None:
+    def __init__(self, api_id: str, stage: Stage, metrics: StageMetrics) -> None:
+        self.api_id = api_id
         self.stage = stage
         self.metrics = metrics
         self.routes: dict[str, _RouteView] = {}
@@ -133,14 +134,20 @@ class Observer:
         self.execution = ExecutionLog(config.data_trace_max_bytes)
         self._views: dict[str, dict[str, _StageView]] = {}
         """api_id -> stage name -> the view of the ``Stage`` object last seen (nested: no key tuple per lookup)."""
+        self._last_view: _StageView | None = None
+        """The view ``_view`` returned last: found again by identity, before any dict lookup."""
 
     def _view(self, api_id: str, stage: Stage) -> _StageView:
+        last = self._last_view
+        if last is not None and last.stage is stage and last.api_id == api_id:
+            return last  # a connection's events, and its neighbours', come for the same stage
         stages = self._views.get(api_id)
         if stages is None:
             stages = self._views[api_id] = {}
         view = stages.get(stage.stage_name)
         if view is None or view.stage is not stage:
-            view = stages[stage.stage_name] = _StageView(stage, self.metrics.stage(api_id, stage.stage_name))
+            view = stages[stage.stage_name] = _StageView(api_id, stage, self.metrics.stage(api_id, stage.stage_name))
+        self._last_view = view
         return view
 
     def route_view(self, api_id: str, stage: Stage, route_key: str) -> _RouteView:
