@@ -403,7 +403,8 @@ def parse_request(bytes head):
         or not _has_upgrade_token(seen[CONNECTION] or "")
     ):
         return None
-    return RequestHead(_text(p, 4, target_end), host, key, tuple(subprotocols), tuple(headers))
+    # Built as NamedTuple._make does: no interpreted __new__ (see proxy.session.Forward).
+    return tuple.__new__(RequestHead, (_text(p, 4, target_end), host, key, tuple(subprotocols), tuple(headers)))
 
 
 def render_accept(str key, subprotocol):

@@ -157,7 +157,8 @@ class ServerHandshake:
             raise HandshakeError(f"URL longer than {MAX_URL_CHARS} characters", HTTPStatus.REQUEST_URI_TOO_LONG)
         self._subprotocols = subprotocols
         path, _, query = target.partition("?")
-        return UpgradeRequest(path, query, host, subprotocols, headers)
+        # Built as _make does (see proxy.session.Forward).
+        return tuple.__new__(UpgradeRequest, (path, query, host, subprotocols, headers))
 
     def _parse(self, head: bytes) -> RequestHead:
         """wsproto's reading of ``head``, the authority for whatever the fast path left."""
@@ -284,7 +285,8 @@ class ClientHandshake:
         if self._handshake is None:
             accepted = parse_accept(data, self._key, self._subprotocols)
             if accepted is not None:
-                return UpstreamAccepted(*accepted)
+                # Built as _make does (see proxy.session.Forward).
+                return tuple.__new__(UpstreamAccepted, accepted)
             self._handshake = self._sent_handshake()
         try:
             self._handshake.receive_data(data)

@@ -350,7 +350,9 @@ class ClientConnection:
             self._refuse(HTTPStatus.FORBIDDEN, _FORBIDDEN, [("X-Framegate-Error", str(exc))])
             return
         self._stage, self._stage_generation = target.stage, self._catalog.generation  # resolved just now
-        client = Client(self._source_ip, request.header("user-agent"), _host_name(request.host), request.query)
+        user_agent = request.header("user-agent")
+        # Built as _make does (see Forward).
+        client = tuple.__new__(Client, (self._source_ip, user_agent, _host_name(request.host), request.query))
         self._forwarded_for = _forwarded_for(request, self._source_ip)
         self._subprotocols = request.subprotocols
         session = self._session = Session(target, ids.connection_id(), client, ids.connection_id, epoch_ms)
