@@ -9,10 +9,15 @@ more than relaying the read itself; here they are a few C statements on
 typed fields.
 """
 
+from proxy import _pythrottle
 from proxy.limits import THROTTLE_TOKEN_EPSILON as _EPSILON_OBJECT
 
 cdef double EPSILON = _EPSILON_OBJECT
 cdef double ONE_TOKEN = 1.0 - EPSILON
+cdef int ADMITTED = _pythrottle.ADMITTED
+cdef int BY_ROUTE = _pythrottle.BY_ROUTE
+cdef int BY_ACCOUNT = _pythrottle.BY_ACCOUNT
+cdef int BY_EXTRA = _pythrottle.BY_EXTRA
 
 
 cdef class TokenBucket:
@@ -94,3 +99,24 @@ cdef class Admission:
         """Take ``count`` tokens (at most the last ``budget()``) at that same instant."""
         self._route._taken += count
         self._account._taken += count
+
+    cpdef int take_one(self, TokenBucket extra):
+        """One request now: a token from the route, the account and ``extra`` (if given), or none.
+
+        Returns ``ADMITTED`` or which refused (see ``proxy._pythrottle.Admission.take_one``).
+        """
+        cdef double now = self._clock()
+        cdef Py_ssize_t generation = self._throttler.generation
+        if self._generation != generation:
+            self._generation = generation
+            self._route = self._throttler.route_bucket(self._api_id, self._stage, self._route_key, now).bucket
+        if not self._route.take(now):
+            return BY_ROUTE
+        if not self._account.take(now):
+            self._route.give_back()
+            return BY_ACCOUNT
+        if extra is not None and not extra.take(now):
+            self._route.give_back()
+            self._account.give_back()
+            return BY_EXTRA
+        return ADMITTED

@@ -18,6 +18,12 @@ from proxy.limits import THROTTLE_TOKEN_EPSILON
 if TYPE_CHECKING:
     from proxy.throttle import Throttler
 
+ADMITTED: Final = 0
+BY_ROUTE: Final = 1
+BY_ACCOUNT: Final = 2
+BY_EXTRA: Final = 3
+"""``Admission.take_one``'s answers: admitted, or the bucket that refused (``proxy.throttle`` names the level)."""
+
 _ONE_TOKEN: Final = 1.0 - THROTTLE_TOKEN_EPSILON
 
 
@@ -112,3 +118,27 @@ class Admission:
         """Take ``count`` tokens (at most the last ``budget()``) at that same instant."""
         self._route._taken += count
         self._account._taken += count
+
+    def take_one(self, extra: TokenBucket | None) -> int:
+        """One request now: a token from the route, the account and ``extra`` (if given), or none.
+
+        Returns:
+            ``ADMITTED``, else which refused: ``BY_ROUTE``, ``BY_ACCOUNT`` or
+            ``BY_EXTRA`` (what took a token gives it back).
+        """
+        throttler = self._throttler
+        now = self._clock()
+        if self._generation != throttler.generation:
+            self._generation = throttler.generation
+            route_bucket = throttler.route_bucket(self._api_id, self._stage, self._route_key, now)
+            self._route = cast(TokenBucket, route_bucket.bucket)
+        if not self._route.take(now):
+            return BY_ROUTE
+        if not self._account.take(now):
+            self._route.give_back()
+            return BY_ACCOUNT
+        if extra is not None and not extra.take(now):
+            self._route.give_back()
+            self._account.give_back()
+            return BY_EXTRA
+        return ADMITTED

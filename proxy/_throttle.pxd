@@ -33,3 +33,4 @@ cdef class Admission:
 
     cpdef long long budget(self) except -1
     cpdef void admit(self, long long count)
+    cpdef int take_one(self, TokenBucket extra)

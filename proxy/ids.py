@@ -8,6 +8,7 @@ stable ids.
 from __future__ import annotations
 
 import binascii
+import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -54,6 +55,10 @@ def connection_id(random_bytes: RandomBytes | None = None) -> str:
     if random_bytes is None:
         return token(CONNECTION_ID_BYTES)
     return binascii.b2a_base64(random_bytes(CONNECTION_ID_BYTES), newline=False).decode("ascii")
+
+
+pooled_id: Callable[[], str] = functools.partial(token, CONNECTION_ID_BYTES)
+"""``connection_id()`` as one C call: the id of each connection and of each message (no Python frame)."""
 
 
 def request_id(random_bytes: RandomBytes | None = None) -> str:

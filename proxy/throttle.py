@@ -18,7 +18,9 @@ Theory of operation (reference section 8):
   the buckets of that stage are re-resolved in place, keeping their tokens, so
   new limits apply to open connections at once.
 * Buckets untouched for ``THROTTLE_IDLE_RECLAIM_S`` are dropped if they are
-  full anyway, so reclaiming never changes a decision.
+  full anyway, so reclaiming never changes a decision. The sweep runs on a
+  bucket lookup (``route_bucket``); the admissions the gateway keeps (relay
+  lanes, ``$connect`` per published stage) look theirs up only after one.
 
 Exactness: a bucket is anchored at the moment it was last full and counts the
 tokens taken since, so the tokens available at ``now`` are
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from proxy import _pythrottle
 from proxy.build import twin
 from proxy.control.model import CONNECT, RouteSettings, Stage, merge_settings
 from proxy.limits import THROTTLE_IDLE_RECLAIM_S, THROTTLING_BURST_LIMIT, THROTTLING_RATE_LIMIT
@@ -48,6 +51,7 @@ LEVELS: Final = (NEW_CONNECTIONS, ACCOUNT, STAGE, ROUTE)
 """The refusing levels ``admit_*`` can return, as metric labels."""
 
 _chosen = twin("proxy._throttle", "proxy._pythrottle")
+ADMITTED, BY_ROUTE, BY_ACCOUNT = _pythrottle.ADMITTED, _pythrottle.BY_ROUTE, _pythrottle.BY_ACCOUNT
 IMPLEMENTATION: str = _chosen.implementation
 """``"cython"`` or ``"python"``: which twin ``TokenBucket`` and ``Admission`` come from."""
 FALLBACK_REASON: str | None = _chosen.fallback_reason
@@ -140,7 +144,8 @@ class Throttler:
         self.account_burst = account_burst
         self.account_rate = account_rate
         self.account = TokenBucket(account_rate, account_burst, now)
-        self._new_connections = TokenBucket(new_connections_per_s, math.ceil(new_connections_per_s), now)
+        self.new_connections = TokenBucket(new_connections_per_s, math.ceil(new_connections_per_s), now)
+        """The account's ``$connect`` rate: the extra bucket of ``$connect`` admissions."""
         self._idle_reclaim_s = idle_reclaim_s
         self._next_sweep = now + idle_reclaim_s
         self.generation = 0
@@ -155,18 +160,21 @@ class Throttler:
             ``None`` if admitted, else the refusing level: ``"new_connections"``,
             ``"account"``, ``"stage"`` or ``"route"``.
         """
-        now = self.clock()
-        route = self.route_bucket(api_id, stage, CONNECT, now)
-        if not route.bucket.take(now):
-            return route.limits.level
-        if not self.account.take(now):
-            route.bucket.give_back()
-            return ACCOUNT
-        if not self._new_connections.take(now):
-            route.bucket.give_back()
-            self.account.give_back()
-            return NEW_CONNECTIONS
-        return None
+        taken = self.admission(api_id, stage, CONNECT).take_one(self.new_connections)
+        return self.connect_refusal(api_id, stage, taken)
+
+    def connect_refusal(self, api_id: str, stage: Stage, taken: int) -> str | None:
+        """The level refusing a ``$connect`` whose tokens ``Admission.take_one`` asked for (None: admitted).
+
+        The gateway keeps one ``$connect`` ``Admission`` per published stage
+        and asks it with ``new_connections`` as the extra bucket: the same
+        decision as ``admit_connect``, without finding the buckets again.
+        """
+        if taken == ADMITTED:
+            return None
+        if taken == BY_ROUTE:
+            return self.route_bucket(api_id, stage, CONNECT).limits.level
+        return ACCOUNT if taken == BY_ACCOUNT else NEW_CONNECTIONS
 
     def admit_message(self, api_id: str, stage: Stage, route_key: str) -> str | None:
         """Admit one inbound message on ``route_key`` (after route selection).

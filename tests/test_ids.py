@@ -4,8 +4,9 @@ from proxy import ids
 
 
 def test_connection_ids_look_like_aws_ones() -> None:
-    value = ids.connection_id()
-    assert re.fullmatch(r"[A-Za-z0-9+/]{15}=", value)
+    for value in (ids.connection_id(), ids.pooled_id()):
+        assert re.fullmatch(r"[A-Za-z0-9+/]{15}=", value)
+    assert len({ids.pooled_id() for _ in range(1000)}) == 1000
 
 
 def test_api_and_resource_ids_are_lower_alnum_of_aws_length() -> None:

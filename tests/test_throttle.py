@@ -233,6 +233,33 @@ def test_new_connection_refusal_gives_back_route_and_account_tokens() -> None:
     assert throttler.admit_message("a1", stage, "x") == ACCOUNT
 
 
+def test_a_kept_connect_admission_decides_as_admit_connect_on_the_same_buckets() -> None:
+    """The gateway keeps one ``$connect`` admission per stage: the same answers, the same tokens."""
+    clock = FakeClock()
+    throttler = make_throttler(clock, account_burst=5, account_rate=0.0, new_connections=1000.0)
+    stage = make_stage(routes={CONNECT: RouteSettings(throttling_burst_limit=3, throttling_rate_limit=0.0)})
+    kept = throttler.admission("a1", stage, CONNECT)
+
+    def through_kept() -> str | None:
+        return throttler.connect_refusal("a1", stage, kept.take_one(throttler.new_connections))
+
+    assert [through_kept(), throttler.admit_connect("a1", stage), through_kept()] == [None, None, None]
+    assert [through_kept(), throttler.admit_connect("a1", stage)] == [ROUTE, ROUTE]  # the route's 3 are spent
+    assert throttler.admit_message("a1", stage, "x") is None  # account: 5 - 3 connects, refusals cost nothing
+    assert throttler.admit_message("a1", stage, "x") is None
+    assert throttler.admit_message("a1", stage, "x") == ACCOUNT
+
+
+def test_a_kept_connect_admission_refuses_on_the_new_connection_rate_and_gives_back() -> None:
+    clock = FakeClock()
+    throttler = make_throttler(clock, new_connections=1.0)
+    kept = throttler.admission("a1", make_stage(), CONNECT)
+    assert kept.take_one(throttler.new_connections) == throttle.ADMITTED
+    refused = kept.take_one(throttler.new_connections)
+    assert throttler.connect_refusal("a1", make_stage(), refused) == NEW_CONNECTIONS
+    assert kept.take_one(None) == throttle.ADMITTED  # no extra bucket: the route and the account had tokens
+
+
 def test_updated_stage_applies_to_the_existing_bucket_keeping_its_tokens() -> None:
     clock = FakeClock()
     throttler = make_throttler(clock)

@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Final, cast
 
-from proxy import ids
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump, monotonic
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
@@ -37,6 +36,7 @@ from proxy.control.model import DEFAULT, Stage
 from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest
+from proxy.ids import pooled_id
 from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server.deadlines import DeadlineQueue, Deadlines
 from proxy.server.flow import FlowControl
@@ -355,7 +355,7 @@ class ClientConnection:
         client = tuple.__new__(Client, (self._source_ip, user_agent, _host_name(request.host), request.query))
         self._forwarded_for = _forwarded_for(request, self._source_ip)
         self._subprotocols = request.subprotocols
-        session = self._session = Session(target, ids.connection_id(), client, ids.connection_id, epoch_ms)
+        session = self._session = Session(target, pooled_id(), client, pooled_id, epoch_ms)
         context = self._connect_context = session.connect_context()
         stage = target.stage
         if gateway.observer.admit_connect(target.api.api_id, stage, session.connection_id, context) is not None:

@@ -6,6 +6,7 @@ cdef class _RouteView:
     cdef readonly bint logged
     cdef public object lane
     cdef public bint laned
+    cdef public object admission
 
 
 cdef class _StageView:

@@ -30,7 +30,7 @@ from proxy.config import Config
 from proxy.control.model import CONNECT, DISCONNECT, RouteSettings, Stage
 from proxy.metrics import GatewayMetrics, StageMetrics, default_metrics
 from proxy.server.logsink import ExecutionLog, LogSinks, default_log_dir
-from proxy.throttle import Admission, Throttler, effective_route_settings
+from proxy.throttle import ADMITTED, Admission, Throttler, effective_route_settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class HasVariables(Protocol):
 class _RouteView:
     """What one route key means on one published ``Stage``, resolved once for all its connections."""
 
-    __slots__ = ("detailed", "lane", "laned", "logged", "settings")
+    __slots__ = ("admission", "detailed", "lane", "laned", "logged", "settings")
 
     def __init__(self, settings: RouteSettings, detailed: StageMetrics | None) -> None:
         self.settings = settings
@@ -66,6 +66,8 @@ class _RouteView:
         self.lane: RelayLane | None = None
         self.laned = False
         """Whether ``lane`` was worked out (it is made on first use: ``$connect`` never needs one)."""
+        self.admission: Admission | None = None
+        """``$connect``'s buckets, found once per published stage (``Observer.admit_connect``)."""
 
 
 class _StageView:
@@ -174,7 +176,11 @@ class Observer:
         view = self._view(api_id, stage)
         route = self._route_in(view, api_id, CONNECT)
         stage_metrics = view.metrics
-        refused = self.throttler.admit_connect(api_id, stage)
+        throttler = self.throttler
+        if route.admission is None:
+            route.admission = throttler.admission(api_id, stage, CONNECT)
+        taken = route.admission.take_one(throttler.new_connections)
+        refused = None if taken == ADMITTED else throttler.connect_refusal(api_id, stage, taken)
         if route.logged:
             settings = route.settings
             if refused is None:

@@ -92,6 +92,21 @@ def test_throttled_connect_is_refused_counted_and_logged_429(
     assert access_lines(tmp_path) == [{"requestId": "req-2", "eventType": "CONNECT", "status": "429"}]
 
 
+def test_a_republished_stage_s_connect_limits_apply_to_the_next_connect(observer: Observer, tmp_path: Path) -> None:
+    clock = observer.throttler.clock
+    assert isinstance(clock, FakeClock)
+    frozen = stage_with(tmp_path, {CONNECT: RouteSettings(throttling_burst_limit=1, throttling_rate_limit=0.0)})
+    assert observer.admit_connect(API, frozen, "c1", Context("CONNECT")) is None
+    assert observer.admit_connect(API, frozen, "c2", Context("CONNECT")) == "route"
+    clock.now = 0.01
+    assert observer.admit_connect(API, frozen, "c3", Context("CONNECT")) == "route"  # no refill at rate 0
+    refilling = replace(frozen, route_settings={CONNECT: RouteSettings(throttling_rate_limit=1000.0)})
+    clock.now = 0.02
+    assert observer.admit_connect(API, refilling, "c4", Context("CONNECT")) == "route"  # its tokens kept: none
+    clock.now = 0.03
+    assert observer.admit_connect(API, refilling, "c5", Context("CONNECT")) is None  # refilled at the new rate
+
+
 def test_message_flood_admits_exactly_the_burst_and_counts_the_rest(
     observer: Observer, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
