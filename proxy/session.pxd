@@ -5,6 +5,7 @@ cimport cython
 
 cdef class Session:
     cdef readonly object target
+    cdef readonly str api_id
     cdef readonly object connection_id
     cdef readonly object client
     cdef readonly object connected_at_ms

@@ -149,6 +149,7 @@ class Session:
         "_new_id",
         "_plan",
         "_routes",
+        "api_id",
         "client",
         "connected_at_ms",
         "connection_id",
@@ -164,6 +165,8 @@ class Session:
         clock_ms: Callable[[], int],
     ) -> None:
         self.target = target
+        self.api_id = target.api.api_id
+        """``target.api.api_id``, read at every connection event."""
         self.connection_id = connection_id
         self.client = client
         self._new_id = new_id

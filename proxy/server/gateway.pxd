@@ -3,7 +3,7 @@
 
 from proxy.server.deadlines cimport DeadlineQueue, Deadlines
 from proxy.server.flow cimport FlowControl
-from proxy.server.observer cimport ConnectionObserver
+from proxy.server.observer cimport ConnectionObserver, Observer
 from proxy.session cimport LazyContext, Session
 from proxy.handshake cimport ServerHandshake
 
@@ -13,6 +13,19 @@ cdef int _HANDSHAKE, _CONNECTING, _OPEN, _CLOSING, _CLOSED
 cdef int _TEXT, _BINARY, _PING, _CLOSE
 cdef int _NORMAL, _GOING_AWAY, _NO_STATUS, _ABNORMAL, _INTERNAL_ERROR
 cdef int _OK, _MULTIPLE_CHOICES
+
+
+cdef class Gateway:
+    cdef readonly object loop
+    cdef readonly object config
+    cdef readonly object catalog
+    cdef readonly Observer observer
+    cdef readonly object server_encoder
+    cdef readonly object client_encoder
+    cdef readonly Deadlines deadlines
+    cdef readonly set connections
+    cdef object _idle
+    cpdef forget(self, connection)
 
 
 cdef class ClientConnection:
@@ -25,7 +38,7 @@ cdef class ClientConnection:
     cdef bytes _early
     cdef FlowControl _flow
     cdef object _forwarded_for
-    cdef object _gateway
+    cdef Gateway _gateway
     cdef DeadlineQueue _guard
     cdef ServerHandshake _handshake
     cdef double _last_activity

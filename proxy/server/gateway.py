@@ -93,6 +93,8 @@ class Gateway:
     Encoders keep no per-connection state, so one per role serves everyone.
     Built inside the running loop, which it keeps: a connection asks the
     gateway, not ``asyncio.get_running_loop()`` (a ``getpid`` syscall each).
+    Compiled as an extension type too (``gateway.pxd``): a connection reads
+    these fields as C struct members.
     """
 
     def __init__(self, config: Config, catalog: MemoryCatalog, observer: Observer) -> None:
@@ -358,7 +360,7 @@ class ClientConnection:
         session = self._session = Session(target, pooled_id(), client, pooled_id, epoch_ms)
         context = self._connect_context = session.connect_context()
         stage = target.stage
-        if gateway.observer.admit_connect(target.api.api_id, stage, session.connection_id, context) is not None:
+        if gateway.observer.admit_connect(session.api_id, stage, session.connection_id, context) is not None:
             self._refuse(HTTPStatus.TOO_MANY_REQUESTS, THROTTLED_CONNECT_MESSAGE)
             return
         try:
@@ -388,7 +390,7 @@ class ClientConnection:
         target = session.target
         headers = [
             ("X-Framegate-Connection-Id", session.connection_id),
-            ("X-Framegate-Api-Id", target.api.api_id),
+            ("X-Framegate-Api-Id", session.api_id),
             ("X-Framegate-Stage", target.stage.stage_name),
             ("X-Forwarded-For", self._forwarded_for),
         ]
@@ -411,7 +413,7 @@ class ClientConnection:
     def upstream_accepted(self, upstream: Upstream, subprotocol: str | None, seconds: float) -> None:
         session = self._session
         assert session is not None and self._flow is not None
-        self._gateway.observer.upstream_opened(session.target.api.api_id, session.target.stage, seconds)
+        self._gateway.observer.upstream_opened(session.api_id, session.target.stage, seconds)
         del self._opening[upstream.url]
         self._upstreams[upstream.url] = upstream
         if self._writing_paused and upstream.flow is not None:
@@ -452,9 +454,7 @@ class ClientConnection:
         self._state = _OPEN
         session = self._session
         target = session.target
-        self._observer = self._gateway.observer.connected(
-            target.api.api_id, target.stage, session.connection_id, context
-        )
+        self._observer = self._gateway.observer.connected(session.api_id, target.stage, session.connection_id, context)
         config = self._config
         self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
         self._last_activity = self._opened_at = monotonic()
@@ -479,7 +479,7 @@ class ClientConnection:
         context = self._connect_context
         if session is not None and context is not None and status != HTTPStatus.TOO_MANY_REQUESTS:
             # admit_connect already counted and logged its 429s
-            self._gateway.observer.refused(session.target.api.api_id, session.target.stage, status, context)
+            self._gateway.observer.refused(session.api_id, session.target.stage, status, context)
         transport = self._transport
         self._state = _CLOSING
         if transport is None or transport.is_closing():
@@ -636,7 +636,7 @@ class ClientConnection:
             session = self._session
             assert session is not None
             target = session.target
-            self._stage = catalog.stage(target.api.api_id, target.stage.stage_name) or target.stage
+            self._stage = catalog.stage(session.api_id, target.stage.stage_name) or target.stage
             self._stage_generation = catalog.generation
         return self._stage
 
