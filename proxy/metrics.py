@@ -143,6 +143,10 @@ class _CellFamily(Collector, Generic[Cell]):
             self._add(family, values, cell)
         yield family
 
+    def cells(self) -> list[Cell]:
+        """Every series' cell, as of now."""
+        return list(self._cells.values())
+
     def _new_cell(self) -> Cell:
         raise NotImplementedError
 
@@ -194,6 +198,28 @@ class HistogramFamily(_CellFamily[FastHistogram]):
     def _add(self, family: Metric, values: tuple[str, ...], cell: FastHistogram) -> None:
         cumulative = list(accumulate(cell.counts))
         cast(HistogramMetricFamily, family).add_metric(values, list(zip(self._LE, cumulative, strict=True)), cell.total)
+
+
+class SummedHistogram(HistogramFamily):
+    """An unlabelled histogram whose series is, at scrape time, the sum of another family's cells.
+
+    The process-wide upstream latency is every stage's ``integration_latency``
+    added up: an upstream opened is observed once, in its stage's cell, not
+    twice.
+    """
+
+    def __init__(self, name: str, documentation: str, source: HistogramFamily, registry: CollectorRegistry) -> None:
+        super().__init__(name, documentation, (), registry)
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        summed = FastHistogram(self._BOUNDS)
+        for cell in self._source.cells():
+            summed.counts = [mine + theirs for mine, theirs in zip(summed.counts, cell.counts, strict=True)]
+            summed.total += cell.total
+        family = self._family()
+        self._add(family, (), summed)
+        yield family
 
 
 class SummedCounter(Collector):
@@ -298,12 +324,12 @@ class GatewayMetrics:
         self.upstream_connect_failures = _unlabelled(
             registry, "framegate_upstream_connect_failures", "Upstream (integration) connections that failed"
         )
-        self.upstream_connect_latency = HistogramFamily(
+        self.upstream_connect_latency = SummedHistogram(
             "framegate_upstream_connect_latency_seconds",
             "Time to open an upstream (integration) connection",
-            (),
+            self._stage_families.integration_latency,
             registry,
-        ).labels()
+        )
         self._close_children: dict[int, FastCounter] = {}
         self._throttled_children = {level: self._throttled.labels(level) for level in LEVELS}
 

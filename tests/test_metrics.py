@@ -58,6 +58,20 @@ def test_stage_counters_carry_aws_names_and_api_stage_labels(registry: Collector
     assert samples[(bucket, tuple(sorted((*labels, ("le", "0.01")))))] == 0
 
 
+def test_upstream_connect_latency_is_every_stage_s_integration_latency_added_up(registry: CollectorRegistry) -> None:
+    metrics = GatewayMetrics(registry)
+    name = "framegate_upstream_connect_latency_seconds"
+    assert scrape(registry)[(f"{name}_count", ())] == 0  # exposed before any stage exists
+    metrics.stage("a", "dev").integration_latency.observe(0.02)
+    metrics.stage("a", "prod").integration_latency.observe(0.02)
+    metrics.stage("b", "dev").integration_latency.observe(3.0)
+    samples = scrape(registry)
+    assert samples[(f"{name}_count", ())] == 3
+    assert samples[(f"{name}_sum", ())] == pytest.approx(3.04)
+    assert samples[(f"{name}_bucket", (("le", "0.025"),))] == 2
+    assert samples[(f"{name}_bucket", (("le", "+Inf"),))] == 3
+
+
 def test_stage_metrics_are_cached_per_api_and_stage(registry: CollectorRegistry) -> None:
     metrics = GatewayMetrics(registry)
     assert metrics.stage("a", "dev") is metrics.stage("a", "dev")
@@ -90,7 +104,7 @@ def test_gateway_counters_closes_by_code_and_throttling_by_level(registry: Colle
     metrics.close(1000).inc(2)
     metrics.throttled("route").inc()
     metrics.upstream_connect_failures.inc()
-    metrics.upstream_connect_latency.observe(0.003)
+    metrics.stage("a", "dev").integration_latency.observe(0.003)  # the upstream latency sums these
     samples = scrape(registry)
     assert samples[("framegate_open_connections", ())] == 1
     assert samples[("framegate_bytes_in_total", ())] == 100

@@ -226,7 +226,7 @@ class Observer:
 
     def upstream_opened(self, api_id: str, stage: Stage, seconds: float) -> None:
         """An upstream (integration) connection was established in ``seconds``."""
-        self.metrics.upstream_connect_latency.observe(seconds)
+        # Observed once: framegate_upstream_connect_latency_seconds sums the stages' at scrape time.
         self._view(api_id, stage).metrics.integration_latency.observe(seconds)
 
     def upstream_failed(self) -> None:
