@@ -946,6 +946,9 @@ cdef class Tally:
     def inc(self, double amount=1.0):
         self.value += amount
 
+    def dec(self, double amount=1.0):
+        self.value -= amount
+
 
 cdef class RelayPump:
     """One direction of the relay fast path: each read's messages leave in one ``write`` call.

@@ -59,6 +59,10 @@ class Tally:
     def inc(self, amount: float = 1.0) -> None:
         self.value += amount
 
+    def dec(self, amount: float = 1.0) -> None:
+        """For cells that count both ways (``proxy.metrics.FastGauge``)."""
+        self.value -= amount
+
 
 def _unmask(data: Payload, key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``key``; one big-int XOR beats a byte loop."""

@@ -72,12 +72,9 @@ class FastCounter(Tally):
 
 
 class FastGauge(FastCounter):
-    """One gauge series: a float that goes both ways."""
+    """One gauge series: a float that goes both ways (``dec`` is the ``Tally``'s, in C when compiled)."""
 
     __slots__ = ()
-
-    def dec(self, amount: float = 1.0) -> None:
-        self.value -= amount
 
 
 class FastHistogram:
@@ -283,6 +280,18 @@ class StageMetrics:
         self.integration_latency = families.integration_latency.labels(*labels)
 
 
+class _ByCode(dict[int, FastCounter]):
+    """A family's counters by integer label, labelled on first use (``__missing__``), then a plain lookup."""
+
+    def __init__(self, family: CounterFamily) -> None:
+        super().__init__()
+        self._family = family
+
+    def __missing__(self, code: int) -> FastCounter:
+        cell = self[code] = self._family.labels(str(code))
+        return cell
+
+
 class GatewayMetrics:
     """All framegate collectors on one registry, with cached label children.
 
@@ -330,7 +339,8 @@ class GatewayMetrics:
             self._stage_families.integration_latency,
             registry,
         )
-        self._close_children: dict[int, FastCounter] = {}
+        self.closes = _ByCode(self._closes)
+        """Close counters by code: a dict lookup once the code was seen."""
         self._throttled_children = {level: self._throttled.labels(level) for level in LEVELS}
 
     def stage(self, api_id: str, stage: str) -> StageMetrics:
@@ -357,11 +367,8 @@ class GatewayMetrics:
         return metrics
 
     def close(self, code: int) -> FastCounter:
-        """The close counter child for ``code``."""
-        child = self._close_children.get(code)
-        if child is None:
-            child = self._close_children[code] = self._closes.labels(str(code))
-        return child
+        """The close counter child for ``code`` (``closes[code]`` is the same, without a Python call)."""
+        return self.closes[code]
 
     def throttled(self, level: str) -> FastCounter:
         """The throttled-requests child for a level from ``proxy.throttle.LEVELS``."""

@@ -340,7 +340,7 @@ class ConnectionObserver:
         observer = self._observer
         metrics = observer.metrics
         metrics.open_connections.dec()
-        metrics.close(code).inc()
+        metrics.closes[code].inc()
         if reassembled:
             metrics.messages_reassembled.inc(reassembled)
         if stage.access_log_settings is not None:
