@@ -84,13 +84,18 @@ cdef class Admission:
         self._generation = throttler.generation
         self._route = throttler.route_bucket(api_id, stage, route_key).bucket
 
-    cpdef long long budget(self) except -1:
-        """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
-        cdef double now = self._clock()
+    cdef int _refresh(self, double now) except -1:
+        """Fetch the route bucket again if the throttler reclaimed buckets since."""
         cdef Py_ssize_t generation = self._throttler.generation
         if self._generation != generation:
             self._generation = generation
             self._route = self._throttler.route_bucket(self._api_id, self._stage, self._route_key, now).bucket
+        return 0
+
+    cpdef long long budget(self) except -1:
+        """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
+        cdef double now = self._clock()
+        self._refresh(now)
         cdef double route = self._route._settle(now)
         cdef double account = self._account._settle(now)
         return <long long>((route if route < account else account) + EPSILON)
@@ -106,10 +111,7 @@ cdef class Admission:
         Returns ``ADMITTED`` or which refused (see ``proxy._pythrottle.Admission.take_one``).
         """
         cdef double now = self._clock()
-        cdef Py_ssize_t generation = self._throttler.generation
-        if self._generation != generation:
-            self._generation = generation
-            self._route = self._throttler.route_bucket(self._api_id, self._stage, self._route_key, now).bucket
+        self._refresh(now)
         if not self._route.take(now):
             return BY_ROUTE
         if not self._account.take(now):

@@ -102,14 +102,18 @@ class Admission:
         self._generation = throttler.generation
         self._route = cast(TokenBucket, throttler.route_bucket(api_id, stage, route_key).bucket)
 
-    def budget(self) -> int:
-        """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
+    def _refresh(self, now: float) -> None:
+        """Fetch the route bucket again if the throttler reclaimed buckets since."""
         throttler = self._throttler
-        now = self._clock()
         if self._generation != throttler.generation:
             self._generation = throttler.generation
             route_bucket = throttler.route_bucket(self._api_id, self._stage, self._route_key, now)
             self._route = cast(TokenBucket, route_bucket.bucket)
+
+    def budget(self) -> int:
+        """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
+        now = self._clock()
+        self._refresh(now)
         route = self._route._settle(now)
         account = self._account._settle(now)
         return int((route if route < account else account) + THROTTLE_TOKEN_EPSILON)
@@ -126,12 +130,8 @@ class Admission:
             ``ADMITTED``, else which refused: ``BY_ROUTE``, ``BY_ACCOUNT`` or
             ``BY_EXTRA`` (what took a token gives it back).
         """
-        throttler = self._throttler
         now = self._clock()
-        if self._generation != throttler.generation:
-            self._generation = throttler.generation
-            route_bucket = throttler.route_bucket(self._api_id, self._stage, self._route_key, now)
-            self._route = cast(TokenBucket, route_bucket.bucket)
+        self._refresh(now)
         if not self._route.take(now):
             return BY_ROUTE
         if not self._account.take(now):

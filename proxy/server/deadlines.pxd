@@ -13,4 +13,5 @@ cdef class DeadlineQueue:
 cdef class Deadlines:
     cdef object _loop
     cdef dict _queues
+    cpdef DeadlineQueue guard(self, entry, double delay_s)
     cpdef DeadlineQueue queue(self, double delay_s)

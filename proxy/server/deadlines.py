@@ -83,6 +83,12 @@ class Deadlines:
         self._loop = loop
         self._queues: dict[float, DeadlineQueue] = {}
 
+    def guard(self, entry: Expiring, delay_s: float) -> DeadlineQueue:
+        """Add ``entry`` to the queue of ``delay_s``; that queue is returned for the entry to discard itself from."""
+        queue = self.queue(delay_s)
+        queue.add(entry)
+        return queue
+
     def queue(self, delay_s: float) -> DeadlineQueue:
         """The queue whose entries fall due ``delay_s`` after they are added."""
         queue = self._queues.get(delay_s)

@@ -83,7 +83,6 @@ cdef class ClientConnection:
     cdef _close_acknowledged(self)
     cpdef close(self, code, reason=*)
     cdef _latest_activity(self)
-    cdef _set_guard(self, double delay_s)
     cdef _clear_guard(self)
 
 

@@ -228,7 +228,7 @@ class ClientConnection:
         transport.set_write_buffer_limits(config.write_high_water, config.write_low_water)
         peer = transport.get_extra_info("peername")
         self._source_ip = str(peer[0]) if peer else "-"
-        self._set_guard(config.handshake_timeout)
+        self._guard = self._deadlines.guard(self, config.handshake_timeout)
         self._gateway.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -329,15 +329,11 @@ class ClientConnection:
             deadline = self._config.handshake_timeout
             self._refuse(HTTPStatus.REQUEST_TIMEOUT, f"upgrade not completed within {deadline:g} s")
         elif state == _CONNECTING:  # the upstream's deadline governs; wait again, for after the 101
-            self._set_guard(self._config.handshake_timeout)
+            self._guard = self._deadlines.guard(self, self._config.handshake_timeout)
         elif state == _OPEN:
             self._lifetime()
         elif state == _CLOSING:  # the client did not answer our close (or a refusal's write) in time
             self.abort()
-
-    def _set_guard(self, delay_s: float) -> None:
-        guard = self._guard = self._deadlines.queue(delay_s)
-        guard.add(self)
 
     def _clear_guard(self) -> None:
         if self._guard is not None:
@@ -712,7 +708,7 @@ class ClientConnection:
         self._close_upstreams(code, reason)
         self._clear_guard()
         if self._transport is not None:
-            self._set_guard(CLOSE_TIMEOUT_S)  # the client must answer in time
+            self._guard = self._deadlines.guard(self, CLOSE_TIMEOUT_S)  # the client must answer in time
 
     def shut_down(self) -> None:
         """Server shutdown: 1001 to open connections, drop the others."""

@@ -39,5 +39,4 @@ cdef class Upstream:
     cdef _fail_handshake(self, exc)
     cdef _step(self)
     cdef _stop_dialing(self)
-    cdef _set_guard(self, double delay_s)
     cdef _clear_guard(self)

@@ -211,7 +211,7 @@ class Upstream:
         Raises:
             HandshakeError: 502 when connecting fails at once (nothing is left running).
         """
-        self._set_guard(timeout_s)
+        self._guard = self._deadlines.guard(self, timeout_s)
         # An asyncio protocol by shape, not by class: typeshed's bound says otherwise.
         self._dialing = self._loop.create_connection(self._as_protocol, host, port, ssl=context)  # type: ignore[type-var]
         try:
@@ -313,7 +313,7 @@ class Upstream:
         assert self.outbox is not None
         self.outbox.write(self._encoder.close(code, reason))
         self.outbox.uncork()  # the owner may forget this upstream before it would uncork it
-        self._set_guard(CLOSE_TIMEOUT_S)
+        self._guard = self._deadlines.guard(self, CLOSE_TIMEOUT_S)
 
     # --- frames -------------------------------------------------------------------------
 
@@ -376,10 +376,6 @@ class Upstream:
             waiter.cancel()  # a connect finishing later then closes its socket silently
         if connecting is not None:
             connecting.close()  # create_connection closes its transport on the way out
-
-    def _set_guard(self, delay_s: float) -> None:
-        guard = self._guard = self._deadlines.queue(delay_s)
-        guard.add(self)
 
     def _clear_guard(self) -> None:
         if self._guard is not None:

@@ -295,8 +295,12 @@ async def test_traffic_does_not_extend_the_maximum_duration(tmp_path: Path) -> N
     assert config.max_connection_duration <= alive_for + TICK_S < TICKS * TICK_S * 4
 
 
-async def test_a_close_reply_behind_a_message_in_one_read_ends_the_connection_at_once(tmp_path: Path) -> None:
-    """The gateway closed first; the client's messages in flight and its close reply arrive together."""
+RawClient = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@asynccontextmanager
+async def _closed_at_the_duration_cap(tmp_path: Path) -> AsyncIterator[RawClient]:
+    """A raw client, upgraded, that has just read the gateway's close (a 0.2 s duration cap)."""
     async with prefix_echo("") as backend:
         catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend.url)}), {})}))
         config = Config(port=0, admin_port=0, max_connection_duration=0.2)
@@ -304,13 +308,19 @@ async def test_a_close_reply_behind_a_message_in_one_read_ends_the_connection_at
             reader, writer = await _raw_client(server.url)
             writer.write(upgrade_request("/dev"))
             await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
-            opcode, _ = await read_frame(reader)  # the gateway's close at the duration cap
+            opcode, _ = await read_frame(reader)
             assert opcode == 0x88
-            started = asyncio.get_running_loop().time()
-            writer.write(masked_frame(0x1, b"crossed the close") + masked_frame(0x8, b"\x03\xe8"))  # one read
-            assert await asyncio.wait_for(reader.read(), CEILING_S) == b""
-            waited = asyncio.get_running_loop().time() - started
-            writer.close()
+            yield reader, writer
+
+
+async def test_a_close_reply_behind_a_message_in_one_read_ends_the_connection_at_once(tmp_path: Path) -> None:
+    """The gateway closed first; the client's messages in flight and its close reply arrive together."""
+    async with _closed_at_the_duration_cap(tmp_path) as (reader, writer):
+        started = asyncio.get_running_loop().time()
+        writer.write(masked_frame(0x1, b"crossed the close") + masked_frame(0x8, b"\x03\xe8"))  # one read
+        assert await asyncio.wait_for(reader.read(), CEILING_S) == b""
+        waited = asyncio.get_running_loop().time() - started
+        writer.close()
     assert waited < CLOSE_TIMEOUT_S / 2  # answered, not dropped by the close timeout
 
 
@@ -319,20 +329,12 @@ async def test_a_client_that_never_answers_the_gateway_s_close_is_dropped_at_the
 ) -> None:
     close_timeout_s = 0.2
     monkeypatch.setattr(gateway, "CLOSE_TIMEOUT_S", close_timeout_s)
-    async with prefix_echo("") as backend:
-        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", backend.url)}), {})}))
-        config = Config(port=0, admin_port=0, max_connection_duration=0.2)
-        async with in_process_gateway(catalog, tmp_path, config) as server:
-            reader, writer = await _raw_client(server.url)
-            writer.write(upgrade_request("/dev"))
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
-            opcode, _ = await read_frame(reader)  # the gateway's close at the duration cap, never answered
-            assert opcode == 0x88
-            started = asyncio.get_running_loop().time()
-            with contextlib.suppress(ConnectionResetError):  # dropped with a reset: also gone
-                assert await asyncio.wait_for(reader.read(), CLOSE_TIMEOUT_S) == b""
-            waited = asyncio.get_running_loop().time() - started
-            writer.close()
+    async with _closed_at_the_duration_cap(tmp_path) as (reader, writer):  # and never answered
+        started = asyncio.get_running_loop().time()
+        with contextlib.suppress(ConnectionResetError):  # dropped with a reset: also gone
+            assert await asyncio.wait_for(reader.read(), CLOSE_TIMEOUT_S) == b""
+        waited = asyncio.get_running_loop().time() - started
+        writer.close()
     assert close_timeout_s * 0.8 <= waited < CLOSE_TIMEOUT_S
 
 

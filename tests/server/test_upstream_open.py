@@ -51,6 +51,24 @@ class _Owner:
         return self.heard[0]
 
 
+def _switching_protocols(head: bytes) -> bytes:
+    """A raw backend's 101 for the upgrade ``head`` (the accept token by hashlib, not our code)."""
+    key = re.search(rb"Sec-WebSocket-Key: (\S+)", head, re.IGNORECASE)
+    assert key is not None
+    accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + (
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+
+
+async def _started(owner: _Owner, server: asyncio.Server) -> Upstream:
+    """An upstream to the raw backend ``server``, accepted and started."""
+    upstream = _open(owner, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", _WAIT_S)
+    assert (await owner.outcome())[0] == "accepted"
+    upstream.start()
+    return upstream
+
+
 def _open(owner: _Owner, url: str, timeout_s: float) -> Upstream:
     loop = asyncio.get_running_loop()
     return open_upstream(
@@ -157,11 +175,7 @@ async def test_closing_an_open_upstream_reads_the_backend_s_answer_and_drops_it_
 
     async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head, re.IGNORECASE)
-        assert key is not None
-        accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
-        writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + b"\x81\x06before")
+        writer.write(_switching_protocols(head) + b"\x81\x06before")
         _, second = await reader.readexactly(2)  # our close, masked
         mask = await reader.readexactly(4)
         got.append(bytes(b ^ mask[i % 4] for i, b in enumerate(await reader.readexactly(second & 0x7F))))
@@ -173,9 +187,7 @@ async def test_closing_an_open_upstream_reads_the_backend_s_answer_and_drops_it_
     owner = Owner()
     server = await asyncio.start_server(backend, "127.0.0.1", 0)
     async with server:
-        upstream = _open(owner, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", _WAIT_S)
-        assert (await owner.outcome())[0] == "accepted"
-        upstream.start()
+        upstream = await _started(owner, server)
         await asyncio.wait_for(first_message.wait(), _WAIT_S)
         started = asyncio.get_running_loop().time()
         upstream.close(1000, "done")
@@ -197,11 +209,7 @@ async def test_a_backend_that_never_answers_our_close_is_dropped_at_the_close_ti
     async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.append(writer)
         head = await reader.readuntil(b"\r\n\r\n")
-        key = re.search(rb"Sec-WebSocket-Key: (\S+)", head, re.IGNORECASE)
-        assert key is not None
-        accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
-        writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        writer.write(_switching_protocols(head))
         try:
             while await reader.read(65536):  # our close arrives and is never answered
                 pass
@@ -213,9 +221,7 @@ async def test_a_backend_that_never_answers_our_close_is_dropped_at_the_close_ti
     owner = _Owner()
     server = await asyncio.start_server(backend, "127.0.0.1", 0)
     async with server:
-        upstream = _open(owner, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", _WAIT_S)
-        assert (await owner.outcome())[0] == "accepted"
-        upstream.start()
+        upstream = await _started(owner, server)
         loop = asyncio.get_running_loop()
         started = loop.time()
         upstream.close(1000, "done")
