@@ -10,18 +10,24 @@ import pytest
 from proxy.server.deadlines import DeadlineQueue, Deadlines
 
 _DELAY_S = 0.05
-_PAST_S = 0.25
-"""Long enough after ``_DELAY_S`` for a loaded machine's timer to have fired."""
+_CEILING_S = 5.0
+"""How long a test waits for a guard that must fire (a ceiling, never a synchronisation device)."""
 
 
 class _Guarded:
-    def __init__(self, name: str, fired: list[str], fails: bool = False) -> None:
+    """Records when it is told; ``told`` is set once ``expected`` entries of its log were told."""
+
+    def __init__(self, name: str, log: list[str], told: asyncio.Event, expected: int, fails: bool = False) -> None:
         self.name = name
-        self.fired = fired
+        self.log = log
+        self.told = told
+        self.expected = expected
         self.fails = fails
 
     def deadline_passed(self) -> None:
-        self.fired.append(self.name)
+        self.log.append(self.name)
+        if len(self.log) == self.expected:
+            self.told.set()
         if self.fails:
             raise RuntimeError(f"{self.name} failed")
 
@@ -31,71 +37,76 @@ def _queue() -> DeadlineQueue:
 
 
 async def test_entries_fall_due_in_the_order_they_were_added_and_leave_the_queue() -> None:
-    queue, fired = _queue(), []
+    queue, log, told = _queue(), [], asyncio.Event()
+    started = asyncio.get_running_loop().time()
     for name in "abc":
-        queue.add(_Guarded(name, fired))
-    assert fired == [] and len(queue) == 3
-    await asyncio.sleep(_PAST_S)
-    assert fired == ["a", "b", "c"]
+        queue.add(_Guarded(name, log, told, expected=3))
+    assert log == [] and len(queue) == 3
+    await asyncio.wait_for(told.wait(), _CEILING_S)
+    assert asyncio.get_running_loop().time() - started >= _DELAY_S * 0.9  # not before their length (ms timers)
+    assert log == ["a", "b", "c"]
     assert len(queue) == 0  # nothing kept once told
 
 
 async def test_a_discarded_entry_is_never_told() -> None:
-    queue, fired = _queue(), []
-    kept, cleared = _Guarded("kept", fired), _Guarded("cleared", fired)
+    queue, log, told = _queue(), [], asyncio.Event()
+    cleared, kept = _Guarded("cleared", log, told, expected=1), _Guarded("kept", log, told, expected=1)
     queue.add(cleared)
-    queue.add(kept)
+    queue.add(kept)  # falls due after ``cleared`` would have
     queue.discard(cleared)
-    queue.discard(_Guarded("never added", fired))  # no error
-    await asyncio.sleep(_PAST_S)
-    assert fired == ["kept"]
+    queue.discard(_Guarded("never added", log, told, expected=1))  # no error
+    await asyncio.wait_for(told.wait(), _CEILING_S)
+    assert log == ["kept"]
 
 
 async def test_an_entry_added_after_the_head_was_discarded_waits_its_full_length() -> None:
     loop = asyncio.get_running_loop()
-    queue, fired = _queue(), []
-    first = _Guarded("first", fired)
+    queue, log, told = _queue(), [], asyncio.Event()
+    first = _Guarded("first", log, told, expected=1)
     queue.add(first)  # arms the one timer for its deadline
-    await asyncio.sleep(_DELAY_S / 2)
     queue.discard(first)
     added = loop.time()
-    queue.add(_Guarded("later", fired))
-    while not fired and loop.time() - added < _PAST_S * 4:
-        await asyncio.sleep(_DELAY_S / 10)
-    assert fired == ["later"]
+    queue.add(_Guarded("later", log, told, expected=1))
+    await asyncio.wait_for(told.wait(), _CEILING_S)
+    assert log == ["later"]
     assert loop.time() - added >= _DELAY_S * 0.9  # the timer found it not due and was set again (ms granularity)
 
 
 async def test_a_failing_entry_is_logged_and_the_others_are_still_told(caplog: pytest.LogCaptureFixture) -> None:
-    queue, fired = _queue(), []
-    queue.add(_Guarded("breaks", fired, fails=True))
-    queue.add(_Guarded("after", fired))
+    queue, log, told = _queue(), [], asyncio.Event()
+    queue.add(_Guarded("breaks", log, told, expected=2, fails=True))
+    queue.add(_Guarded("after", log, told, expected=2))
     with caplog.at_level(logging.ERROR, logger="proxy.server.deadlines"):
-        await asyncio.sleep(_PAST_S)
-    assert fired == ["breaks", "after"]
+        await asyncio.wait_for(told.wait(), _CEILING_S)
+    assert log == ["breaks", "after"]
     assert "deadline handler failed" in caplog.text and "breaks failed" in caplog.text
 
 
 async def test_an_entry_told_may_add_itself_again_and_waits_a_full_length_more() -> None:
     loop = asyncio.get_running_loop()
-    queue, told = _queue(), []
+    queue, times, again = _queue(), [], asyncio.Event()
 
     class Again:
         def deadline_passed(self) -> None:
-            told.append(loop.time())
-            if len(told) == 1:
+            times.append(loop.time())
+            if len(times) == 1:
                 queue.add(self)
+            else:
+                again.set()
 
-    started = loop.time()
     queue.add(Again())
-    while len(told) < 2 and loop.time() - started < _PAST_S * 4:
-        await asyncio.sleep(_DELAY_S / 10)
-    assert len(told) == 2 and told[1] - told[0] >= _DELAY_S * 0.9
+    await asyncio.wait_for(again.wait(), _CEILING_S)
+    assert times[1] - times[0] >= _DELAY_S * 0.9
     assert len(queue) == 0
 
 
-async def test_one_queue_per_length() -> None:
+async def test_one_queue_per_length_and_guard_adds_to_it() -> None:
     deadlines = Deadlines(asyncio.get_running_loop())
     assert deadlines.queue(5.0) is deadlines.queue(5.0)
     assert deadlines.queue(5.0) is not deadlines.queue(29.0)
     assert deadlines.queue(29.0).delay_s == 29.0
+    entry = _Guarded("e", [], asyncio.Event(), expected=1)
+    queue = deadlines.guard(entry, 5.0)
+    assert queue is deadlines.queue(5.0) and len(queue) == 1
+    queue.discard(entry)
+    assert len(queue) == 0
