@@ -340,7 +340,7 @@ class GatewayMetrics:
             registry,
         )
         self.closes = _ByCode(self._closes)
-        """Close counters by code: a dict lookup once the code was seen."""
+        """Close counters by code (``closes[1009]``): a dict lookup once the code was seen."""
         self._throttled_children = {level: self._throttled.labels(level) for level in LEVELS}
 
     def stage(self, api_id: str, stage: str) -> StageMetrics:
@@ -365,10 +365,6 @@ class GatewayMetrics:
         if metrics is None:
             metrics = routes[route_key] = StageMetrics(self._route_families, (api_id, stage, route_key))
         return metrics
-
-    def close(self, code: int) -> FastCounter:
-        """The close counter child for ``code`` (``closes[code]`` is the same, without a Python call)."""
-        return self.closes[code]
 
     def throttled(self, level: str) -> FastCounter:
         """The throttled-requests child for a level from ``proxy.throttle.LEVELS``."""

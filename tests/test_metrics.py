@@ -77,7 +77,7 @@ def test_stage_metrics_are_cached_per_api_and_stage(registry: CollectorRegistry)
     assert metrics.stage("a", "dev") is metrics.stage("a", "dev")
     assert metrics.stage("a", "dev") is not metrics.stage("a", "prod")
     assert metrics.route("a", "dev", "chat") is metrics.route("a", "dev", "chat")
-    assert metrics.close(1009) is metrics.close(1009)
+    assert metrics.closes[1009] is metrics.closes[1009]
 
 
 def test_detailed_route_metrics_are_a_separate_family_with_a_route_label(registry: CollectorRegistry) -> None:
@@ -100,8 +100,8 @@ def test_gateway_counters_closes_by_code_and_throttling_by_level(registry: Colle
     metrics.frames_fragmented.add_source(lambda: encoders[0])
     metrics.frames_fragmented.add_source(lambda: encoders[1])
     metrics.messages_reassembled.inc()
-    metrics.close(1009).inc()
-    metrics.close(1000).inc(2)
+    metrics.closes[1009].inc()
+    metrics.closes[1000].inc(2)
     metrics.throttled("route").inc()
     metrics.upstream_connect_failures.inc()
     metrics.stage("a", "dev").integration_latency.observe(0.003)  # the upstream latency sums these

@@ -1,8 +1,9 @@
 """Deadlines of one length that share one loop timer: guards set and cleared per connection that rarely fire.
 
-Layer 4. An upstream is guarded twice per life (its upgrade must be answered
-within the integration timeout; its close within ``CLOSE_TIMEOUT_S``), and
-almost always the guard is cleared long before it would fire. A loop timer
+Layer 4. A client connection's upgrade (then its first lifetime check) and
+the gateway's close, and an upstream's upgrade (within the integration
+timeout) and close, are each guarded by a deadline, and almost always the
+guard is cleared long before it would fire. A loop timer
 per guard costs about 4k instructions to arm and cancel; an entry here costs
 an insert and a pop in a dict. All entries of a queue have the same length,
 so they fall due in the order they were added (a dict keeps that order): the

@@ -69,7 +69,7 @@ async def _started(owner: _Owner, server: asyncio.Server) -> Upstream:
     return upstream
 
 
-def _open(owner: _Owner, url: str, timeout_s: float) -> Upstream:
+def _open(owner: _Owner, url: str, timeout_s: float, deadlines: Deadlines | None = None) -> Upstream:
     loop = asyncio.get_running_loop()
     return open_upstream(
         owner,
@@ -80,7 +80,7 @@ def _open(owner: _Owner, url: str, timeout_s: float) -> Upstream:
         timeout_s=timeout_s,
         max_message=MAX_MESSAGE_BYTES,
         loop=loop,
-        deadlines=Deadlines(loop),
+        deadlines=deadlines or Deadlines(loop),
     )
 
 
@@ -107,11 +107,11 @@ async def test_an_unreachable_backend_is_a_502() -> None:
 
 async def test_a_connect_that_fails_at_once_raises_a_502_and_leaves_nothing_running() -> None:
     # TCP to the broadcast address fails in connect() itself (ENETUNREACH): no packet is sent.
-    owner = _Owner()
+    owner, deadlines = _Owner(), Deadlines(asyncio.get_running_loop())
     with pytest.raises(HandshakeError) as refused:
-        _open(owner, "ws://255.255.255.255:9", 0.05)
+        _open(owner, "ws://255.255.255.255:9", 0.05, deadlines)
     assert refused.value.status_hint == 502 and "unreachable" in str(refused.value)
-    await asyncio.sleep(0.1)  # past the deadline: its timer was cancelled
+    assert len(deadlines.queue(0.05)) == 0  # its upgrade deadline is gone: no 504 can follow
     assert owner.heard == []
 
 
