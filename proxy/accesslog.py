@@ -2,7 +2,7 @@
 
 Layer 2. ``proxy.server.logsink`` decides where lines go and writes them.
 
-Access logs follow a stage's ``AccessLogSettings`` (reference sections 6.5, 11):
+Access logs follow a stage's ``AccessLogSettings`` (docs/aws-behaviour.md#logging-and-metrics):
 ``Format`` is one line of ``$context.<name>`` variables in any textual style
 (JSON, CLF, CSV, XML); one line is written per connect, message and disconnect.
 

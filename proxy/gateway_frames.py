@@ -1,4 +1,4 @@
-"""The text frames AWS API Gateway itself sends a client (reference section 6.6).
+"""The text frames AWS API Gateway itself sends a client (docs/aws-behaviour.md#error-frames).
 
 Layer 1: pure string building, no imports from framegate. The socket stays
 open after each of these. Texts and spacing are copied exactly from observed
@@ -21,7 +21,7 @@ TOO_MANY_REQUESTS_TEMPLATE: Final = (
     '{"message": "Too Many Requests", "connectionId":"' + CONNECTION_ID_PLACEHOLDER + '", '
     '"requestId":"' + REQUEST_ID_PLACEHOLDER + '"}'
 )
-"""AWS's throttled-message frame text is unconfirmed (reference 14.8): this is
+"""AWS does not document its throttled-message frame text: this is
 the commonly assumed one, and ``too_many_requests`` accepts another template
 with the same two placeholders."""
 

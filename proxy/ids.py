@@ -1,4 +1,4 @@
-"""AWS-shaped identifiers (reference section 12), from an injectable random source.
+"""AWS-shaped identifiers (docs/aws-behaviour.md#control-plane-wire-format), from an injectable random source.
 
 Layer 1. ``random_bytes`` defaults to ``os.urandom`` (connection and request
 ids: ``proxy._entropy``'s pool of it); tests pass a seeded source to get

@@ -4,7 +4,7 @@ Layer 4. Everything registers in one ``CollectorRegistry``, ``REGISTRY``,
 served as ``/metrics`` on the admin port (``exposition``). Only ``proxy.server``
 updates these; the core never sees them.
 
-AWS metrics (namespace ``AWS/ApiGateway``, reference section 11) become
+AWS metrics (namespace ``AWS/ApiGateway``, docs/aws-behaviour.md#logging-and-metrics) become
 Prometheus families labelled ``api_id`` and ``stage``:
 
 ====================  =============================================

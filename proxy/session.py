@@ -7,7 +7,7 @@ frame, ``Close`` with a code, or ``None`` (nothing to send). A connection's
 session is bound to the deployment snapshot its stage pointed at when it
 connected; the *current* stage (live settings) is passed in per call.
 
-Per message, in order (reference 6.2, 6.4): route selection (``$default``
+Per message, in order (docs/aws-behaviour.md#routing, #integrations): route selection (``$default``
 when the snapshot has no other message route, without parsing), throttling
 (the gateway's observer, between ``route`` and ``integrate``), then the
 integration: ws:// passthrough, MOCK, or the "Internal server error" frame.
@@ -37,7 +37,7 @@ class Forward(NamedTuple):
     immutable, and built without a Python-level ``__setattr__`` per field.
     Per-connection code builds them with ``tuple.__new__(Forward, values)``,
     as ``NamedTuple._make`` does: calling the class runs its generated
-    ``__new__``, interpreted (about 1.5k instructions a call).
+    ``__new__``, interpreted, which costs far more than the tuple itself.
     """
 
     url: str

@@ -1,4 +1,4 @@
-"""AWS's client-visible gateway frames, character for character (reference 6.6)."""
+"""AWS's client-visible gateway frames, character for character (docs/aws-behaviour.md#error-frames)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What the data plane reads: the live mapping from (Host, path) to a ``Target``.
 
 Layer 3. The control-plane service keeps a ``Catalog`` current; the data
-plane only calls ``resolve``. Resolution order (reference section 14.1):
+plane only calls ``resolve``. Resolution order (docs/aws-behaviour.md#custom-domains):
 
 1. Host equals a registered custom domain: the longest matching
    ``apiMappingKey`` prefix of the path picks API and stage.
@@ -68,7 +68,7 @@ class MemoryCatalog:
     a concurrent ``resolve`` sees either the old or the new state, never a mix.
     Every change also forgets the targets ``resolve`` remembered: connections
     mostly repeat a few (Host, path) pairs, and resolving one afresh (and
-    building its ``Target``) was a tenth of the proxy's work per connection.
+    building its ``Target``) was a large part of the proxy's work per connection.
     """
 
     def __init__(self, default_api: str | None = None) -> None:

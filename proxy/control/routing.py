@@ -1,4 +1,4 @@
-"""Route selection, selection expressions and stage variables (reference 6.2, 6.7).
+"""Route selection, selection expressions and stage variables (docs/aws-behaviour.md#routing).
 
 Layer 2 (sans-IO): pure functions over the model; no clocks, no IO.
 
@@ -275,7 +275,7 @@ changes); ``select_route`` looks it up on each call instead."""
 
 
 def select_route(snapshot: Snapshot, message: str | None) -> Route | None:
-    """Pick the route for a client message (reference 6.2).
+    """Pick the route for a client message.
 
     Args:
         snapshot: the connection's deployment snapshot.
@@ -315,7 +315,7 @@ def substitute_stage_variables(template: str, variables: Mapping[str, str]) -> s
 
 
 def validate_stage_variables(variables: Mapping[str, str]) -> None:
-    """Check a stage's variables against AWS's rules (reference 6.7).
+    """Check a stage's variables against AWS's rules.
 
     Messages follow the ones AWS sends for REST stages (observed, note the
     two spaces); the length messages are framegate's own.

@@ -1,4 +1,4 @@
-"""A small VTL subset for MOCK and HTTP mapping templates (reference 6.4).
+"""A small VTL subset for MOCK and HTTP mapping templates (docs/aws-behaviour.md#integrations).
 
 Layer 2 (sans-IO). Templates are compiled once (cached) into a tree of
 literal text, references and directives; rendering only walks the tree.
@@ -297,7 +297,7 @@ def select_template(
     *,
     variables: Mapping[str, str] = EMPTY,
 ) -> str | None:
-    """Pick a request or response template (reference 6.4).
+    """Pick a request or response template.
 
     Args:
         templates: the ``requestTemplates`` / ``responseTemplates`` map.

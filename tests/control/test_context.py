@@ -1,4 +1,4 @@
-"""``$context`` variables as templates and access logs read them (reference 6.5)."""
+"""``$context`` variables as templates and access logs read them (docs/aws-behaviour.md#context-variables)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Route selection, selection expressions and stage variables (reference 6.2, 6.7)."""
+"""Route selection, selection expressions and stage variables (docs/aws-behaviour.md#routing)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from proxy.limits import (
 CHAT = {"service": "chat", "action": "join"}
 
 
-# --- reference 6.2 examples ----------------------------------------------------------
+# --- AWS's documented examples ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The VTL subset mapping templates use (reference 6.4)."""
+"""The VTL subset mapping templates use (docs/aws-behaviour.md#integrations)."""
 
 from __future__ import annotations
 
