@@ -1,4 +1,4 @@
-"""apigatewayv2 operations over a ``Store``, publishing the live plane to a ``Catalog``.
+"""apigatewayv2 operations over a ``Store``, publishing the live plane to a ``Publisher``.
 
 Layer 3. Operations take and return model values (snake_case); ``control.wire``
 and ``control.handlers`` put the REST skin on. Every operation validates, then
