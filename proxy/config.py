@@ -50,8 +50,8 @@ class Config:
         """Raise ``ValueError`` naming the first setting that cannot work."""
         for name in ("port", "admin_port"):
             value = getattr(self, name)
-            if not 0 <= value <= 65535:
-                raise ValueError(f"{name} must be 0..65535, got {value}")
+            if not 0 <= value <= limits.MAX_PORT:
+                raise ValueError(f"{name} must be 0..{limits.MAX_PORT}, got {value}")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from proxy.frames import CloseCode
+
 
 class FramegateError(Exception):
     """Base of every error framegate raises on purpose."""
@@ -49,7 +51,7 @@ class PayloadTooBig(ProtocolError):
     """A frame or message exceeded its cap: close code 1009."""
 
     def __init__(self, message: str, events: list[tuple[int, bytes]] | None = None) -> None:
-        super().__init__(message, 1009, events)
+        super().__init__(message, CloseCode.MESSAGE_TOO_BIG, events)
 
 
 class HandshakeError(FramegateError):

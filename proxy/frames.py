@@ -45,10 +45,11 @@ class CloseCode(IntEnum):
     BAD_GATEWAY = 1014
 
 
-DATA_OPCODES = frozenset({Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY})
-CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
-
-_SENDABLE_RESERVED = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_SENDABLE_RESERVED = frozenset(int(code) for code in CloseCode if code not in (CloseCode.NO_STATUS, CloseCode.ABNORMAL))
+"""The RFC 6455 codes a close frame may carry: every ``CloseCode`` but the two reported-only ones."""
+APPLICATION_CODES_MIN = 3000
+APPLICATION_CODES_MAX = 4999
+"""RFC 6455 7.4.2: 3000-3999 are registered for libraries and frameworks, 4000-4999 private to applications."""
 
 
 def is_valid_close_code(code: int) -> bool:
@@ -57,7 +58,7 @@ def is_valid_close_code(code: int) -> bool:
     1005, 1006 and 1015 are reserved for reporting and never sent; 3000-4999
     belong to libraries and applications.
     """
-    return code in _SENDABLE_RESERVED or 3000 <= code <= 4999
+    return code in _SENDABLE_RESERVED or APPLICATION_CODES_MIN <= code <= APPLICATION_CODES_MAX
 
 
 def parse_close(payload: bytes) -> tuple[int, str]:

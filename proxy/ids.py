@@ -1,4 +1,4 @@
-"""AWS-shaped identifiers (docs/aws-behaviour.md#control-plane-wire-format), from an injectable random source.
+"""AWS-shaped identifiers, from an injectable random source.
 
 Layer 1. ``random_bytes`` defaults to ``os.urandom`` (connection and request
 ids: ``proxy._entropy``'s pool of it); tests pass a seeded source to get
@@ -29,11 +29,14 @@ CONNECTION_ID_BYTES = 11
 """11 random bytes encode to 16 base64 characters ending in one ``=``, like ``KVmb8fjMIAMCFgQ=``."""
 
 
+_UNBIASED_BELOW = 256 - 256 % len(_ALPHABET)
+"""The largest multiple of the alphabet's size a byte can reach: rejecting bytes from it on keeps the draw uniform."""
+
+
 def _lower_alnum(length: int, random_bytes: RandomBytes) -> str:
-    # 252 is the largest multiple of 36 below 256: rejecting larger bytes keeps the draw uniform.
     out: list[str] = []
     while len(out) < length:
-        out.extend(_ALPHABET[b % 36] for b in random_bytes(length) if b < 252)
+        out.extend(_ALPHABET[b % len(_ALPHABET)] for b in random_bytes(length) if b < _UNBIASED_BELOW)
     return "".join(out[:length])
 
 

@@ -1,7 +1,7 @@
 """Every number framegate enforces or defaults to, in one place.
 
 Layer 1: imports nothing from framegate. AWS-derived values cite the quota or
-behaviour they copy (docs/aws-behaviour.md#limits-and-close-codes and #quotas).
+behaviour they copy (``docs/aws-behaviour.md#limits-and-close-codes`` and ``#quotas``).
 Constructors take the one limit they need and default to the name here, so a
 test or a Config can override any of them without touching this module.
 """
@@ -81,6 +81,12 @@ MAX_STAGE_VARIABLES: Final = 100
 MAX_STAGE_VARIABLE_NAME_CHARS: Final = 64
 MAX_STAGE_VARIABLE_VALUE_CHARS: Final = 512
 MAX_API_MAPPING_KEY_CHARS: Final = 300
+MAX_NAME_CHARS: Final = 128
+"""Longest API name, route key or stage name the control plane accepts."""
+MAX_DESCRIPTION_CHARS: Final = 1024
+"""Longest API or stage description."""
+MAX_API_VERSION_CHARS: Final = 64
+MAX_INTEGRATION_URI_CHARS: Final = 2048
 DEFAULT_PAGE_SIZE: Final = 25
 MAX_PAGE_SIZE: Final = 500
 MAX_ADMIN_BODY_BYTES: Final = 1024 * 1024
@@ -108,6 +114,8 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DATA_PORT: Final = 8080
 ADMIN_PORT: Final = 9090
 ECHO_PORT: Final = 9001
+MAX_PORT: Final = 65535
+"""Largest TCP port number (0 asks the OS for a free one)."""
 DEFAULT_REGION: Final = "us-east-1"
 ACCOUNT_ID: Final = "123456789012"
 """Fixed fake account id used in ARNs and messages."""
@@ -148,3 +156,4 @@ BENCH_HISTOGRAM_MAX_NS: Final = 60 * 60 * 10**9
 
 # --- Units -------------------------------------------------------------------
 MS_PER_S: Final = 1000
+"""AWS gives times and timeouts in milliseconds (``connectedAt``, ``timeoutInMillis``); our clocks tick in s."""

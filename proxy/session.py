@@ -7,7 +7,7 @@ frame, ``Close`` with a code, or ``None`` (nothing to send). A connection's
 session is bound to the deployment snapshot its stage pointed at when it
 connected; the *current* stage (live settings) is passed in per call.
 
-Per message, in order (docs/aws-behaviour.md#routing, #integrations): route selection (``$default``
+Per message, in order (``docs/aws-behaviour.md#routing``, ``#integrations``): route selection (``$default``
 when the snapshot has no other message route, without parsing), throttling
 (the gateway's observer, between ``route`` and ``integrate``), then the
 integration: ws:// passthrough, MOCK, or the "Internal server error" frame.
@@ -26,6 +26,7 @@ from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, HTTP_PROXY, MOCK, 
 from proxy.control.routing import RouteTable, per_snapshot, route_table, substitute_stage_variables
 from proxy.errors import IntegrationError
 from proxy.frames import CloseCode, Opcode
+from proxy.limits import MS_PER_S
 
 WEBSOCKET_SCHEMES = ("ws://", "wss://")
 
@@ -313,7 +314,7 @@ class Session:
         if forward is None:
             url = upstream_url(integration, self.target.stage.stage_variables, self.client.query)
             # Built as _make does (see Forward).
-            forward = tuple.__new__(Forward, (url, integration.timeout_in_millis / 1000))
+            forward = tuple.__new__(Forward, (url, integration.timeout_in_millis / MS_PER_S))
             self._forwards[integration.integration_id] = forward
         return forward
 

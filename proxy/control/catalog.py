@@ -1,7 +1,7 @@
 """What the data plane reads: the live mapping from (Host, path) to a ``Target``.
 
-Layer 3. The control-plane service keeps a ``Catalog`` current; the data
-plane only calls ``resolve``. Resolution order (docs/aws-behaviour.md#custom-domains):
+Layer 3. The control-plane service keeps a ``MemoryCatalog`` current; the data
+plane only calls ``resolve``. Resolution order (``docs/aws-behaviour.md#custom-domains``):
 
 1. Host equals a registered custom domain: the longest matching
    ``apiMappingKey`` prefix of the path picks API and stage.
@@ -15,26 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from proxy.control.model import Api, ApiMapping, Deployment, DomainName, Stage, Target
 from proxy.errors import NotFoundException
 from proxy.limits import RESOLVED_TARGET_CACHE
-
-
-class Catalog(Protocol):
-    def resolve(self, host: str, path: str) -> Target:
-        """Return the target for a new connection.
-
-        Args:
-            host: the request's Host header, port included if sent.
-            path: the request path without the query string.
-
-        Raises:
-            NotFoundException: no API, stage or deployed stage matches.
-        """
-        ...
-
 
 _EXECUTE_API = ".execute-api."
 

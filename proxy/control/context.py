@@ -1,4 +1,4 @@
-"""``$context`` for one connect, message or disconnect (docs/aws-behaviour.md#context-variables).
+"""``$context`` for one connect, message or disconnect (``docs/aws-behaviour.md#context-variables``).
 
 Layer 3, sans-IO: the data plane fills a ``RequestContext`` with ids and times
 it already has (no clock is read here); mapping templates, access logs and
@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
+
+from proxy.limits import MS_PER_S
 
 UNKNOWN: Final = "-"
 """What a variable framegate cannot fill reads as (AWS logs ``-`` too)."""
@@ -38,12 +40,10 @@ _IDENTITY_UNKNOWN: Final = (
 )
 """Identity fields AWS fills from IAM/Cognito/API keys; framegate has none of them."""
 
-_MS_PER_S: Final = 1000
-
 
 def clf_time(epoch_ms: int) -> str:
     """Common Log Format time in UTC, e.g. ``02/Apr/2020:02:42:33 +0000``."""
-    moment = datetime.fromtimestamp(epoch_ms / _MS_PER_S, tz=UTC)
+    moment = datetime.fromtimestamp(epoch_ms / MS_PER_S, tz=UTC)
     return f"{moment.day:02d}/{_MONTHS[moment.month - 1]}/{moment.year:04d}:{moment:%H:%M:%S} +0000"
 
 

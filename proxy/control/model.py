@@ -8,7 +8,7 @@ without copying and without ever changing under them.
 
 This module is the contract between the control plane (which creates and
 stores these values) and the data plane (which only reads ``Target``s from a
-``Catalog``, see ``control.catalog``).
+``control.catalog.MemoryCatalog``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Assembles the control plane of one ``framegate serve``: store, service, router, start-up state.
 
 Layer 3. ``open_control_plane`` opens the SQLite store, seeds the demo API on
-an empty store started without ``--config``/``--backend``, applies ``--config``, fronts ``--backend`` as API
-``quickstart`` (stage ``prod``), and publishes everything to the catalog so
-the data plane can serve before the first admin request. The wall clock is
-read here, the one place this layer needs it, and handed to the service.
+an empty store started without ``--config``/``--backend``, applies ``--config``,
+fronts ``--backend`` as API ``quickstart`` (stage ``prod``), which becomes the
+catalog's default API unless ``--default-api`` names one (the one place that
+choice is made), and publishes everything to the catalog so the data plane can
+serve before the first admin request. The wall clock is read here, the one
+place this layer needs it, and handed to the service.
 """
 
 from __future__ import annotations

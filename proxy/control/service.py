@@ -1,4 +1,4 @@
-"""apigatewayv2 operations over a ``Store``, publishing the live plane to a ``Catalog``.
+"""apigatewayv2 operations over a ``Store``, publishing the live plane to a ``Publisher``.
 
 Layer 3. Operations take and return model values (snake_case); ``control.wire``
 and ``control.handlers`` put the REST skin on. Every operation validates, then
@@ -150,9 +150,9 @@ def _validate_access_log(settings: AccessLogSettings | None) -> None:
 
 
 def _validate_api(api: Api) -> None:
-    _length(api.name, "name", 1, 128)
-    _length(api.description, "description", 0, 1024)
-    _length(api.version, "version", 1, 64)
+    _length(api.name, "name", 1, limits.MAX_NAME_CHARS)
+    _length(api.description, "description", 0, limits.MAX_DESCRIPTION_CHARS)
+    _length(api.version, "version", 1, limits.MAX_API_VERSION_CHARS)
     _one_of(api.api_key_selection_expression, API_KEY_SELECTION_EXPRESSIONS, "apiKeySelectionExpression")
     if not api.route_selection_expression:
         raise BadRequestException("routeSelectionExpression is required for WEBSOCKET APIs")
@@ -163,7 +163,7 @@ def _validate_integration(integration: Integration) -> None:
     _one_of(integration.passthrough_behavior, {"WHEN_NO_MATCH", "NEVER", "WHEN_NO_TEMPLATES"}, "passthroughBehavior")
     _one_of(integration.connection_type, {"INTERNET", "VPC_LINK"}, "connectionType")
     _one_of(integration.content_handling_strategy, {"CONVERT_TO_BINARY", "CONVERT_TO_TEXT"}, "contentHandlingStrategy")
-    _length(integration.integration_uri, "integrationUri", 1, 2048)
+    _length(integration.integration_uri, "integrationUri", 1, limits.MAX_INTEGRATION_URI_CHARS)
     if integration.integration_type != "MOCK" and not integration.integration_uri:
         raise BadRequestException(f"integrationUri is required for {integration.integration_type} integrations")
     if not limits.MIN_INTEGRATION_TIMEOUT_MS <= integration.timeout_in_millis <= limits.INTEGRATION_TIMEOUT_MS:
@@ -348,7 +348,7 @@ class ControlService:
 
     def _check_route(self, state: ApiState, route: Route) -> None:
         key = route.route_key
-        _length(key, "routeKey", 1, 128)
+        _length(key, "routeKey", 1, limits.MAX_NAME_CHARS)
         if key.startswith("$") and key not in RESERVED_ROUTE_KEYS:
             raise BadRequestException(f"Route key {key} is reserved: custom route keys must not start with $")
         if any(r.route_key == key and r.route_id != route.route_id for r in state.routes.values()):
@@ -599,8 +599,8 @@ class ControlService:
         return stage
 
     def _check_stage(self, state: ApiState, stage: Stage) -> None:
-        _length(stage.stage_name, "stageName", 1, 128)
-        _length(stage.description, "description", 0, 1024)
+        _length(stage.stage_name, "stageName", 1, limits.MAX_NAME_CHARS)
+        _length(stage.description, "description", 0, limits.MAX_DESCRIPTION_CHARS)
         if stage.deployment_id is not None:
             self.deployment(state.api.api_id, stage.deployment_id)
         validate_stage_variables(stage.stage_variables)

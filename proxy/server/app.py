@@ -18,31 +18,15 @@ import sys
 from proxy import build, codec, handshake, throttle
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
-from proxy.control.plane import QUICKSTART_API, ControlPlane
 from proxy.errors import ControlError
 from proxy.server.admin import start_control_plane
 from proxy.server.gateway import Gateway
-from proxy.server.loop import run_loop
+from proxy.server.loop import bound_url, run_loop
 from proxy.server.observer import Observer
 
 logger = logging.getLogger(__name__)
 
 READY_PREFIX = "framegate ready"
-
-
-def _url(scheme: str, server: asyncio.Server) -> str:
-    host, port = server.sockets[0].getsockname()[:2]
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-
-
-def _default_api(config: Config, plane: ControlPlane) -> str | None:
-    """``--default-api``, else the quickstart API when ``--backend`` fronts one."""
-    if config.default_api is not None or config.backend is None:
-        return config.default_api
-    for api_id, state in plane.service.apis.items():
-        if state.api.name == QUICKSTART_API:
-            return api_id
-    return None
 
 
 async def _serve(config: Config) -> int:
@@ -53,7 +37,6 @@ async def _serve(config: Config) -> int:
     except (OSError, ControlError, ValueError) as exc:
         print(f"framegate serve: cannot start the control plane: {exc}", file=sys.stderr)
         return 1
-    catalog.default_api = _default_api(config, plane)
     observer = Observer(config)
     gateway = Gateway(config, catalog, observer)
     try:
@@ -69,9 +52,9 @@ async def _serve(config: Config) -> int:
     # What start-up built (modules, store, catalog) lives as long as the process: moving it
     # out of the collector's sight keeps full collections, and their pauses, small.
     gc.freeze()
-    admin_url = _url("http", admin.server)
+    admin_url = bound_url(admin.server, "http")
     print(
-        f"{READY_PREFIX} data={_url('ws', server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
+        f"{READY_PREFIX} data={bound_url(server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
         flush=True,
     )
     for part, reason in (

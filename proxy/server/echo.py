@@ -20,7 +20,7 @@ from proxy.errors import HandshakeError, ProtocolError
 from proxy.frames import CloseCode, Opcode, parse_close
 from proxy.handshake import ServerHandshake
 from proxy.limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
-from proxy.server.loop import run_loop
+from proxy.server.loop import bound_url, run_loop
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +124,6 @@ async def start_echo_server(host: str, port: int) -> asyncio.Server:
     """Bind the echo server; ``port=0`` picks a free port (read it from ``server.sockets``)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(EchoProtocol, host, port, reuse_address=True)
-
-
-def bound_url(server: asyncio.Server) -> str:
-    """The ``ws://HOST:PORT`` a bound server listens on (IPv6 hosts bracketed)."""
-    host, port = server.sockets[0].getsockname()[:2]
-    return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
 
 
 async def _serve_forever(host: str, port: int) -> None:

@@ -23,7 +23,6 @@ INTEGRATION = "integration"
 STAGE = "stage"
 DEPLOYMENT = "deployment"
 DOMAIN = "domain"
-KINDS = (API, ROUTE, INTEGRATION, STAGE, DEPLOYMENT, DOMAIN)
 TOP = ""
 """The parent of top-level resources (APIs, domain names)."""
 

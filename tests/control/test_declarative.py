@@ -160,6 +160,21 @@ def test_backend_creates_then_repoints_quickstart(tmp_path: Path) -> None:
         plane.close()
 
 
+def test_default_api_outranks_the_backend_quickstart(tmp_path: Path) -> None:
+    db = str(tmp_path / "a.db")
+    seeded = open_control_plane(Config(db_path=db), MemoryCatalog())  # a bare start seeds the demo
+    (demo,) = seeded.service.apis
+    seeded.close()
+    config = Config(db_path=db, backend="ws://127.0.0.1:9101", default_api=demo)
+    catalog = MemoryCatalog(config.default_api)  # as ``framegate serve`` builds it
+    plane = open_control_plane(config, catalog)
+    try:
+        assert [s.api.name for s in plane.service.apis.values()] == ["demo", "quickstart"]
+        assert catalog.default_api == demo
+    finally:
+        plane.close()
+
+
 @pytest.mark.integration
 def test_framegate_export_command(tmp_path: Path) -> None:
     config = Config(db_path=str(tmp_path / "a.db"), config_file=_write(tmp_path, "c.yaml", CONFIG_YAML))
