@@ -216,6 +216,25 @@ def _classify(exc: RemoteProtocolError) -> HandshakeError:
     return HandshakeError(text, hint.status_code, headers=[(_text(name), _text(value)) for name, value in hint.headers])
 
 
+# --- wsproto internals -------------------------------------------------------------------------
+# wsproto has no public way to say which key a client handshake sent, nor to hand over the raw
+# bytes behind a 101 (its ``connection`` property parses them as frames itself). These two
+# functions are the only places that reach inside it; pyproject.toml pins the wsproto range they
+# hold for, and tests/test_handshake.py fails loudly, naming them, if an upgrade moves either.
+
+
+def expect_key(handshake: H11Handshake, key: str) -> None:
+    """Make a client ``handshake`` check the backend's accept token against ``key``, the one we sent."""
+    if not hasattr(handshake, "_nonce"):  # a silent miss would refuse every backend: say why instead
+        raise RuntimeError("wsproto.handshake.H11Handshake has no _nonce: see proxy.handshake.expect_key")
+    handshake._nonce = key.encode("ascii")
+
+
+def trailing_bytes(handshake: H11Handshake) -> bytes:
+    """The bytes a backend sent behind its 101 (h11's public ``trailing_data`` of wsproto's connection)."""
+    return bytes(handshake._h11_connection.trailing_data[0])
+
+
 @functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)
 def _host_and_target(url: str) -> tuple[str, str]:
     """An upstream URL's Host header and request target (parsed once per URL, not per connection)."""
@@ -281,7 +300,7 @@ class ClientHandshake:
         """
         handshake = H11Handshake(ConnectionType.CLIENT)
         handshake.send(self._request())
-        handshake._nonce = self._key.encode("ascii")
+        expect_key(handshake, self._key)
         return handshake
 
     def receive_data(self, data: bytes) -> UpstreamAccepted | None:
@@ -304,7 +323,7 @@ class ClientHandshake:
             raise HandshakeError(f"backend answered an invalid upgrade: {exc}", HTTPStatus.BAD_GATEWAY) from exc
         for event in events:
             if isinstance(event, AcceptConnection):
-                trailing = bytes(self._handshake._h11_connection.trailing_data[0])
+                trailing = trailing_bytes(self._handshake)
                 return UpstreamAccepted(event.subprotocol, trailing)
             if isinstance(event, RejectConnection):
                 self._status = event.status_code
