@@ -28,19 +28,16 @@ from proxy.logformat import configure_logging
 _SERVE = "framegate serve"
 
 
-def _log_level(text: str) -> str:
-    """``--log-level``: a level name in any case."""
-    level = text.upper()
-    if level not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)} (any case)")
-    return level
+def _one_of(choices: Sequence[str], normalise: Callable[[str], str] = str) -> Callable[[str], str]:
+    """A flag's parser accepting ``choices`` (after ``normalise``), naming them when it refuses."""
 
+    def parse(text: str) -> str:
+        value = normalise(text)
+        if value not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return value
 
-def _log_format(text: str) -> str:
-    """``--log-format``: text or json."""
-    if text not in LOG_FORMATS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_FORMATS)}")
-    return text
+    return parse
 
 
 _SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
@@ -95,8 +92,12 @@ _SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "text frame for a throttled message, with {connectionId} and {requestId} placeholders (default: AWS's)",
     ),
     "log_dir": ("--log-dir", str, "directory for access logs sent to arn:aws:logs ARNs (default: logs/ next to --db)"),
-    "log_level": ("--log-level", _log_level, "DEBUG, INFO, WARNING or ERROR, any case (default %(default)s)"),
-    "log_format": ("--log-format", _log_format, "process log lines: text or json (default %(default)s)"),
+    "log_level": (
+        "--log-level",
+        _one_of(LOG_LEVELS, str.upper),
+        "DEBUG, INFO, WARNING or ERROR, any case (default %(default)s)",
+    ),
+    "log_format": ("--log-format", _one_of(LOG_FORMATS), "process log lines: text or json (default %(default)s)"),
     "max_connections": (
         "--max-connections",
         int,

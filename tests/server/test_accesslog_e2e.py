@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.helpers.servers import ROOT, framegate, masked_frame
+from tests.helpers.servers import ROOT, framegate, masked_frame, upgrade_request
 
 pytestmark = pytest.mark.integration
 
@@ -75,11 +75,8 @@ async def _raw_client(host: str, port: int) -> None:
     """Upgrade with ``ESCAPING_AGENT`` as User-Agent (latin-1 bytes), then close cleanly."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(
-            b"GET /dev HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            b"User-Agent: " + ESCAPING_AGENT.encode("latin-1") + b"\r\n\r\n"
-        )
+        request = upgrade_request("/dev").removesuffix(b"\r\n")  # the blank line goes after User-Agent
+        writer.write(request + b"User-Agent: " + ESCAPING_AGENT.encode("latin-1") + b"\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
         assert head.startswith(b"HTTP/1.1 101 ")
         writer.write(masked_frame(0x8, (1000).to_bytes(2, "big")))

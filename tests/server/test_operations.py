@@ -22,7 +22,7 @@ import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.helpers.servers import READY, ROOT, START_CEILING_S, Framegate, codec_env, serve_argv
+from tests.helpers.servers import READY, ROOT, START_CEILING_S, Framegate, codec_env, serve_argv, upgrade_request
 
 pytestmark = pytest.mark.integration
 
@@ -193,10 +193,7 @@ def _low_fd_limit() -> None:
 async def _raw_answer(host: str, port: int) -> bytes:
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(
-            b"GET /dev HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        writer.write(upgrade_request("/dev"))
         return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
     finally:
         writer.close()
