@@ -22,6 +22,7 @@ import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from proxy.limits import ADMIN_FD_RESERVE, FD_RESERVE, FDS_PER_CONNECTION
 from tests.helpers.servers import READY, ROOT, START_CEILING_S, Framegate, codec_env, serve_argv, upgrade_request
 
 pytestmark = pytest.mark.integration
@@ -180,8 +181,8 @@ async def test_connections_over_max_connections_get_503_and_metrics_still_answer
 
 FD_LIMIT = 200
 """The gateway's open-file limit in the test below (soft = hard: it cannot raise it)."""
-DERIVED_CAP = (FD_LIMIT - 64 - 64) // 2
-"""What ``proxy.server.fdlimit.derived_max_connections`` makes of it (the reserves of proxy.limits)."""
+DERIVED_CAP = (FD_LIMIT - FD_RESERVE - ADMIN_FD_RESERVE) // FDS_PER_CONNECTION
+"""The cap the gateway must derive from it (the formula of proxy.limits.FDS_PER_CONNECTION)."""
 BEYOND_THE_LIMIT = FD_LIMIT + 50
 BATCH = 25
 
