@@ -8,7 +8,7 @@ of the interpreter's work per connection set-up. The grammar accepted is the
 reference's (its ``_REQUEST_HEAD``, ``_RESPONSE_HEAD`` and ``_FIELD``): field
 names are tokens, values are printable ASCII with single spaces or runs of
 spaces inside, optional spaces or tabs around, CRLF line ends. Everything
-else is None, for wsproto to decide. ``tests/test_handshake_fast.py`` runs on
+else is None, for ``refusal`` and then wsproto to decide. ``tests/test_handshake_fast.py`` runs on
 both twins against wsproto and holds the two equal on arbitrary heads.
 """
 
@@ -24,8 +24,21 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(object text)
 
 from proxy._pyupgrade import _ACCEPT_GUID, _KEY_BYTES, RequestHead, _request_start
+# The refusals run only for heads the scanner declined (never the canonical one) or still
+# arriving: off the hot path, so the reference's own functions serve both twins, one copy.
+from proxy._pyupgrade import bare_line_feed, refusal
 
-__all__ = ["RequestHead", "accept_token", "new_key", "parse_accept", "parse_request", "render_accept", "render_request"]
+__all__ = [
+    "RequestHead",
+    "accept_token",
+    "bare_line_feed",
+    "new_key",
+    "parse_accept",
+    "parse_request",
+    "refusal",
+    "render_accept",
+    "render_request",
+]
 
 cdef bint TCHAR[256]
 cdef bint VCHAR[256]

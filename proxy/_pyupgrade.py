@@ -9,8 +9,15 @@ is not certain about: obs-fold, tabs or non-ASCII inside values, bare LF line
 ends, HTTP/1.0, bodies, a repeated or missing upgrade header, a key that is not
 16 bytes of base64, an empty subprotocol, extensions in a 101. The caller then
 runs wsproto on the same bytes, which stays the authority for every answer
-these paths do not give (every error status included). ``tests/test_handshake_fast.py`` checks each
+these paths do not give (every error status but ``refusal``'s). ``tests/test_handshake_fast.py`` checks each
 answer given here against wsproto's.
+
+Before wsproto sees a head the fast path declined, ``refusal`` names what
+makes it no WebSocket upgrade at all although h11 would read it (HTTP/1.0 or
+/2.0, a body, obs-fold, bare LF line ends, a key that is not 16 bytes of
+base64): those are answered 400 at once, never forwarded, and a request body
+is never read as frames. ``bare_line_feed`` spots bare LF line ends in a head
+still arriving, since the blank line we wait for (CRLF CRLF) never comes.
 
 This is the reference; ``ext/_upgrade.pyx`` (``proxy._upgrade``) is its
 compiled twin, chosen by ``proxy.handshake`` and held equal to it by the same tests.
@@ -37,6 +44,8 @@ _FIELD = rf"({_TOKEN}):[ \t]*+({_VALUE})[ \t]*+\r\n"
 """``name: value`` with h11's optional whitespace around the value (stripped, as h11 does)."""
 _FIELDS = re.compile(_FIELD)
 _REQUEST_HEAD = re.compile(rf"GET ([\x21-\x7e]++) HTTP/1\.1\r\n((?:{_FIELD})++)\r\n")
+_REQUEST_LINE = re.compile(r"[!-~]++ [!-~]++(?: (HTTP/[0-9]\.[0-9]))?+")
+"""``METHOD target [HTTP/x.y]``: where a request line names its version (none: HTTP/0.9)."""
 _RESPONSE_HEAD = re.compile(rf"HTTP/1\.1 101(?: [\x20-\x7e]*+)?\r\n((?:{_FIELD})++)\r\n")
 """Whole heads, validated in one match; ``_FIELDS.findall`` then reads the fields it vouched for
 (names as sent: wsproto lower-cases them)."""
@@ -60,6 +69,14 @@ _SPLIT_OUT = frozenset({"host", "sec-websocket-protocol", "sec-websocket-extensi
 """Request headers wsproto's ``Request`` keeps apart from ``extra_headers``."""
 _RENDERED = frozenset({"host"}) | _BODY_HEADERS
 """Extra request headers h11 checks against its own (a second Host, framing): left to it."""
+
+
+BARE_LF: Final = "lines must end with CRLF, not a bare LF (RFC 9112 2.2)"
+"""``refusal``'s reason for a bare LF, also what a head still arriving with one is told."""
+_HTTP_11 = "HTTP/1.1"
+_CR = 13
+_FOLD_STARTS = (" ", "\t")
+_EMPTY_BODY = "0"
 
 
 class RequestHead(NamedTuple):
@@ -118,6 +135,64 @@ def parse_request(head: bytes) -> RequestHead | None:
     ):
         return None
     return RequestHead(target, host, key, tuple(subprotocols), tuple(headers))
+
+
+def refusal(head: bytes) -> str | None:
+    """Why ``head``, a complete request head, can never be a WebSocket upgrade; None to let wsproto read it.
+
+    Only for heads ``parse_request`` declined (a canonical head has none of
+    these faults). The message says what was wrong, for the 400 body; it
+    echoes nothing the client sent but an HTTP version.
+    """
+    if bare_line_feed(head, 0):
+        return BARE_LF
+    request_line, *lines = head.decode("latin-1").split(_CRLF)
+    line = _REQUEST_LINE.fullmatch(request_line)
+    if line is not None:
+        version = line.group(1)
+        if version is None:
+            return "the request line names no HTTP version: a WebSocket upgrade needs HTTP/1.1 (RFC 6455 4.1)"
+        if version != _HTTP_11:
+            return f"{version} is not HTTP/1.1: a WebSocket upgrade needs HTTP/1.1 (RFC 6455 4.1)"
+    keys: list[str] = []
+    for field in lines:
+        if field.startswith(_FOLD_STARTS):
+            return "obsolete line folding (a header line starting with a space or tab) is refused (RFC 9112 5.2)"
+        name, _, value = field.partition(":")
+        name = name.lower()
+        value = value.strip(" \t")
+        if name == "transfer-encoding":
+            return "an upgrade request has no body: Transfer-Encoding is refused"
+        if name == "content-length" and value != _EMPTY_BODY:
+            return "an upgrade request has no body: Content-Length must be absent or 0"
+        if name == "sec-websocket-key":
+            keys.append(value)
+    if len(keys) > 1:
+        return "Sec-WebSocket-Key is repeated"
+    if keys and not _is_nonce(keys[0]):
+        return "Sec-WebSocket-Key must be the base64 of exactly 16 bytes (RFC 6455 4.2.1)"
+    return None
+
+
+def _is_nonce(key: str) -> bool:
+    """Whether ``key`` is base64 (strict: alphabet and padding) of exactly 16 bytes."""
+    try:
+        return len(binascii.a2b_base64(key, strict_mode=True)) == _KEY_BYTES
+    except (binascii.Error, ValueError):  # ValueError: not ASCII
+        return False
+
+
+def bare_line_feed(data: bytes, start: int) -> bool:
+    """Whether ``data`` has an LF not preceded by CR at or after ``start`` (the CR may precede ``start``).
+
+    Called per read while a head arrives, on the new bytes only: linear in the head, however it is split.
+    """
+    at = data.find(b"\n", start)
+    while at >= 0:
+        if at == 0 or data[at - 1] != _CR:
+            return True
+        at = data.find(b"\n", at + 1)
+    return False
 
 
 def render_accept(key: str, subprotocol: str | None) -> bytes:

@@ -4,22 +4,44 @@ Layer 5. Builds one ``Config`` from flags and ``FRAMEGATE_<FLAG>`` environment
 variables (a flag wins over the environment), validates it, and hands it to
 the server. Subcommand implementations are imported lazily so ``--help`` and
 ``bench`` stay fast.
+
+Bad input is a usage error, never a traceback: a flag value that does not
+parse (argparse's message), a ``FRAMEGATE_*`` variable that does not, a
+setting ``Config.validate`` refuses (named by its flag) or a ``--config`` file
+that cannot be read, parsed or has an unknown key (file, line and key) all
+exit 2 with one line on stderr starting ``framegate serve: ``.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
+from typing import Any
 
 from proxy import __version__, limits
-from proxy.config import Config
+from proxy.config import LOG_FORMATS, LOG_LEVELS, USAGE_ERROR, Config, InvalidSetting
+from proxy.logformat import configure_logging
 
-_SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
-    # Config field: (flag, type, help)
+_SERVE = "framegate serve"
+
+
+def _one_of(choices: Sequence[str], normalise: Callable[[str], str] = str) -> Callable[[str], str]:
+    """A flag's parser accepting ``choices`` (after ``normalise``), naming them when it refuses."""
+
+    def parse(text: str) -> str:
+        value = normalise(text)
+        if value not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+_SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    # Config field: (flag, parse, help)
     "host": ("--host", str, "data-plane listen address (default %(default)s)"),
     "port": ("--port", int, "data-plane port, where clients connect to ws://HOST:PORT/{stage} (default %(default)s)"),
     "admin_host": ("--admin-host", str, "control-plane and /metrics listen address (default %(default)s)"),
@@ -70,13 +92,40 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         "text frame for a throttled message, with {connectionId} and {requestId} placeholders (default: AWS's)",
     ),
     "log_dir": ("--log-dir", str, "directory for access logs sent to arn:aws:logs ARNs (default: logs/ next to --db)"),
-    "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR (default %(default)s)"),
+    "log_level": (
+        "--log-level",
+        _one_of(LOG_LEVELS, str.upper),
+        "DEBUG, INFO, WARNING or ERROR, any case (default %(default)s)",
+    ),
+    "log_format": ("--log-format", _one_of(LOG_FORMATS), "process log lines: text or json (default %(default)s)"),
+    "max_connections": (
+        "--max-connections",
+        int,
+        "client connections served at once; more are answered 503 (default: from the open-file limit)",
+    ),
 }
 
 
-def _env_default(field_name: str, fallback: object, kind: type) -> object:
-    raw = os.environ.get(f"FRAMEGATE_{field_name.upper()}")
-    return fallback if raw is None else kind(raw)
+def _env_default(field_name: str, fallback: object, parse: Callable[[str], Any], errors: list[str]) -> object:
+    """``FRAMEGATE_<FIELD>`` parsed as its flag would be, else ``fallback``; a value that does not
+    parse is noted in ``errors`` (reported if ``serve`` runs) rather than raised while building."""
+    variable = f"FRAMEGATE_{field_name.upper()}"
+    raw = os.environ.get(variable)
+    if raw is None:
+        return fallback
+    try:
+        return parse(raw)
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+        # the value is not echoed: an environment may hold what should not reach a log
+        kind = getattr(parse, "__name__", "value").lstrip("_").replace("_", " ")
+        detail = str(exc) if isinstance(exc, argparse.ArgumentTypeError) else f"not a valid {kind}"
+        errors.append(f"{variable}: {detail.replace(repr(raw), 'the value')}")
+        return fallback
+
+
+def _usage_error(message: str) -> int:
+    print(f"{_SERVE}: {message}", file=sys.stderr)
+    return USAGE_ERROR
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,24 +135,32 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Run the WebSocket gateway. An empty store gets a demo API: ws://127.0.0.1:8080/dev echoes.",
     )
     defaults = Config()
+    env_errors: list[str] = []
     for f in fields(Config):
         if f.name not in _SERVE_FLAGS:
             continue
-        flag, kind, text = _SERVE_FLAGS[f.name]
-        parser.add_argument(
-            flag, dest=f.name, type=kind, help=text, default=_env_default(f.name, getattr(defaults, f.name), kind)
-        )
-    parser.set_defaults(run=_run_serve)
+        flag, parse, text = _SERVE_FLAGS[f.name]
+        default = _env_default(f.name, getattr(defaults, f.name), parse, env_errors)
+        parser.add_argument(flag, dest=f.name, type=parse, help=text, default=default)
+    parser.set_defaults(run=_run_serve, env_errors=env_errors)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    values = {name: getattr(args, name) for name in _SERVE_FLAGS}
-    config = Config(**values)
+    if args.env_errors:
+        return _usage_error(args.env_errors[0])
+    config = Config(**{name: getattr(args, name) for name in _SERVE_FLAGS})
     try:
         config.validate()
-    except ValueError as exc:
-        print(f"framegate serve: {exc}", file=sys.stderr)
-        return 2
+    except InvalidSetting as exc:
+        flag = _SERVE_FLAGS[exc.name][0] if exc.name in _SERVE_FLAGS else exc.name
+        return _usage_error(f"{flag} {exc.problem}")
+    if config.config_file is not None:
+        from proxy.control.declarative import DocumentError, load_document
+
+        try:
+            load_document(config.config_file)
+        except DocumentError as exc:
+            return _usage_error(f"--config {exc}")
     from proxy.server.app import serve
 
     return serve(config)
@@ -169,9 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
     result: int = args.run(args)
     return result
 

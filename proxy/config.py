@@ -13,6 +13,20 @@ from dataclasses import dataclass, fields
 from proxy import limits
 from proxy.gateway_frames import TOO_MANY_REQUESTS_TEMPLATE
 
+USAGE_ERROR = 2
+"""Exit status of ``framegate serve`` when the command line, environment or config file is refused."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+
+class InvalidSetting(ValueError):
+    """A setting that cannot work: ``name`` is the ``Config`` field, ``problem`` what is wrong with it."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name} {problem}")
+        self.name = name
+        self.problem = problem
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -45,20 +59,33 @@ class Config:
     log_dir: str | None = None
     """Where ``arn:aws:logs:...:log-group:NAME`` access logs go; None: ``logs/`` next to the db."""
     log_level: str = "INFO"
+    """One of ``LOG_LEVELS`` (the CLI accepts any case)."""
+    log_format: str = "text"
+    """The process log's format, one of ``LOG_FORMATS``: text lines, or JSON lines."""
+    max_connections: int | None = None
+    """Client connections served at once; more are answered 503. None: derived from the fd limit at
+    start (see ``proxy.limits.FDS_PER_CONNECTION``)."""
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first setting that cannot work."""
+        """Raise ``InvalidSetting`` naming the first setting that cannot work."""
         for name in ("port", "admin_port"):
             value = getattr(self, name)
             if not 0 <= value <= limits.MAX_PORT:
-                raise ValueError(f"{name} must be 0..{limits.MAX_PORT}, got {value}")
+                raise InvalidSetting(name, f"must be 0..{limits.MAX_PORT}, got {value}")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise ValueError(f"{f.name} must not be negative, got {value}")
-        if self.max_frame < 1 or self.max_message < 1:
-            raise ValueError("max_frame and max_message must be positive")
+                raise InvalidSetting(f.name, f"must not be negative, got {value}")
+        for name in ("max_frame", "max_message"):
+            if getattr(self, name) < 1:
+                raise InvalidSetting(name, "must be positive")
+        if self.max_connections is not None and self.max_connections < limits.MIN_CONNECTIONS:
+            raise InvalidSetting("max_connections", f"must be at least {limits.MIN_CONNECTIONS}")
         if self.write_low_water > self.write_high_water:
-            raise ValueError("write_low_water must not exceed write_high_water")
+            raise InvalidSetting("write_low_water", "must not exceed write_high_water")
         if self.backend is not None and not self.backend.startswith(("ws://", "wss://")):
-            raise ValueError(f"--backend must be a ws:// or wss:// URL, got {self.backend!r}")
+            raise InvalidSetting("backend", f"must be a ws:// or wss:// URL, got {self.backend!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise InvalidSetting("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise InvalidSetting("log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")

@@ -11,7 +11,9 @@ strict parsers and renderers first (``proxy._pyupgrade``, or its compiled twin
 ``proxy._upgrade``), and only what they decline (anything unusual, every
 error) reaches wsproto, built on demand.
 
-Server role (clients): ``ServerHandshake`` caps the request head, turns
+Server role (clients): ``ServerHandshake`` caps the request head, refuses
+with 400 at once what can never be an upgrade though h11 would read it
+(``refusal``: HTTP/1.0, a body, obs-fold, bare LF, a bad key), turns
 wsproto's errors into the HTTP status a client should see (400 malformed,
 426 not an upgrade, 431 head too large) and renders 101 or an HTTP error.
 Client role (upstreams): ``ClientHandshake`` renders the upgrade request with
@@ -31,7 +33,7 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData, Reque
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from proxy._pyupgrade import RequestHead
+from proxy._pyupgrade import BARE_LF, RequestHead
 from proxy.build import twin
 from proxy.errors import HandshakeError
 from proxy.limits import MAX_REQUEST_HEAD_BYTES, MAX_URL_CHARS, UPSTREAM_URL_CACHE
@@ -43,12 +45,13 @@ FALLBACK_REASON: str | None = _upgrade.fallback_reason
 """Why the compiled fast paths are not in use although nobody asked for the twin (None otherwise)."""
 if TYPE_CHECKING:
     from proxy._upgrade import accept_token as accept_token  # re-exported: the bench client's key and token
+    from proxy._upgrade import bare_line_feed, parse_accept, parse_request, refusal, render_accept, render_request
     from proxy._upgrade import new_key as new_key
-    from proxy._upgrade import parse_accept, parse_request, render_accept, render_request
 else:
     accept_token, new_key = _upgrade.module.accept_token, _upgrade.module.new_key
     parse_request, render_accept = _upgrade.module.parse_request, _upgrade.module.render_accept
     render_request, parse_accept = _upgrade.module.render_request, _upgrade.module.parse_accept
+    refusal, bare_line_feed = _upgrade.module.refusal, _upgrade.module.bare_line_feed
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -126,6 +129,7 @@ class ServerHandshake:
                 and ``body`` say what to answer (see ``reject``).
         """
         buffer = self._buffer
+        fresh = len(data)
         if buffer:  # the head came in pieces: look at all of it (usually it comes in one read)
             buffer += data
             data = bytes(buffer)
@@ -133,6 +137,8 @@ class ServerHandshake:
         if end < 0:
             if not buffer:
                 buffer += data
+            if bare_line_feed(data, len(data) - fresh):  # its blank line would be LF LF: never ours
+                raise HandshakeError(BARE_LF, HTTPStatus.BAD_REQUEST)
             if len(buffer) > self._max_head:
                 raise HandshakeError(
                     f"request head exceeds {self._max_head} bytes", HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
@@ -150,6 +156,9 @@ class ServerHandshake:
             head = data[:head_length]
         fast = parse_request(head)
         if fast is None:
+            reason = refusal(head)
+            if reason is not None:
+                raise HandshakeError(reason, HTTPStatus.BAD_REQUEST)
             target, host, _, subprotocols, headers = self._parse(head)
         else:
             target, host, self._key, subprotocols, headers = fast
@@ -205,6 +214,25 @@ def _classify(exc: RemoteProtocolError) -> HandshakeError:
     if not isinstance(hint, RejectConnection):
         return HandshakeError(text, HTTPStatus.BAD_REQUEST)
     return HandshakeError(text, hint.status_code, headers=[(_text(name), _text(value)) for name, value in hint.headers])
+
+
+# --- wsproto internals -------------------------------------------------------------------------
+# wsproto has no public way to say which key a client handshake sent, nor to hand over the raw
+# bytes behind a 101 (its ``connection`` property parses them as frames itself). These two
+# functions are the only places that reach inside it; pyproject.toml pins the wsproto range they
+# hold for, and tests/test_handshake.py fails loudly, naming them, if an upgrade moves either.
+
+
+def expect_key(handshake: H11Handshake, key: str) -> None:
+    """Make a client ``handshake`` check the backend's accept token against ``key``, the one we sent."""
+    if not hasattr(handshake, "_nonce"):  # a silent miss would refuse every backend: say why instead
+        raise RuntimeError("wsproto.handshake.H11Handshake has no _nonce: see proxy.handshake.expect_key")
+    handshake._nonce = key.encode("ascii")
+
+
+def trailing_bytes(handshake: H11Handshake) -> bytes:
+    """The bytes a backend sent behind its 101 (h11's public ``trailing_data`` of wsproto's connection)."""
+    return bytes(handshake._h11_connection.trailing_data[0])
 
 
 @functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)
@@ -272,7 +300,7 @@ class ClientHandshake:
         """
         handshake = H11Handshake(ConnectionType.CLIENT)
         handshake.send(self._request())
-        handshake._nonce = self._key.encode("ascii")
+        expect_key(handshake, self._key)
         return handshake
 
     def receive_data(self, data: bytes) -> UpstreamAccepted | None:
@@ -295,7 +323,7 @@ class ClientHandshake:
             raise HandshakeError(f"backend answered an invalid upgrade: {exc}", HTTPStatus.BAD_GATEWAY) from exc
         for event in events:
             if isinstance(event, AcceptConnection):
-                trailing = bytes(self._handshake._h11_connection.trailing_data[0])
+                trailing = trailing_bytes(self._handshake)
                 return UpstreamAccepted(event.subprotocol, trailing)
             if isinstance(event, RejectConnection):
                 self._status = event.status_code

@@ -46,6 +46,23 @@ DRAIN_TIMEOUT_S: Final = 10.0
 CLOSE_TIMEOUT_S: Final = 5.0
 """How long to wait for the peer's close frame before dropping the socket."""
 
+# --- File descriptors and the connection cap ---------------------------------
+FD_RESERVE: Final = 64
+"""Descriptors kept out of the connection cap for the process itself: listeners, the store and its
+WAL, access-log files, the loop's own (epoll, signal pipe), imported modules' files."""
+ADMIN_FD_RESERVE: Final = 64
+"""Descriptors kept for admin-port connections (scrapes of /metrics, the control plane)."""
+FDS_PER_CONNECTION: Final = 2
+"""A client connection may need one upstream connection: the cap derived from the fd limit is
+``(limit - FD_RESERVE - ADMIN_FD_RESERVE) // FDS_PER_CONNECTION``."""
+MIN_CONNECTIONS: Final = 1
+"""The derived cap never goes below this, however low the fd limit."""
+REFUSAL_LINGER_S: Final = 1.0
+"""A connection answered 503 over the cap is closed when the client closes, or after this: closing
+at once, before its request arrived, would reset it and lose the 503 on the client's side."""
+ACCEPT_ERROR_LOG_INTERVAL_S: Final = 1.0
+"""Accept errors (and refusals over the cap) are logged at most once per interval, with a count."""
+
 # --- Integrations ----------------------------------------------------------
 INTEGRATION_TIMEOUT_MS: Final = 29_000
 """AWS default and maximum integration timeout for WebSocket APIs."""

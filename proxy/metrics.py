@@ -333,6 +333,9 @@ class GatewayMetrics:
         self.upstream_connect_failures = _unlabelled(
             registry, "framegate_upstream_connect_failures", "Upstream (integration) connections that failed"
         )
+        self.accept_errors = _unlabelled(
+            registry, "framegate_accept_errors", "Client connections the data port failed to accept (fd limit, memory)"
+        )
         self.upstream_connect_latency = SummedHistogram(
             "framegate_upstream_connect_latency_seconds",
             "Time to open an upstream (integration) connection",

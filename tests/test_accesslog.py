@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.accesslog import STDOUT, log_destination, payload_excerpt, render_access_line
 
@@ -58,6 +61,77 @@ def test_empty_value_renders_dash_and_line_breaks_are_escaped() -> None:
     line = render_access_line("$context.a $context.b", {"a": "", "b": "x\ny\rz"})
     assert line == "- x\\ny\\rz"
     assert "\n" not in line
+
+
+HOSTILE_AGENT = 'evil","status":"999","x":"\x1b[31mred\x1b[0m\\'
+JSON_FORMAT = (
+    '{"requestId":"$context.requestId","ua":"$context.identity.userAgent",'
+    '"status":"$context.status","latency":$context.integrationLatency,"route":$context.routeKey}'
+)
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def test_a_hostile_user_agent_cannot_add_a_field_to_a_json_log() -> None:
+    line = render_access_line(JSON_FORMAT, {**VARIABLES, "identity.userAgent": HOSTILE_AGENT})
+    entry = json.loads(line)
+    assert set(entry) == {"requestId", "ua", "status", "latency", "route"}
+    assert entry["status"] == "200" and entry["ua"] == HOSTILE_AGENT
+    assert CONTROL.search(line) is None
+
+
+def test_bare_values_in_a_json_format_stay_json() -> None:
+    """A number stands as it is; anything else, ``-`` included, becomes a string rather than break the line."""
+    line = render_access_line(JSON_FORMAT, {**VARIABLES, "routeKey": '1,"injected":true'})
+    assert json.loads(line) == {
+        "requestId": "KVmb8fjMIAMCFgQ=",
+        "ua": "-",
+        "status": "200",
+        "latency": 13,
+        "route": '1,"injected":true',
+    }
+    assert json.loads(render_access_line('{"a": $context.nothing}', {})) == {"a": "-"}
+
+
+def test_control_characters_outside_quotes_are_hex_escaped() -> None:
+    line = render_access_line("$context.a [$context.b]", {"a": "\x1b[2J\x00", "b": "tab\there\x7f\x85\u2028"})
+    assert line == "\\x1b[2J\\x00 [tab\\there\\x7f\\x85\\u2028]"
+
+
+def test_quoted_fields_of_a_clf_format_stay_one_field() -> None:
+    line = render_access_line(
+        '$context.identity.sourceIp "$context.identity.userAgent"',
+        {
+            **VARIABLES,
+            "identity.userAgent": 'a" 500 "b\x1b',
+        },
+    )
+    assert line == '127.0.0.1 "a\\" 500 \\"b\\u001b"'
+
+
+def test_an_escaped_quote_in_the_format_does_not_flip_the_context() -> None:
+    fmt = '{"msg": "said \\"$context.a\\" then", "n": $context.b}'
+    assert json.loads(render_access_line(fmt, {"a": 'x"y', "b": "7"})) == {"msg": 'said "x"y" then', "n": 7}
+
+
+_FORMATS = st.sampled_from(
+    [
+        JSON_FORMAT,
+        '$context.requestId "$context.identity.userAgent" $context.routeKey',
+        "$context.routeKey,$context.status",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_FORMATS, st.text(), st.text())
+def test_no_value_breaks_a_line_or_a_json_format(fmt: str, agent: str, route: str) -> None:
+    line = render_access_line(fmt, {**VARIABLES, "identity.userAgent": agent, "routeKey": route})
+    assert CONTROL.search(line) is None
+    assert len(line.splitlines()) == 1
+    if fmt == JSON_FORMAT:
+        entry = json.loads(line)
+        assert entry["ua"] == (agent or "-")
+        assert entry["route"] == (route or "-") or entry["route"] == json.loads(route)  # a bare number stays one
 
 
 def test_text_without_variables_is_unchanged() -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import h11
 import pytest
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, Request
+from wsproto.handshake import H11Handshake
 
 from proxy.errors import HandshakeError
-from proxy.handshake import ClientHandshake, ServerHandshake, http_response
+from proxy.handshake import ClientHandshake, ServerHandshake, expect_key, http_response, trailing_bytes
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 RFC_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -143,3 +147,36 @@ def test_backend_closing_mid_answer_is_502_or_its_status() -> None:
     refusing = _client()
     assert refusing.receive_data(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 10\r\n\r\nab") is None
     assert refusing.receive_eof().status_hint == 401
+
+
+# --- the wsproto internals proxy.handshake relies on (pinned in pyproject.toml) ----------------
+
+
+def test_wsproto_still_has_the_internals_we_reach() -> None:
+    """Fails loudly, naming them, if a wsproto upgrade drops ``H11Handshake._nonce`` or ``_h11_connection``.
+
+    ``expect_key`` sets the key a fallback handshake checks the backend's accept against;
+    ``trailing_bytes`` reads the frames behind a 101. Neither has a public wsproto API.
+    """
+    handshake = H11Handshake(ConnectionType.CLIENT)
+    handshake.send(Request(host="b", target="/"))
+    assert hasattr(handshake, "_nonce"), "wsproto removed H11Handshake._nonce: fix proxy.handshake.expect_key"
+    assert isinstance(getattr(handshake, "_h11_connection", None), h11.Connection), (
+        "wsproto removed H11Handshake._h11_connection: fix proxy.handshake.trailing_bytes"
+    )
+    expect_key(handshake, RFC_KEY)
+    handshake.receive_data(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + RFC_ACCEPT + b"\r\n\r\n\x81\x02hi"
+    )
+    (event,) = handshake.events()
+    assert isinstance(event, AcceptConnection), "wsproto no longer checks the key set by expect_key"
+    assert trailing_bytes(handshake) == b"\x81\x02hi"
+
+
+def test_expect_key_refuses_loudly_without_the_internal() -> None:
+    class Moved:
+        """A handshake whose key lives elsewhere (a future wsproto)."""
+
+    with pytest.raises(RuntimeError, match="expect_key"):
+        expect_key(Moved(), RFC_KEY)  # type: ignore[arg-type]

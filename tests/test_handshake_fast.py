@@ -42,7 +42,7 @@ HYPOTHESIS = settings(
     # the autouse ``upgrade`` fixture is the same for every example of a test
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-_FAST_PATHS = ("parse_request", "render_request", "parse_accept", "render_accept")
+_FAST_PATHS = ("parse_request", "render_request", "parse_accept", "render_accept", "refusal", "bare_line_feed")
 
 
 @pytest.fixture(params=["cython", "python"], autouse=True)
@@ -198,6 +198,7 @@ def test_server_fast_path_answers_as_wsproto_or_defers(head: bytes) -> None:
 @given(_request_heads(canonical=True), st.binary(max_size=8))
 def test_canonical_requests_take_the_fast_path(upgrade: ModuleType, head: bytes, pipelined: bytes) -> None:
     assert upgrade.parse_request(head) is not None
+    assert upgrade.refusal(head) is None
     _assert_server_agrees(head + pipelined)
 
 
@@ -303,6 +304,110 @@ def test_fast_101_opens_wsproto_and_websockets_clients(
     websockets_client.receive_data(server.accept(websockets_choice))
     assert websockets_client.state is State.OPEN
     assert websockets_client.subprotocol == websockets_choice
+
+
+# --- refusals: what h11 would read but is never a WebSocket upgrade --------------------------
+
+_NONCE_15, _NONCE_17 = base64.b64encode(b"k" * 15).decode(), base64.b64encode(b"k" * 17).decode()
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        (_head(*_CANONICAL[:3], "Sec-WebSocket-Key: ", _CANONICAL[4]), "exactly 16 bytes"),
+        (_head(*_CANONICAL[:3], "Sec-WebSocket-Key: !!!!not*base64!!!!!!!!==", _CANONICAL[4]), "exactly 16 bytes"),
+        (_head(*_CANONICAL[:3], f"Sec-WebSocket-Key: {_NONCE_15}", _CANONICAL[4]), "exactly 16 bytes"),
+        (_head(*_CANONICAL[:3], f"Sec-WebSocket-Key: {_NONCE_17}", _CANONICAL[4]), "exactly 16 bytes"),
+        (_head(*_CANONICAL[:3], "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ", _CANONICAL[4]), "exactly 16 bytes"),
+        (_head(*_CANONICAL, f"Sec-WebSocket-Key: {KEY}"), "repeated"),
+        (_head(*_CANONICAL, request_line="GET /dev HTTP/1.0"), "HTTP/1.0 is not HTTP/1.1"),
+        (_head(*_CANONICAL, request_line="GET /dev HTTP/0.9"), "HTTP/0.9 is not HTTP/1.1"),
+        (_head(*_CANONICAL, request_line="GET /dev HTTP/1.2"), "HTTP/1.2 is not HTTP/1.1"),
+        (_head(*_CANONICAL, request_line="GET /dev HTTP/2.0"), "HTTP/2.0 is not HTTP/1.1"),
+        (_head(*_CANONICAL, request_line="GET /dev"), "names no HTTP version"),
+        (_head(*_CANONICAL, "Content-Length: 5"), "Content-Length"),
+        (_head(*_CANONICAL, "Transfer-Encoding: chunked"), "Transfer-Encoding"),
+        (_head(*_CANONICAL, "Content-Length: 5", "Transfer-Encoding: chunked"), "no body"),
+        (_head(*_CANONICAL, "X-Fold: a", " b"), "obsolete line folding"),
+        (_head(*_CANONICAL, "X-Fold: a", "\tb"), "obsolete line folding"),
+        (_head(*_CANONICAL, "X-Bare: a\nY: b"), "bare LF"),
+    ],
+    ids=[
+        "empty-key",
+        "non-base64-key",
+        "15-byte-key",
+        "17-byte-key",
+        "unpadded-key",
+        "two-keys",
+        "http-1.0",
+        "http-0.9",
+        "http-1.2",
+        "http-2.0",
+        "no-version",
+        "content-length",
+        "chunked",
+        "content-length-and-chunked",
+        "obs-fold",
+        "obs-fold-tab",
+        "bare-lf-inside",
+    ],
+)
+def test_what_can_never_be_an_upgrade_is_refused_400_before_wsproto(
+    upgrade: ModuleType, head: bytes, reason: str
+) -> None:
+    assert upgrade.parse_request(head) is None
+    with mock.patch("proxy.handshake.H11Handshake") as wsproto, pytest.raises(HandshakeError) as error:
+        ServerHandshake().receive_data(head + b"\x81\x00")
+    assert wsproto.call_count == 0, "the body or head went to wsproto"
+    assert error.value.status_hint == 400
+    assert reason in str(error.value)
+    assert str(error.value) == upgrade.refusal(head)
+
+
+def test_an_empty_body_and_a_non_canonical_but_valid_key_are_still_upgrades() -> None:
+    for head in (
+        _head(*_CANONICAL, "Content-Length: 0"),
+        _head(*_CANONICAL[:3], "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR==", _CANONICAL[4]),
+    ):
+        request = ServerHandshake().receive_data(head)
+        assert request is not None and request.path == "/dev"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"GET /dev HTTP/1.1\nHost: h\nUpgrade: websocket\n\n"],
+        [b"GET /dev HTTP/1.1\r\nHost: h\r", b"\nUpgrade: websocket\n"],
+        [b"GET /dev HTTP/1.1\r\n", b"\n"],
+    ],
+    ids=["lf-only", "lf-after-a-split-crlf", "lf-alone"],
+)
+def test_a_bare_lf_head_is_refused_on_the_read_that_brings_it(pieces: list[bytes]) -> None:
+    """Its blank line never comes as CRLF CRLF: without this, it waited for the handshake timeout (408)."""
+    handshake = ServerHandshake()
+    for piece in pieces[:-1]:
+        assert handshake.receive_data(piece) is None
+    with pytest.raises(HandshakeError) as error:
+        handshake.receive_data(pieces[-1])
+    assert error.value.status_hint == 400 and "bare LF" in str(error.value)
+
+
+def test_a_crlf_split_between_reads_is_not_a_bare_lf() -> None:
+    handshake = ServerHandshake()
+    head = _head(*_CANONICAL)
+    cut = head.index(b"\r\n") + 1
+    assert handshake.receive_data(head[:cut]) is None
+    assert handshake.receive_data(head[cut:]) is not None
+
+
+@HYPOTHESIS
+@given(st.binary(max_size=64), st.data())
+def test_bare_line_feed_on_new_bytes_finds_what_a_whole_scan_finds(
+    upgrade: ModuleType, data: bytes, draw: st.DataObject
+) -> None:
+    start = draw.draw(st.integers(0, len(data)))
+    whole = any(byte == 10 and (at == 0 or data[at - 1] != 13) for at, byte in enumerate(data) if at >= start)
+    assert upgrade.bare_line_feed(data, start) == whole
 
 
 # --- client role ----------------------------------------------------------------------------
@@ -586,6 +691,12 @@ def _spoiled(draw: st.DrawFn, heads: st.SearchStrategy[bytes]) -> bytes:
 @given(st.one_of(_request_heads(), _spoiled(_request_heads()), _spoiled(_request_heads(canonical=True))))
 def test_compiled_request_parser_is_the_reference(head: bytes) -> None:
     _same(lambda module: module.parse_request(head))
+
+
+@HYPOTHESIS
+@given(st.one_of(_request_heads(), _spoiled(_request_heads())))
+def test_compiled_refusal_is_the_reference(head: bytes) -> None:
+    _same(lambda module: module.refusal(head))
 
 
 @HYPOTHESIS

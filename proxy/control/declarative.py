@@ -23,12 +23,22 @@ Applying is idempotent: a member that already has the declared value is not
 written, and a new deployment is made only when a route or integration
 changed or a declared stage has none. Applying is additive: resources the
 document does not mention are left alone.
+
+A document is refused whole, before anything is applied, when it cannot be
+read or parsed, or holds a key this shape does not have (a typo is not
+silently dropped): ``DocumentError`` names the file, the line and the key.
+``check_document`` also applies it to a scratch copy of the live state, so
+that a reload (SIGHUP) that fails leaves the running config untouched.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import sys
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -49,21 +59,135 @@ from proxy.control.model import (
     Stage,
     merge_settings,
 )
+from proxy.control.records import camel
 from proxy.control.service import ApiState, ControlService, merge_route_settings
-from proxy.errors import BadRequestException
+from proxy.errors import ControlError
 from proxy.store.sqlite import SqliteStore
 
 T = TypeVar("T")
 _NESTED = ("routes", "stages", "integration", "integrationResponses", "routeResponses", "apiMappings")
+_TOP_LEVEL: dict[str, type] = {"apis": Api, "domainNames": DomainName}
+_CHILDREN: dict[type, dict[str, type]] = {Api: {"routes": Route, "stages": Stage}, Route: {"integration": Integration}}
+"""Document keys that hold resources of their own, beside the model's members."""
+_EXTRA_KEYS: dict[type, frozenset[str]] = {ApiMapping: frozenset({"api"})}
+"""Document-only keys: an API mapping may name its API by its name in the document."""
+_SCRATCH_DB = ":memory:"
+_DOCUMENT = "the document"
+
+
+class DocumentError(ValueError):
+    """A ``--config`` document cannot be read, parsed or applied; the message names file, line and key."""
+
+
+class _Marked(dict[str, Any]):
+    """A mapping read from YAML that remembers the line of each key (for error messages)."""
+
+    lines: dict[str, int]
+
+
+class _MarkedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
+    """PyYAML's safe loader, building ``_Marked`` mappings."""
+
+
+def _marked_mapping(loader: _MarkedLoader, node: yaml.MappingNode) -> _Marked:
+    mapping = _Marked(loader.construct_mapping(node, deep=True))
+    mapping.lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
+    return mapping
+
+
+_MarkedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _marked_mapping)
 
 
 def load_document(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML or JSON file (JSON is YAML, but ``.json`` gets JSON's error messages)."""
-    text = Path(path).read_text()
-    document = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    """Read and parse a YAML or JSON file and check its keys (JSON is YAML, but ``.json`` gets JSON's messages).
+
+    Raises:
+        DocumentError: unreadable, malformed, not a mapping, or a key the shape does not have.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DocumentError(f"{path}: cannot read: {reason}") from exc
+    document = _parse(str(path), text)
     if not isinstance(document, dict):
-        raise BadRequestException(f"{path}: expected a mapping with 'apis' and/or 'domainNames'")
+        raise DocumentError(f"{path}: expected a mapping with 'apis' and/or 'domainNames'")
+    _check_keys(str(path), _TOP_LEVEL, document, _DOCUMENT)
     return document
+
+
+def _parse(path: str, text: str) -> object:
+    if path.endswith(".json"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(f"{path}:{exc.lineno}:{exc.colno}: {exc.msg}") from exc
+        try:  # the same document again, for the lines of its keys; JSON's reading is the one used
+            marked = yaml.load(text, _MarkedLoader)
+        except yaml.YAMLError:
+            return document
+        return marked if marked == document else document
+    try:
+        return yaml.load(text, _MarkedLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DocumentError(f"{where}: {problem}") from exc
+
+
+def _check_keys(path: str, allowed: Mapping[str, type | None], item: Mapping[str, Any], where: str) -> None:
+    """Refuse a key of ``item`` not in ``allowed``; recurse into the values that are resources."""
+    for key, value in item.items():
+        if key not in allowed:
+            line = getattr(item, "lines", {}).get(key)
+            close = difflib.get_close_matches(str(key), list(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DocumentError(f"{path}:{line or '?'}: unknown key {key!r} in {where}{hint}")
+        cls = allowed[key]
+        if cls is not None:
+            inside = key if where == _DOCUMENT else f"{where}.{key}"
+            for index, element in _elements(value):
+                _check_resource(path, cls, element, f"{inside}{index}")
+
+
+def _elements(value: object) -> list[tuple[str, object]]:
+    if isinstance(value, list):
+        return [(f"[{index}]", element) for index, element in enumerate(value)]
+    return [("", value)]
+
+
+def _check_resource(path: str, cls: type, item: object, where: str) -> None:
+    """Check a mapping meant to become ``cls``: its members, document children, and nested settings."""
+    if not isinstance(item, Mapping):
+        return  # wrong types are refused by wire.decode, naming the member
+    hints = typing.get_type_hints(cls)
+    allowed: dict[str, type | None] = {camel(name): _resource_type(hint) for name, hint in hints.items()}
+    allowed.update(_CHILDREN.get(cls, {}))
+    allowed.update(dict.fromkeys(_EXTRA_KEYS.get(cls, frozenset())))
+    _check_keys(path, allowed, item, where)
+    for name, hint in hints.items():
+        value = item.get(camel(name))
+        mapped = _mapped_resource(hint)
+        if mapped is not None and isinstance(value, Mapping):
+            for key, element in value.items():  # route settings by route key
+                _check_resource(path, mapped, element, f"{where}.{camel(name)}.{key}")
+
+
+def _resource_type(hint: object) -> type | None:
+    """The dataclass a member holds (directly, optionally, or as a tuple of them); None for plain values."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        hint = typing.get_args(hint)[0]
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def _mapped_resource(hint: object) -> type | None:
+    """The dataclass of a ``Mapping[str, dataclass]`` member's values (a stage's route settings)."""
+    if typing.get_origin(hint) in (Mapping, dict):
+        return _resource_type(typing.get_args(hint)[1])
+    return None
 
 
 def _changes(current: T, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,6 +348,23 @@ class _Applier:
 def apply_document(service: ControlService, document: Mapping[str, Any]) -> None:
     """Make ``service`` hold what ``document`` declares (idempotent, additive)."""
     _Applier(service).apply(document)
+
+
+def check_document(service: ControlService, document: Mapping[str, Any], path: str) -> None:
+    """Apply ``document`` to a scratch copy of ``service``'s state (an in-memory store), not to it.
+
+    Raises:
+        DocumentError: applying would fail; the message names the file and the refusal.
+    """
+    store = SqliteStore(_SCRATCH_DB)
+    try:
+        scratch = ControlService(store, MemoryCatalog(), service.clock, service.max_stages, service.region)
+        apply_document(scratch, export_document(service))
+        apply_document(scratch, document)
+    except ControlError as exc:
+        raise DocumentError(f"{path}: {exc}") from exc
+    finally:
+        store.close()
 
 
 def export_document(service: ControlService) -> dict[str, Any]:

@@ -1,14 +1,20 @@
 """``framegate serve``: the control plane, the data plane and /metrics in one process.
 
-Layer 4. Start-up order: open the store and bring the catalog to its start-up
-state (demo API, ``--config``, ``--backend``), bind the admin listener, bind
-the data listener, then print one ready line. SIGTERM/SIGINT stop accepting,
-close open connections with 1001 (at most ``--drain-timeout``) and exit 0.
+Layer 4. Start-up order: raise the open-file limit and derive the connection
+cap from it (``proxy.server.fdlimit``), open the store and bring the catalog
+to its start-up state (demo API, ``--config``, ``--backend``), bind the admin
+listener, bind the data listener, then print one ready line. SIGTERM/SIGINT
+stop accepting, close open connections with 1001 (at most ``--drain-timeout``)
+and exit 0. SIGHUP re-applies ``--config`` through the control plane, open
+connections untouched; a file that cannot be read, parsed or applied leaves
+the running config as it was (``reload_config``). Accept errors are counted
+and logged by the loop's exception handler (``proxy.server.refusal``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import importlib
 import logging
@@ -16,28 +22,70 @@ import signal
 import sys
 
 from proxy import build, codec, handshake, throttle
-from proxy.config import Config
+from proxy.config import USAGE_ERROR, Config
 from proxy.control.catalog import MemoryCatalog
+from proxy.control.declarative import DocumentError, apply_document, check_document, load_document
+from proxy.control.plane import ControlPlane
 from proxy.errors import ControlError
 from proxy.server.admin import start_control_plane
+from proxy.server.fdlimit import derived_max_connections, raise_fd_limit
 from proxy.server.gateway import Gateway
 from proxy.server.loop import bound_url, run_loop
 from proxy.server.observer import Observer
+from proxy.server.refusal import install_accept_errors
 
 logger = logging.getLogger(__name__)
 
 READY_PREFIX = "framegate ready"
 
 
+def reload_config(config: Config, plane: ControlPlane) -> bool:
+    """SIGHUP: re-read ``--config`` and apply it, or leave everything as it is; True if applied.
+
+    The document is read, its keys checked and then applied to a scratch copy
+    of the live state first: only a document that applies cleanly there is
+    applied for real, so a bad edit never leaves a half-applied config.
+    """
+    path = config.config_file
+    if path is None:
+        logger.warning("SIGHUP: no --config file to re-apply")
+        return False
+    try:
+        document = load_document(path)
+        check_document(plane.service, document, path)
+        apply_document(plane.service, document)
+    except (DocumentError, ControlError, OSError) as exc:
+        logger.error("SIGHUP: %s not applied, the running config is unchanged: %s", path, exc)
+        return False
+    logger.info("SIGHUP: re-applied %s", path)
+    return True
+
+
+def _with_connection_cap(config: Config) -> Config:
+    """``config`` with ``max_connections`` set: as given, or derived from the (raised) open-file limit."""
+    fd_limit = raise_fd_limit()
+    if config.max_connections is not None:
+        logger.info("serving at most %d client connections (--max-connections)", config.max_connections)
+        return config
+    cap = derived_max_connections(fd_limit)
+    logger.info("serving at most %d client connections (derived from the open-file limit %d)", cap, fd_limit)
+    return dataclasses.replace(config, max_connections=cap)
+
+
 async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
+    config = _with_connection_cap(config)
     catalog = MemoryCatalog(config.default_api)
     try:
         plane, admin = await start_control_plane(config, catalog)
-    except (OSError, ControlError, ValueError) as exc:
+    except (DocumentError, ControlError) as exc:  # what --config or --backend declare: a usage error
+        print(f"framegate serve: the start-up config was refused: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except (OSError, ValueError) as exc:
         print(f"framegate serve: cannot start the control plane: {exc}", file=sys.stderr)
         return 1
     observer = Observer(config)
+    install_accept_errors(loop, observer.metrics.accept_errors)
     gateway = Gateway(config, catalog, observer)
     try:
         server = await loop.create_server(gateway.protocol, config.host, config.port, reuse_address=True)
@@ -49,6 +97,7 @@ async def _serve(config: Config) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_config, config, plane)
     # What start-up built (modules, store, catalog) lives as long as the process: moving it
     # out of the collector's sight keeps full collections, and their pauses, small.
     gc.freeze()
@@ -71,6 +120,7 @@ async def _serve(config: Config) -> int:
                 reason,
             )
     await stop.wait()
+    loop.remove_signal_handler(signal.SIGHUP)
     logger.info("shutting down: draining %d connections", len(gateway.connections))
     server.close()
     await gateway.drain(config.drain_timeout)

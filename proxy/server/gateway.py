@@ -41,6 +41,7 @@ from proxy.limits import CLOSE_TIMEOUT_S
 from proxy.server.deadlines import DeadlineQueue, Deadlines
 from proxy.server.flow import FlowControl
 from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer
+from proxy.server.refusal import Refusal, refuse
 from proxy.server.upstream import Upstream, open_upstream
 from proxy.session import Client, Close, Decision, Forward, LazyContext, Reply, Session
 
@@ -118,7 +119,10 @@ class Gateway:
         """
         return cast(Callable[[], asyncio.BaseProtocol], self._connection)
 
-    def _connection(self) -> ClientConnection:
+    def _connection(self) -> ClientConnection | Refusal:
+        cap = self.config.max_connections
+        if cap is not None and len(self.connections) >= cap:
+            return refuse(cap)  # 503 and close: see proxy.server.refusal
         return ClientConnection(self)
 
     def forget(self, connection: ClientConnection) -> None:
