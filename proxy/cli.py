@@ -71,6 +71,11 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     ),
     "log_dir": ("--log-dir", str, "directory for access logs sent to arn:aws:logs ARNs (default: logs/ next to --db)"),
     "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR (default %(default)s)"),
+    "lambda_endpoint": (
+        "--lambda-endpoint",
+        str,
+        "Lambda Invoke API base URL for AWS/AWS_PROXY integrations, e.g. http://127.0.0.1:3001 (sam local)",
+    ),
 }
 
 

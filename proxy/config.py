@@ -45,6 +45,9 @@ class Config:
     log_dir: str | None = None
     """Where ``arn:aws:logs:...:log-group:NAME`` access logs go; None: ``logs/`` next to the db."""
     log_level: str = "INFO"
+    lambda_endpoint: str | None = None
+    """``--lambda-endpoint URL``: where Lambda (AWS, AWS_PROXY) integrations are invoked
+    (``URL/2015-03-31/functions/{functionArn}/invocations``); None: they cannot deploy."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
@@ -62,3 +65,5 @@ class Config:
             raise ValueError("write_low_water must not exceed write_high_water")
         if self.backend is not None and not self.backend.startswith(("ws://", "wss://")):
             raise ValueError(f"--backend must be a ws:// or wss:// URL, got {self.backend!r}")
+        if self.lambda_endpoint is not None and not self.lambda_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"--lambda-endpoint must be an http:// or https:// URL, got {self.lambda_endpoint!r}")

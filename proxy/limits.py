@@ -50,6 +50,17 @@ CLOSE_TIMEOUT_S: Final = 5.0
 INTEGRATION_TIMEOUT_MS: Final = 29_000
 """AWS default and maximum integration timeout for WebSocket APIs."""
 MIN_INTEGRATION_TIMEOUT_MS: Final = 50
+INTEGRATION_RESPONSE_MAX_BYTES: Final = MAX_MESSAGE_BYTES
+"""An HTTP backend's answer is read up to this; more is a failed call (the reply could not be sent
+as one message anyway)."""
+LAMBDA_RESPONSE_MAX_BYTES: Final = 6 * 1024 * 1024
+"""AWS Lambda: synchronous invocation response payload 6 MB; a longer answer is a failed call."""
+INTEGRATION_POOL_CONNECTIONS: Final = 256
+"""Keep-alive connections to HTTP backends and Lambda endpoints, all hosts together, per process."""
+INTEGRATION_POOL_CONNECTIONS_PER_HOST: Final = 64
+"""Of those, at most this many to one backend (host, port, scheme)."""
+INTEGRATION_KEEPALIVE_S: Final = 15.0
+"""An idle pooled integration connection is closed after this."""
 UPSTREAM_URL_CACHE: Final = 256
 """Parsed upstream URLs kept (one per distinct backend URL in use): parsed once, not per connection."""
 
