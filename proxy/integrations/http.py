@@ -39,9 +39,9 @@ from proxy.control.templates import select_template
 from proxy.errors import IntegrationError
 from proxy.integrations import parameters
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs
+from proxy.integrations.uri import is_http_uri
 from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S
 
-HTTP_SCHEMES: Final = ("http://", "https://")
 DEFAULT_METHOD: Final = "POST"
 RESPONSE_HEADER_VARIABLE: Final = "integration.response.header."
 Clock = Callable[[], float]
@@ -107,7 +107,7 @@ def build_request(call: IntegrationCall) -> HttpRequest:
     """
     integration = call.integration
     url = substitute_stage_variables(integration.integration_uri or "", call.stage_variables)
-    if not url.startswith(HTTP_SCHEMES):
+    if not is_http_uri(url):
         raise IntegrationError(f"Integration {integration.integration_id}: {url!r} is not an http:// or https:// URI")
     headers, query = parameters.evaluate(integration.request_parameters, call)
     body = request_body(call) if integration.integration_type == HTTP else (call.body or "")

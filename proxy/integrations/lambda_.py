@@ -33,10 +33,8 @@ Answer, as AWS handles it:
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import quote
@@ -53,7 +51,8 @@ from proxy.errors import IntegrationError
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs, is_success
 from proxy.integrations.events import proxy_event
 from proxy.integrations.http import Clock, HttpRequest, HttpResponse, request_body, send
-from proxy.limits import DEFAULT_REGION, LAMBDA_RESPONSE_MAX_BYTES, MS_PER_S
+from proxy.integrations.uri import lambda_target
+from proxy.limits import LAMBDA_RESPONSE_MAX_BYTES, MS_PER_S
 
 LAMBDA_TYPES: Final = frozenset({AWS, AWS_PROXY})
 SIGNING_NAME: Final = "lambda"
@@ -65,44 +64,10 @@ LOCAL_EMULATOR_KEY: Final = "framegate"
 """Access key and secret used when no credentials are configured: local
 emulators (``sam local``, the runtime interface emulator) accept any signature."""
 
-_LAMBDA_URI = re.compile(
-    r"arn:aws:apigateway:(?P<region>[^:]+):lambda:path/2015-03-31/functions/(?P<function>.+)/invocations"
-)
-_FUNCTION_REGION = re.compile(r"arn:aws:lambda:(?P<region>[^:]+):")
-
-
-@dataclass(frozen=True, slots=True)
-class LambdaTarget:
-    """Where an integration's invocation goes, once stage variables are substituted."""
-
-    function: str
-    """The function ARN (or bare name, as ``sam local`` knows functions) as written in the URI."""
-    region: str
-    """The region SigV4 signs for: the function ARN's, else the integration URI's."""
-
-
-def is_lambda_uri(uri: str | None) -> bool:
-    """Whether ``uri`` is a Lambda invocation URI (before or after stage-variable substitution)."""
-    return uri is not None and _LAMBDA_URI.fullmatch(uri) is not None
-
 
 def uses_lambda(integration: Integration) -> bool:
     """An integration the data plane runs through ``--lambda-endpoint``."""
     return integration.integration_type in LAMBDA_TYPES
-
-
-def lambda_target(uri: str) -> LambdaTarget:
-    """Parse a substituted Lambda integration URI.
-
-    Raises:
-        IntegrationError: it is not a Lambda invocation URI.
-    """
-    found = _LAMBDA_URI.fullmatch(uri)
-    if found is None:
-        raise IntegrationError(f"{uri!r} is not a Lambda invocation URI")
-    function = found["function"]
-    in_arn = _FUNCTION_REGION.match(function)
-    return LambdaTarget(function, in_arn["region"] if in_arn else found["region"] or DEFAULT_REGION)
 
 
 def default_credentials() -> Credentials:

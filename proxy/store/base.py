@@ -23,7 +23,8 @@ INTEGRATION = "integration"
 STAGE = "stage"
 DEPLOYMENT = "deployment"
 DOMAIN = "domain"
-KINDS = (API, ROUTE, INTEGRATION, STAGE, DEPLOYMENT, DOMAIN)
+AUTHORIZER = "authorizer"
+KINDS = (API, ROUTE, INTEGRATION, STAGE, DEPLOYMENT, DOMAIN, AUTHORIZER)
 TOP = ""
 """The parent of top-level resources (APIs, domain names)."""
 

@@ -10,8 +10,8 @@ from botocore.credentials import Credentials
 
 from proxy.control.model import AWS, AWS_PROXY, Integration, IntegrationResponse
 from proxy.integrations.call import EXECUTION_ERROR, INTEGRATION_ERROR, Failure
-from proxy.integrations.lambda_ import is_lambda_uri, lambda_target
 from proxy.integrations.runner import IntegrationRunner
+from proxy.integrations.uri import is_lambda_uri, lambda_target
 from tests.helpers.integration_servers import SIGV4_AUTHORIZATION, RunningServer, call, lambda_endpoint
 
 FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:chat"
