@@ -26,7 +26,6 @@ Usage from the gateway::
 from __future__ import annotations
 
 import time
-from http import HTTPStatus
 
 import aiohttp
 from botocore.credentials import Credentials
@@ -117,7 +116,7 @@ class IntegrationRunner:
             )
         except IntegrationError as exc:
             return IntegrationResult.failed(Failure.CONFIGURATION, str(exc))
-        return IntegrationResult(outcome.status or HTTPStatus.OK, outcome.reply)
+        return IntegrationResult(outcome.status, outcome.reply)
 
     async def close(self) -> None:
         """Close pooled connections (after the gateway drained its clients)."""

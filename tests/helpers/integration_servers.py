@@ -16,6 +16,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from proxy.control.context import CONNECT_EVENT, RequestContext
 from proxy.control.model import Integration, Route, RouteResponse
@@ -93,20 +96,44 @@ async def http_backend(routes: Mapping[str, Handler]) -> AsyncIterator[RunningSe
         yield server
 
 
+def signature_is_valid(request: web.Request, body: bytes, secrets: Mapping[str, str]) -> bool:
+    """Recompute the request's SigV4 signature with botocore from the signed headers and compare.
+
+    Args:
+        secrets: secret access key by access key id (unknown keys never verify).
+    """
+    found = SIGV4_AUTHORIZATION.fullmatch(request.headers.get("Authorization", ""))
+    secret = secrets.get(found["key"]) if found else None
+    if found is None or secret is None or "X-Amz-Date" not in request.headers:
+        return False
+    signed = found["signed"].split(";")
+    headers = {name: request.headers[name] for name in signed if name in request.headers}
+    url = f"http://{request.headers['Host']}{request.raw_path}"
+    aws = AWSRequest(method=request.method, url=url, data=body, headers=headers)
+    aws.context["timestamp"] = request.headers["X-Amz-Date"]
+    token = request.headers.get("X-Amz-Security-Token")
+    auth = SigV4Auth(Credentials(found["key"], secret, token), "lambda", found["region"])
+    expected = auth.signature(auth.string_to_sign(aws, auth.canonical_request(aws)), aws)
+    return request.headers["Authorization"].endswith(f"Signature={expected}")
+
+
 @asynccontextmanager
-async def lambda_endpoint(functions: Mapping[str, LambdaFunction]) -> AsyncIterator[RunningServer]:
+async def lambda_endpoint(
+    functions: Mapping[str, LambdaFunction], secrets: Mapping[str, str] | None = None
+) -> AsyncIterator[RunningServer]:
     """The Lambda Invoke API (``POST /2015-03-31/functions/{name}/invocations``) running Python handlers.
 
     A request without a SigV4 ``Authorization`` header of the right shape gets
-    403 as Lambda answers; an unknown function 404 ``ResourceNotFoundException``;
-    a handler that raises answers 200 with ``X-Amz-Function-Error: Unhandled``,
-    as Lambda does.
+    403 as Lambda answers (with ``secrets``, the signature itself is verified
+    too); an unknown function 404 ``ResourceNotFoundException``; a handler that
+    raises answers 200 with ``X-Amz-Function-Error: Unhandled``, as Lambda does.
     """
     server = RunningServer("")
 
     async def invoke(request: web.Request) -> web.StreamResponse:
         seen = await _record(request, server.seen)
-        if not SIGV4_AUTHORIZATION.fullmatch(seen.headers.get("authorization", "")) or "x-amz-date" not in seen.headers:
+        shaped = SIGV4_AUTHORIZATION.fullmatch(seen.headers.get("authorization", "")) and "x-amz-date" in seen.headers
+        if not shaped or (secrets is not None and not signature_is_valid(request, seen.body, secrets)):
             return web.json_response(
                 {"message": "Missing Authentication Token"},
                 status=403,

@@ -42,7 +42,7 @@ def lambda_uri(function: str) -> str:
 
 @asynccontextmanager
 async def endpoint_and_runner() -> AsyncIterator[tuple[RunningServer, IntegrationRunner]]:
-    async with lambda_endpoint(FUNCTIONS) as endpoint:
+    async with lambda_endpoint(FUNCTIONS, {KEYS.access_key: KEYS.secret_key}) as endpoint:
         runner = IntegrationRunner(endpoint.url, KEYS)
         try:
             yield endpoint, runner
@@ -101,12 +101,18 @@ async def test_unknown_function_is_a_failed_invoke_naming_lambdas_error() -> Non
         assert result.failure is Failure.FUNCTION_ERROR and "ResourceNotFoundException" in result.detail
 
 
-async def test_unsigned_invocations_are_refused_by_the_endpoint() -> None:
-    """The endpoint really checks the signature's presence: a request without one is refused."""
+async def test_unsigned_or_wrongly_signed_invocations_are_refused_by_the_endpoint() -> None:
+    """The endpoint really verifies signatures: what framegate sends passes, anything else does not."""
     async with endpoint_and_runner() as (endpoint, runner):
         session = runner._client()
         async with session.post(f"{endpoint.url}/2015-03-31/functions/bare/invocations", data=b"{}") as response:
             assert response.status == 403
+        wrong = IntegrationRunner(endpoint.url, Credentials(KEYS.access_key, "not-the-secret"))
+        try:
+            result = await wrong.run(call(proxy(lambda_uri("bare")), body="x"))
+        finally:
+            await wrong.close()
+        assert result.failure is Failure.FUNCTION_ERROR and "403" in result.detail
 
 
 async def test_answers_without_a_status_code_are_sent_as_they_are() -> None:
