@@ -7,13 +7,19 @@ against botocore's own apigatewayv2 model so no member goes undecided.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import botocore.loaders
 import pytest
 
+from proxy.config import Config
 from proxy.control import support
+from proxy.control.catalog import MemoryCatalog
+from proxy.control.declarative import apply_document
 from proxy.control.handlers import OPERATIONS
+from proxy.control.plane import open_control_plane
+from proxy.errors import BadRequestException
 
 MODEL: dict[str, Any] = botocore.loaders.Loader().load_service_model("apigatewayv2", "service-2")
 LAMBDA_URI = (
@@ -298,3 +304,36 @@ def test_unimplemented_operations_answer_not_supported(client: Any) -> None:
         client.get_vpc_links()
     with pytest.raises(client.exceptions.BadRequestException, match="ResetAuthorizersCache is not supported"):
         client.reset_authorizers_cache(ApiId=api_id, StageName="prod")
+
+
+@pytest.mark.parametrize(
+    ("integration", "named"),
+    [
+        (
+            {"integrationType": "HTTP_PROXY", "integrationUri": "http://127.0.0.1:9/", "tlsConfig": {"x": 1}},
+            "tlsConfig",
+        ),
+        (
+            {"integrationType": "HTTP_PROXY", "integrationUri": "ws://127.0.0.1:9/", "credentialsArn": "r"},
+            "credentialsArn",
+        ),
+        ({"integrationType": "AWS", "integrationUri": "arn:aws:apigateway:us-east-1:sqs:path/1/q"}, "Lambda functions"),
+    ],
+)
+def test_config_documents_get_the_same_refusals(tmp_path: Path, integration: dict[str, Any], named: str) -> None:
+    document = {
+        "apis": [
+            {
+                "name": "doc",
+                "protocolType": "WEBSOCKET",
+                "routeSelectionExpression": "$request.body.action",
+                "routes": [{"routeKey": "$default", "integration": integration}],
+            }
+        ]
+    }
+    plane = open_control_plane(Config(db_path=str(tmp_path / "doc.db")), MemoryCatalog())
+    try:
+        with pytest.raises(BadRequestException, match=named):
+            apply_document(plane.service, document)
+    finally:
+        plane.close()
