@@ -50,6 +50,9 @@ CLOSE_TIMEOUT_S: Final = 5.0
 INTEGRATION_TIMEOUT_MS: Final = 29_000
 """AWS default and maximum integration timeout for WebSocket APIs."""
 MIN_INTEGRATION_TIMEOUT_MS: Final = 50
+AUTHORIZER_TIMEOUT_S: Final = 10.0
+"""A Lambda authorizer must answer within this, or the upgrade is refused with 500 (framegate's bound:
+AWS documents no WebSocket authorizer timeout)."""
 INTEGRATION_RESPONSE_MAX_BYTES: Final = MAX_MESSAGE_BYTES
 """An HTTP backend's answer is read up to this; more is a failed call (the reply could not be sent
 as one message anyway)."""

@@ -26,6 +26,7 @@ ALLOWED = {
     "store": {"sqlite3"},
     "cli.py": {"signal", "multiprocessing"},
     # The integrations' IO edges: their sans-IO cores (below) import no aiohttp.
+    "integrations/authorizer.py": {"aiohttp"},
     "integrations/http.py": {"aiohttp"},
     "integrations/lambda_.py": {"aiohttp"},
     "integrations/runner.py": {"aiohttp"},

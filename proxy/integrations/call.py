@@ -89,7 +89,8 @@ class IntegrationCall:
     route: Route
     integration: Integration
     context: RequestContext
-    """The event's ``$context`` (its ``event_type`` says CONNECT, MESSAGE or DISCONNECT)."""
+    """The event's ``$context`` (its ``event_type`` says CONNECT, MESSAGE or DISCONNECT; its
+    ``authorizer`` carries the ``$connect`` authorizer's output)."""
     body: str | None = None
     """The message text (MESSAGE only; AWS accepts text frames only)."""
     headers: Pairs = ()
@@ -97,8 +98,6 @@ class IntegrationCall:
     query: Pairs = ()
     """The handshake's query parameters, decoded (CONNECT)."""
     stage_variables: Mapping[str, str] = EMPTY
-    authorizer: Mapping[str, object] | None = None
-    """The authorizer's ``principalId`` and ``context`` entries, once authorizers run."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,12 +41,12 @@ _NULL_IDENTITY: Final = (
 )
 
 
-def _single(pairs: Pairs) -> dict[str, str]:
+def single_values(pairs: Pairs) -> dict[str, str]:
     """One value per name; the last wins, as in AWS's single-value maps."""
     return dict(pairs)
 
 
-def _multi(pairs: Pairs) -> dict[str, list[str]]:
+def multi_values(pairs: Pairs) -> dict[str, list[str]]:
     values: dict[str, list[str]] = {}
     for name, value in pairs:
         values.setdefault(name, []).append(value)
@@ -83,8 +83,8 @@ def request_context(call: IntegrationCall) -> dict[str, Any]:
             "apiId": context.api_id,
         }
     )
-    if call.authorizer is not None:
-        out["authorizer"] = dict(call.authorizer)
+    if context.authorizer is not None:
+        out["authorizer"] = dict(context.authorizer)
     return out
 
 
@@ -92,11 +92,11 @@ def proxy_event(call: IntegrationCall) -> dict[str, Any]:
     """The whole ``AWS_PROXY`` event for ``call`` (shapes in the module doc)."""
     event: dict[str, Any] = {}
     if call.context.event_type != MESSAGE_EVENT and (call.headers or call.context.event_type == CONNECT_EVENT):
-        event["headers"] = _single(call.headers)
-        event["multiValueHeaders"] = _multi(call.headers)
+        event["headers"] = single_values(call.headers)
+        event["multiValueHeaders"] = multi_values(call.headers)
     if call.context.event_type == CONNECT_EVENT and call.query:
-        event["queryStringParameters"] = _single(call.query)
-        event["multiValueQueryStringParameters"] = _multi(call.query)
+        event["queryStringParameters"] = single_values(call.query)
+        event["multiValueQueryStringParameters"] = multi_values(call.query)
     event["requestContext"] = request_context(call)
     if call.context.event_type == MESSAGE_EVENT:
         event["body"] = call.body or ""

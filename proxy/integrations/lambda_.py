@@ -96,6 +96,25 @@ def payload(call: IntegrationCall) -> bytes:
     return request_body(call).encode()
 
 
+def invocation(
+    uri: str, body: bytes, endpoint: str, credentials: Credentials, stage_variables: Mapping[str, str], timeout_s: float
+) -> HttpRequest:
+    """The signed Invoke request of the function a Lambda URI names (integrations and authorizers alike).
+
+    Raises:
+        IntegrationError: a missing stage variable, or not a Lambda invocation URI after substitution.
+    """
+    target = lambda_target(substitute_stage_variables(uri, stage_variables))
+    request = HttpRequest(
+        method="POST",
+        url=endpoint.rstrip("/") + INVOKE_PATH.format(function=quote(target.function, safe="")),
+        headers=(("Content-Type", "application/json"), ("X-Amz-Invocation-Type", "RequestResponse")),
+        body=body,
+        timeout_s=timeout_s,
+    )
+    return sign(request, credentials, target.region)
+
+
 def build_invocation(call: IntegrationCall, endpoint: str, credentials: Credentials) -> HttpRequest:
     """The signed Invoke request for ``call``.
 
@@ -104,17 +123,10 @@ def build_invocation(call: IntegrationCall, endpoint: str, credentials: Credenti
             invocation URI after substitution, or a request template failure.
     """
     integration = call.integration
-    uri = substitute_stage_variables(integration.integration_uri or "", call.stage_variables)
-    target = lambda_target(uri)
-    url = endpoint.rstrip("/") + INVOKE_PATH.format(function=quote(target.function, safe=""))
-    request = HttpRequest(
-        method="POST",
-        url=url,
-        headers=(("Content-Type", "application/json"), ("X-Amz-Invocation-Type", "RequestResponse")),
-        body=payload(call),
-        timeout_s=integration.timeout_in_millis / MS_PER_S,
+    timeout_s = integration.timeout_in_millis / MS_PER_S
+    return invocation(
+        integration.integration_uri or "", payload(call), endpoint, credentials, call.stage_variables, timeout_s
     )
-    return sign(request, credentials, target.region)
 
 
 def _pairs(document: Mapping[str, Any]) -> Pairs:

@@ -70,7 +70,12 @@ def _all(pairs: Pairs, name: str, *, fold_case: bool) -> list[str]:
     return [value for key, value in pairs if key == name]
 
 
-def _values(source: str, call: IntegrationCall) -> list[str]:
+def values(source: str, call: IntegrationCall) -> list[str]:
+    """The values ``source`` yields for ``call`` (none when it has none); also an authorizer's identity source.
+
+    Raises:
+        IntegrationError: a source outside the grammar.
+    """
     found = _SOURCE.fullmatch(source)
     if found is None:
         raise IntegrationError(f"Unsupported requestParameters source {source!r}")
@@ -88,8 +93,8 @@ def _values(source: str, call: IntegrationCall) -> list[str]:
         return [] if found_value is MISSING or found_value is None else [to_text(found_value)]
     kind, name = found.group(1), found["name"]
     pairs = call.headers if kind.endswith("header") else call.query
-    values = _all(pairs, name, fold_case=kind.endswith("header"))
-    return values if kind.startswith("multivalue") else values[-1:]
+    matched = _all(pairs, name, fold_case=kind.endswith("header"))
+    return matched if kind.startswith("multivalue") else matched[-1:]
 
 
 def evaluate(parameters: Mapping[str, str], call: IntegrationCall) -> tuple[Pairs, Pairs]:
@@ -101,11 +106,11 @@ def evaluate(parameters: Mapping[str, str], call: IntegrationCall) -> tuple[Pair
     headers: list[tuple[str, str]] = []
     query: list[tuple[str, str]] = []
     for target, source in parameters.items():
-        values = _values(source, call)
+        found = values(source, call)
         if target.startswith(HEADER_TARGET):
-            headers.extend((target[len(HEADER_TARGET) :], value) for value in values)
+            headers.extend((target[len(HEADER_TARGET) :], value) for value in found)
         elif target.startswith(QUERY_TARGET):
-            query.extend((target[len(QUERY_TARGET) :], value) for value in values)
+            query.extend((target[len(QUERY_TARGET) :], value) for value in found)
         else:
             raise IntegrationError(f"Unsupported requestParameters key {target!r}")
     return tuple(headers), tuple(query)

@@ -19,6 +19,7 @@ with an ``IntegrationResult`` (never raises for a failing backend):
 Usage from the gateway::
 
     runner = IntegrationRunner.from_config(config)      # at start, once
+    decision = await runner.authorize(authorizer, call)  # $connect with a CUSTOM authorizer
     result = await runner.run(IntegrationCall(...))      # per $connect / message / $disconnect
     await runner.close()                                 # at shutdown, after draining
 """
@@ -32,12 +33,18 @@ from botocore.credentials import Credentials
 
 from proxy.config import Config
 from proxy.control.mock import run_mock
-from proxy.control.model import HTTP, HTTP_PROXY, MOCK
+from proxy.control.model import HTTP, HTTP_PROXY, MOCK, Authorizer
 from proxy.errors import IntegrationError
+from proxy.integrations.authorizer import AuthorizerDecision, run_authorizer
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult
 from proxy.integrations.http import Clock, run_http
 from proxy.integrations.lambda_ import default_credentials, run_lambda, uses_lambda
-from proxy.limits import INTEGRATION_KEEPALIVE_S, INTEGRATION_POOL_CONNECTIONS, INTEGRATION_POOL_CONNECTIONS_PER_HOST
+from proxy.limits import (
+    DEFAULT_REGION,
+    INTEGRATION_KEEPALIVE_S,
+    INTEGRATION_POOL_CONNECTIONS,
+    INTEGRATION_POOL_CONNECTIONS_PER_HOST,
+)
 
 
 class IntegrationRunner:
@@ -48,6 +55,7 @@ class IntegrationRunner:
             Lambda integrations fail with CONFIGURATION (the control plane
             refuses to deploy them in that case, so only old deployments hit this).
         credentials: signs Lambda invocations; default: environment, else local-emulator keys.
+        region: the region in authorizers' ``methodArn`` (``Config.region``).
         pool_connections: keep-alive connections over all hosts.
         pool_connections_per_host: of those, per backend.
         clock: monotonic seconds, for IntegrationLatency.
@@ -58,12 +66,14 @@ class IntegrationRunner:
         lambda_endpoint: str | None = None,
         credentials: Credentials | None = None,
         *,
+        region: str = DEFAULT_REGION,
         pool_connections: int = INTEGRATION_POOL_CONNECTIONS,
         pool_connections_per_host: int = INTEGRATION_POOL_CONNECTIONS_PER_HOST,
         clock: Clock = time.monotonic,
     ) -> None:
         self.lambda_endpoint = lambda_endpoint
         self.credentials = credentials if credentials is not None else default_credentials()
+        self.region = region
         self._pool_connections = pool_connections
         self._pool_connections_per_host = pool_connections_per_host
         self._clock = clock
@@ -71,7 +81,7 @@ class IntegrationRunner:
 
     @classmethod
     def from_config(cls, config: Config) -> IntegrationRunner:
-        return cls(config.lambda_endpoint)
+        return cls(config.lambda_endpoint, region=config.region)
 
     def _client(self) -> aiohttp.ClientSession:
         """The pooled session, made on first use (it must be made inside the running loop)."""
@@ -103,6 +113,17 @@ class IntegrationRunner:
         if uses_lambda(integration):
             return await run_lambda(self._client(), call, self.lambda_endpoint, self.credentials, self._clock)
         return IntegrationResult.failed(Failure.CONFIGURATION, f"Integration type {kind} cannot run")
+
+    async def authorize(self, authorizer: Authorizer, call: IntegrationCall) -> AuthorizerDecision:
+        """Run a REQUEST authorizer for a ``$connect`` (``call`` as for its integration).
+
+        Returns:
+            The decision; ``status`` is the upgrade's answer unless it is 200,
+            and ``authorizer`` goes into the connection's ``RequestContext.authorizer``.
+        """
+        return await run_authorizer(
+            self._client(), authorizer, call, self.lambda_endpoint, self.credentials, self.region, self._clock
+        )
 
     @staticmethod
     def _mock(call: IntegrationCall) -> IntegrationResult:

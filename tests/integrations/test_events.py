@@ -108,15 +108,10 @@ def test_repeated_headers_keep_the_last_single_value_and_every_multi_value() -> 
 
 def test_disconnect_event_and_authorizer_context() -> None:
     authorizer = {"principalId": "user-1", "room": "lobby"}
-    event = proxy_event(
-        call(
-            INTEGRATION,
-            route_key="$disconnect",
-            event_type="DISCONNECT",
-            headers=(("Host", "h"),),
-            authorizer=authorizer,
-        )
-    )
+    disconnect = call(INTEGRATION, route_key="$disconnect", event_type="DISCONNECT", headers=(("Host", "h"),))
+    disconnect.context.authorizer = authorizer
+    event = proxy_event(disconnect)
+    assert disconnect.context.fields()["authorizer.room"] == "lobby"
     assert event["requestContext"]["eventType"] == "DISCONNECT"
     assert event["requestContext"]["authorizer"] == authorizer
     assert event["headers"] == {"Host": "h"} and "body" not in event
