@@ -187,18 +187,34 @@ async def send(
         return IntegrationResult.failed(Failure.UNREACHABLE, detail, clock() - started)
 
 
+async def exchange(
+    session: aiohttp.ClientSession,
+    call: IntegrationCall,
+    build: Callable[[IntegrationCall], HttpRequest],
+    interpret: Callable[[IntegrationCall, HttpResponse], IntegrationResult],
+    clock: Clock = time.monotonic,
+    limit: int = INTEGRATION_RESPONSE_MAX_BYTES,
+) -> IntegrationResult:
+    """Build a request for ``call``, send it, interpret the answer; never raises for a failing backend.
+
+    An ``IntegrationError`` while building or interpreting (a stage variable,
+    a template) is a CONFIGURATION failure; IO failures are ``send``'s.
+    """
+    try:
+        request = build(call)
+    except IntegrationError as exc:
+        return IntegrationResult.failed(Failure.CONFIGURATION, str(exc))
+    answer = await send(session, request, clock, limit)
+    if isinstance(answer, IntegrationResult):
+        return answer
+    try:
+        return interpret(call, answer)
+    except IntegrationError as exc:
+        return IntegrationResult.failed(Failure.CONFIGURATION, str(exc), answer.latency_s)
+
+
 async def run_http(
     session: aiohttp.ClientSession, call: IntegrationCall, clock: Clock = time.monotonic
 ) -> IntegrationResult:
     """Run an ``HTTP`` or ``HTTP_PROXY`` integration for one call (all three steps)."""
-    try:
-        request = build_request(call)
-    except IntegrationError as exc:
-        return IntegrationResult.failed(Failure.CONFIGURATION, str(exc))
-    answer = await send(session, request, clock)
-    if isinstance(answer, IntegrationResult):
-        return answer
-    try:
-        return http_result(call, answer)
-    except IntegrationError as exc:
-        return IntegrationResult.failed(Failure.CONFIGURATION, str(exc), answer.latency_s)
+    return await exchange(session, call, build_request, http_result, clock)

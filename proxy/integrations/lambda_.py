@@ -47,10 +47,9 @@ from botocore.credentials import Credentials, EnvProvider
 from proxy.control.mock import Render, mapped_reply, select_integration_response
 from proxy.control.model import AWS, AWS_PROXY, DEFAULT, Integration
 from proxy.control.routing import substitute_stage_variables
-from proxy.errors import IntegrationError
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs, is_success
 from proxy.integrations.events import proxy_event
-from proxy.integrations.http import Clock, HttpRequest, HttpResponse, request_body, send
+from proxy.integrations.http import Clock, HttpRequest, HttpResponse, exchange, request_body
 from proxy.integrations.uri import lambda_target
 from proxy.limits import LAMBDA_RESPONSE_MAX_BYTES, MS_PER_S
 
@@ -213,14 +212,8 @@ async def run_lambda(
     if endpoint is None:
         detail = f"Integration {call.integration.integration_id} needs --lambda-endpoint"
         return IntegrationResult.failed(Failure.CONFIGURATION, detail)
-    try:
-        request = build_invocation(call, endpoint, credentials)
-    except IntegrationError as exc:
-        return IntegrationResult.failed(Failure.CONFIGURATION, str(exc))
-    answer = await send(session, request, clock, LAMBDA_RESPONSE_MAX_BYTES)
-    if isinstance(answer, IntegrationResult):
-        return answer
-    try:
-        return lambda_result(call, answer)
-    except IntegrationError as exc:
-        return IntegrationResult.failed(Failure.CONFIGURATION, str(exc), answer.latency_s)
+
+    def build(call: IntegrationCall) -> HttpRequest:
+        return build_invocation(call, endpoint, credentials)
+
+    return await exchange(session, call, build, lambda_result, clock, LAMBDA_RESPONSE_MAX_BYTES)

@@ -23,6 +23,7 @@ from botocore.credentials import Credentials
 from proxy.control.context import CONNECT_EVENT, RequestContext
 from proxy.control.model import Integration, Route, RouteResponse
 from proxy.integrations.call import IntegrationCall
+from proxy.integrations.runner import IntegrationRunner
 
 SIGV4_AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[a-z0-9-]+)/lambda/aws4_request, "
@@ -159,6 +160,19 @@ async def lambda_endpoint(
     async with _serve(app) as url:
         server.url = url
         yield server
+
+
+@asynccontextmanager
+async def lambda_runner(
+    functions: Mapping[str, LambdaFunction], credentials: Credentials
+) -> AsyncIterator[tuple[RunningServer, IntegrationRunner]]:
+    """A signature-verifying Lambda endpoint running ``functions``, and a runner signing with ``credentials``."""
+    async with lambda_endpoint(functions, {credentials.access_key: credentials.secret_key}) as endpoint:
+        runner = IntegrationRunner(endpoint.url, credentials)
+        try:
+            yield endpoint, runner
+        finally:
+            await runner.close()
 
 
 @asynccontextmanager

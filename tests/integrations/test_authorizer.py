@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.credentials import Credentials
@@ -13,7 +12,7 @@ from proxy.control.model import MOCK, Authorizer, Integration
 from proxy.integrations.authorizer import method_arn
 from proxy.integrations.call import IntegrationCall
 from proxy.integrations.runner import IntegrationRunner
-from tests.helpers.integration_servers import RunningServer, call, lambda_endpoint
+from tests.helpers.integration_servers import call, lambda_runner
 
 KEYS = Credentials("AKIDFRAMEGATETEST", "secret")
 ARN = method_arn("us-east-1", "abcdef1234", "prod")
@@ -69,18 +68,8 @@ def connect(**kwargs: Any) -> IntegrationCall:
     return call(Integration("i1", MOCK), route_key="$connect", event_type="CONNECT", **values)
 
 
-@asynccontextmanager
-async def endpoint_and_runner() -> AsyncIterator[tuple[RunningServer, IntegrationRunner]]:
-    async with lambda_endpoint(FUNCTIONS, {KEYS.access_key: KEYS.secret_key}) as endpoint:
-        runner = IntegrationRunner(endpoint.url, KEYS)
-        try:
-            yield endpoint, runner
-        finally:
-            await runner.close()
-
-
 async def test_allow_passes_principal_and_stringified_context_on() -> None:
-    async with endpoint_and_runner() as (endpoint, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (endpoint, runner):
         decision = await runner.authorize(authorizer("allow"), connect(stage_variables={"env": "test"}))
         assert decision.allowed and decision.status == 200
         assert decision.authorizer == {"principalId": "user-1", "room": "lobby", "level": "3", "admin": "true"}
@@ -95,7 +84,7 @@ async def test_allow_passes_principal_and_stringified_context_on() -> None:
 
 
 async def test_missing_identity_is_401_without_calling_the_authorizer() -> None:
-    async with endpoint_and_runner() as (endpoint, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (endpoint, runner):
         for sources, kwargs in (
             (("route.request.header.Auth",), {"headers": ()}),
             (("route.request.header.Auth",), {"headers": (("Auth", ""),)}),
@@ -109,14 +98,14 @@ async def test_missing_identity_is_401_without_calling_the_authorizer() -> None:
 
 
 async def test_identity_sources_of_every_kind_are_read() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         sources = ("route.request.header.auth", "route.request.querystring.room", "stageVariables.key", "context.apiId")
         decision = await runner.authorize(authorizer("allow", *sources), connect(stage_variables={"key": "k"}))
         assert decision.allowed
 
 
 async def test_policies_are_evaluated_as_iam_does() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         statuses = {
             name: (await runner.authorize(authorizer(name), connect())).status
             for name in ("deny", "wildcard", "allow-and-deny", "other-resource")
@@ -125,7 +114,7 @@ async def test_policies_are_evaluated_as_iam_does() -> None:
 
 
 async def test_invalid_answers_are_403_and_failures_500() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         for name in ("no-principal", "nested-context", "not-an-object"):
             decision = await runner.authorize(authorizer(name), connect())
             assert decision.status == 403 and "invalid authorizer answer" in decision.detail, name

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.credentials import Credentials
@@ -12,7 +11,7 @@ from proxy.control.model import AWS, AWS_PROXY, Integration, IntegrationResponse
 from proxy.integrations.call import EXECUTION_ERROR, INTEGRATION_ERROR, Failure
 from proxy.integrations.runner import IntegrationRunner
 from proxy.integrations.uri import is_lambda_uri, lambda_target
-from tests.helpers.integration_servers import SIGV4_AUTHORIZATION, RunningServer, call, lambda_endpoint
+from tests.helpers.integration_servers import SIGV4_AUTHORIZATION, call, lambda_runner
 
 FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:chat"
 URI = f"arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/{FUNCTION_ARN}/invocations"
@@ -40,22 +39,12 @@ def lambda_uri(function: str) -> str:
     return f"arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{function}/invocations"
 
 
-@asynccontextmanager
-async def endpoint_and_runner() -> AsyncIterator[tuple[RunningServer, IntegrationRunner]]:
-    async with lambda_endpoint(FUNCTIONS, {KEYS.access_key: KEYS.secret_key}) as endpoint:
-        runner = IntegrationRunner(endpoint.url, KEYS)
-        try:
-            yield endpoint, runner
-        finally:
-            await runner.close()
-
-
 def proxy(uri: str = URI, **kwargs: Any) -> Integration:
     return Integration("i1", AWS_PROXY, integration_uri=uri, **kwargs)
 
 
 async def test_aws_proxy_message_invokes_the_function_signed_and_relays_its_body() -> None:
-    async with endpoint_and_runner() as (endpoint, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (endpoint, runner):
         result = await runner.run(call(proxy(), body="hello"))
         assert (result.status, result.reply, result.error_metric) == (200, "echo:hello", None)
         seen = endpoint.seen[0]
@@ -68,26 +57,26 @@ async def test_aws_proxy_message_invokes_the_function_signed_and_relays_its_body
 
 
 async def test_stage_variable_picks_the_function_alias() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         integration = proxy(URI.replace(":chat/", ":chat:${stageVariables.alias}/"))
         result = await runner.run(call(integration, body="x", stage_variables={"alias": "live"}))
         assert result.reply == "live"
 
 
 async def test_connect_status_code_refuses_the_upgrade_with_that_status() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         result = await runner.run(call(proxy(lambda_uri("refuse")), route_key="$connect", event_type="CONNECT"))
         assert (result.connect_status, result.error_metric) == (401, INTEGRATION_ERROR)
 
 
 async def test_connect_answer_headers_carry_the_subprotocol() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         result = await runner.run(call(proxy(lambda_uri("subprotocol")), route_key="$connect", event_type="CONNECT"))
         assert result.connect_status == 200 and result.header("Sec-WebSocket-Protocol") == "myprotocol"
 
 
 async def test_function_error_is_an_integration_error_with_the_internal_server_error_frame() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         result = await runner.run(call(proxy(lambda_uri("fail")), body="x"))
         assert result.failure is Failure.FUNCTION_ERROR
         assert (result.connect_status, result.error_metric) == (502, INTEGRATION_ERROR)
@@ -96,14 +85,14 @@ async def test_function_error_is_an_integration_error_with_the_internal_server_e
 
 
 async def test_unknown_function_is_a_failed_invoke_naming_lambdas_error() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         result = await runner.run(call(proxy(lambda_uri("missing")), body="x"))
         assert result.failure is Failure.FUNCTION_ERROR and "ResourceNotFoundException" in result.detail
 
 
 async def test_unsigned_or_wrongly_signed_invocations_are_refused_by_the_endpoint() -> None:
     """The endpoint really verifies signatures: what framegate sends passes, anything else does not."""
-    async with endpoint_and_runner() as (endpoint, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (endpoint, runner):
         session = runner._client()
         async with session.post(f"{endpoint.url}/2015-03-31/functions/bare/invocations", data=b"{}") as response:
             assert response.status == 403
@@ -116,7 +105,7 @@ async def test_unsigned_or_wrongly_signed_invocations_are_refused_by_the_endpoin
 
 
 async def test_answers_without_a_status_code_are_sent_as_they_are() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         bare = await runner.run(call(proxy(lambda_uri("bare")), body="x"))
         assert (bare.status, bare.reply) == (200, "just text")
         nothing = await runner.run(call(proxy(lambda_uri("nothing")), body="x"))
@@ -124,7 +113,7 @@ async def test_answers_without_a_status_code_are_sent_as_they_are() -> None:
 
 
 async def test_a_non_string_body_is_a_bad_response() -> None:
-    async with endpoint_and_runner() as (_, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
         result = await runner.run(call(proxy(lambda_uri("dict-body")), body="x"))
         assert result.failure is Failure.BAD_RESPONSE and result.error_metric == EXECUTION_ERROR
 
@@ -136,7 +125,7 @@ async def test_aws_integration_sends_the_template_and_maps_the_result() -> None:
             "e", "/.*no such room.*/", response_templates={"$default": "sorry: $input.path('$.errorMessage')"}
         ),
     )
-    async with endpoint_and_runner() as (endpoint, runner):
+    async with lambda_runner(FUNCTIONS, KEYS) as (endpoint, runner):
         integration = Integration(
             "i1",
             AWS,
