@@ -26,6 +26,21 @@ IDENTITY = {
     "user": None,
 }
 
+CONTEXT_TAIL: dict[str, Any] = {
+    # requestContext after routeKey, messageId and eventType, in the documented order.
+    "extendedRequestId": "R0oXAdfD0kwCH6w=",
+    "requestTime": "09/Feb/2019:16:26:44 +0000",
+    "messageDirection": "IN",
+    "stage": "prod",
+    "connectedAt": 1549729604519,
+    "requestTimeEpoch": 1549729604526,
+    "identity": IDENTITY,
+    "requestId": "R0oXAdfD0kwCH6w=",
+    "domainName": "127.0.0.1:8080",
+    "connectionId": "KVmb8fjMIAMCFgQ=",
+    "apiId": "abcdef1234",
+}
+
 # The documented CONNECT sample (Lambda proxy integration, $connect), with this test's values.
 CONNECT_SAMPLE: dict[str, Any] = {
     "headers": {"Host": "127.0.0.1:8080", "Sec-WebSocket-Version": "13", "X-Forwarded-For": "127.0.0.1"},
@@ -39,17 +54,7 @@ CONNECT_SAMPLE: dict[str, Any] = {
     "requestContext": {
         "routeKey": "$connect",
         "eventType": "CONNECT",
-        "extendedRequestId": "R0oXAdfD0kwCH6w=",
-        "requestTime": "09/Feb/2019:16:26:44 +0000",
-        "messageDirection": "IN",
-        "stage": "prod",
-        "connectedAt": 1549729604519,
-        "requestTimeEpoch": 1549729604526,
-        "identity": IDENTITY,
-        "requestId": "R0oXAdfD0kwCH6w=",
-        "domainName": "127.0.0.1:8080",
-        "connectionId": "KVmb8fjMIAMCFgQ=",
-        "apiId": "abcdef1234",
+        **CONTEXT_TAIL,
     },
     "isBase64Encoded": False,
 }
@@ -60,17 +65,7 @@ MESSAGE_SAMPLE: dict[str, Any] = {
         "routeKey": "sendmessage",
         "messageId": "MsgId7fjMIAMCFgQ=",
         "eventType": "MESSAGE",
-        "extendedRequestId": "R0oXAdfD0kwCH6w=",
-        "requestTime": "09/Feb/2019:16:26:44 +0000",
-        "messageDirection": "IN",
-        "stage": "prod",
-        "connectedAt": 1549729604519,
-        "requestTimeEpoch": 1549729604526,
-        "identity": IDENTITY,
-        "requestId": "R0oXAdfD0kwCH6w=",
-        "domainName": "127.0.0.1:8080",
-        "connectionId": "KVmb8fjMIAMCFgQ=",
-        "apiId": "abcdef1234",
+        **CONTEXT_TAIL,
     },
     "body": '{"action":"sendmessage","data":"hi"}',
     "isBase64Encoded": False,
