@@ -114,3 +114,17 @@ def evaluate(parameters: Mapping[str, str], call: IntegrationCall) -> tuple[Pair
         else:
             raise IntegrationError(f"Unsupported requestParameters key {target!r}")
     return tuple(headers), tuple(query)
+
+
+def missing_required(call: IntegrationCall) -> str | None:
+    """The first ``required`` route request parameter the handshake lacks, or None.
+
+    ``$connect`` routes declare ``route.request.header.X`` / ``route.request.querystring.X``
+    with ``{"required": true}``; AWS refuses an upgrade missing one with 400 before any
+    authorizer or integration runs.
+    """
+    for key, declaration in call.route.request_parameters.items():
+        required = isinstance(declaration, Mapping) and declaration.get("required") is True
+        if required and not any(values(key, call)):
+            return key
+    return None

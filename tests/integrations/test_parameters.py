@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from proxy.control.model import HTTP_PROXY, MOCK, Integration, IntegrationResponse
@@ -82,3 +84,17 @@ async def test_the_runner_runs_mock_integrations_too() -> None:
         await runner.close()
     assert (answered.status, answered.reply, answered.latency_s) == (200, "pong", None)
     assert failed.failure is Failure.CONFIGURATION and failed.connect_status == 500
+
+
+def test_required_route_parameters_are_looked_up_in_the_handshake() -> None:
+    declared = {
+        "route.request.header.Auth": {"required": True},
+        "route.request.querystring.room": {"required": True},
+        "route.request.querystring.optional": {"required": False},
+    }
+    connect = call(INTEGRATION, route_key="$connect", event_type="CONNECT")
+    route = replace(connect.route, request_parameters=declared)
+    complete = replace(connect, route=route, headers=(("auth", "t"),), query=(("room", "r"),))
+    assert parameters.missing_required(complete) is None
+    assert parameters.missing_required(replace(complete, headers=())) == "route.request.header.Auth"
+    assert parameters.missing_required(replace(complete, query=(("room", ""),))) == "route.request.querystring.room"
