@@ -1,7 +1,7 @@
 """What the data plane reads: the live mapping from (Host, path) to a ``Target``.
 
 Layer 3. The control-plane service keeps a ``Catalog`` current; the data
-plane only calls ``resolve``. Resolution order (reference section 14.1):
+plane only calls ``resolve``. Resolution order (docs/aws-behaviour.md#custom-domains):
 
 1. Host equals a registered custom domain: the longest matching
    ``apiMappingKey`` prefix of the path picks API and stage.

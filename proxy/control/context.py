@@ -1,4 +1,4 @@
-"""``$context`` for one connect, message or disconnect (reference 6.1, 6.5).
+"""``$context`` for one connect, message or disconnect (docs/aws-behaviour.md#context-variables).
 
 Layer 3, sans-IO: the data plane fills a ``RequestContext`` with ids and times
 it already has (no clock is read here); mapping templates, access logs and
@@ -82,7 +82,7 @@ class RequestContext:
     of the connection: ``$context.authorizer.*`` and Lambda events' ``requestContext.authorizer``."""
 
     def fields(self) -> dict[str, str]:
-        """Every variable of reference 6.5 framegate can fill, by name without
+        """Every ``$context`` variable framegate can fill, by name without
         the ``$context.`` prefix (the form ``proxy.accesslog`` takes); unknown
         values read ``-``."""
         error = self.error_message

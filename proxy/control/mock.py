@@ -1,4 +1,4 @@
-"""MOCK integrations: the gateway answers a route itself (reference 6.4).
+"""MOCK integrations: the gateway answers a route itself (docs/aws-behaviour.md#integrations).
 
 Layer 3, sans-IO. How a MOCK integration runs, as in AWS:
 

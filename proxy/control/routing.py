@@ -1,4 +1,4 @@
-"""Route selection, selection expressions and stage variables (reference 6.2, 6.7).
+"""Route selection, selection expressions and stage variables (docs/aws-behaviour.md#routing).
 
 Layer 2 (sans-IO): pure functions over the model; no clocks, no IO.
 
@@ -275,7 +275,7 @@ changes); ``select_route`` looks it up on each call instead."""
 
 
 def select_route(snapshot: Snapshot, message: str | None) -> Route | None:
-    """Pick the route for a client message (reference 6.2).
+    """Pick the route for a client message (docs/aws-behaviour.md#routing).
 
     Args:
         snapshot: the connection's deployment snapshot.
@@ -346,7 +346,7 @@ def bind_stage_variables(snapshot: Snapshot, variables: Mapping[str, str]) -> Sn
 
 
 def validate_stage_variables(variables: Mapping[str, str]) -> None:
-    """Check a stage's variables against AWS's rules (reference 6.7).
+    """Check a stage's variables against AWS's rules (docs/aws-behaviour.md#deployments-and-stages).
 
     Messages follow the ones AWS sends for REST stages (observed, note the
     two spaces); the length messages are framegate's own.
