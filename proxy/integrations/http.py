@@ -23,6 +23,7 @@ call runs (docs/aws-behaviour.md#integrations):
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from proxy.integrations.uri import is_http_uri
 from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S
 
 DEFAULT_METHOD: Final = "POST"
+_FORBIDDEN_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
 RESPONSE_HEADER_VARIABLE: Final = "integration.response.header."
 Clock = Callable[[], float]
 """Monotonic seconds (``time.monotonic``; tests inject their own)."""
@@ -78,8 +80,27 @@ def _with_query(url: str, query: Pairs) -> str:
 
 
 def _quoted(url: str) -> str:
-    """``url`` percent-encoded where it must be (spaces, non-ASCII), as a browser would send it."""
-    return str(URL(url))
+    """``url`` percent-encoded where it must be (spaces, non-ASCII), as a browser would send it.
+
+    Raises:
+        IntegrationError: it is not a URL (``http://[bad``).
+    """
+    try:
+        return str(URL(url))
+    except ValueError as exc:
+        raise IntegrationError(f"{url!r} is not a valid URL: {exc}") from exc
+
+
+def _sendable(headers: Pairs) -> Pairs:
+    """Headers as mapped, refusing values that would inject headers (CR, LF, NUL from a message body).
+
+    Raises:
+        IntegrationError: naming the header.
+    """
+    for name, value in headers:
+        if _FORBIDDEN_IN_HEADER.search(value):
+            raise IntegrationError(f"requestParameters header {name} would carry a control character")
+    return headers
 
 
 def request_body(call: IntegrationCall) -> str:
@@ -114,7 +135,7 @@ def build_request(call: IntegrationCall) -> HttpRequest:
     return HttpRequest(
         method=integration.integration_method or DEFAULT_METHOD,
         url=_quoted(_with_query(url, query)),
-        headers=headers,
+        headers=_sendable(headers),
         body=body.encode(),
         timeout_s=integration.timeout_in_millis / MS_PER_S,
     )

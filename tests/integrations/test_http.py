@@ -249,3 +249,15 @@ async def test_latency_is_measured_from_sending_to_the_complete_answer() -> None
     finally:
         await runner.close()
     assert result.latency_s == 0.25 and result.latency_ms == 250
+
+
+async def test_hostile_values_fail_the_call_instead_of_injecting_or_raising() -> None:
+    parameters = {"integration.request.header.X-User": "route.request.body.user"}
+    async with backend_and_runner() as (backend, runner):
+        injected = await runner.run(
+            call(proxy(f"{backend.url}/echo", request_parameters=parameters), body='{"user": "a\\r\\nX-Admin: 1"}')
+        )
+        assert injected.failure is Failure.CONFIGURATION and "X-User" in injected.detail
+        bad_url = await runner.run(call(proxy("http://${stageVariables.h}/"), body="x", stage_variables={"h": "[bad"}))
+        assert bad_url.failure is Failure.CONFIGURATION
+        assert backend.seen == []
