@@ -44,7 +44,7 @@ from proxy.integrations.uri import is_http_uri
 from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S
 
 DEFAULT_METHOD: Final = "POST"
-_FORBIDDEN_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
+FORBIDDEN_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
 RESPONSE_HEADER_VARIABLE: Final = "integration.response.header."
 Clock = Callable[[], float]
 """Monotonic seconds (``time.monotonic``; tests inject their own)."""
@@ -98,7 +98,7 @@ def _sendable(headers: Pairs) -> Pairs:
         IntegrationError: naming the header.
     """
     for name, value in headers:
-        if _FORBIDDEN_IN_HEADER.search(value):
+        if FORBIDDEN_IN_HEADER.search(value):
             raise IntegrationError(f"requestParameters header {name} would carry a control character")
     return headers
 

@@ -49,9 +49,9 @@ from proxy.control.model import AWS, AWS_PROXY, DEFAULT, Integration
 from proxy.control.routing import substitute_stage_variables
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs, is_success
 from proxy.integrations.events import proxy_event
-from proxy.integrations.http import Clock, HttpRequest, HttpResponse, exchange, request_body
+from proxy.integrations.http import FORBIDDEN_IN_HEADER, Clock, HttpRequest, HttpResponse, exchange, request_body
 from proxy.integrations.uri import lambda_target
-from proxy.limits import LAMBDA_RESPONSE_MAX_BYTES, MS_PER_S
+from proxy.limits import LAMBDA_RESPONSE_MAX_BYTES, MAX_HTTP_STATUS, MIN_HTTP_STATUS, MS_PER_S
 
 LAMBDA_TYPES: Final = frozenset({AWS, AWS_PROXY})
 SIGNING_NAME: Final = "lambda"
@@ -128,17 +128,33 @@ def build_invocation(call: IntegrationCall, endpoint: str, credentials: Credenti
     )
 
 
-def _pairs(document: Mapping[str, Any]) -> Pairs:
-    pairs = [(str(k), str(v)) for k, v in (document.get("headers") or {}).items()]
-    for name, values in (document.get("multiValueHeaders") or {}).items():
-        pairs.extend((str(name), str(value)) for value in values or ())
+_SCALAR = (str, int, float, bool)
+
+
+def _pairs(document: Mapping[str, Any]) -> Pairs | None:
+    """``headers`` and ``multiValueHeaders`` as pairs; None when either is malformed."""
+    single = document.get("headers") or {}
+    multi = document.get("multiValueHeaders") or {}
+    if not (isinstance(single, dict) and isinstance(multi, dict)):
+        return None
+    if not all(isinstance(v, _SCALAR) for v in single.values()):
+        return None
+    if not all(isinstance(vs, list) and all(isinstance(v, _SCALAR) for v in vs) for vs in multi.values()):
+        return None
+    pairs = [(str(k), str(v)) for k, v in single.items()]
+    pairs.extend((str(name), str(value)) for name, values in multi.items() for value in values)
+    if any(FORBIDDEN_IN_HEADER.search(name + value) for name, value in pairs):
+        return None  # the gateway may send them on (Sec-WebSocket-Protocol): no header injection
     return tuple(pairs)
 
 
 def _status(value: object) -> int | None:
+    """An HTTP status (``100``..``599``, number or digits), else None."""
     if isinstance(value, str) and value.isdigit():
         value = int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and MIN_HTTP_STATUS <= value <= MAX_HTTP_STATUS:
+        return value
+    return None
 
 
 def _proxy_result(response: HttpResponse) -> IntegrationResult:
@@ -151,10 +167,10 @@ def _proxy_result(response: HttpResponse) -> IntegrationResult:
         return IntegrationResult(HTTPStatus.OK, text, latency_s=response.latency_s)
     status = _status(document["statusCode"])
     body = document.get("body")
-    if status is None or not (body is None or isinstance(body, str)):
-        detail = "Lambda proxy answer needs an integer statusCode and a string body"
+    headers = _pairs(document)
+    if status is None or headers is None or not (body is None or isinstance(body, str)):
+        detail = "Lambda proxy answer needs an HTTP statusCode, a string body and string headers"
         return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, response.latency_s)
-    headers = _pairs(document) if isinstance(document.get("headers") or {}, dict) else ()
     return IntegrationResult(status, body or None, latency_s=response.latency_s, headers=headers)
 
 

@@ -31,6 +31,9 @@ FUNCTIONS: Mapping[str, Any] = {
     "bare": lambda event: "just text",
     "nothing": lambda event: None,
     "dict-body": lambda event: {"statusCode": 200, "body": {"not": "a string"}},
+    "bad-status": lambda event: {"statusCode": 99999},
+    "bad-headers": lambda event: {"statusCode": 200, "multiValueHeaders": {"X": 1}},
+    "injecting": lambda event: {"statusCode": 200, "headers": {"Sec-WebSocket-Protocol": "p\r\nSet-Cookie: x=1"}},
     "custom": lambda event: {"sum": event["a"] + event["b"]},
 }
 
@@ -112,10 +115,12 @@ async def test_answers_without_a_status_code_are_sent_as_they_are() -> None:
         assert (nothing.status, nothing.reply) == (200, None)
 
 
-async def test_a_non_string_body_is_a_bad_response() -> None:
+async def test_malformed_proxy_answers_are_bad_responses() -> None:
     async with lambda_runner(FUNCTIONS, KEYS) as (_, runner):
-        result = await runner.run(call(proxy(lambda_uri("dict-body")), body="x"))
-        assert result.failure is Failure.BAD_RESPONSE and result.error_metric == EXECUTION_ERROR
+        for function in ("dict-body", "bad-status", "bad-headers", "injecting"):
+            result = await runner.run(call(proxy(lambda_uri(function)), body="x"))
+            assert result.failure is Failure.BAD_RESPONSE and result.error_metric == EXECUTION_ERROR, function
+            assert result.connect_status == 502
 
 
 async def test_aws_integration_sends_the_template_and_maps_the_result() -> None:
