@@ -103,6 +103,11 @@ _SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         int,
         "client connections served at once; more are answered 503 (default: from the open-file limit)",
     ),
+    "lambda_endpoint": (
+        "--lambda-endpoint",
+        str,
+        "Lambda Invoke API base URL for AWS/AWS_PROXY integrations, e.g. http://127.0.0.1:3001 (sam local)",
+    ),
 }
 
 

@@ -65,6 +65,9 @@ class Config:
     max_connections: int | None = None
     """Client connections served at once; more are answered 503. None: derived from the fd limit at
     start (see ``proxy.limits.FDS_PER_CONNECTION``)."""
+    lambda_endpoint: str | None = None
+    """``--lambda-endpoint URL``: where Lambda (AWS, AWS_PROXY) integrations are invoked
+    (``URL/2015-03-31/functions/{functionArn}/invocations``); None: they cannot deploy."""
 
     def validate(self) -> None:
         """Raise ``InvalidSetting`` naming the first setting that cannot work."""
@@ -89,3 +92,5 @@ class Config:
             raise InvalidSetting("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:
             raise InvalidSetting("log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        if self.lambda_endpoint is not None and not self.lambda_endpoint.startswith(("http://", "https://")):
+            raise InvalidSetting("lambda_endpoint", f"must be an http:// or https:// URL, got {self.lambda_endpoint!r}")

@@ -67,6 +67,20 @@ ACCEPT_ERROR_LOG_INTERVAL_S: Final = 1.0
 INTEGRATION_TIMEOUT_MS: Final = 29_000
 """AWS default and maximum integration timeout for WebSocket APIs."""
 MIN_INTEGRATION_TIMEOUT_MS: Final = 50
+AUTHORIZER_TIMEOUT_S: Final = 10.0
+"""A Lambda authorizer must answer within this, or the upgrade is refused with 500 (framegate's bound:
+AWS documents no WebSocket authorizer timeout)."""
+INTEGRATION_RESPONSE_MAX_BYTES: Final = MAX_MESSAGE_BYTES
+"""An HTTP backend's answer is read up to this; more is a failed call (the reply could not be sent
+as one message anyway)."""
+LAMBDA_RESPONSE_MAX_BYTES: Final = 6 * 1024 * 1024
+"""AWS Lambda: synchronous invocation response payload 6 MB; a longer answer is a failed call."""
+INTEGRATION_POOL_CONNECTIONS: Final = 256
+"""Keep-alive connections to HTTP backends and Lambda endpoints, all hosts together, per process."""
+INTEGRATION_POOL_CONNECTIONS_PER_HOST: Final = 64
+"""Of those, at most this many to one backend (host, port, scheme)."""
+INTEGRATION_KEEPALIVE_S: Final = 15.0
+"""An idle pooled integration connection is closed after this."""
 UPSTREAM_URL_CACHE: Final = 256
 """Parsed upstream URLs kept (one per distinct backend URL in use): parsed once, not per connection."""
 
@@ -94,6 +108,8 @@ THROTTLE_TOKEN_EPSILON: Final = 1e-9
 MAX_STAGES_PER_API: Final = 10
 MAX_ROUTES_PER_API: Final = 300
 MAX_INTEGRATIONS_PER_API: Final = 300
+MAX_AUTHORIZERS_PER_API: Final = 10
+"""AWS: Lambda authorizers per API 10."""
 MAX_STAGE_VARIABLES: Final = 100
 MAX_STAGE_VARIABLE_NAME_CHARS: Final = 64
 MAX_STAGE_VARIABLE_VALUE_CHARS: Final = 512

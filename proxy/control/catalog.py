@@ -9,6 +9,10 @@ plane only calls ``resolve``. Resolution order (``docs/aws-behaviour.md#custom-d
    segment is the stage.
 3. Otherwise the default API (the only one, or the configured one); the first
    path segment is the stage.
+
+The ``Target``'s snapshot has the stage's variables bound into integration
+URIs that begin with one (``routing.bind_stage_variables``), so the data plane
+decides what such a URI names after substitution.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from proxy.control.model import Api, ApiMapping, Deployment, DomainName, Stage, Target
+from proxy.control.model import Api, ApiMapping, Deployment, DomainName, Snapshot, Stage, Target
+from proxy.control.routing import bind_stage_variables
 from proxy.errors import NotFoundException
 from proxy.limits import RESOLVED_TARGET_CACHE
 
@@ -62,6 +67,8 @@ class MemoryCatalog:
         self.generation = 0
         """Bumped by every change, so a reader can cache what it derived until the next one."""
         self._resolved: dict[tuple[str, str], Target] = {}
+        self._bound: dict[tuple[str, str, str], Snapshot] = {}
+        """Deployment snapshots with their stage's variables bound (``bind_stage_variables``), until the next change."""
 
     def publish_api(self, entry: ApiEntry) -> None:
         self._apis[entry.api.api_id] = entry
@@ -92,6 +99,7 @@ class MemoryCatalog:
     def _changed(self) -> None:
         self.generation += 1
         self._resolved.clear()
+        self._bound.clear()
 
     def stage(self, api_id: str, stage_name: str) -> Stage | None:
         """The stage as published now (live settings for open connections)."""
@@ -153,4 +161,13 @@ class MemoryCatalog:
         deployment = entry.deployments.get(stage.deployment_id or "")
         if deployment is None:
             raise NotFoundException(f"Stage {stage_name} has no deployment", "Stage")
-        return Target(entry.api, stage, deployment.deployment_id, deployment.snapshot, hostname)
+        return Target(entry.api, stage, deployment.deployment_id, self._bind(api_id, stage, deployment), hostname)
+
+    def _bind(self, api_id: str, stage: Stage, deployment: Deployment) -> Snapshot:
+        """One bound snapshot per (API, stage, deployment), so every connection to a stage shares its
+        compiled route table and plan (they are cached per snapshot object)."""
+        key = (api_id, stage.stage_name, deployment.deployment_id)
+        snapshot = self._bound.get(key)
+        if snapshot is None:
+            snapshot = self._bound[key] = bind_stage_variables(deployment.snapshot, stage.stage_variables)
+        return snapshot

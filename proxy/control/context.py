@@ -77,6 +77,9 @@ class RequestContext:
     error_message: str | None = None
     integration_latency_ms: int | None = None
     integration_status: int | None = None
+    authorizer: Mapping[str, str] | None = None
+    """The ``$connect`` authorizer's ``principalId`` and context entries (strings), for every event
+    of the connection: ``$context.authorizer.*`` and Lambda events' ``requestContext.authorizer``."""
 
     def fields(self) -> dict[str, str]:
         """Every ``$context`` variable framegate can fill, by name without
@@ -112,6 +115,8 @@ class RequestContext:
             "integration.requestId": UNKNOWN,
             "authorizer.principalId": UNKNOWN,
         }
+        if self.authorizer is not None:
+            values.update((f"authorizer.{name}", _text(value)) for name, value in self.authorizer.items())
         values.update((f"identity.{name}", UNKNOWN) for name in _IDENTITY_UNKNOWN)
         return values
 

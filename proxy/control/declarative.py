@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from proxy.control import wire
+from proxy.control import support, wire
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.model import (
     Api,
@@ -225,9 +225,15 @@ def _upsert(
     return current, False
 
 
+def _decode(cls: type, item: Mapping[str, Any]) -> dict[str, Any]:
+    """The members of ``cls`` in a document item; a member framegate would ignore is refused by name."""
+    support.check_body(cls, item)
+    return wire.decode(cls, item)
+
+
 def _own(cls: type, item: Mapping[str, Any]) -> dict[str, Any]:
     """The members of ``cls`` in a document item, without its nested children."""
-    return wire.decode(cls, {k: v for k, v in item.items() if k not in _NESTED})
+    return _decode(cls, {k: v for k, v in item.items() if k not in _NESTED})
 
 
 class _Applier:
@@ -280,7 +286,7 @@ class _Applier:
         )
         changed = changed or written
         for response in item.get("routeResponses") or []:
-            wanted = wire.decode(RouteResponse, response)
+            wanted = _decode(RouteResponse, response)
             if not any(replace(r, route_response_id="") == RouteResponse("", **wanted) for r in route.route_responses):
                 self._replace_route_responses(api_id, route, wanted)
                 changed = True
@@ -300,7 +306,7 @@ class _Applier:
             lambda: self.service.create_integration(api_id, values),
             lambda i, diff: self.service.update_integration(api_id, i.integration_id, diff),
         )
-        wanted = tuple(wire.decode(IntegrationResponse, r) for r in item.get("integrationResponses") or [])
+        wanted = tuple(_decode(IntegrationResponse, r) for r in item.get("integrationResponses") or [])
         have = tuple(replace(r, integration_response_id="") for r in current.integration_responses)
         if have != tuple(IntegrationResponse("", **w) for w in wanted):
             for old in current.integration_responses:
@@ -336,7 +342,7 @@ class _Applier:
         values = {k: v for k, v in item.items() if k != "api"}
         if "api" in item:
             values["apiId"] = self.names.get(item["api"], item["api"])
-        wanted = wire.decode(ApiMapping, values)
+        wanted = _decode(ApiMapping, values)
         key = wanted.get("api_mapping_key", "")
         current = next((m for m in domain.api_mappings if m.api_mapping_key == key), None)
         if current is None:

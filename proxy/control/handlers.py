@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from proxy.control import wire
+from proxy.control import support, wire
 from proxy.control.model import (
     Api,
     ApiMapping,
+    Authorizer,
     DomainName,
     Integration,
     IntegrationResponse,
@@ -30,7 +31,8 @@ from proxy.control.model import (
     Stage,
 )
 from proxy.control.service import ControlService
-from proxy.errors import ControlError, NotFoundException
+from proxy.control.unsupported import unsupported_operation
+from proxy.errors import ControlError
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Call:
     body: Mapping[str, Any]
 
     def fields(self, cls: type) -> dict[str, Any]:
+        support.check_body(cls, self.body)  # refuse members the model cannot hold, by name
         return wire.decode(cls, self.body)
 
     def arg(self, name: str) -> str:
@@ -98,6 +101,7 @@ IN = A + "/{apiId}/integrations"
 IR = "/integrationresponses"
 D = A + "/{apiId}/deployments"
 S = A + "/{apiId}/stages"
+AU = A + "/{apiId}/authorizers"
 DN = "/v2/domainnames"
 M = DN + "/{domainName}/apimappings"
 
@@ -181,6 +185,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("DeleteAccessLogSettings", "DELETE", S + "/{stageName}/accesslogsettings", 204,
               lambda s, c: s.delete_access_log_settings(c.arg("apiId"), c.arg("stageName"))),
 
+    Operation("CreateAuthorizer", "POST", AU, 201,
+              lambda s, c: s.create_authorizer(c.arg("apiId"), c.fields(Authorizer))),
+    Operation("GetAuthorizers", "GET", AU, 200, lambda s, c: s.list_authorizers(c.arg("apiId"))),
+    Operation("GetAuthorizer", "GET", AU + "/{authorizerId}", 200,
+              lambda s, c: s.authorizer(c.arg("apiId"), c.arg("authorizerId"))),
+    Operation("UpdateAuthorizer", "PATCH", AU + "/{authorizerId}", 200,
+              lambda s, c: s.update_authorizer(c.arg("apiId"), c.arg("authorizerId"), c.fields(Authorizer))),
+    Operation("DeleteAuthorizer", "DELETE", AU + "/{authorizerId}", 204,
+              lambda s, c: s.delete_authorizer(c.arg("apiId"), c.arg("authorizerId"))),
+
     Operation("CreateDomainName", "POST", DN, 201, lambda s, c: s.create_domain_name(c.fields(DomainName))),
     Operation("GetDomainNames", "GET", DN, 200, lambda s, c: s.list_domain_names()),
     Operation("GetDomainName", "GET", DN + "/{domainName}", 200, lambda s, c: s.domain(c.arg("domainName"))),
@@ -227,14 +241,15 @@ def match(method: str, path: str) -> tuple[Operation, dict[str, str]]:
     """The operation for ``method path`` and its decoded URI labels.
 
     Raises:
-        NotFoundException: no operation has this method and path.
+        BadRequestException: no operation has this method and path; the message
+            names the apigatewayv2 operation framegate does not support, if any.
     """
     for op, pattern in _TABLE:
         found = pattern.fullmatch(path)
         if found and op.method == method:
             labels = {_label(op, name): unquote(value) for name, value in found.groupdict().items()}
             return op, labels
-    raise NotFoundException(f"No operation for {method} {path}")
+    raise unsupported_operation(method, path)
 
 
 def _label(op: Operation, group: str) -> str:

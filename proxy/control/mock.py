@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Final
 
 from proxy.control.context import RequestContext
-from proxy.control.model import DEFAULT, Integration, IntegrationResponse, Route
+from proxy.control.model import DEFAULT, EMPTY, Integration, IntegrationResponse, Route
 from proxy.control.routing import parse_json_or_none
 from proxy.control.templates import render_template, select_template
 from proxy.errors import IntegrationError
@@ -57,15 +57,26 @@ def _status_code(rendered: str) -> int:
     return status
 
 
-def _request_status(integration: Integration, request_template: str | None, render: _Render) -> int:
-    if request_template is not None:
-        return _status_code(render(request_template))
+def check_passthrough(integration: Integration) -> None:
+    """No request template applies: raise unless ``passthroughBehavior`` lets the message through.
+
+    Shared by MOCK, HTTP and AWS integrations (AWS answers such a message with an error).
+
+    Raises:
+        IntegrationError: ``NEVER``, or ``WHEN_NO_TEMPLATES`` while templates exist.
+    """
     passthrough = integration.passthrough_behavior
     if passthrough == NEVER or (passthrough == WHEN_NO_TEMPLATES and integration.request_templates):
         raise IntegrationError(
             f"No request template matches and passthroughBehavior is {passthrough} "
             f"(integration {integration.integration_id})"
         )
+
+
+def _request_status(integration: Integration, request_template: str | None, render: Render) -> int:
+    if request_template is not None:
+        return _status_code(render(request_template))
+    check_passthrough(integration)
     return MOCK_DEFAULT_STATUS
 
 
@@ -78,8 +89,10 @@ def _key_matches(key: str, status: str) -> bool:
     return key == status
 
 
-def select_integration_response(responses: tuple[IntegrationResponse, ...], status: int) -> IntegrationResponse | None:
-    """The first response whose key matches ``status``, else the ``$default`` one."""
+def select_integration_response(
+    responses: tuple[IntegrationResponse, ...], status: int | str
+) -> IntegrationResponse | None:
+    """The first response whose key matches ``status`` (or a Lambda ``errorMessage``), else the ``$default`` one."""
     value = str(status)
     default = None
     for response in responses:
@@ -91,8 +104,8 @@ def select_integration_response(responses: tuple[IntegrationResponse, ...], stat
     return default
 
 
-class _Render:
-    """Renders templates for one request, sharing its body, context and variables."""
+class Render:
+    """Renders templates for one request, sharing its body (``$input.body``), context and variables."""
 
     def __init__(self, body: str, context: RequestContext, stage_variables: Mapping[str, str]) -> None:
         self.body = body
@@ -101,6 +114,36 @@ class _Render:
 
     def __call__(self, template: str) -> str:
         return render_template(template, body=self.body, context=self.context, stage_variables=self.stage_variables)
+
+
+def mapped_reply(
+    responses: tuple[IntegrationResponse, ...],
+    status: int | str,
+    render: Render,
+    variables: Mapping[str, str] = EMPTY,
+) -> str | None:
+    """A two-way route's reply through the integration responses (steps 3 and 4 of the module doc).
+
+    Args:
+        responses: the integration's integration responses.
+        status: the integration's status, matched against their keys.
+        render: renders with ``$input.body`` = the integration's answer, which
+            passes through unchanged when the chosen response has no template.
+        variables: more selection variables (``integration.response.header.X``).
+
+    Returns:
+        The text to send, or None (no response matched, or it rendered blank).
+    """
+    response = select_integration_response(responses, status)
+    if response is None:
+        return None
+    template = select_template(
+        response.response_templates,
+        response.template_selection_expression,
+        variables={**variables, STATUS_VARIABLE: str(status)},
+    )
+    reply = render.body if template is None else render(template)
+    return reply if reply.strip() else None
 
 
 def run_mock(
@@ -125,16 +168,9 @@ def run_mock(
             ``statusCode``, or a template helper failed. The client sees the
             "Internal server error" frame (or, on ``$connect``, a refused upgrade).
     """
-    render = _Render(body, context, stage_variables)
+    render = Render(body, context, stage_variables)
     request_template = select_template(integration.request_templates, integration.template_selection_expression, body)
     status = _request_status(integration, request_template, render)
     if not route.two_way:
         return MockResult(status, None)
-    response = select_integration_response(integration.integration_responses, status)
-    if response is None:
-        return MockResult(status, None)
-    response_template = select_template(
-        response.response_templates, response.template_selection_expression, variables={STATUS_VARIABLE: str(status)}
-    )
-    reply = body if response_template is None else render(response_template)
-    return MockResult(status, reply if reply.strip() else None)
+    return MockResult(status, mapped_reply(integration.integration_responses, status, render))

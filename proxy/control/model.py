@@ -160,6 +160,19 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class Authorizer:
+    """A REQUEST (Lambda) authorizer; WEBSOCKET routes may use one on ``$connect``."""
+
+    authorizer_id: str
+    name: str
+    authorizer_type: str = "REQUEST"
+    identity_source: tuple[str, ...] = ()
+    """``route.request.header.X``, ``route.request.querystring.X``, ``stageVariables.X``, ``context.X``."""
+    authorizer_uri: str | None = None
+    """A Lambda invocation URI, invoked through ``--lambda-endpoint``."""
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """What a deployment freezes: the routes and integrations as they were."""
 
@@ -168,6 +181,8 @@ class Snapshot:
     """By route key."""
     integrations: Mapping[str, Integration]
     """By integration id."""
+    authorizers: Mapping[str, Authorizer] = field(default_factory=dict)
+    """By authorizer id (deployments made before authorizers existed have none)."""
 
     def integration_for(self, route: Route) -> Integration | None:
         integration_id = route.integration_id

@@ -88,7 +88,9 @@ def open_control_plane(config: Config, catalog: MemoryCatalog) -> ControlPlane:
     """
     store = SqliteStore(config.db_path)
     try:
-        service = ControlService(store, catalog, utc_now, config.max_stages_per_api, config.region)
+        service = ControlService(
+            store, catalog, utc_now, config.max_stages_per_api, config.region, lambda_endpoint=config.lambda_endpoint
+        )
         if not (service.apis or service.domains or config.config_file or config.backend):
             # Only on a bare start: beside a declared or --backend API the demo would make
             # the default API ambiguous for clients that connect to ws://host/{stage}.

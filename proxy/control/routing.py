@@ -29,11 +29,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Final, TypeVar
 
-from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, EMPTY, Route, Snapshot
+from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, EMPTY, Integration, Route, Snapshot
 from proxy.errors import BadRequestException, IntegrationError
 from proxy.limits import (
     MAX_STAGE_VARIABLE_NAME_CHARS,
@@ -296,13 +296,16 @@ _STAGE_VARIABLE_NAME = re.compile(r"[A-Za-z0-9_]+")
 _STAGE_VARIABLE_VALUE = re.compile(r"[A-Za-z0-9\-._~:/?#&=,]+")
 
 
+STAGE_VARIABLE_PREFIX: Final = "${stageVariables"
+
+
 def substitute_stage_variables(template: str, variables: Mapping[str, str]) -> str:
     """Replace ``${stageVariables.name}`` in an integration URI (or any string).
 
     Raises:
         IntegrationError: a referenced variable is not defined on the stage.
     """
-    if "${stageVariables" not in template:
+    if STAGE_VARIABLE_PREFIX not in template:
         return template
 
     def value(match: re.Match[str]) -> str:
@@ -312,6 +315,34 @@ def substitute_stage_variables(template: str, variables: Mapping[str, str]) -> s
         return variables[name]
 
     return _STAGE_VARIABLE_REF.sub(value, template)
+
+
+def bind_stage_variables(snapshot: Snapshot, variables: Mapping[str, str]) -> Snapshot:
+    """The snapshot as a stage with ``variables`` serves it.
+
+    An integration URI that *begins* with a stage variable
+    (``${stageVariables.backend}`` holding ``ws://...``) names no kind of
+    backend until it is substituted, so it is substituted here, where a
+    connection binds to its stage: the data plane then decides ws://
+    passthrough, HTTP or Lambda on the URI it will call. Other URIs keep their
+    variables (their scheme already says what they are; the data plane
+    substitutes them per call), and a URI naming an undefined variable is left
+    as it is, to fail at runtime like any other undefined variable.
+
+    Returns:
+        ``snapshot`` itself when no URI begins with a stage variable.
+    """
+    bound: dict[str, Integration] = {}
+    for integration_id, integration in snapshot.integrations.items():
+        uri = integration.integration_uri or ""
+        if uri.startswith(STAGE_VARIABLE_PREFIX):
+            try:
+                bound[integration_id] = replace(integration, integration_uri=substitute_stage_variables(uri, variables))
+            except IntegrationError:
+                continue
+    if not bound:
+        return snapshot
+    return replace(snapshot, integrations={**snapshot.integrations, **bound})
 
 
 def validate_stage_variables(variables: Mapping[str, str]) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from proxy import ids, limits
-from proxy.control import records
+from proxy.control import records, support
 from proxy.control.catalog import ApiEntry
 from proxy.control.model import (
     CONNECT,
@@ -33,6 +33,7 @@ from proxy.control.model import (
     AccessLogSettings,
     Api,
     ApiMapping,
+    Authorizer,
     Deployment,
     DomainName,
     Integration,
@@ -68,6 +69,7 @@ _CHILD_KINDS: dict[type, tuple[str, str, str]] = {
     Integration: (base.INTEGRATION, "integrations", "integration_id"),
     Stage: (base.STAGE, "stages", "stage_name"),
     Deployment: (base.DEPLOYMENT, "deployments", "deployment_id"),
+    Authorizer: (base.AUTHORIZER, "authorizers", "authorizer_id"),
 }
 
 
@@ -89,6 +91,7 @@ class ApiState:
     integrations: dict[str, Integration] = field(default_factory=dict)
     stages: dict[str, Stage] = field(default_factory=dict)
     deployments: dict[str, Deployment] = field(default_factory=dict)
+    authorizers: dict[str, Authorizer] = field(default_factory=dict)
 
     def entry(self) -> ApiEntry:
         used = {s.deployment_id for s in self.stages.values() if s.deployment_id}
@@ -156,6 +159,7 @@ def _validate_api(api: Api) -> None:
     _one_of(api.api_key_selection_expression, API_KEY_SELECTION_EXPRESSIONS, "apiKeySelectionExpression")
     if not api.route_selection_expression:
         raise BadRequestException("routeSelectionExpression is required for WEBSOCKET APIs")
+    support.check_value(api)
 
 
 def _validate_integration(integration: Integration) -> None:
@@ -170,6 +174,7 @@ def _validate_integration(integration: Integration) -> None:
         raise BadRequestException(
             f"timeoutInMillis must be between {limits.MIN_INTEGRATION_TIMEOUT_MS} and {limits.INTEGRATION_TIMEOUT_MS}"
         )
+    support.check_value(integration)
 
 
 class ControlService:
@@ -181,6 +186,8 @@ class ControlService:
         clock: current time as ISO-8601 (injected: this layer reads no clock).
         max_stages: stage quota per API (``Config.max_stages_per_api``).
         region: region used in ARNs and ``apiEndpoint``.
+        lambda_endpoint: ``Config.lambda_endpoint``; None refuses deployments whose
+            routes need Lambda (``support.check_deployable``).
 
     Every operation raises, as AWS answers: ``NotFoundException`` for an
     unknown API, child or domain; ``BadRequestException`` for a member that
@@ -199,6 +206,7 @@ class ControlService:
         region: str = limits.DEFAULT_REGION,
         new_api_id: NewId = ids.api_id,
         new_resource_id: NewId = ids.resource_id,
+        lambda_endpoint: str | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -207,6 +215,8 @@ class ControlService:
         self.region = region
         self._new_api_id = new_api_id
         self._new_resource_id = new_resource_id
+        self.lambda_endpoint = lambda_endpoint
+        """``--lambda-endpoint``: without one, deployments needing Lambda are refused."""
         self.apis: dict[str, ApiState] = {}
         self.domains: dict[str, DomainName] = {}
         self._load()
@@ -265,7 +275,7 @@ class ControlService:
         return Put(base.API, base.TOP, state.api.api_id, records.to_plain(state.api))
 
     @staticmethod
-    def _put(state: ApiState, value: Route | Integration | Stage | Deployment) -> Put:
+    def _put(state: ApiState, value: Route | Integration | Stage | Deployment | Authorizer) -> Put:
         """Record ``value`` in its API's state and return the store write for it."""
         kind, collection, key = _CHILD_KINDS[type(value)]
         name = getattr(value, key)
@@ -359,6 +369,8 @@ class ControlService:
         connect_only = route.authorization_type != "NONE" or route.api_key_required or route.request_parameters
         if connect_only and key != CONNECT:
             raise BadRequestException("Authorization, API keys and requestParameters apply only to the $connect route")
+        support.check_value(route)
+        support.check_route_authorizer(route, state.authorizers)
 
     def create_route(self, api_id: str, values: Mapping[str, Any]) -> Route:
         state = self.state(api_id)
@@ -404,6 +416,7 @@ class ControlService:
             raise ConflictException(f"Route {route_id} already has a $default route response")
         taken = {r.route_response_id for r in route.route_responses}
         response = RouteResponse(**{**values, "route_response_id": self._fresh_id(taken)})
+        support.check_value(response)
         self._save_route_responses(api_id, route, (*route.route_responses, response))
         return response
 
@@ -413,6 +426,7 @@ class ControlService:
         response = replace(self.route_response(api_id, route_id, response_id), **_without(values, "route_response_id"))
         if response.route_response_key != DEFAULT:
             raise BadRequestException("WebSocket routes support only the $default route response key")
+        support.check_value(response)
         route = self.route(api_id, route_id)
         self._save_route_responses(
             api_id, route, _swap(route.route_responses, lambda r: r.route_response_id, response_id, response)
@@ -482,6 +496,7 @@ class ControlService:
                 and other.integration_response_id != response.integration_response_id
             ):
                 raise ConflictException(f"Integration response with key {key} already exists")
+        support.check_integration_response(integration, response)
 
     def create_integration_response(
         self, api_id: str, integration_id: str, values: Mapping[str, Any]
@@ -518,6 +533,53 @@ class ControlService:
         updated = replace(integration, integration_responses=responses)
         self._commit([self._put(state, updated)], state, redeploy=True)
 
+    # --- authorizers ------------------------------------------------------------------
+
+    def authorizer(self, api_id: str, authorizer_id: str) -> Authorizer:
+        authorizer = self.state(api_id).authorizers.get(authorizer_id)
+        if authorizer is None:
+            raise NotFoundException(f"Invalid Authorizer identifier specified {authorizer_id}", "Authorizer")
+        return authorizer
+
+    def list_authorizers(self, api_id: str) -> list[Authorizer]:
+        return list(self.state(api_id).authorizers.values())
+
+    def _check_authorizer(self, state: ApiState, authorizer: Authorizer) -> None:
+        _length(authorizer.name, "name", 1, 128)
+        support.check_value(authorizer)
+        if any(
+            a.name == authorizer.name and a.authorizer_id != authorizer.authorizer_id
+            for a in state.authorizers.values()
+        ):
+            raise ConflictException(f"Authorizer with name {authorizer.name} already exists for this API")
+
+    def create_authorizer(self, api_id: str, values: Mapping[str, Any]) -> Authorizer:
+        state = self.state(api_id)
+        _required(values, "name", "name")
+        _required(values, "authorizer_type", "authorizerType")
+        if len(state.authorizers) >= limits.MAX_AUTHORIZERS_PER_API:
+            raise TooManyRequestsException("Authorizers per API quota exceeded", "AuthorizersPerApi")
+        authorizer = Authorizer(**{**values, "authorizer_id": self._fresh_id(state.authorizers)})
+        self._check_authorizer(state, authorizer)
+        self._commit([self._put(state, authorizer)], state, redeploy=True)
+        return authorizer
+
+    def update_authorizer(self, api_id: str, authorizer_id: str, values: Mapping[str, Any]) -> Authorizer:
+        state = self.state(api_id)
+        authorizer = replace(self.authorizer(api_id, authorizer_id), **_without(values, "authorizer_id"))
+        self._check_authorizer(state, authorizer)
+        self._commit([self._put(state, authorizer)], state, redeploy=True)
+        return authorizer
+
+    def delete_authorizer(self, api_id: str, authorizer_id: str) -> None:
+        state = self.state(api_id)
+        self.authorizer(api_id, authorizer_id)
+        users = sorted(r.route_key for r in state.routes.values() if r.authorizer_id == authorizer_id)
+        if users:
+            raise ConflictException(f"Authorizer {authorizer_id} is used by route(s) {', '.join(users)}")
+        del state.authorizers[authorizer_id]
+        self._commit([Delete(base.AUTHORIZER, api_id, authorizer_id)], state, redeploy=True)
+
     # --- deployments ----------------------------------------------------------------
 
     def deployment(self, api_id: str, deployment_id: str) -> Deployment:
@@ -533,11 +595,14 @@ class ControlService:
         for route in state.routes.values():
             if route.target is not None and route.integration_id not in state.integrations:
                 raise BadRequestException(f"Route {route.route_key} targets a missing integration")
-        return Snapshot(
+        snapshot = Snapshot(
             state.api.route_selection_expression,
             {route.route_key: route for route in state.routes.values()},
             dict(state.integrations),
+            dict(state.authorizers),
         )
+        support.check_deployable(snapshot, self.lambda_endpoint)
+        return snapshot
 
     def _new_deployment(self, state: ApiState, description: str | None, auto: bool = False) -> Deployment:
         return Deployment(
@@ -602,7 +667,9 @@ class ControlService:
         _length(stage.stage_name, "stageName", 1, limits.MAX_NAME_CHARS)
         _length(stage.description, "description", 0, limits.MAX_DESCRIPTION_CHARS)
         if stage.deployment_id is not None:
-            self.deployment(state.api.api_id, stage.deployment_id)
+            deployment = self.deployment(state.api.api_id, stage.deployment_id)
+            support.check_deployable(deployment.snapshot, self.lambda_endpoint)
+        support.check_value(stage)
         validate_stage_variables(stage.stage_variables)
         _validate_access_log(stage.access_log_settings)
         routes = {r.route_key for r in state.routes.values()}

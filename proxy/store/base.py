@@ -23,6 +23,7 @@ INTEGRATION = "integration"
 STAGE = "stage"
 DEPLOYMENT = "deployment"
 DOMAIN = "domain"
+AUTHORIZER = "authorizer"
 TOP = ""
 """The parent of top-level resources (APIs, domain names)."""
 

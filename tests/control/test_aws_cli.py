@@ -131,3 +131,23 @@ def test_cli_reports_conflict_and_the_eleventh_stage(aws: Aws, admin: Admin) -> 
     assert "(ConflictException)" in duplicate.stderr
     eleventh = aws.run("create-stage", "--api-id", api_id, "--stage-name", "s10")
     assert "(TooManyRequestsException)" in eleventh.stderr
+
+
+def test_cli_manages_authorizers_and_names_what_it_refuses(aws: Aws) -> None:
+    api, _ = aws(
+        "create-api", "--name", "chat", "--protocol-type", "WEBSOCKET",
+        "--route-selection-expression", "$request.body.action",
+    )  # fmt: skip
+    uri = "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/auth/invocations"
+    created, _ = aws(
+        "create-authorizer", "--api-id", api["ApiId"], "--name", "auth", "--authorizer-type", "REQUEST",
+        "--identity-source", "route.request.header.Auth", "--authorizer-uri", uri,
+    )  # fmt: skip
+    assert created["IdentitySource"] == ["route.request.header.Auth"]
+    listed, _ = aws("get-authorizers", "--api-id", api["ApiId"])
+    assert [a["AuthorizerId"] for a in listed["Items"]] == [created["AuthorizerId"]]
+    refused = aws.run("create-route", "--api-id", api["ApiId"], "--route-key", "$connect", "--api-key-required")
+    assert refused.returncode != 0
+    assert "BadRequestException" in refused.stderr and "apiKeyRequired is not supported" in refused.stderr
+    unsupported = aws.run("get-models", "--api-id", api["ApiId"])
+    assert unsupported.returncode != 0 and "GetModels is not supported by framegate" in unsupported.stderr

@@ -7,6 +7,7 @@ import pytest
 from proxy.control.catalog import ApiEntry
 from proxy.errors import NotFoundException
 from proxy.limits import RESOLVED_TARGET_CACHE
+from proxy.session import is_websocket
 from tests.helpers.apis import api_entry, catalog_with, snapshot, ws
 
 
@@ -51,3 +52,28 @@ def test_memory_stays_bounded_whatever_paths_clients_send() -> None:
     for number in range(3 * RESOLVED_TARGET_CACHE):
         assert catalog.resolve("127.0.0.1:8080", f"/prod/{number}").stage.stage_name == "prod"
     assert len(catalog._resolved) <= RESOLVED_TARGET_CACHE
+
+
+def test_a_uri_that_is_a_stage_variable_is_decided_after_substitution() -> None:
+    """``${stageVariables.backend}`` holding ws://... is a WebSocket passthrough, not an unknown kind."""
+    shared = snapshot(
+        {"$default": ws("i1", "${stageVariables.backend}"), "other": ws("i2", "ws://${stageVariables.h}")}
+    )
+    entry = api_entry(
+        "aaaaaaaaaa",
+        {"blue": (shared, {"backend": "ws://127.0.0.1:1/", "h": "x"}), "green": (shared, {"h": "y"})},
+    )
+    catalog = catalog_with(entry)
+    blue = catalog.resolve("127.0.0.1:8080", "/blue")
+    assert blue.snapshot.integrations["i1"].integration_uri == "ws://127.0.0.1:1/"
+    assert blue.snapshot.integrations["i2"].integration_uri == "ws://${stageVariables.h}", "scheme known: left as is"
+    assert is_websocket(blue.snapshot.integration_for(blue.snapshot.routes["$default"]))
+    assert catalog.resolve("127.0.0.1:8080", "/blue/x").snapshot is blue.snapshot, "one bound snapshot per stage"
+    green = catalog.resolve("127.0.0.1:8080", "/green")
+    assert green.snapshot.integrations["i1"].integration_uri == "${stageVariables.backend}", "undefined: fails later"
+
+
+def test_a_snapshot_without_stage_variable_uris_is_served_as_deployed() -> None:
+    entry = _entry("aaaaaaaaaa")
+    catalog = catalog_with(entry)
+    assert catalog.resolve("127.0.0.1:8080", "/prod").snapshot is entry.deployments["dep-prod"].snapshot

@@ -8,10 +8,19 @@ import botocore.loaders
 import pytest
 
 from proxy.control import handlers
-from proxy.errors import NotFoundException
+from proxy.errors import BadRequestException
 
 MODEL: dict[str, Any] = botocore.loaders.Loader().load_service_model("apigatewayv2", "service-2")
-WEBSOCKET_RESOURCES = ("Api", "Route", "RouteResponse", "Integration", "IntegrationResponse", "Deployment", "Stage")
+WEBSOCKET_RESOURCES = (
+    "Api",
+    "Route",
+    "RouteResponse",
+    "Integration",
+    "IntegrationResponse",
+    "Deployment",
+    "Stage",
+    "Authorizer",
+)
 EXPECTED = {
     f"{verb}{resource}{suffix}"
     for resource in (*WEBSOCKET_RESOURCES, "DomainName", "ApiMapping")
@@ -39,8 +48,11 @@ def test_labels_are_decoded_one_segment_at_a_time() -> None:
     assert op.name == "GetTags" and labels == {"resource-arn": "arn:aws:apigateway:us-east-1::/apis/abc"}
 
 
-def test_unknown_method_or_path_is_not_found() -> None:
-    with pytest.raises(NotFoundException):
+def test_unimplemented_operations_are_named_and_not_supported_not_missing() -> None:
+    """botocore reads NotFoundException as "no such resource": an unimplemented operation must not say that."""
+    with pytest.raises(BadRequestException, match=r"^ImportApi is not supported by framegate$"):
         handlers.match("PUT", "/v2/apis")
-    with pytest.raises(NotFoundException):
+    with pytest.raises(BadRequestException, match=r"^GetVpcLinks is not supported by framegate$"):
         handlers.match("GET", "/v2/vpclinks")
+    with pytest.raises(BadRequestException, match="not an apigatewayv2 operation; it is not supported"):
+        handlers.match("GET", "/v3/elsewhere")

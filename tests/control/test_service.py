@@ -312,7 +312,7 @@ def test_connect_only_settings_and_access_log_format(client: Any) -> None:
     with pytest.raises(client.exceptions.BadRequestException, match=r"\$connect"):
         client.create_route(ApiId=api_id, RouteKey="other", AuthorizationType="AWS_IAM")
     connect = client.create_route(
-        ApiId=api_id, RouteKey="$connect", RequestParameters={"route.request.header.Auth": {"Required": True}}
+        ApiId=api_id, RouteKey="$connect", RequestParameters={"route.request.header.Auth": {"Required": False}}
     )
     client.delete_route_request_parameter(
         ApiId=api_id, RouteId=connect["RouteId"], RequestParameterKey="route.request.header.Auth"

@@ -1,0 +1,241 @@
+"""``HTTP`` and ``HTTP_PROXY`` integrations to ``http://`` and ``https://`` backends.
+
+Layer 3 core with one IO edge (``send``/``run_http``, aiohttp's client). How a
+call runs (docs/aws-behaviour.md#integrations):
+
+1. ``build_request`` (sans-IO): the URI with ``${stageVariables.x}``
+   substituted anywhere in it; ``integrationMethod`` (POST when unset);
+   headers and query from ``requestParameters``; the body is the message
+   (``HTTP_PROXY``) or the request template chosen by
+   ``templateSelectionExpression`` (``HTTP``; no template: the message passes
+   through if ``passthroughBehavior`` allows); ``timeoutInMillis`` bounds the
+   whole exchange. ``$connect`` and ``$disconnect`` send an empty body.
+2. ``send`` (IO): one request on the process's pooled ``ClientSession``
+   (keep-alive), redirects not followed, the answer read up to
+   ``INTEGRATION_RESPONSE_MAX_BYTES``; latency measured from sending to the
+   complete answer.
+3. ``http_result`` (sans-IO): ``HTTP_PROXY`` relays the backend's body
+   verbatim; ``HTTP`` picks an integration response by matching the status
+   against its ``/regex/`` keys (else ``$default``) and renders its response
+   template with ``$input.body`` = the backend's body. Either way the reply
+   only reaches a two-way route's client (``IntegrationResult.client_text``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import aiohttp
+from yarl import URL
+
+from proxy.control.mock import Render, check_passthrough, mapped_reply
+from proxy.control.model import HTTP, HTTP_PROXY
+from proxy.control.routing import substitute_stage_variables
+from proxy.control.templates import select_template
+from proxy.errors import IntegrationError
+from proxy.integrations import parameters
+from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs
+from proxy.integrations.uri import is_http_uri
+from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S
+
+DEFAULT_METHOD: Final = "POST"
+FORBIDDEN_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
+RESPONSE_HEADER_VARIABLE: Final = "integration.response.header."
+Clock = Callable[[], float]
+"""Monotonic seconds (``time.monotonic``; tests inject their own)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One request to a backend, fully built (no IO yet)."""
+
+    method: str
+    url: str
+    headers: Pairs
+    body: bytes
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A backend's complete answer, read within the size cap."""
+
+    status: int
+    headers: Pairs
+    body: bytes
+    latency_s: float
+
+
+def _with_query(url: str, query: Pairs) -> str:
+    if not query:
+        return url
+    parts = urlsplit(url)
+    extra = urlencode(query)
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
+
+
+def _quoted(url: str) -> str:
+    """``url`` percent-encoded where it must be (spaces, non-ASCII), as a browser would send it.
+
+    Raises:
+        IntegrationError: it is not a URL (``http://[bad``).
+    """
+    try:
+        return str(URL(url))
+    except ValueError as exc:
+        raise IntegrationError(f"{url!r} is not a valid URL: {exc}") from exc
+
+
+def _sendable(headers: Pairs) -> Pairs:
+    """Headers as mapped, refusing values that would inject headers (CR, LF, NUL from a message body).
+
+    Raises:
+        IntegrationError: naming the header.
+    """
+    for name, value in headers:
+        if FORBIDDEN_IN_HEADER.search(value):
+            raise IntegrationError(f"requestParameters header {name} would carry a control character")
+    return headers
+
+
+def request_body(call: IntegrationCall) -> str:
+    """The body a non-proxy integration sends: the chosen request template rendered, or the message.
+
+    Raises:
+        IntegrationError: no template applies and ``passthroughBehavior``
+            forbids passing the message through, or the template failed.
+    """
+    integration = call.integration
+    body = call.body or ""
+    template = select_template(integration.request_templates, integration.template_selection_expression, body)
+    if template is None:
+        check_passthrough(integration)
+        return body
+    return Render(body, call.context, call.stage_variables)(template)
+
+
+def build_request(call: IntegrationCall) -> HttpRequest:
+    """Step 1 of the module doc.
+
+    Raises:
+        IntegrationError: a missing stage variable, a URI that is not
+            http(s) after substitution, or a request template failure.
+    """
+    integration = call.integration
+    url = substitute_stage_variables(integration.integration_uri or "", call.stage_variables)
+    if not is_http_uri(url):
+        raise IntegrationError(f"Integration {integration.integration_id}: {url!r} is not an http:// or https:// URI")
+    headers, query = parameters.evaluate(integration.request_parameters, call)
+    body = request_body(call) if integration.integration_type == HTTP else (call.body or "")
+    return HttpRequest(
+        method=integration.integration_method or DEFAULT_METHOD,
+        url=_quoted(_with_query(url, query)),
+        headers=_sendable(headers),
+        body=body.encode(),
+        timeout_s=integration.timeout_in_millis / MS_PER_S,
+    )
+
+
+def http_result(call: IntegrationCall, response: HttpResponse) -> IntegrationResult:
+    """Step 3 of the module doc.
+
+    Raises:
+        IntegrationError: a response template failed.
+    """
+    text = response.body.decode("utf-8", "replace")
+    integration = call.integration
+    reply: str | None = None
+    if integration.integration_type == HTTP_PROXY:
+        reply = text or None
+    elif call.route.two_way:
+        variables = {RESPONSE_HEADER_VARIABLE + name: value for name, value in response.headers}
+        render = Render(text, call.context, call.stage_variables)
+        reply = mapped_reply(integration.integration_responses, response.status, render, variables)
+    return IntegrationResult(response.status, reply, latency_s=response.latency_s, headers=response.headers)
+
+
+# --- IO edge -----------------------------------------------------------------------
+
+
+class _TooBig(Exception):
+    pass
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    if response.content_length is not None and response.content_length > limit:
+        raise _TooBig
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise _TooBig
+    return bytes(body)
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    request: HttpRequest,
+    clock: Clock = time.monotonic,
+    limit: int = INTEGRATION_RESPONSE_MAX_BYTES,
+) -> HttpResponse | IntegrationResult:
+    """Send ``request`` on the pooled ``session``: the answer, or a failed result (never raises for IO)."""
+    started = clock()
+    timeout = aiohttp.ClientTimeout(total=request.timeout_s)
+    try:
+        async with session.request(
+            request.method,
+            URL(request.url, encoded=True),  # sent exactly as built (and as signed, for Lambda)
+            headers=list(request.headers),
+            data=request.body,
+            timeout=timeout,
+            allow_redirects=False,
+        ) as response:
+            body = await _read_capped(response, limit)
+            return HttpResponse(response.status, tuple(response.headers.items()), body, clock() - started)
+    except TimeoutError:
+        detail = f"{request.method} {request.url} timed out after {request.timeout_s:g} s"
+        return IntegrationResult.failed(Failure.TIMEOUT, detail, clock() - started)
+    except _TooBig:
+        detail = f"{request.method} {request.url} answered more than {limit} bytes"
+        return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, clock() - started)
+    except (aiohttp.ClientError, OSError) as exc:
+        detail = f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}"
+        return IntegrationResult.failed(Failure.UNREACHABLE, detail, clock() - started)
+
+
+async def exchange(
+    session: aiohttp.ClientSession,
+    call: IntegrationCall,
+    build: Callable[[IntegrationCall], HttpRequest],
+    interpret: Callable[[IntegrationCall, HttpResponse], IntegrationResult],
+    clock: Clock = time.monotonic,
+    limit: int = INTEGRATION_RESPONSE_MAX_BYTES,
+) -> IntegrationResult:
+    """Build a request for ``call``, send it, interpret the answer; never raises for a failing backend.
+
+    An ``IntegrationError`` while building or interpreting (a stage variable,
+    a template) is a CONFIGURATION failure; IO failures are ``send``'s.
+    """
+    try:
+        request = build(call)
+    except IntegrationError as exc:
+        return IntegrationResult.failed(Failure.CONFIGURATION, str(exc))
+    answer = await send(session, request, clock, limit)
+    if isinstance(answer, IntegrationResult):
+        return answer
+    try:
+        return interpret(call, answer)
+    except IntegrationError as exc:
+        return IntegrationResult.failed(Failure.CONFIGURATION, str(exc), answer.latency_s)
+
+
+async def run_http(
+    session: aiohttp.ClientSession, call: IntegrationCall, clock: Clock = time.monotonic
+) -> IntegrationResult:
+    """Run an ``HTTP`` or ``HTTP_PROXY`` integration for one call (all three steps)."""
+    return await exchange(session, call, build_request, http_result, clock)
