@@ -14,6 +14,7 @@ import importlib
 import logging
 import signal
 import sys
+import time
 
 from proxy import build, codec, handshake, throttle
 from proxy.config import Config
@@ -55,7 +56,7 @@ async def _serve(config: Config) -> int:
         return 1
     catalog.default_api = _default_api(config, plane)
     observer = Observer(config)
-    gateway = Gateway(config, catalog, observer)
+    gateway = Gateway(config, catalog, observer, throttle.Throttler.from_config(config, time.monotonic))
     try:
         server = await loop.create_server(gateway.protocol, config.host, config.port, reuse_address=True)
     except OSError as exc:

@@ -20,6 +20,7 @@ cdef class Gateway:
     cdef readonly object config
     cdef readonly object catalog
     cdef readonly Observer observer
+    cdef readonly object throttler
     cdef readonly object server_encoder
     cdef readonly object client_encoder
     cdef readonly Deadlines deadlines
