@@ -90,20 +90,20 @@ cdef class Admission:
         self._route_key = route_key
         self._account = source.account
         self._generation = source.generation
-        self._route = source.route_bucket(api_id, stage, route_key, self._clock())
+        self._route = source.route_bucket(api_id, stage, route_key)
 
-    cdef int _refresh(self, double now) except -1:
+    cdef int _refresh(self) except -1:
         """Fetch the route bucket again if the throttler reclaimed buckets since."""
         cdef Py_ssize_t generation = self._source.generation
         if self._generation != generation:
             self._generation = generation
-            self._route = self._source.route_bucket(self._api_id, self._stage, self._route_key, now)
+            self._route = self._source.route_bucket(self._api_id, self._stage, self._route_key)
         return 0
 
     cpdef long long budget(self) except -1:
         """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
         cdef double now = self._clock()
-        self._refresh(now)
+        self._refresh()
         cdef double route = self._route._settle(now)
         cdef double account = self._account._settle(now)
         return <long long>((route if route < account else account) + EPSILON)
@@ -119,7 +119,7 @@ cdef class Admission:
         Returns ``ADMITTED`` or which refused (see ``proxy._pythrottle.Admission.take_one``).
         """
         cdef double now = self._clock()
-        self._refresh(now)
+        self._refresh()
         if not self._route.take(now):
             return BY_ROUTE
         if not self._account.take(now):

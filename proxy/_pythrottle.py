@@ -95,7 +95,7 @@ class BucketSource(Protocol):
         """Bumped whenever buckets are reclaimed, so an ``Admission`` knows to fetch its own again."""
         ...
 
-    def route_bucket(self, api_id: str, stage: Stage, route_key: str, now: float) -> TokenBucket:
+    def route_bucket(self, api_id: str, stage: Stage, route_key: str) -> TokenBucket:
         """The bucket of ``route_key`` on ``stage`` now, made again if it was reclaimed."""
         ...
 
@@ -122,19 +122,19 @@ class Admission:
         self._route_key = route_key
         self._account = source.account
         self._generation = source.generation
-        self._route = source.route_bucket(api_id, stage, route_key, self._clock())
+        self._route = source.route_bucket(api_id, stage, route_key)
 
-    def _refresh(self, now: float) -> None:
+    def _refresh(self) -> None:
         """Fetch the route bucket again if the throttler reclaimed buckets since."""
         source = self._source
         if self._generation != source.generation:
             self._generation = source.generation
-            self._route = source.route_bucket(self._api_id, self._stage, self._route_key, now)
+            self._route = source.route_bucket(self._api_id, self._stage, self._route_key)
 
     def budget(self) -> int:
         """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
         now = self._clock()
-        self._refresh(now)
+        self._refresh()
         route = self._route._settle(now)
         account = self._account._settle(now)
         return int((route if route < account else account) + THROTTLE_TOKEN_EPSILON)
@@ -152,7 +152,7 @@ class Admission:
             ``BY_EXTRA`` (what took a token gives it back).
         """
         now = self._clock()
-        self._refresh(now)
+        self._refresh()
         if not self._route.take(now):
             return BY_ROUTE
         if not self._account.take(now):

@@ -32,7 +32,7 @@ cdef class Admission:
     cdef TokenBucket _route
     cdef Py_ssize_t _generation
 
-    cdef int _refresh(self, double now) except -1
+    cdef int _refresh(self) except -1
     cpdef long long budget(self) except -1
     cpdef void admit(self, long long count)
     cpdef int take_one(self, TokenBucket extra)

@@ -5,7 +5,9 @@ A decision is returned, never raised. The gateway asks (``admit_connect``,
 ``admit_message``, or hands ``admission()`` to the codec's relay pump), acts
 on the answer (HTTP 429 before the upgrade, or the too-many-requests frame),
 and tells ``proxy.server.observer``, which only counts and logs it. The AWS
-behaviour reproduced is in docs/aws-behaviour.md#throttling.
+behaviour reproduced is in docs/aws-behaviour.md#throttling. This module is
+also compiled as it is (typed by ``throttle.pxd``, see ``proxy.build``): the
+gateway cimports ``Throttler``, so its per-connection lookups are C calls.
 
 Levels
     Every ``$connect`` and every inbound message is one request. It must get
@@ -41,8 +43,9 @@ Admission
     stage's buckets are re-resolved in place, keeping their tokens, and its
     admissions are retired, so new limits apply to open connections at once.
     Buckets untouched for ``THROTTLE_IDLE_RECLAIM_S`` are offered back to
-    their backend on a lookup; an ``Admission`` holding a reclaimed bucket
-    fetches its route's again (``Throttler.generation``).
+    their backend when a new bucket is about to be made (the only time memory
+    grows); an ``Admission`` holding a reclaimed bucket fetches its route's
+    again (``Throttler.generation``).
 
 Backends
     Buckets are made, re-limited and reclaimed by a ``BucketBackend``. The
@@ -274,7 +277,7 @@ class Throttler:
             ``None`` if admitted, else the refusing level: ``"new_connections"``,
             ``"account"``, ``"stage"`` or ``"route"``.
         """
-        route = self._route(api_id, stage, CONNECT, self.clock())
+        route = self._route(api_id, stage, CONNECT)
         taken = self._admission_of(route, api_id, stage, CONNECT).take_one(self.new_connections)
         return None if taken == ADMITTED else self._refusal(route, taken)
 
@@ -285,7 +288,7 @@ class Throttler:
             ``None`` if admitted, else the refusing level (``"account"``,
             ``"stage"`` or ``"route"``).
         """
-        route = self._route(api_id, stage, route_key, self.clock())
+        route = self._route(api_id, stage, route_key)
         taken = self._admission_of(route, api_id, stage, route_key).take_one(None)
         return None if taken == ADMITTED else self._refusal(route, taken)
 
@@ -295,11 +298,11 @@ class Throttler:
         The same object for every caller until the stage is republished: it
         makes the same decisions as ``admit_message`` on the same buckets.
         """
-        return self._admission_of(self._route(api_id, stage, route_key, self.clock()), api_id, stage, route_key)
+        return self._admission_of(self._route(api_id, stage, route_key), api_id, stage, route_key)
 
-    def route_bucket(self, api_id: str, stage: Stage, route_key: str, now: float) -> TokenBucket:
+    def route_bucket(self, api_id: str, stage: Stage, route_key: str) -> TokenBucket:
         """The bucket of ``route_key`` on ``stage``, made or re-resolved as needed (what an ``Admission`` holds)."""
-        return self._route(api_id, stage, route_key, now).bucket
+        return self._route(api_id, stage, route_key).bucket
 
     def bucket_count(self) -> int:
         """How many route buckets are held (for tests and a gauge)."""
@@ -317,22 +320,30 @@ class Throttler:
             return route.limits.level
         return ACCOUNT if taken == BY_ACCOUNT else NEW_CONNECTIONS
 
-    def _route(self, api_id: str, stage: Stage, route_key: str, now: float) -> _RouteBucket:
-        if now >= self._next_sweep:
-            self._reclaim(now)
+    def _route(self, api_id: str, stage: Stage, route_key: str) -> _RouteBucket:
+        """``route_key``'s bucket on ``stage``: found (re-resolved if ``stage`` is newly published) or made."""
         stages = self._apis.get(api_id)
-        if stages is None:
-            stages = self._apis[api_id] = {}
+        if stages is not None:
+            entry = stages.get(stage.stage_name)
+            if entry is not None:
+                if entry.stage is not stage:
+                    self._restage(entry, stage, self.clock())
+                route = entry.routes.get(route_key)
+                if route is not None:
+                    return route
+        return self._new_route(api_id, stage, route_key, self.clock())
+
+    def _new_route(self, api_id: str, stage: Stage, route_key: str, now: float) -> _RouteBucket:
+        """Make ``route_key``'s bucket, first sweeping idle ones if it is time: memory grows only here."""
+        if now >= self._next_sweep:
+            self._reclaim(now)  # only drops: what _route found or re-resolved is still current
+        stages = self._apis.setdefault(api_id, {})
         entry = stages.get(stage.stage_name)
         if entry is None:
             entry = stages[stage.stage_name] = _StageBuckets(stage)
-        elif entry.stage is not stage:
-            self._restage(entry, stage, now)
-        route = entry.routes.get(route_key)
-        if route is None:
-            limits = resolve_limits(stage, route_key, self.account_burst, self.account_rate)
-            key = BucketKey(ROUTE, api_id, stage.stage_name, route_key)
-            route = entry.routes[route_key] = _RouteBucket(key, limits, self.backend.bucket(key, limits, now))
+        limits = resolve_limits(stage, route_key, self.account_burst, self.account_rate)
+        key = BucketKey(ROUTE, api_id, stage.stage_name, route_key)
+        route = entry.routes[route_key] = _RouteBucket(key, limits, self.backend.bucket(key, limits, now))
         return route
 
     def _restage(self, entry: _StageBuckets, stage: Stage, now: float) -> None:

@@ -413,7 +413,7 @@ def test_throttler_builds_buckets_of_the_implementation_under_test(implementatio
     clock = FakeClock()
     throttler = make_throttler(clock)
     stage = make_stage()
-    assert type(throttler.route_bucket("a1", stage, "$default", 0.0)) is throttle.TokenBucket
+    assert type(throttler.route_bucket("a1", stage, "$default")) is throttle.TokenBucket
     assert type(throttler.admission("a1", stage, "$default")) is throttle.Admission
     expected = "proxy._throttle" if implementation == "cython" else "proxy._pythrottle"
     assert throttle.TokenBucket.__module__ == expected
@@ -515,11 +515,10 @@ def test_every_bucket_comes_from_the_backend_and_it_hears_of_new_limits_and_idle
     )
     stage = make_stage(RouteSettings(throttling_burst_limit=7, throttling_rate_limit=1.0))
     throttler.admit_message("a1", stage, "chat")
-    throttler.admit_message(
-        "a1", replace(stage, default_route_settings=RouteSettings(throttling_burst_limit=3)), "chat"
-    )
+    lowered = replace(stage, default_route_settings=RouteSettings(throttling_burst_limit=3))
+    throttler.admit_message("a1", lowered, "chat")
     clock.now = 20.0
-    throttler.admit_connect("a1", stage)
+    throttler.admit_connect("a1", lowered)  # a new key: idle buckets are swept before it is made
     chat = BucketKey(ROUTE, "a1", "dev", "chat")
     assert backend.calls == [
         ("bucket", BucketKey(ACCOUNT), Limits(100, 50.0, ACCOUNT)),
@@ -527,7 +526,7 @@ def test_every_bucket_comes_from_the_backend_and_it_hears_of_new_limits_and_idle
         ("bucket", chat, Limits(7, 1.0, STAGE)),
         ("reconfigure", chat, Limits(3, 50.0, STAGE)),  # the default rate, capped by the account's
         ("reclaim", chat, None),
-        ("bucket", BucketKey(ROUTE, "a1", "dev", CONNECT), Limits(7, 1.0, STAGE)),
+        ("bucket", BucketKey(ROUTE, "a1", "dev", CONNECT), Limits(3, 50.0, STAGE)),
     ]
 
 
