@@ -1,23 +1,24 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled token buckets and bulk admission, built as ``proxy._throttle``: the fast twin of ``proxy._pythrottle``.
+"""Compiled token buckets and admission, built as ``proxy._throttle``: the fast twin of ``proxy._pythrottle``.
 
 Layer 2 (sans-IO). Same API and the same float operations in the same order
 as the pure-Python reference, so the two agree exactly (``tests/test_throttle.py``
 runs on both and holds them equal). Why it exists: the relay fast path asks
 ``Admission.budget()`` once per read, and in Python its two settles cost
 more than relaying the read itself; here they are a few C statements on
-typed fields.
+typed fields. Like its twin it imports neither ``proxy.throttle`` nor
+``proxy._pythrottle``: the answers come from ``proxy._throttle_answers``.
 """
 
-from proxy import _pythrottle
+from proxy import _throttle_answers as _answers
 from proxy.limits import THROTTLE_TOKEN_EPSILON as _EPSILON_OBJECT
 
 cdef double EPSILON = _EPSILON_OBJECT
 cdef double ONE_TOKEN = 1.0 - EPSILON
-cdef int ADMITTED = _pythrottle.ADMITTED
-cdef int BY_ROUTE = _pythrottle.BY_ROUTE
-cdef int BY_ACCOUNT = _pythrottle.BY_ACCOUNT
-cdef int BY_EXTRA = _pythrottle.BY_EXTRA
+cdef int ADMITTED = _answers.ADMITTED
+cdef int BY_ROUTE = _answers.BY_ROUTE
+cdef int BY_ACCOUNT = _answers.BY_ACCOUNT
+cdef int BY_EXTRA = _answers.BY_EXTRA
 
 
 cdef class TokenBucket:
@@ -67,35 +68,42 @@ cdef class TokenBucket:
         self._anchor_tokens = tokens
         self._taken = 0
 
+    cpdef void grant(self, double tokens, double now):
+        """Add ``tokens`` at ``now`` (capped at ``burst``): how a leasing backend fills a bucket of rate 0."""
+        cdef double held = min(self.available(now) + tokens, <double>self.burst)
+        self._anchor = now
+        self._anchor_tokens = held
+        self._taken = 0
+
 
 cdef class Admission:
-    """Bulk admission of one route's messages, for the relay fast path (see ``proxy._pythrottle.Admission``).
+    """Admission of one route key's requests, one at a time or a read at a time (see ``proxy._pythrottle.Admission``).
 
     ``budget`` and ``admit`` are cpdef: the compiled relay pump calls them in C.
     """
 
-    def __init__(self, throttler, api_id, stage, route_key):
-        self._throttler = throttler
-        self._clock = throttler.clock
+    def __init__(self, source, api_id, stage, route_key):
+        self._source = source
+        self._clock = source.clock
         self._api_id = api_id
         self._stage = stage
         self._route_key = route_key
-        self._account = throttler.account
-        self._generation = throttler.generation
-        self._route = throttler.route_bucket(api_id, stage, route_key).bucket
+        self._account = source.account
+        self._generation = source.generation
+        self._route = source.route_bucket(api_id, stage, route_key)
 
-    cdef int _refresh(self, double now) except -1:
+    cdef int _refresh(self) except -1:
         """Fetch the route bucket again if the throttler reclaimed buckets since."""
-        cdef Py_ssize_t generation = self._throttler.generation
+        cdef Py_ssize_t generation = self._source.generation
         if self._generation != generation:
             self._generation = generation
-            self._route = self._throttler.route_bucket(self._api_id, self._stage, self._route_key, now).bucket
+            self._route = self._source.route_bucket(self._api_id, self._stage, self._route_key)
         return 0
 
     cpdef long long budget(self) except -1:
         """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
         cdef double now = self._clock()
-        self._refresh(now)
+        self._refresh()
         cdef double route = self._route._settle(now)
         cdef double account = self._account._settle(now)
         return <long long>((route if route < account else account) + EPSILON)
@@ -111,7 +119,7 @@ cdef class Admission:
         Returns ``ADMITTED`` or which refused (see ``proxy._pythrottle.Admission.take_one``).
         """
         cdef double now = self._clock()
-        self._refresh(now)
+        self._refresh()
         if not self._route.take(now):
             return BY_ROUTE
         if not self._account.take(now):

@@ -1,30 +1,27 @@
-"""Token buckets and bulk admission: the reference implementation (``ext/_throttle.pyx`` is its compiled twin).
+"""Token buckets and admission: the reference implementation (``ext/_throttle.pyx`` is its compiled twin).
 
-Layer 2 (sans-IO). ``proxy.throttle`` picks the Cython build unless
-``FRAMEGATE_PURE=1`` (or it is not built) and explains the model; both
-implementations make the same float operations in the same order, so they
-agree exactly (``tests/test_throttle.py`` runs on each and holds them equal).
-The relay fast path asks ``Admission`` once per read, which is why it is
-compiled: in Python the two settles cost more than relaying the read.
+Layer 2 (sans-IO). ``proxy.throttle`` owns throttling and explains the model;
+it picks the Cython build unless ``FRAMEGATE_PURE=1`` (or it is not built).
+Both twins make the same float operations in the same order, so they agree
+exactly (``tests/test_throttle.py`` runs on each and holds them equal). The
+relay fast path asks ``Admission`` once per read, which is why it is compiled:
+in Python the two settles cost more than relaying the read.
+
+This module imports neither its facade nor its twin: the answers of
+``take_one`` live in ``proxy._throttle_answers``, and what an ``Admission``
+needs of the throttler is the ``BucketSource`` protocol below.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, cast
+from collections.abc import Callable
+from typing import Protocol
 
+from proxy._throttle_answers import ADMITTED, BY_ACCOUNT, BY_EXTRA, BY_ROUTE
 from proxy.control.model import Stage
 from proxy.limits import THROTTLE_TOKEN_EPSILON
 
-if TYPE_CHECKING:
-    from proxy.throttle import Throttler
-
-ADMITTED: Final = 0
-BY_ROUTE: Final = 1
-BY_ACCOUNT: Final = 2
-BY_EXTRA: Final = 3
-"""``Admission.take_one``'s answers: admitted, or the bucket that refused (``proxy.throttle`` names the level)."""
-
-_ONE_TOKEN: Final = 1.0 - THROTTLE_TOKEN_EPSILON
+_ONE_TOKEN = 1.0 - THROTTLE_TOKEN_EPSILON
 
 
 class TokenBucket:
@@ -76,44 +73,68 @@ class TokenBucket:
         self._anchor_tokens = tokens
         self._taken = 0
 
+    def grant(self, tokens: float, now: float) -> None:
+        """Add ``tokens`` at ``now`` (capped at ``burst``): how a leasing backend fills a bucket of rate 0."""
+        held = min(self.available(now) + tokens, float(self.burst))
+        self._anchor = now
+        self._anchor_tokens = held
+        self._taken = 0
+
+
+class BucketSource(Protocol):
+    """What an ``Admission`` reads of its throttler (``proxy.throttle.Throttler`` is the one)."""
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def account(self) -> TokenBucket: ...
+
+    @property
+    def generation(self) -> int:
+        """Bumped whenever buckets are reclaimed, so an ``Admission`` knows to fetch its own again."""
+        ...
+
+    def route_bucket(self, api_id: str, stage: Stage, route_key: str) -> TokenBucket:
+        """The bucket of ``route_key`` on ``stage`` now, made again if it was reclaimed."""
+        ...
+
 
 class Admission:
-    """Bulk admission of one route's messages, for the relay fast path.
+    """Admission of one route key's requests: one at a time (``take_one``) or a read at a time.
 
-    Per read, ``budget()`` is how many messages one-by-one ``admit_message``
+    Per read, ``budget()`` is how many messages one-by-one ``take_one(None)``
     calls would admit now; ``admit(count)`` then takes their tokens at that
     same instant (``count`` at most the budget): the same decision, made once.
-    It holds the buckets themselves and re-fetches them if the throttler
-    reclaimed any since (``Throttler.generation``). ``stage`` must be the
-    current one: the gateway makes a new ``Admission`` whenever the catalog
-    changes.
+    It holds the buckets themselves and fetches the route's again if the
+    throttler reclaimed any since (``BucketSource.generation``). ``stage``
+    must be the current one: the throttler retires its admissions when a new
+    ``Stage`` object is published.
     """
 
-    __slots__ = ("_account", "_api_id", "_clock", "_generation", "_route", "_route_key", "_stage", "_throttler")
+    __slots__ = ("_account", "_api_id", "_clock", "_generation", "_route", "_route_key", "_source", "_stage")
 
-    def __init__(self, throttler: Throttler, api_id: str, stage: Stage, route_key: str) -> None:
-        self._throttler = throttler
-        self._clock = throttler.clock
+    def __init__(self, source: BucketSource, api_id: str, stage: Stage, route_key: str) -> None:
+        self._source = source
+        self._clock = source.clock
         self._api_id = api_id
         self._stage = stage
         self._route_key = route_key
-        # A throttler built on this module's buckets (``proxy.throttle`` pairs the twins).
-        self._account = cast(TokenBucket, throttler.account)
-        self._generation = throttler.generation
-        self._route = cast(TokenBucket, throttler.route_bucket(api_id, stage, route_key).bucket)
+        self._account = source.account
+        self._generation = source.generation
+        self._route = source.route_bucket(api_id, stage, route_key)
 
-    def _refresh(self, now: float) -> None:
+    def _refresh(self) -> None:
         """Fetch the route bucket again if the throttler reclaimed buckets since."""
-        throttler = self._throttler
-        if self._generation != throttler.generation:
-            self._generation = throttler.generation
-            route_bucket = throttler.route_bucket(self._api_id, self._stage, self._route_key, now)
-            self._route = cast(TokenBucket, route_bucket.bucket)
+        source = self._source
+        if self._generation != source.generation:
+            self._generation = source.generation
+            self._route = source.route_bucket(self._api_id, self._stage, self._route_key)
 
     def budget(self) -> int:
         """Settles both buckets now (neutral: a full bucket re-anchored now holds what it held)."""
         now = self._clock()
-        self._refresh(now)
+        self._refresh()
         route = self._route._settle(now)
         account = self._account._settle(now)
         return int((route if route < account else account) + THROTTLE_TOKEN_EPSILON)
@@ -131,7 +152,7 @@ class Admission:
             ``BY_EXTRA`` (what took a token gives it back).
         """
         now = self._clock()
-        self._refresh(now)
+        self._refresh()
         if not self._route.take(now):
             return BY_ROUTE
         if not self._account.take(now):

@@ -19,10 +19,11 @@ cdef class TokenBucket:
     cdef double _settle(self, double now)
     cpdef void give_back(self)
     cpdef void reconfigure(self, double rate, long long burst, double now)
+    cpdef void grant(self, double tokens, double now)
 
 
 cdef class Admission:
-    cdef object _throttler
+    cdef object _source
     cdef object _api_id
     cdef object _stage
     cdef object _route_key
@@ -31,7 +32,7 @@ cdef class Admission:
     cdef TokenBucket _route
     cdef Py_ssize_t _generation
 
-    cdef int _refresh(self, double now) except -1
+    cdef int _refresh(self) except -1
     cpdef long long budget(self) except -1
     cpdef void admit(self, long long count)
     cpdef int take_one(self, TokenBucket extra)

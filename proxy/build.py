@@ -29,6 +29,7 @@ COMPILED_SOURCES: Final = (
     "proxy.frames",
     "proxy.handshake",
     "proxy.session",
+    "proxy.throttle",
     "proxy.server.observer",
     "proxy.server.flow",
     "proxy.server.deadlines",

@@ -20,6 +20,7 @@ import importlib
 import logging
 import signal
 import sys
+import time
 
 from proxy import build, codec, handshake, throttle
 from proxy.config import USAGE_ERROR, Config
@@ -86,7 +87,7 @@ async def _serve(config: Config) -> int:
         return 1
     observer = Observer(config)
     install_accept_errors(loop, observer.metrics.accept_errors)
-    gateway = Gateway(config, catalog, observer)
+    gateway = Gateway(config, catalog, observer, throttle.Throttler.from_config(config, time.monotonic))
     try:
         server = await loop.create_server(gateway.protocol, config.host, config.port, reuse_address=True)
     except OSError as exc:

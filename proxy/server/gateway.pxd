@@ -5,6 +5,7 @@ from proxy.server.deadlines cimport DeadlineQueue, Deadlines
 from proxy.server.flow cimport FlowControl
 from proxy.server.observer cimport ConnectionObserver, Observer
 from proxy.session cimport LazyContext, Session
+from proxy.throttle cimport Throttler
 from proxy.handshake cimport ServerHandshake
 
 
@@ -20,6 +21,7 @@ cdef class Gateway:
     cdef readonly object config
     cdef readonly object catalog
     cdef readonly Observer observer
+    cdef readonly Throttler throttler
     cdef readonly object server_encoder
     cdef readonly object client_encoder
     cdef readonly Deadlines deadlines

@@ -11,12 +11,13 @@ Layer 4, the only place client sockets live. Per connection:
    message is routed, throttled and integrated by ``proxy.session``; upstream
    messages come back re-fragmented. Back-pressure pauses the other side.
    The fast path: when every message goes unread to one ws:// upstream and
-   nothing logs per message (a ``RelayLane``), a read's messages are relayed,
+   nothing logs per message (``ConnectionObserver.bulk_counters``), a read's messages are relayed,
    throttled and counted in one ``RelayPump.feed`` call; backend reads always
    reach the client that way (``upstream_pump``).
 3. CLOSING/CLOSED: close codes propagate both ways; ``$disconnect`` runs.
 
-Observability is one ``Observer`` call per event (``proxy.server.observer``).
+Throttling decides (``proxy.throttle.Throttler``); observability is then told, one
+``Observer`` call per event (``proxy.server.observer``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver,
 from proxy.server.refusal import Refusal, refuse
 from proxy.server.upstream import Upstream, open_upstream
 from proxy.session import Client, Close, Decision, Forward, LazyContext, Reply, Session
+from proxy.throttle import Throttler
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ def _forwarded_for(request: UpgradeRequest, source_ip: str) -> str:
 
 
 class Gateway:
-    """What all client connections share: the loop, settings, catalog, observer, encoders.
+    """What all client connections share: the loop, settings, catalog, throttler, observer, encoders.
 
     Encoders keep no per-connection state, so one per role serves everyone.
     Built inside the running loop, which it keeps: a connection asks the
@@ -98,11 +100,12 @@ class Gateway:
     these fields as C struct members.
     """
 
-    def __init__(self, config: Config, catalog: MemoryCatalog, observer: Observer) -> None:
+    def __init__(self, config: Config, catalog: MemoryCatalog, observer: Observer, throttler: Throttler) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
         self.catalog = catalog
         self.observer = observer
+        self.throttler = throttler
         self.server_encoder = FrameEncoder(client_side=False, max_frame=config.max_frame)
         self.client_encoder = FrameEncoder(client_side=True, max_frame=config.max_frame)
         observer.metrics.frames_fragmented.add_source(lambda: self.server_encoder.fragmented)
@@ -360,7 +363,9 @@ class ClientConnection:
         session = self._session = Session(target, pooled_id(), client, pooled_id, epoch_ms)
         context = self._connect_context = session.connect_context()
         stage = target.stage
-        if gateway.observer.admit_connect(session.api_id, stage, session.connection_id, context) is not None:
+        refused = gateway.throttler.admit_connect(session.api_id, stage)
+        gateway.observer.connect_request(session.api_id, stage, session.connection_id, context, refused)
+        if refused is not None:
             self._refuse(HTTPStatus.TOO_MANY_REQUESTS, THROTTLED_CONNECT_MESSAGE)
             return
         try:
@@ -478,7 +483,7 @@ class ClientConnection:
         session = self._session
         context = self._connect_context
         if session is not None and context is not None and status != HTTPStatus.TOO_MANY_REQUESTS:
-            # admit_connect already counted and logged its 429s
+            # connect_request already counted and logged its 429s
             self._gateway.observer.refused(session.api_id, session.target.stage, status, context)
         transport = self._transport
         self._state = _CLOSING
@@ -500,15 +505,16 @@ class ClientConnection:
         upstream = self._upstreams.get(forward.url) if forward is not None else None
         if upstream is None or upstream.outbox is None or not upstream.relaying:
             return
-        lane = observer.lane(self._current_stage(), DEFAULT)
-        if lane is not None:
+        stage = self._current_stage()
+        counters = observer.bulk_counters(stage, DEFAULT)
+        if counters is not None:
             self._pump = RelayPump(
                 decoder,
                 self._gateway.client_encoder,
                 upstream.outbox.write_through,
                 clock=monotonic,
-                admission=lane.admission,
-                messages=lane.messages,
+                admission=self._gateway.throttler.admission(session.api_id, stage, DEFAULT),
+                messages=counters,
                 read_bytes=observer.bytes_in,
             )
 
@@ -575,7 +581,10 @@ class ClientConnection:
             observer.unrouted(self._current_stage(), context)
             self._act(session.no_route(context.request_id))
             return
-        if observer.message(self._current_stage(), route.route_key, payload, context) is not None:
+        stage = self._current_stage()
+        refused = self._gateway.throttler.admit_message(session.api_id, stage, route.route_key)
+        observer.message(stage, route.route_key, payload, context, refused)
+        if refused is not None:
             self._act(session.throttled(context.request_id, self._config.throttled_frame))
             return
         self._act(session.integrate(route, opcode, payload, context.get), opcode, payload)

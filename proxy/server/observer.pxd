@@ -4,9 +4,8 @@ cdef class _RouteView:
     cdef readonly object settings
     cdef readonly object detailed
     cdef readonly bint logged
-    cdef public object lane
-    cdef public bint laned
-    cdef public object admission
+    cdef public object bulk
+    cdef public bint bulk_known
 
 
 cdef class _StageView:
@@ -16,13 +15,7 @@ cdef class _StageView:
     cdef readonly dict routes
 
 
-cdef class RelayLane:
-    cdef readonly object admission
-    cdef readonly tuple messages
-
-
 cdef class Observer:
-    cdef public object throttler
     cdef public object metrics
     cdef public object sinks
     cdef public object execution
@@ -42,5 +35,5 @@ cdef class ConnectionObserver:
     cdef readonly object bytes_in
     cdef readonly object bytes_out
     cdef _RouteView _route(self, stage, route_key)
-    cpdef lane(self, stage, route_key)
+    cpdef bulk_counters(self, stage, route_key)
     cpdef sent(self, count, size)

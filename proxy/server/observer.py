@@ -1,36 +1,38 @@
-"""The gateway's one handle on throttling, metrics, access logs and execution logs.
+"""The gateway's one handle on metrics, access logs and execution logs: it counts and logs, never decides.
 
-Layer 4. The gateway makes one call per event and acts on the answer; this
-module keeps every observability decision out of the relay code:
+Layer 4. The gateway makes one call per event; this module keeps every
+observability detail out of the relay code. Throttling decisions are
+``proxy.throttle``'s: the gateway asks the ``Throttler``, acts, and passes
+the answer (``None`` for admitted, else the refusing level) here to be
+counted and logged:
 
-* ``Observer.admit_connect`` before the upgrade: ``None`` or the refusing
-  throttle level (answer HTTP 429 with ``THROTTLED_CONNECT_MESSAGE``).
+* ``Observer.connect_request`` once ``$connect`` was decided (a refusal is
+  answered HTTP 429 with ``THROTTLED_CONNECT_MESSAGE``).
 * ``Observer.connected`` once the connection is up: returns a
   ``ConnectionObserver`` the connection keeps.
-* ``ConnectionObserver.message`` per client message after route selection:
-  ``None`` (forward it) or the refusing level (send the too-many-requests
-  frame instead, keep the connection); ``sent`` per message to the client;
-  ``closed`` once, with the close code.
+* ``ConnectionObserver.message`` per client message after route selection
+  and throttling; ``bulk_counters`` for the relay fast path, which counts a
+  read's messages at once; ``sent`` per message to the client; ``closed``
+  once, with the close code.
 
 ``context`` arguments are ``proxy.control.context.RequestContext`` (anything
 with ``request_id`` and ``fields()``): ``fields()`` is only built when the
 stage writes access logs, so a stage without them pays nothing. An access line
 whose context has no ``status`` yet gets the gateway's (200, or 429 throttled).
+The AWS metrics and log lines reproduced are in docs/aws-behaviour.md#logging-and-metrics.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Final, Protocol
 
 from proxy.accesslog import MISSING, render_access_line
 from proxy.config import Config
 from proxy.control.model import CONNECT, DISCONNECT, RouteSettings, Stage
-from proxy.metrics import GatewayMetrics, StageMetrics, default_metrics
+from proxy.metrics import FastCounter, GatewayMetrics, StageMetrics, default_metrics
 from proxy.server.logsink import ExecutionLog, LogSinks, default_log_dir
-from proxy.throttle import ADMITTED, Admission, Throttler, effective_route_settings
+from proxy.throttle import effective_route_settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +59,16 @@ class HasVariables(Protocol):
 class _RouteView:
     """What one route key means on one published ``Stage``, resolved once for all its connections."""
 
-    __slots__ = ("admission", "detailed", "lane", "laned", "logged", "settings")
+    __slots__ = ("bulk", "bulk_known", "detailed", "logged", "settings")
 
     def __init__(self, settings: RouteSettings, detailed: StageMetrics | None) -> None:
         self.settings = settings
         self.detailed = detailed
         self.logged = ExecutionLog.level(settings) is not None
-        self.lane: RelayLane | None = None
-        self.laned = False
-        """Whether ``lane`` was worked out (it is made on first use: ``$connect`` never needs one)."""
-        self.admission: Admission | None = None
-        """``$connect``'s buckets, found once per published stage (``Observer.admit_connect``)."""
+        self.bulk: tuple[FastCounter, ...] | None = None
+        """The cells counting this route's messages a read at a time (``bulk_counters``)."""
+        self.bulk_known = False
+        """Whether ``bulk`` was worked out (on first use: ``$connect`` never needs it)."""
 
 
 class _StageView:
@@ -86,51 +87,23 @@ class _StageView:
         self.routes: dict[str, _RouteView] = {}
 
 
-class RelayLane:
-    """What the relay fast path needs from observability: one route, messages handled a read at a time.
-
-    ``admission`` says how many messages throttling lets through now and
-    charges those relayed (``proxy.throttle.Admission``: the compiled pump
-    calls it in C); ``messages`` are the cells that count them. The
-    ``RelayPump`` uses both per read; messages past the budget go the per-message way
-    (``ConnectionObserver.message``). Only routes without execution logs, on
-    stages without access logs, get one: those need a line per message. One
-    lane serves every connection on its route of a published stage: the
-    buckets and cells are the stage's anyway, and a pump uses it only within
-    one ``feed`` call.
-    """
-
-    __slots__ = ("admission", "messages")
-
-    def __init__(self, admission: Admission, stage: StageMetrics, route: StageMetrics | None) -> None:
-        self.admission = admission
-        self.messages = (stage.message_count,) if route is None else (stage.message_count, route.message_count)
-
-
 class Observer:
-    """Throttler, metrics and log sinks for a whole gateway process.
+    """Metrics and log sinks for a whole gateway process.
 
     Args:
-        config: account limits, data-trace length, log directory.
-        clock: monotonic seconds for the throttler.
+        config: data-trace length, log directory.
         metrics: collectors (a fresh registry in tests; the process-wide
             ``default_metrics()`` on ``REGISTRY`` otherwise).
+        sinks: where access-log lines go (files under the log directory when None).
     """
 
     def __init__(
         self,
         config: Config,
         *,
-        clock: Callable[[], float] = time.monotonic,
         metrics: GatewayMetrics | None = None,
         sinks: LogSinks | None = None,
     ) -> None:
-        self.throttler = Throttler(
-            clock=clock,
-            account_burst=config.account_burst_limit,
-            account_rate=config.account_rate_limit,
-            new_connections_per_s=config.new_connections_per_s,
-        )
         self.metrics = metrics if metrics is not None else default_metrics()
         self.sinks = sinks if sinks is not None else LogSinks(config.log_dir or default_log_dir(config.db_path))
         self.execution = ExecutionLog(config.data_trace_max_bytes)
@@ -167,20 +140,18 @@ class Observer:
             route = view.routes[route_key] = _RouteView(settings, detailed)
         return route
 
-    def admit_connect(self, api_id: str, stage: Stage, connection_id: str, context: HasVariables) -> str | None:
-        """Throttle a handshake on route ``$connect``; count and log it.
+    def connect_request(
+        self, api_id: str, stage: Stage, connection_id: str, context: HasVariables, refused: str | None
+    ) -> None:
+        """A handshake on route ``$connect`` was throttled or let through; count and log it.
 
-        Returns:
-            ``None`` to go on, else the refusing level: answer 429 before the upgrade.
+        Args:
+            refused: ``None`` if throttling admitted it, else the refusing
+                level (the gateway answers 429 before the upgrade).
         """
         view = self._view(api_id, stage)
         route = self._route_in(view, api_id, CONNECT)
         stage_metrics = view.metrics
-        throttler = self.throttler
-        if route.admission is None:
-            route.admission = throttler.admission(api_id, stage, CONNECT)
-        taken = route.admission.take_one(throttler.new_connections)
-        refused = None if taken == ADMITTED else throttler.connect_refusal(api_id, stage, taken)
         if route.logged:
             settings = route.settings
             if refused is None:
@@ -190,7 +161,7 @@ class Observer:
                 self.execution.error(settings, context.request_id, connection_id, message)
         if refused is None:
             stage_metrics.connect_count.inc()
-            return None
+            return
         self.metrics.throttled(refused).inc()
         stage_metrics.client_error.inc()
         self.access_log(stage, context, STATUS_THROTTLED)
@@ -201,7 +172,6 @@ class Observer:
             stage.stage_name,
             refused,
         )
-        return refused
 
     def connected(self, api_id: str, stage: Stage, connection_id: str, context: HasVariables) -> ConnectionObserver:
         """A connection was accepted: count it open and write its CONNECT access line."""
@@ -211,7 +181,7 @@ class Observer:
         return ConnectionObserver(self, api_id, self._view(api_id, stage).metrics, connection_id)
 
     def refused(self, api_id: str, stage: Stage, status: int, context: HasVariables) -> None:
-        """``$connect`` failed after throttling admitted it (429s are counted by ``admit_connect``).
+        """``$connect`` failed after throttling admitted it (429s are counted by ``connect_request``).
 
         The gateway failing to call the integration (500 template error, 502
         unreachable, 504 timeout) is an ExecutionError; any other status is
@@ -274,25 +244,23 @@ class ConnectionObserver:
         # The stage is the one published now: update-stage's new settings apply at once.
         return self._observer.route_view(self.api_id, stage, route_key)
 
-    def message(self, stage: Stage, route_key: str, payload: bytes, context: HasVariables) -> str | None:
-        """One client message, after route selection.
+    def message(self, stage: Stage, route_key: str, payload: bytes, context: HasVariables, refused: str | None) -> None:
+        """One client message, after route selection and throttling.
 
         Args:
             stage: the stage *current* in the catalog (live route settings).
             route_key: the selected route.
             payload: the message, for data-trace excerpts.
             context: the message's request context.
-
-        Returns:
-            ``None`` to forward it, else the refusing level: send the
-            too-many-requests frame instead and keep the connection open.
+            refused: ``None`` if throttling admitted it (it is forwarded),
+                else the refusing level (the too-many-requests frame is sent
+                instead and the connection stays open).
         """
         observer = self._observer
         view = self._route(stage, route_key)
         self.stage_metrics.message_count.inc()
         if view.detailed is not None:
             view.detailed.message_count.inc()
-        refused = observer.throttler.admit_message(self.api_id, stage, route_key)
         if view.logged:
             execution = observer.execution
             if refused is None:
@@ -306,17 +274,25 @@ class ConnectionObserver:
                 view.detailed.client_error.inc()
         if stage.access_log_settings is not None:
             observer.access_log(stage, context, STATUS_OK if refused is None else STATUS_THROTTLED)
-        return refused
 
-    def lane(self, stage: Stage, route_key: str) -> RelayLane | None:
-        """Bulk observability for ``route_key``, or None if it must see messages one by one."""
+    def bulk_counters(self, stage: Stage, route_key: str) -> tuple[FastCounter, ...] | None:
+        """The cells counting ``route_key``'s messages a read at a time, or None if each needs a ``message`` call.
+
+        The relay fast path (``RelayPump``) adds a read's message count to
+        each; messages past the throttling budget go the per-message way. Only
+        routes without execution logs, on stages without access logs, are
+        counted in bulk: those need a line per message. The tuple is shared by
+        every connection on the route of a published stage (the cells are the
+        stage's anyway).
+        """
         view = self._route(stage, route_key)
-        if not view.laned:
-            view.laned = True
+        if not view.bulk_known:
+            view.bulk_known = True
             if not view.logged and stage.access_log_settings is None:
-                admission = self._observer.throttler.admission(self.api_id, stage, route_key)
-                view.lane = RelayLane(admission, self.stage_metrics, view.detailed)
-        return view.lane
+                cells = self.stage_metrics.message_count
+                detailed = view.detailed
+                view.bulk = (cells,) if detailed is None else (cells, detailed.message_count)
+        return view.bulk
 
     def unrouted(self, stage: Stage, context: HasVariables) -> None:
         """A message matched no route and there is no ``$default``: the gateway answers Forbidden."""

@@ -9,6 +9,7 @@ connections ended.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from proxy.metrics import GatewayMetrics
 from proxy.server.gateway import Gateway
 from proxy.server.logsink import LogSinks
 from proxy.server.observer import Observer
+from proxy.throttle import Throttler
 
 LOOPBACK = "127.0.0.1"
 FRAGMENT_BYTES = 32 * 1024
@@ -47,7 +49,7 @@ async def in_process_gateway(
     """Serve ``catalog`` on an ephemeral loopback port with a private metrics registry."""
     config = config or Config(port=0, admin_port=0)
     observer = Observer(config, metrics=GatewayMetrics(CollectorRegistry()), sinks=LogSinks(str(tmp_path)))
-    gateway = Gateway(config, catalog, observer)
+    gateway = Gateway(config, catalog, observer, Throttler.from_config(config, time.monotonic))
     server = await asyncio.get_running_loop().create_server(gateway.protocol, LOOPBACK, 0)
     try:
         yield InProcessGateway(gateway, server)

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 IN_PROCESS_SUITES = (
     "tests/test_handshake.py",
     "tests/test_session.py",
+    "tests/test_throttle.py",
     "tests/server/test_observe_observer.py",
     "tests/server/test_observe_control.py",
     "tests/server/test_gateway_inprocess.py",

@@ -2,7 +2,8 @@
 catalog reaches an open connection's throttling, and ``/metrics`` on that listener shows it.
 
 The data-plane gateway is not involved here (see ``test_observe_e2e.py`` for that); the
-``Observer`` is driven the way the gateway drives it, with the stage the catalog holds now.
+``Throttler`` and the ``Observer`` are driven the way the gateway drives them, with the stage
+the catalog holds now.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from proxy.config import Config
 from proxy.control.model import DEFAULT, Stage
 from proxy.metrics import GatewayMetrics, exposition
 from proxy.server.observer import Observer
+from proxy.throttle import Throttler
 from tests.control.conftest import Admin, running_admin
 from tests.control.test_aws_cli import Aws
+from tests.helpers.throttling import GatewayCalls
 from tests.test_metrics import Labels, parse
 from tests.test_throttle import FakeClock
 
@@ -44,7 +47,7 @@ class Context:
 class Setup:
     admin: Admin
     aws: Aws
-    observer: Observer
+    gateway: GatewayCalls
     api_id: str
 
     def current_stage(self) -> Stage:
@@ -59,23 +62,28 @@ class Setup:
 def setup(tmp_path: Path) -> Iterator[Setup]:
     registry = CollectorRegistry()
     config = Config(db_path=str(tmp_path / "fg.db"), backend="ws://127.0.0.1:9")
-    observer = Observer(config, clock=FakeClock(), metrics=GatewayMetrics(registry))
+    observer = Observer(config, metrics=GatewayMetrics(registry))
+    gateway = GatewayCalls(Throttler.from_config(config, FakeClock()), observer)
     with running_admin(config, metrics=lambda: exposition(registry)) as admin:
         (api_id,) = admin.catalog.api_ids()  # the --backend quickstart API
-        yield Setup(admin, Aws(admin), observer, api_id)
+        yield Setup(admin, Aws(admin), gateway, api_id)
     observer.close()
 
 
 def test_update_stage_route_settings_throttle_an_open_connection(setup: Setup) -> None:
     stage = setup.current_stage()
-    connection = setup.observer.connected(setup.api_id, stage, "conn-1", Context("c"))
-    assert [connection.message(setup.current_stage(), DEFAULT, b"{}", Context("m")) for _ in range(3)] == [None] * 3
+    connection = setup.gateway.observer.connected(setup.api_id, stage, "conn-1", Context("c"))
+
+    def message() -> str | None:
+        return setup.gateway.message(connection, setup.current_stage(), DEFAULT, b"{}", Context("m"))
+
+    assert [message() for _ in range(3)] == [None] * 3
 
     setup.aws(
         "update-stage", "--api-id", setup.api_id, "--stage-name", "prod",
         "--route-settings", '{"$default": {"ThrottlingBurstLimit": 2, "ThrottlingRateLimit": 0}}',
     )  # fmt: skip
-    decisions = [connection.message(setup.current_stage(), DEFAULT, b"{}", Context("m")) for _ in range(5)]
+    decisions = [message() for _ in range(5)]
     assert decisions == [None, None, "route", "route", "route"]
 
     labels = (("api_id", setup.api_id), ("stage", "prod"))
@@ -92,8 +100,8 @@ def test_default_route_settings_throttle_connect_at_the_stage_level(setup: Setup
         "--default-route-settings", "ThrottlingBurstLimit=1,ThrottlingRateLimit=0",
     )  # fmt: skip
     stage = setup.current_stage()
-    assert setup.observer.admit_connect(setup.api_id, stage, "c1", Context("r1")) is None
-    assert setup.observer.admit_connect(setup.api_id, stage, "c2", Context("r2")) == "stage"
+    assert setup.gateway.connect(setup.api_id, stage, "c1", Context("r1")) is None
+    assert setup.gateway.connect(setup.api_id, stage, "c2", Context("r2")) == "stage"
     samples = setup.scrape()
     labels = (("api_id", setup.api_id), ("stage", "prod"))
     assert samples[("framegate_connect_count_total", labels)] == 1

@@ -1,4 +1,4 @@
-"""The gateway's observability facade, in process: decisions, counters and log lines per event."""
+"""The gateway's observability facade, in process: counters and log lines per event, for the decisions it is told."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from proxy.control.model import CONNECT, AccessLogSettings, RouteSettings, Stage
 from proxy.metrics import REGISTRY, GatewayMetrics, default_metrics
 from proxy.server.logsink import EXECUTION_LOGGER
 from proxy.server.observer import Observer
+from proxy.throttle import Throttler
+from tests.helpers.throttling import GatewayCalls
 from tests.test_metrics import scrape
 from tests.test_throttle import FakeClock
 
@@ -42,10 +44,16 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def observer(tmp_path: Path, registry: CollectorRegistry) -> Iterator[Observer]:
-    config = Config(db_path=str(tmp_path / "fg.db"), account_burst_limit=10_000, account_rate_limit=10_000.0)
-    built = Observer(config, clock=FakeClock(), metrics=GatewayMetrics(registry))
+    built = Observer(Config(db_path=str(tmp_path / "fg.db")), metrics=GatewayMetrics(registry))
     yield built
     built.close()
+
+
+@pytest.fixture
+def gateway(observer: Observer) -> GatewayCalls:
+    """A throttler on a fake clock beside the observer, called as the gateway calls them."""
+    throttler = Throttler(clock=FakeClock(), account_burst=10_000, account_rate=10_000.0)
+    return GatewayCalls(throttler, observer)
 
 
 def stage_with(
@@ -73,7 +81,7 @@ def test_admitted_connect_counts_and_logs_connect(
     observer: Observer, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
     stage = stage_with(tmp_path)
-    assert observer.admit_connect(API, stage, "c1", Context("CONNECT")) is None
+    observer.connect_request(API, stage, "c1", Context("CONNECT"), None)
     observer.connected(API, stage, "c1", Context("CONNECT"))
     assert sample(registry, "framegate_connect_count_total", api_id=API, stage="dev") == 1
     assert sample(registry, "framegate_open_connections") == 1
@@ -81,38 +89,23 @@ def test_admitted_connect_counts_and_logs_connect(
 
 
 def test_throttled_connect_is_refused_counted_and_logged_429(
-    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+    gateway: GatewayCalls, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
     stage = stage_with(tmp_path, {CONNECT: RouteSettings(throttling_burst_limit=1, throttling_rate_limit=0.0)})
-    assert observer.admit_connect(API, stage, "c1", Context("CONNECT")) is None
-    assert observer.admit_connect(API, stage, "c2", Context("CONNECT", "req-2")) == "route"
+    assert gateway.connect(API, stage, "c1", Context("CONNECT")) is None
+    assert gateway.connect(API, stage, "c2", Context("CONNECT", "req-2")) == "route"
     assert sample(registry, "framegate_connect_count_total", api_id=API, stage="dev") == 1
     assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 1
     assert sample(registry, "framegate_throttled_requests_total", level="route") == 1
     assert access_lines(tmp_path) == [{"requestId": "req-2", "eventType": "CONNECT", "status": "429"}]
 
 
-def test_a_republished_stage_s_connect_limits_apply_to_the_next_connect(observer: Observer, tmp_path: Path) -> None:
-    clock = observer.throttler.clock
-    assert isinstance(clock, FakeClock)
-    frozen = stage_with(tmp_path, {CONNECT: RouteSettings(throttling_burst_limit=1, throttling_rate_limit=0.0)})
-    assert observer.admit_connect(API, frozen, "c1", Context("CONNECT")) is None
-    assert observer.admit_connect(API, frozen, "c2", Context("CONNECT")) == "route"
-    clock.now = 0.01
-    assert observer.admit_connect(API, frozen, "c3", Context("CONNECT")) == "route"  # no refill at rate 0
-    refilling = replace(frozen, route_settings={CONNECT: RouteSettings(throttling_rate_limit=1000.0)})
-    clock.now = 0.02
-    assert observer.admit_connect(API, refilling, "c4", Context("CONNECT")) == "route"  # its tokens kept: none
-    clock.now = 0.03
-    assert observer.admit_connect(API, refilling, "c5", Context("CONNECT")) is None  # refilled at the new rate
-
-
 def test_message_flood_admits_exactly_the_burst_and_counts_the_rest(
-    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+    gateway: GatewayCalls, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
     stage = stage_with(tmp_path, default=RouteSettings(throttling_burst_limit=3, throttling_rate_limit=0.0))
-    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
-    decisions = [connection.message(stage, "chat", b"hi", Context("MESSAGE", f"m{n}")) for n in range(5)]
+    connection = gateway.observer.connected(API, stage, "c1", Context("CONNECT"))
+    decisions = [gateway.message(connection, stage, "chat", b"hi", Context("MESSAGE", f"m{n}")) for n in range(5)]
     assert decisions == [None, None, None, "stage", "stage"]
     assert sample(registry, "framegate_message_count_total", api_id=API, stage="dev") == 5
     assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 2
@@ -121,28 +114,63 @@ def test_message_flood_admits_exactly_the_burst_and_counts_the_rest(
     assert statuses == ["200", "200", "200", "429", "429"]
 
 
-def test_updated_stage_applies_to_an_open_connection(observer: Observer, tmp_path: Path) -> None:
-    stage = stage_with(tmp_path)
-    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
-    assert connection.message(stage, "chat", b"x", Context("MESSAGE")) is None
-    blocked = replace(stage, route_settings={"chat": RouteSettings(throttling_burst_limit=0, throttling_rate_limit=0)})
-    assert connection.message(blocked, "chat", b"x", Context("MESSAGE")) == "route"
-    assert connection.message(blocked, "other", b"x", Context("MESSAGE")) is None
-
-
-def test_connections_on_a_stage_share_its_relay_lane_until_it_is_republished(
-    observer: Observer, tmp_path: Path
+def test_updated_stage_applies_to_an_open_connection(
+    gateway: GatewayCalls, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
-    stage = replace(stage_with(tmp_path), access_log_settings=None)
+    stage = stage_with(tmp_path)
+    connection = gateway.observer.connected(API, stage, "c1", Context("CONNECT"))
+    assert gateway.message(connection, stage, "chat", b"x", Context("MESSAGE")) is None
+    blocked = replace(stage, route_settings={"chat": RouteSettings(throttling_burst_limit=0, throttling_rate_limit=0)})
+    assert gateway.message(connection, blocked, "chat", b"x", Context("MESSAGE")) == "route"
+    assert gateway.message(connection, blocked, "other", b"x", Context("MESSAGE")) is None
+    assert sample(registry, "framegate_throttled_requests_total", level="route") == 1
+
+
+def test_connections_on_a_stage_share_its_bulk_counters_until_it_is_republished(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    stage = replace(
+        stage_with(tmp_path, {"chat": RouteSettings(detailed_metrics_enabled=True)}), access_log_settings=None
+    )
     first = observer.connected(API, stage, "c1", Context("CONNECT"))
     second = observer.connected(API, stage, "c2", Context("CONNECT"))
-    lane = first.lane(stage, "$default")
-    assert lane is not None and second.lane(stage, "$default") is lane
-    lane.admission.admit(lane.admission.budget())  # the burst is the stage's, spent by either connection
-    assert second.lane(stage, "$default").admission.budget() == 0
+    counters = first.bulk_counters(stage, "$default")
+    assert counters is not None and second.bulk_counters(stage, "$default") is counters
+    for cell in counters:
+        cell.value += 3  # as the relay pump adds a read's messages
+    assert sample(registry, "framegate_message_count_total", api_id=API, stage="dev") == 3
+    detailed = first.bulk_counters(stage, "chat")
+    assert detailed is not None and len(detailed) == 2  # the route's detailed cell too
     logged = replace(stage, default_route_settings=RouteSettings(logging_level="INFO"))
-    assert first.lane(logged, "$default") is None  # a new Stage object: its settings apply at once
-    assert first.lane(stage, "$default") is not lane
+    assert first.bulk_counters(logged, "$default") is None  # a new Stage object: its settings apply at once
+    assert first.bulk_counters(stage, "$default") is not counters
+
+
+def test_stages_with_access_logs_count_messages_one_by_one(observer: Observer, tmp_path: Path) -> None:
+    stage = stage_with(tmp_path)
+    assert observer.connected(API, stage, "c1", Context("CONNECT")).bulk_counters(stage, "$default") is None
+
+
+def test_refusals_told_to_the_observer_are_counted_by_level_and_logged_as_errors(
+    observer: Observer, registry: CollectorRegistry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors = RouteSettings(logging_level="ERROR")
+    stage = stage_with(tmp_path, {CONNECT: errors, "chat": errors})
+    connection = observer.connected(API, stage, "c1", Context("CONNECT"))
+    with caplog.at_level(logging.INFO, logger=EXECUTION_LOGGER):
+        observer.connect_request(API, stage, "c2", Context("CONNECT", "r1"), "new_connections")
+        connection.message(stage, "chat", b"x", Context("MESSAGE", "m1"), "account")
+        connection.message(stage, "chat", b"x", Context("MESSAGE", "m2"), None)  # admitted: nothing at ERROR
+    lines = [r.getMessage() for r in caplog.records if r.name == EXECUTION_LOGGER]
+    assert lines == [
+        "(r1) connectionId=c2 $connect throttled (new_connections level)",
+        "(m1) connectionId=c1 Too Many Requests",
+    ]
+    assert sample(registry, "framegate_throttled_requests_total", level="new_connections") == 1
+    assert sample(registry, "framegate_throttled_requests_total", level="account") == 1
+    assert sample(registry, "framegate_client_error_total", api_id=API, stage="dev") == 2
+    statuses = [line["status"] for line in access_lines(tmp_path)]
+    assert statuses == ["200", "429", "429", "200"]  # CONNECT c1, then the three told
 
 
 def test_detailed_metrics_only_for_routes_that_enable_them(
@@ -150,8 +178,8 @@ def test_detailed_metrics_only_for_routes_that_enable_them(
 ) -> None:
     stage = stage_with(tmp_path, {"chat": RouteSettings(detailed_metrics_enabled=True)})
     connection = observer.connected(API, stage, "c1", Context("CONNECT"))
-    connection.message(stage, "chat", b"x", Context("MESSAGE"))
-    connection.message(stage, "join", b"x", Context("MESSAGE"))
+    connection.message(stage, "chat", b"x", Context("MESSAGE"), None)
+    connection.message(stage, "join", b"x", Context("MESSAGE"), None)
     assert sample(registry, "framegate_route_message_count_total", api_id=API, stage="dev", route="chat") == 1
     routes = {labels for name, labels in scrape(registry) if name == "framegate_route_message_count_total"}
     assert routes == {(("api_id", API), ("route", "chat"), ("stage", "dev"))}
@@ -179,7 +207,8 @@ def test_stage_without_access_logs_never_asks_for_variables(observer: Observer, 
 
     stage = Stage("dev", DATE, DATE)
     connection = observer.connected(API, stage, "c1", Untouchable())
-    assert connection.message(stage, "chat", b"x", Untouchable()) is None
+    connection.message(stage, "chat", b"x", Untouchable(), None)
+    connection.message(stage, "chat", b"x", Untouchable(), "route")
     connection.closed(stage, 1000, Untouchable())
     assert not (tmp_path / "access.log").exists()
 
@@ -190,8 +219,8 @@ def test_data_trace_logs_payload_excerpts_for_info_routes(
     stage = stage_with(tmp_path, {"chat": RouteSettings(logging_level="INFO", data_trace_enabled=True)})
     connection = observer.connected(API, stage, "c1", Context("CONNECT"))
     with caplog.at_level(logging.INFO, logger=EXECUTION_LOGGER):
-        connection.message(stage, "chat", b'{"action":"chat"}', Context("MESSAGE", "m1"))
-        connection.message(stage, "quiet", b"nothing", Context("MESSAGE", "m2"))
+        connection.message(stage, "chat", b'{"action":"chat"}', Context("MESSAGE", "m1"), None)
+        connection.message(stage, "quiet", b"nothing", Context("MESSAGE", "m2"), None)
     lines = [r.getMessage() for r in caplog.records if r.name == EXECUTION_LOGGER]
     assert lines == [
         "(m1) connectionId=c1 routeKey=chat request received",
