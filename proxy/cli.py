@@ -71,6 +71,16 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     ),
     "log_dir": ("--log-dir", str, "directory for access logs sent to arn:aws:logs ARNs (default: logs/ next to --db)"),
     "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR (default %(default)s)"),
+    "tls_cert": ("--tls-cert", str, "PEM certificate chain: the data port speaks wss:// (with --tls-key)"),
+    "tls_key": ("--tls-key", str, "PEM private key (unencrypted) of --tls-cert"),
+    "tls_cert_dir": (
+        "--tls-cert-dir",
+        str,
+        "directory of per-domain NAME.crt/NAME.key (_wildcard.PARENT.crt for *.PARENT), chosen by SNI",
+    ),
+    "admin_tls_cert": ("--admin-tls-cert", str, "PEM certificate chain: the admin port speaks https://"),
+    "admin_tls_key": ("--admin-tls-key", str, "PEM private key (unencrypted) of --admin-tls-cert"),
+    "backend_ca": ("--backend-ca", str, "PEM CA bundle trusted for wss:// backends instead of the system store"),
 }
 
 

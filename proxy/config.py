@@ -45,6 +45,16 @@ class Config:
     log_dir: str | None = None
     """Where ``arn:aws:logs:...:log-group:NAME`` access logs go; None: ``logs/`` next to the db."""
     log_level: str = "INFO"
+    tls_cert: str | None = None
+    """``--tls-cert``: PEM certificate chain; with ``tls_key``, the data port speaks wss://."""
+    tls_key: str | None = None
+    tls_cert_dir: str | None = None
+    """Per-domain certificates picked by SNI (``proxy/server/tls.py``); needs ``tls_cert``."""
+    admin_tls_cert: str | None = None
+    """``--admin-tls-cert``: with ``admin_tls_key``, the admin port speaks https://."""
+    admin_tls_key: str | None = None
+    backend_ca: str | None = None
+    """PEM bundle of the only CAs trusted for wss:// backends (None: the system store)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
@@ -62,3 +72,11 @@ class Config:
             raise ValueError("write_low_water must not exceed write_high_water")
         if self.backend is not None and not self.backend.startswith(("ws://", "wss://")):
             raise ValueError(f"--backend must be a ws:// or wss:// URL, got {self.backend!r}")
+        for flags, cert, key in (
+            ("--tls-cert and --tls-key", self.tls_cert, self.tls_key),
+            ("--admin-tls-cert and --admin-tls-key", self.admin_tls_cert, self.admin_tls_key),
+        ):
+            if (cert is None) != (key is None):
+                raise ValueError(f"{flags} go together: give both or neither")
+        if self.tls_cert_dir is not None and self.tls_cert is None:
+            raise ValueError("--tls-cert-dir needs --tls-cert and --tls-key: the certificate for unknown names")

@@ -46,6 +46,12 @@ DRAIN_TIMEOUT_S: Final = 10.0
 CLOSE_TIMEOUT_S: Final = 5.0
 """How long to wait for the peer's close frame before dropping the socket."""
 
+# --- TLS (proxy/server/tls.py) ----------------------------------------------
+TLS_CONTEXT_CACHE: Final = 1024
+"""Per-domain certificates held loaded (--tls-cert-dir); past it all are dropped and re-read on use."""
+TLS_SHUTDOWN_TIMEOUT_S: Final = 5.0
+"""How long a closing TLS connection waits for the peer's close_notify before the socket is closed."""
+
 # --- Integrations ----------------------------------------------------------
 INTEGRATION_TIMEOUT_MS: Final = 29_000
 """AWS default and maximum integration timeout for WebSocket APIs."""

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 
-from proxy import build, codec, handshake, throttle
+from proxy import build, codec, handshake, limits, throttle
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.plane import QUICKSTART_API, ControlPlane
@@ -24,6 +24,7 @@ from proxy.server.admin import start_control_plane
 from proxy.server.gateway import Gateway
 from proxy.server.loop import run_loop
 from proxy.server.observer import Observer
+from proxy.server.tls import TLSSetupError, listener_contexts
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,12 @@ async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     catalog = MemoryCatalog(config.default_api)
     try:
-        plane, admin = await start_control_plane(config, catalog)
+        contexts = listener_contexts(config, catalog.domain)
+    except TLSSetupError as exc:
+        print(f"framegate serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        plane, admin = await start_control_plane(config, catalog, ssl_context=contexts.admin)
     except (OSError, ControlError, ValueError) as exc:
         print(f"framegate serve: cannot start the control plane: {exc}", file=sys.stderr)
         return 1
@@ -57,7 +63,16 @@ async def _serve(config: Config) -> int:
     observer = Observer(config)
     gateway = Gateway(config, catalog, observer)
     try:
-        server = await loop.create_server(gateway.protocol, config.host, config.port, reuse_address=True)
+        server = await loop.create_server(
+            gateway.protocol,
+            config.host,
+            config.port,
+            reuse_address=True,
+            ssl=contexts.data,
+            # A TLS handshake is part of the upgrade: the same deadline bounds it.
+            ssl_handshake_timeout=config.handshake_timeout if contexts.data else None,
+            ssl_shutdown_timeout=limits.TLS_SHUTDOWN_TIMEOUT_S if contexts.data else None,
+        )
     except OSError as exc:
         print(f"framegate serve: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
         await admin.close()
@@ -69,9 +84,10 @@ async def _serve(config: Config) -> int:
     # What start-up built (modules, store, catalog) lives as long as the process: moving it
     # out of the collector's sight keeps full collections, and their pauses, small.
     gc.freeze()
-    admin_url = _url("http", admin.server)
+    admin_url = _url("https" if contexts.admin else "http", admin.server)
+    data_url = _url("wss" if contexts.data else "ws", server)
     print(
-        f"{READY_PREFIX} data={_url('ws', server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
+        f"{READY_PREFIX} data={data_url} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
         flush=True,
     )
     for part, reason in (
