@@ -202,7 +202,7 @@ class CertificateDirectory:
                 try:
                     return self._load(cert, key)
                 except TLSSetupError as exc:
-                    self._warn(str(exc))
+                    self._warn(f"{exc}: not served to {name}")
             elif stem == arn_stem:
                 self._warn(f"the certificateArn of {name} names {cert}, which does not exist")
         return self._default
@@ -233,7 +233,7 @@ class CertificateDirectory:
         # Once per distinct problem: a client can repeat a handshake as often as it likes.
         if message not in self._warned and len(self._warned) < limits.TLS_CONTEXT_CACHE:
             self._warned.add(message)
-            logger.warning("%s; serving the default certificate", message)
+            logger.warning("TLS: %s; trying the next certificate (see --tls-cert-dir in the README)", message)
 
     def _sni(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
         chosen = self.context_for(server_name)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,21 +28,14 @@ from websockets.exceptions import InvalidStatus
 from proxy.control.model import DomainName
 from proxy.server.tls import CertificateDirectory, server_context
 from tests.helpers.backends import Recorder, echo_backend, echo_frames
-from tests.helpers.servers import START_CEILING_S, codec_env, serve_argv
+from tests.helpers.servers import START_CEILING_S, codec_env, framegate, serve_argv
 
 pytestmark = pytest.mark.integration
 
 CEILING_S = 15.0
 FRAME_BYTES = 32 * 1024
-READY = re.compile(r"framegate ready data=(?P<data>wss?://\S+) admin=(?P<admin>https?://\S+) codec=(?P<codec>\w+)")
 CREDENTIALS = {"aws_access_key_id": "x", "aws_secret_access_key": "x", "region_name": "us-east-1"}
 ACM_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/{}"
-
-
-@dataclass(frozen=True)
-class Running:
-    data: str
-    admin: str
 
 
 @dataclass(frozen=True)
@@ -71,30 +63,6 @@ def client_context(ca: trustme.CA, *, check_hostname: bool = True) -> ssl.SSLCon
 
 def subject_alt_names(certificate: Any) -> set[str]:
     return {value for kind, value in certificate["subjectAltName"] if kind == "DNS"}
-
-
-@asynccontextmanager
-async def tls_framegate(tmp_path: Path, *flags: str, codec: str = "python") -> AsyncIterator[Running]:
-    """``framegate serve *flags`` on ephemeral ports until the block ends; stopped by PID."""
-    log_path = tmp_path / "framegate.log"
-    with log_path.open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            *serve_argv(tmp_path / "framegate.db", *flags),
-            env=codec_env(codec),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-        )
-    try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), START_CEILING_S)).decode()
-        match = READY.search(line)
-        assert match, f"no ready line: {line!r}; log: {log_path.read_text()[-2000:]}"
-        assert match["codec"] == codec
-        yield Running(match["data"], match["admin"])
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await asyncio.wait_for(process.wait(), START_CEILING_S)
 
 
 @asynccontextmanager
@@ -138,7 +106,7 @@ async def test_wss_client_echoes_through_a_backend(
     backend_pem = write_pair(backend_ca, tmp_path / "backend", "backend", "127.0.0.1")
     async with (
         echo_backend(Recorder()) if backend_scheme == "ws" else wss_echo_backend(backend_pem) as backend,
-        tls_framegate(
+        framegate(
             tmp_path,
             *tls_flags(default_pem),
             "--backend",
@@ -163,7 +131,7 @@ async def test_backend_with_an_untrusted_certificate_is_refused_with_502(
     untrusted = write_pair(trustme.CA(), tmp_path / "backend", "backend", "127.0.0.1")
     async with (
         wss_echo_backend(untrusted) as backend,
-        tls_framegate(tmp_path, *tls_flags(default_pem), "--backend", backend) as gateway,
+        framegate(tmp_path, *tls_flags(default_pem), "--backend", backend) as gateway,
     ):
         with pytest.raises(InvalidStatus) as refused:
             await connect(f"{gateway.data}/prod", ssl=client_context(client_ca), open_timeout=CEILING_S)
@@ -172,24 +140,33 @@ async def test_backend_with_an_untrusted_certificate_is_refused_with_502(
 
 async def test_tls_1_2_is_the_oldest_version_offered(tmp_path: Path, client_ca: trustme.CA, default_pem: Pem) -> None:
     assert server_context(str(default_pem.cert), str(default_pem.key)).minimum_version == ssl.TLSVersion.TLSv1_2
-    async with tls_framegate(tmp_path, *tls_flags(default_pem)) as gateway:
-        host, port = gateway.data.removeprefix("wss://").rsplit(":", 1)
+    async with framegate(tmp_path, *tls_flags(default_pem)) as gateway:
         context = client_context(client_ca)
         context.maximum_version = ssl.TLSVersion.TLSv1_2
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), ssl=context), CEILING_S)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(*gateway.host_port, ssl=context), CEILING_S)
         assert writer.get_extra_info("ssl_object").version() == "TLSv1.2"
+        writer.close()
+
+
+async def test_a_client_that_never_finishes_the_tls_handshake_is_dropped(tmp_path: Path, default_pem: Pem) -> None:
+    async with framegate(tmp_path, *tls_flags(default_pem), "--handshake-timeout", "0.5") as gateway:
+        reader, writer = await asyncio.open_connection(*gateway.host_port)
+        writer.write(b"\x16\x03\x01")  # the first bytes of a ClientHello, and then nothing
+        # The ceiling is far above the 0.5 s deadline; EOF (or a reset) is what is awaited.
+        with suppress(ConnectionResetError):
+            assert await asyncio.wait_for(reader.read(), CEILING_S) == b""
         writer.close()
 
 
 # --- certificates by SNI -----------------------------------------------------------------------
 
 
-async def peer_certificate(data_url: str, ca: trustme.CA, server_name: str) -> Any:
-    """The certificate the data port presents to a handshake naming ``server_name``."""
-    host, port = data_url.removeprefix("wss://").rsplit(":", 1)
+async def peer_certificate(address: tuple[str, int], ca: trustme.CA, server_name: str) -> Any:
+    """The certificate the data port at ``address`` presents to a handshake naming ``server_name``."""
+    host, port = address
     context = client_context(ca, check_hostname=False)
     _, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, int(port), ssl=context, server_hostname=server_name), CEILING_S
+        asyncio.open_connection(host, port, ssl=context, server_hostname=server_name), CEILING_S
     )
     try:
         return writer.get_extra_info("peercert")
@@ -204,7 +181,7 @@ async def test_sni_picks_each_domains_certificate(
     write_pair(client_ca, directory, "chat.example.com", "chat.example.com")
     write_pair(client_ca, directory, "_wildcard.example.org", "*.example.org")
     write_pair(client_ca, directory, "team-b", "team-b.example.net")
-    async with tls_framegate(
+    async with framegate(
         tmp_path, *tls_flags(default_pem), "--tls-cert-dir", str(directory), codec=server_codec
     ) as gateway:
         control = boto3.client("apigatewayv2", endpoint_url=gateway.admin, **CREDENTIALS)
@@ -212,7 +189,7 @@ async def test_sni_picks_each_domains_certificate(
             DomainName="team-b.example.net", DomainNameConfigurations=[{"CertificateArn": ACM_ARN.format("team-b")}]
         )
         chosen = {
-            name: subject_alt_names(await peer_certificate(gateway.data, client_ca, name))
+            name: subject_alt_names(await peer_certificate(gateway.host_port, client_ca, name))
             for name in ("chat.example.com", "CHAT.example.com", "a.example.org", "team-b.example.net", "other.test")
         }
     assert chosen == {
@@ -231,9 +208,7 @@ async def test_a_wss_client_reaches_a_custom_domains_api_with_its_certificate(
     write_pair(client_ca, directory, "chat.example.com", "chat.example.com")
     async with (
         echo_backend(Recorder()) as backend,
-        tls_framegate(
-            tmp_path, *tls_flags(default_pem), "--tls-cert-dir", str(directory), "--backend", backend
-        ) as gateway,
+        framegate(tmp_path, *tls_flags(default_pem), "--tls-cert-dir", str(directory), "--backend", backend) as gateway,
     ):
         control = boto3.client("apigatewayv2", endpoint_url=gateway.admin, **CREDENTIALS)
         (api,) = control.get_apis()["Items"]
@@ -299,7 +274,7 @@ def test_a_certificate_arn_naming_no_file_falls_back_and_warns(
 
 async def test_admin_port_serves_https(tmp_path: Path, client_ca: trustme.CA) -> None:
     admin_pem = write_pair(client_ca, tmp_path / "admin", "admin", "127.0.0.1")
-    async with tls_framegate(
+    async with framegate(
         tmp_path, "--admin-tls-cert", str(admin_pem.cert), "--admin-tls-key", str(admin_pem.key)
     ) as gateway:
         assert gateway.data.startswith("ws://") and gateway.admin.startswith("https://")
