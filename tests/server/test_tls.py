@@ -350,3 +350,13 @@ async def test_an_unusable_cert_dir_entry_is_named_at_start(
     status, stderr = await serve_fails(tmp_path, *tls_flags(default_pem), "--tls-cert-dir", str(directory))
     assert status == 2 and "Traceback" not in stderr
     assert str(directory / "chat.example.com.key") in stderr
+
+
+@pytest.mark.parametrize("fault", ["missing", "not a certificate"])
+async def test_an_unusable_backend_ca_is_one_line_naming_it(tmp_path: Path, fault: str) -> None:
+    bundle = tmp_path / "ca.pem"
+    if fault == "not a certificate":
+        bundle.write_text("not PEM\n")
+    status, stderr = await serve_fails(tmp_path, "--backend-ca", str(bundle))
+    assert status == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines() == [stderr.strip()] and str(bundle) in stderr
