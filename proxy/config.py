@@ -78,5 +78,7 @@ class Config:
         ):
             if (cert is None) != (key is None):
                 raise ValueError(f"{flags} go together: give both or neither")
+        if self.tls_cert is not None and self.handshake_timeout <= 0:
+            raise ValueError("--handshake-timeout must be positive with --tls-cert: it bounds the TLS handshake")
         if self.tls_cert_dir is not None and self.tls_cert is None:
             raise ValueError("--tls-cert-dir needs --tls-cert and --tls-key: the certificate for unknown names")

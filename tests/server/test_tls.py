@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import InvalidStatus
 
+from proxy.config import Config
 from proxy.control.model import DomainName
 from proxy.server.tls import CertificateDirectory, server_context
 from tests.helpers.backends import Recorder, echo_backend, echo_frames
@@ -360,3 +361,18 @@ async def test_an_unusable_backend_ca_is_one_line_naming_it(tmp_path: Path, faul
     status, stderr = await serve_fails(tmp_path, "--backend-ca", str(bundle))
     assert status == 2 and "Traceback" not in stderr
     assert stderr.strip().splitlines() == [stderr.strip()] and str(bundle) in stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"tls_cert": "c.pem"}, "--tls-cert and --tls-key go together"),
+        ({"tls_key": "k.pem"}, "--tls-cert and --tls-key go together"),
+        ({"admin_tls_cert": "c.pem"}, "--admin-tls-cert and --admin-tls-key go together"),
+        ({"tls_cert_dir": "certs"}, "--tls-cert-dir needs --tls-cert"),
+        ({"tls_cert": "c.pem", "tls_key": "k.pem", "handshake_timeout": 0.0}, "--handshake-timeout must be positive"),
+    ],
+)
+def test_tls_settings_that_cannot_work_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Config(**settings).validate()
