@@ -127,19 +127,28 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) ->
     raise TimeoutError(f"nginx did not listen on {port} within {timeout} s")
 
 
-@contextmanager
-def nginx(backend: str, cpu: int | None) -> Iterator[Running]:
-    binary = shutil.which("nginx") or next(
+def nginx_binary() -> str | None:
+    """Where nginx is installed, or None."""
+    return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
     )
+
+
+@contextmanager
+def nginx_process(template: str, backend: str, cpu: int | None) -> Iterator[tuple[int, int]]:
+    """Run nginx in the foreground on a free loopback port with config ``template``: (port, PID).
+
+    ``template`` gets ``@PREFIX@`` (a temp dir), ``@LISTEN_PORT@`` and ``@BACKEND_PORT@`` substituted.
+    nginx is stopped by PID when the block ends.
+    """
+    binary = nginx_binary()
     if binary is None:
         raise FileNotFoundError("nginx is not installed: skipped (apt-get install nginx-light to include it)")
     backend_port = backend.rsplit(":", 1)[1]
     with tempfile.TemporaryDirectory(prefix="framegate-nginx-") as tmp:
         port = free_port()
         conf = (
-            NGINX_TEMPLATE.read_text()
-            .replace("@PREFIX@", tmp)
+            template.replace("@PREFIX@", tmp)
             .replace("@LISTEN_PORT@", str(port))
             .replace("@BACKEND_PORT@", backend_port)
         )
@@ -150,7 +159,7 @@ def nginx(backend: str, cpu: int | None) -> Iterator[Running]:
         )
         try:
             _wait_listening(port, proc, HANDSHAKE_TIMEOUT_S)
-            yield Running(f"ws://127.0.0.1:{port}{STAGE_PATH}", proc.pid, "1 worker")
+            yield port, proc.pid
         finally:
             proc.terminate()
             try:
@@ -158,6 +167,12 @@ def nginx(backend: str, cpu: int | None) -> Iterator[Running]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def nginx(backend: str, cpu: int | None) -> Iterator[Running]:
+    with nginx_process(NGINX_TEMPLATE.read_text(), backend, cpu) as (port, pid):
+        yield Running(f"ws://127.0.0.1:{port}{STAGE_PATH}", pid, "1 worker")
 
 
 CONTENDERS: dict[str, Starter] = {

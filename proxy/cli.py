@@ -108,6 +108,16 @@ _SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         str,
         "Lambda Invoke API base URL for AWS/AWS_PROXY integrations, e.g. http://127.0.0.1:3001 (sam local)",
     ),
+    "tls_cert": ("--tls-cert", str, "PEM certificate chain: the data port speaks wss:// (with --tls-key)"),
+    "tls_key": ("--tls-key", str, "PEM private key (unencrypted) of --tls-cert"),
+    "tls_cert_dir": (
+        "--tls-cert-dir",
+        str,
+        "directory of per-domain NAME.crt/NAME.key (_wildcard.PARENT.crt for *.PARENT), chosen by SNI",
+    ),
+    "admin_tls_cert": ("--admin-tls-cert", str, "PEM certificate chain: the admin port speaks https://"),
+    "admin_tls_key": ("--admin-tls-key", str, "PEM private key (unencrypted) of --admin-tls-cert"),
+    "backend_ca": ("--backend-ca", str, "PEM CA bundle trusted for wss:// backends instead of the system store"),
 }
 
 

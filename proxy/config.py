@@ -68,6 +68,16 @@ class Config:
     lambda_endpoint: str | None = None
     """``--lambda-endpoint URL``: where Lambda (AWS, AWS_PROXY) integrations are invoked
     (``URL/2015-03-31/functions/{functionArn}/invocations``); None: they cannot deploy."""
+    tls_cert: str | None = None
+    """``--tls-cert``: PEM certificate chain; with ``tls_key``, the data port speaks wss://."""
+    tls_key: str | None = None
+    tls_cert_dir: str | None = None
+    """Per-domain certificates picked by SNI (``proxy/server/tls.py``); needs ``tls_cert``."""
+    admin_tls_cert: str | None = None
+    """``--admin-tls-cert``: with ``admin_tls_key``, the admin port speaks https://."""
+    admin_tls_key: str | None = None
+    backend_ca: str | None = None
+    """PEM bundle of the only CAs trusted for wss:// backends (None: the system store)."""
 
     def validate(self) -> None:
         """Raise ``InvalidSetting`` naming the first setting that cannot work."""
@@ -94,3 +104,13 @@ class Config:
             raise InvalidSetting("log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         if self.lambda_endpoint is not None and not self.lambda_endpoint.startswith(("http://", "https://")):
             raise InvalidSetting("lambda_endpoint", f"must be an http:// or https:// URL, got {self.lambda_endpoint!r}")
+        for flags, cert, key in (
+            ("--tls-cert and --tls-key", self.tls_cert, self.tls_key),
+            ("--admin-tls-cert and --admin-tls-key", self.admin_tls_cert, self.admin_tls_key),
+        ):
+            if (cert is None) != (key is None):
+                raise InvalidSetting(flags, "go together: give both or neither")
+        if self.tls_cert is not None and self.handshake_timeout <= 0:
+            raise InvalidSetting("handshake_timeout", "must be positive with --tls-cert: it bounds the TLS handshake")
+        if self.tls_cert_dir is not None and self.tls_cert is None:
+            raise InvalidSetting("tls_cert_dir", "needs --tls-cert and --tls-key: the certificate for unknown names")

@@ -63,6 +63,12 @@ at once, before its request arrived, would reset it and lose the 503 on the clie
 ACCEPT_ERROR_LOG_INTERVAL_S: Final = 1.0
 """Accept errors (and refusals over the cap) are logged at most once per interval, with a count."""
 
+# --- TLS (proxy/server/tls.py) ----------------------------------------------
+TLS_CONTEXT_CACHE: Final = 1024
+"""Per-domain certificates held loaded (--tls-cert-dir); past it all are dropped and re-read on use."""
+TLS_SHUTDOWN_TIMEOUT_S: Final = 5.0
+"""How long a closing TLS connection waits for the peer's close_notify before the socket is closed."""
+
 # --- Integrations ----------------------------------------------------------
 INTEGRATION_TIMEOUT_MS: Final = 29_000
 """AWS default and maximum integration timeout for WebSocket APIs."""

@@ -86,6 +86,10 @@ class MemoryCatalog:
         self._domains.pop(domain_name.lower(), None)
         self._changed()
 
+    def domain(self, name: str) -> DomainName | None:
+        """The custom domain registered as ``name`` (any case), for picking its TLS certificate."""
+        return self._domains.get(name.lower())
+
     @property
     def default_api(self) -> str | None:
         """The API a Host naming none resolves to (None: the only API there is)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import cast
 
@@ -196,22 +197,27 @@ async def start_admin_server(
     port: int,
     max_body: int = limits.MAX_ADMIN_BODY_BYTES,
     metrics: Exposition = exposition,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AdminServer:
-    """Listen on ``host:port`` (0 picks a free port; read it from ``.port``)."""
+    """Listen on ``host:port`` (0 picks a free port; read it from ``.port``); HTTPS with ``ssl_context``."""
     loop = asyncio.get_running_loop()
     connections: set[AdminProtocol] = set()
-    server = await loop.create_server(lambda: AdminProtocol(handle, max_body, connections, metrics), host, port)
+    server = await loop.create_server(
+        lambda: AdminProtocol(handle, max_body, connections, metrics), host, port, ssl=ssl_context
+    )
     return AdminServer(server, connections)
 
 
-async def start_control_plane(config: Config, catalog: MemoryCatalog) -> tuple[ControlPlane, AdminServer]:
+async def start_control_plane(
+    config: Config, catalog: MemoryCatalog, ssl_context: ssl.SSLContext | None = None
+) -> tuple[ControlPlane, AdminServer]:
     """Open the control plane of ``config`` and serve it on ``config.admin_host:admin_port``.
 
     What ``framegate serve`` calls once: the catalog is current before this returns.
     """
     plane = open_control_plane(config, catalog)
     try:
-        server = await start_admin_server(plane.handle, config.admin_host, config.admin_port)
+        server = await start_admin_server(plane.handle, config.admin_host, config.admin_port, ssl_context=ssl_context)
     except BaseException:
         plane.close()
         raise

@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 
-from proxy import build, codec, handshake, throttle
+from proxy import build, codec, handshake, limits, throttle
 from proxy.config import USAGE_ERROR, Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.declarative import DocumentError, apply_document, check_document, load_document
@@ -34,6 +34,7 @@ from proxy.server.gateway import Gateway
 from proxy.server.loop import bound_url, run_loop
 from proxy.server.observer import Observer
 from proxy.server.refusal import install_accept_errors
+from proxy.server.tls import TLSSetupError, listener_contexts
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +76,15 @@ def _with_connection_cap(config: Config) -> Config:
 
 async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
-    config = _with_connection_cap(config)
     catalog = MemoryCatalog(config.default_api)
     try:
-        plane, admin = await start_control_plane(config, catalog)
+        contexts = listener_contexts(config, catalog.domain)
+    except TLSSetupError as exc:
+        print(f"framegate serve: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    config = _with_connection_cap(config)
+    try:
+        plane, admin = await start_control_plane(config, catalog, ssl_context=contexts.admin)
     except (DocumentError, ControlError) as exc:  # what --config or --backend declare: a usage error
         print(f"framegate serve: the start-up config was refused: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -89,7 +95,16 @@ async def _serve(config: Config) -> int:
     install_accept_errors(loop, observer.metrics.accept_errors)
     gateway = Gateway(config, catalog, observer, throttle.Throttler.from_config(config, time.monotonic))
     try:
-        server = await loop.create_server(gateway.protocol, config.host, config.port, reuse_address=True)
+        server = await loop.create_server(
+            gateway.protocol,
+            config.host,
+            config.port,
+            reuse_address=True,
+            ssl=contexts.data,
+            # A TLS handshake is part of the upgrade: the same deadline bounds it.
+            ssl_handshake_timeout=config.handshake_timeout if contexts.data else None,
+            ssl_shutdown_timeout=limits.TLS_SHUTDOWN_TIMEOUT_S if contexts.data else None,
+        )
     except OSError as exc:
         print(f"framegate serve: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
         await admin.close()
@@ -102,9 +117,10 @@ async def _serve(config: Config) -> int:
     # What start-up built (modules, store, catalog) lives as long as the process: moving it
     # out of the collector's sight keeps full collections, and their pauses, small.
     gc.freeze()
-    admin_url = bound_url(admin.server, "http")
+    admin_url = bound_url(admin.server, "https" if contexts.admin else "http")
+    data_url = bound_url(server, "wss" if contexts.data else "ws")
     print(
-        f"{READY_PREFIX} data={bound_url(server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
+        f"{READY_PREFIX} data={data_url} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
         flush=True,
     )
     for part, reason in (

@@ -28,6 +28,7 @@ from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake
 from proxy.limits import CLOSE_TIMEOUT_S, UPSTREAM_URL_CACHE
+from proxy.server import tls
 from proxy.server.deadlines import DeadlineQueue, Deadlines
 from proxy.server.flow import FlowControl, Outbox
 
@@ -385,7 +386,8 @@ class Upstream:
 
 def _address(url: str) -> tuple[str, int, ssl.SSLContext | None]:
     host, port, secure = _endpoint(url)
-    return host, port, ssl.create_default_context() if secure else None
+    # One verifying context for every wss:// dial (--backend-ca, else the system store).
+    return host, port, tls.backend_context() if secure else None
 
 
 @functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)

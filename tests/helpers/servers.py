@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(
-    r"framegate ready data=(?P<data>ws://\S+) admin=(?P<admin>http://\S+) codec=(?P<codec>\w+) db=(?P<db>\S+)"
+    r"framegate ready data=(?P<data>wss?://\S+) admin=(?P<admin>https?://\S+) codec=(?P<codec>\w+) db=(?P<db>\S+)"
 )
 START_CEILING_S = 30.0
 """Ceiling for the ready line (a loaded 2-core CI box imports slowly); never a synchronisation device."""
@@ -42,9 +42,9 @@ def codec_env(codec: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class Framegate:
     data: str
-    """``ws://HOST:PORT`` of the data plane."""
+    """``ws://HOST:PORT`` of the data plane (``wss://`` with ``--tls-cert``)."""
     admin: str
-    """``http://HOST:PORT`` of the control plane and /metrics."""
+    """``http://HOST:PORT`` of the control plane and /metrics (``https://`` with ``--admin-tls-cert``)."""
     codec: str
     db_path: Path
     log_path: Path
@@ -52,7 +52,7 @@ class Framegate:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, port = self.data.removeprefix("ws://").rsplit(":", 1)
+        host, port = self.data.split("://", 1)[1].rsplit(":", 1)
         return host, int(port)
 
 
