@@ -705,12 +705,16 @@ class ClientConnection:
         assert session is not None and observer is not None
         route = session.route(opcode, payload)
         context = session.lazy_context(MESSAGE_EVENT, route.route_key if route is not None else "-")
+        # Error frames are not queued for a client over its write buffer's high-water mark: a
+        # flood of small messages would otherwise buy many times its size in frames we hold.
         if route is None:
             observer.unrouted(self._current_stage(), context)
-            self._act(session.no_route(context.request_id))
+            if not self._writing_paused:
+                self._act(session.no_route(context.request_id))
             return
         if observer.message(self._current_stage(), route.route_key, payload, context) is not None:
-            self._act(session.throttled(context.request_id, self._config.throttled_frame))
+            if not self._writing_paused:
+                self._act(session.throttled(context.request_id, self._config.throttled_frame))
             return
         self._act(session.integrate(route, opcode, payload, context.get), opcode, payload)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,6 +36,9 @@ CEILING_S = 10.0
 KIB = 1024
 READ_CHUNK = 256 * KIB
 """Most bytes one ``data_received`` hands over (uvloop's read buffer)."""
+IDLE_S = 60.0
+HANDSHAKE_S = 5.0
+"""Timeouts on the tests' ``FakeClock``: they pass only when a test moves it."""
 
 
 async def _echo(url: str, text: str) -> str:
@@ -113,14 +117,45 @@ async def test_missing_stage_variable_refuses_upgrade_with_500(tmp_path: Path) -
     assert refused.value.response.status_code == 500
 
 
-async def test_backend_handshake_timeout_gives_504(tmp_path: Path) -> None:
-    async with silent_backend() as url:
-        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", url, timeout_ms=100)}), {})}))
-        async with in_process_gateway(catalog, tmp_path) as server:
-            with pytest.raises(InvalidStatus) as refused:
-                async with connect(f"{server.url}/dev"):
-                    pass
-    assert refused.value.response.status_code == 504
+async def test_backend_handshake_timeout_gives_504_without_the_backend_s_secrets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At the integration timeout on the gateway's clock; the client and the log learn no credentials."""
+    clock, connected = FakeClock(), asyncio.Event()
+    async with silent_backend(connected) as url:
+        secret_url = url.replace("ws://", "ws://admin:hunter2@") + "/feed?token=s3cr3t"
+        catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: ws("i1", secret_url, timeout_ms=100)}), {})}))
+        async with in_process_gateway(catalog, tmp_path, clock=clock) as server:
+            with caplog.at_level(logging.INFO, logger="proxy.server"), pytest.raises(InvalidStatus) as refused:
+                opening = asyncio.ensure_future(connect(f"{server.url}/dev"))
+                await asyncio.wait_for(connected.wait(), CEILING_S)  # the gateway is upgrading its upstream
+                clock.advance(0.1)
+                await asyncio.wait_for(opening, CEILING_S)
+    response = refused.value.response
+    assert response.status_code == 504
+    assert response.headers["X-Framegate-Error"] == "Gateway Timeout"
+    exposed = str(response.headers).encode() + response.body + caplog.text.encode()
+    for secret in (b"admin", b"hunter2", b"s3cr3t"):
+        assert secret not in exposed
+    assert "did not answer within 0.1 s" in caplog.text and "/feed?token=***" in caplog.text
+
+
+async def test_a_client_silent_mid_request_gets_408_at_the_handshake_deadline(tmp_path: Path) -> None:
+    clock = FakeClock()
+    catalog = catalog_with(api_entry(API, {"dev": (snapshot({DEFAULT: mock("m")}), {})}))
+    config = Config(port=0, admin_port=0, handshake_timeout=HANDSHAKE_S)
+    async with in_process_gateway(catalog, tmp_path, config, clock) as server:
+        reader, writer = await _raw_client(server.url)
+        writer.write(b"GET /dev HTTP/1.1\r\n")
+        async with connect(f"{server.url}/dev"):  # accepted after the silent client: that one is being timed
+            pass
+        upgrading = server.gateway.deadlines.queue(HANDSHAKE_S)
+        clock.advance(HANDSHAKE_S - 0.01)
+        assert len(upgrading) == 1  # not a moment early
+        clock.advance(0.01)
+        answer = await asyncio.wait_for(reader.read(), CEILING_S)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
 
 
 async def test_a_client_leaving_before_its_101_drops_the_backend_being_upgraded(tmp_path: Path) -> None:
@@ -184,10 +219,6 @@ async def test_mock_connect_refusal_status_reaches_client(tmp_path: Path) -> Non
             async with connect(f"{server.url}/dev"):
                 pass
     assert refused.value.response.status_code == 401
-
-
-IDLE_S = 60.0
-HANDSHAKE_S = 5.0
 
 
 async def _still_open(client: ClientConnection) -> None:
