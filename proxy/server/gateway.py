@@ -69,7 +69,8 @@ _OPEN: Final = 2
 #: most the close timeout, for the transport to end. Input is only read for the client's
 #: answer to our close.
 _CLOSING: Final = 3
-#: The transport is gone; ``$disconnect`` ran if the connection was open.
+#: The transport is gone; ``$disconnect`` ran if the connection was open (an integration
+#: that answers later is started from ``connection_lost`` and not waited for).
 _CLOSED: Final = 4
 
 _STATE_NAMES: Final = ("HANDSHAKE", "CONNECTING", "OPEN", "CLOSING", "CLOSED")
@@ -437,48 +438,46 @@ class ClientConnection:
     def _feed(self, data: bytes) -> None:
         """Every byte from the client goes through here, in order: reads, and what waited for the 101."""
         try:
-            if self._state == _HANDSHAKE:
-                data = self._handshake_data(data)
-            if data:
-                self._input(data)
+            pump = self._pump
+            if pump is None or self._pump_generation != self._catalog.generation:
+                state = self._state
+                if state == _HANDSHAKE:
+                    data = self._handshake_data(data)
+                    if not data:
+                        return
+                    state = self._state  # the 101 went out at once: the bytes behind the request are frames
+                if state == _OPEN:
+                    self._refresh_lane()
+                    pump = self._pump
+                elif state == _CONNECTING:
+                    # Frames before the 101 (RFC 6455 allows none, clients pipeline anyway): keep
+                    # this read for after the 101 and stop reading until then.
+                    assert self._flow is not None
+                    if not self._early:
+                        self._flow.pause()
+                    self._early += data
+                    return
+                elif state == _CLOSING and self._decoder is not None:
+                    self._frames(data)
+                    return
+                else:  # closing after a protocol error or a refusal: discarded until EOF or the close timeout
+                    return
+            if pump is not None:
+                # The fast path: relayed, throttled and counted in one call per read.
+                try:
+                    events = pump.feed(data)
+                except ProtocolError as exc:  # what came before the fault has gone
+                    self._events(exc.events)
+                    self._protocol_error(exc)
+                    return
+                if events:
+                    self._events(events)  # control frames, and messages past the throttling budget
+            else:
+                self._frames(data)
         except Exception:
             # The one catch-all, at the connection boundary: never let a bug kill the server.
             logger.exception("internal error connectionId=%s", self.connection_id)
             self.close(_INTERNAL_ERROR, _INTERNAL)
-
-    def _input(self, data: bytes) -> None:
-        """Bytes after the request head, by state."""
-        pump = self._pump
-        if pump is None or self._pump_generation != self._catalog.generation:
-            state = self._state
-            if state == _OPEN:
-                self._refresh_lane()
-                pump = self._pump
-            elif state == _CONNECTING:
-                # Frames before the 101 (RFC 6455 allows none, clients pipeline anyway): keep
-                # this read for after the 101 and stop reading until then.
-                assert self._flow is not None
-                if not self._early:
-                    self._flow.pause()
-                self._early += data
-                return
-            elif state == _CLOSING and self._decoder is not None:
-                self._frames(data)
-                return
-            else:  # closing after a protocol error or a refusal: discarded until EOF or the close timeout
-                return
-        if pump is not None:
-            # The fast path: relayed, throttled and counted in one call per read.
-            try:
-                events = pump.feed(data)
-            except ProtocolError as exc:  # what came before the fault has gone
-                self._events(exc.events)
-                self._protocol_error(exc)
-                return
-            if events:
-                self._events(events)  # control frames, and messages past the throttling budget
-        else:
-            self._frames(data)
 
     def _handshake_data(self, data: bytes) -> bytes:
         """Parse the request head; return the bytes behind it when the 101 went out at once."""

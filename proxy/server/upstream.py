@@ -231,7 +231,7 @@ class Upstream:
     def _step(self) -> None:
         """Run ``create_connection`` to its next wait: the steps of a task, without one.
 
-        A task per dial cost about 15k instructions per connection (its
+        A task per dial is a measurable share of a connection's set-up (its
         allocation, a first step through ``call_soon``, registration in
         asyncio's task set). ``create_connection`` only ever waits on futures:
         each wait resumes it here (``_resumed``) until it returns or fails.
