@@ -22,10 +22,6 @@ class FlowControl:
         self._transport = transport
         self._pauses = 0
 
-    @property
-    def paused(self) -> bool:
-        return self._pauses > 0
-
     def pause(self) -> None:
         self._pauses += 1
         if self._pauses == 1 and not self._transport.is_closing():

@@ -1,23 +1,30 @@
 """The data plane: one ``asyncio.Protocol`` per client WebSocket connection.
 
-Layer 4, the only place client sockets live. Per connection:
+Layer 4, the only place client sockets live. Per connection (the states and
+the one table of their transitions are below, ``_TRANSITIONS``):
 
 1. HANDSHAKE: the request head is parsed by ``proxy.handshake`` under a
-   deadline and a size cap; the catalog resolves (Host, path) to a stage and
-   the deployment it points at; ``$connect`` is throttled; a ws:// ``$connect``
-   or ``$default`` upstream is opened *before* answering, so a backend that
-   refuses or is down gives the client an HTTP error instead of a 101.
-2. OPEN: frames go through ``proxy.codec`` (AWS caps enforced there); each
-   message is routed, throttled and integrated by ``proxy.session``; upstream
-   messages come back re-fragmented. Back-pressure pauses the other side.
-   The fast path: when every message goes unread to one ws:// upstream and
-   nothing logs per message (``ConnectionObserver.bulk_counters``), a read's messages are relayed,
-   throttled and counted in one ``RelayPump.feed`` call; backend reads always
-   reach the client that way (``upstream_pump``).
-3. CLOSING/CLOSED: close codes propagate both ways; ``$disconnect`` runs.
+   deadline and a size cap.
+2. CONNECTING: the catalog resolves (Host, path) to a stage and the
+   deployment it points at; ``$connect`` is throttled and integrated; a
+   ws:// ``$connect`` or ``$default`` upstream is opened *before* answering,
+   so a backend that refuses or is down gives the client an HTTP error
+   instead of a 101. This is the state that waits for ``$connect``'s outcome.
+3. OPEN: frames go through ``proxy.codec`` (AWS caps enforced there); each
+   message is routed, throttled and integrated by ``proxy.session``, whose
+   decision ``_act`` carries out; upstream messages come back re-fragmented.
+   Back-pressure pauses the other side, and the client itself while its own
+   write buffer is full. The fast path: when every message goes unread to one
+   ws:// upstream and nothing logs per message (``ConnectionObserver.bulk_counters``), a read's
+   messages are relayed, throttled and counted in one ``RelayPump.feed``
+   call; backend reads always reach the client that way (``upstream_pump``).
+4. CLOSING/CLOSED: close codes propagate both ways; ``$disconnect`` runs.
 
-Throttling decides (``proxy.throttle.Throttler``); observability is then told, one
-``Observer`` call per event (``proxy.server.observer``).
+Time comes from the gateway's one clock (``Gateway.clock``: the event loop,
+or a test's fake clock), and every deadline of a connection waits in the
+gateway's shared ``Deadlines``. Observability is one ``Observer`` call per
+event (``proxy.server.observer``), after throttling
+(``proxy.throttle.Throttler``) has decided.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest
 from proxy.ids import pooled_id
 from proxy.limits import CLOSE_TIMEOUT_S
-from proxy.server.deadlines import DeadlineQueue, Deadlines
+from proxy.server.deadlines import Clock, Deadlines, Guard
 from proxy.server.flow import FlowControl
 from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer
 from proxy.server.refusal import Refusal, refuse
@@ -49,14 +56,69 @@ from proxy.throttle import Throttler
 
 logger = logging.getLogger(__name__)
 
+# --- the connection's states (C ints in gateway.pxd) ----------------------------------
+
+#: Reading the upgrade request's head, under the handshake deadline and the head-size cap.
 _HANDSHAKE: Final = 0
+#: The request is complete: awaiting ``$connect``'s outcome before the 101 (throttling,
+#: the ``$connect`` integration, the upgrade of the ws:// upstream opened for it). Client
+#: bytes that come now are kept for after the 101, and reading stops. An integration that
+#: answers later (an HTTP or Lambda ``$connect``) waits here and ends in ``_accept`` or
+#: ``_refuse``.
 _CONNECTING: Final = 1
+#: The 101 is sent: messages flow both ways.
 _OPEN: Final = 2
+#: A close frame or an HTTP refusal is sent (or the client's close answered): waiting, at
+#: most the close timeout, for the transport to end. Input is only read for the client's
+#: answer to our close.
 _CLOSING: Final = 3
+#: The transport is gone; ``$disconnect`` ran if the connection was open (an integration
+#: that answers later is started from ``connection_lost`` and not waited for).
 _CLOSED: Final = 4
 
+_STATE_NAMES: Final = ("HANDSHAKE", "CONNECTING", "OPEN", "CLOSING", "CLOSED")
+
+# --- what moves a connection between states --------------------------------------------
+
+#: The upgrade request is complete.
+_REQUESTED: Final = 0
+#: The 101 is written.
+_ACCEPTED: Final = 1
+#: An HTTP error is written instead of a 101.
+_REFUSED: Final = 2
+#: The gateway wrote its close frame.
+_CLOSE_SENT: Final = 3
+#: The client's close frame arrived (and was answered).
+_CLOSE_RECEIVED: Final = 4
+#: The transport ended.
+_LOST: Final = 5
+
+_EVENT_NAMES: Final = ("REQUESTED", "ACCEPTED", "REFUSED", "CLOSE_SENT", "CLOSE_RECEIVED", "LOST")
+
+_TRANSITIONS: Final[dict[tuple[int, int], int]] = {
+    (_HANDSHAKE, _REQUESTED): _CONNECTING,
+    (_HANDSHAKE, _REFUSED): _CLOSING,
+    (_CONNECTING, _ACCEPTED): _OPEN,
+    (_CONNECTING, _REFUSED): _CLOSING,
+    (_OPEN, _CLOSE_SENT): _CLOSING,
+    (_OPEN, _CLOSE_RECEIVED): _CLOSING,
+    (_HANDSHAKE, _LOST): _CLOSED,
+    (_CONNECTING, _LOST): _CLOSED,
+    (_OPEN, _LOST): _CLOSED,
+    (_CLOSING, _LOST): _CLOSED,
+}
+"""(state, event) -> the next state: every change of ``ClientConnection._state`` is one of these."""
+
+_NEXT: Final = tuple(
+    _TRANSITIONS.get((state, event), -1) for state in range(len(_STATE_NAMES)) for event in range(len(_EVENT_NAMES))
+)
+"""``_TRANSITIONS`` as a flat table indexed by ``state * len(_EVENT_NAMES) + event`` (-1: not allowed).
+
+The same table, read per connection without building a key tuple and hashing it."""
+_EVENTS: Final = len(_EVENT_NAMES)
+
 # Enum members read per connection, as module constants: gateway.pxd types them C ints,
-# so compiled code skips EnumType's attribute hook (about 400 instructions a read).
+# so compiled code skips EnumType's attribute hook.
 _TEXT: Final = Opcode.TEXT
 _BINARY: Final = Opcode.BINARY
 _PING: Final = Opcode.PING
@@ -74,15 +136,17 @@ _INTERNAL: Final = "Internal server error"
 _UNSENDABLE = frozenset({_NO_STATUS, _ABNORMAL})
 
 
+class ConnectionStateError(RuntimeError):
+    """A bug: the connection was asked for a state change its transition table does not allow.
+
+    The gateway's own mistake, never the client's (h11's ``LocalProtocolError``):
+    the catch-all at the connection boundary logs it and closes with 1011.
+    """
+
+
 def epoch_ms() -> int:
+    """Wall-clock milliseconds, for ``$context`` times (never for deadlines)."""
     return time.time_ns() // 1_000_000
-
-
-def _host_name(host: str) -> str:
-    """``$context.domainName``: the Host without its port."""
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _forwarded_for(request: UpgradeRequest, source_ip: str) -> str:
@@ -91,25 +155,42 @@ def _forwarded_for(request: UpgradeRequest, source_ip: str) -> str:
 
 
 class Gateway:
-    """What all client connections share: the loop, settings, catalog, throttler, observer, encoders.
+    """What all client connections share: the loop, the clock, settings, catalog, throttler, observer, encoders.
 
     Encoders keep no per-connection state, so one per role serves everyone.
     Built inside the running loop, which it keeps: a connection asks the
     gateway, not ``asyncio.get_running_loop()`` (a ``getpid`` syscall each).
     Compiled as an extension type too (``gateway.pxd``): a connection reads
     these fields as C struct members.
+
+    Args:
+        clock: the time source and timer of every connection deadline and
+            activity stamp; the running loop by default. Tests pass a fake
+            clock to move time by hand.
     """
 
-    def __init__(self, config: Config, catalog: MemoryCatalog, observer: Observer, throttler: Throttler) -> None:
+    def __init__(
+        self,
+        config: Config,
+        catalog: MemoryCatalog,
+        observer: Observer,
+        throttler: Throttler,
+        clock: Clock | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
         self.catalog = catalog
         self.observer = observer
         self.throttler = throttler
+        self.clock: Clock = clock if clock is not None else self.loop
+        # Pumps stamp each read. The loop's clock is CLOCK_MONOTONIC (uvloop's and
+        # asyncio's alike), which the codec's ``monotonic`` reads in C; any other
+        # clock is read through its ``time``.
+        self.activity_clock: Callable[[], float] = monotonic if clock is None else clock.time
         self.server_encoder = FrameEncoder(client_side=False, max_frame=config.max_frame)
         self.client_encoder = FrameEncoder(client_side=True, max_frame=config.max_frame)
         observer.metrics.frames_fragmented.add_source(lambda: self.server_encoder.fragmented)
-        self.deadlines = Deadlines(self.loop)
+        self.deadlines = Deadlines(self.clock)
         self.connections: set[ClientConnection] = set()
         self._idle: asyncio.Event | None = None
 
@@ -154,10 +235,18 @@ class ClientConnection:
     An ``asyncio.Protocol`` by shape, not by base class: setup.py compiles this
     module as it is into an extension type (``gateway.pxd``), which cannot
     derive from a Python class; uvloop only calls the methods.
+
+    Where things happen:
+
+    - ``_transition``: every state change, checked against ``_TRANSITIONS``.
+    - ``_feed``: every byte from the client, from a read or kept for after the 101.
+    - ``_act``: every decision of the session about a message, one branch per kind.
+    - ``deadline_passed``: every deadline, one at a time (``_guard``), per state.
     """
 
     __slots__ = (
         "_catalog",
+        "_clock",
         "_close_code",
         "_config",
         "_connect_context",
@@ -175,6 +264,7 @@ class ClientConnection:
         "_opened_at",
         "_opening",
         "_pending",
+        "_pong",
         "_pump",
         "_pump_generation",
         "_session",
@@ -183,47 +273,55 @@ class ClientConnection:
         "_stage_generation",
         "_state",
         "_subprotocols",
-        "_timer",
         "_transport",
         "_upstreams",
         "_writing_paused",
     )
 
     def __init__(self, gateway: Gateway) -> None:
+        # Shared, from the gateway.
         self._gateway = gateway
         self._catalog = gateway.catalog
         self._config = gateway.config
         self._loop = gateway.loop
+        self._clock = gateway.clock
         self._deadlines = gateway.deadlines
+        # State and the one deadline.
         self._state = _HANDSHAKE
+        self._guard: Guard | None = None
+        """Where the connection's one deadline waits (see ``deadline_passed``)."""
+        self._close_code: int = _ABNORMAL
+        # The client's transport.
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
+        self._writing_paused = False
+        self._pong: bytes | None = None
+        """The latest ping's payload, not answered yet (a pong may answer only the latest ping)."""
+        # The upgrade.
         self._handshake: ServerHandshake | None = ServerHandshake(self._config.max_request_head)
         self._early = b""
+        """Client bytes that came before the 101 was written (fed after it)."""
         self._source_ip = "-"
         self._forwarded_for = "-"
         self._subprotocols: tuple[str, ...] = ()
-        self._decoder: FrameDecoder | None = None
         self._session: Session | None = None
+        self._connect_context: LazyContext | None = None
+        # Messages.
+        self._decoder: FrameDecoder | None = None
         self._stage: Stage | None = None
         self._stage_generation = -1
         self._observer: ConnectionObserver | None = None
-        self._connect_context: LazyContext | None = None
-        self._upstreams: dict[str, Upstream] = {}
         self._pump: RelayPump | None = None
         """Set while reads take the fast path (only when OPEN: every way out goes through ``_close_upstreams``)."""
         self._pump_generation = -1
-        self._pending: list[tuple[str, int, bytes]] = []
-        self._opening: dict[str, Upstream] = {}
-        """Upstreams dialled, not yet answered (``upstream_accepted`` moves them to ``_upstreams``)."""
-        self._writing_paused = False
-        self._close_code: int = _ABNORMAL
         self._last_activity = 0.0
         self._opened_at = 0.0
-        self._guard: DeadlineQueue | None = None
-        """Where the connection's deadline waits: the upgrade's (then the first lifetime check), or the close's."""
-        self._timer: asyncio.TimerHandle | None = None
-        """The lifetime's loop timer, for connections that outlive the first check (see ``deadline_passed``)."""
+        # Upstreams.
+        self._upstreams: dict[str, Upstream] = {}
+        self._opening: dict[str, Upstream] = {}
+        """Upstreams dialled, not yet answered (``upstream_accepted`` moves them to ``_upstreams``)."""
+        self._pending: list[tuple[str, int, bytes]] = []
+        """Messages for upstreams still opening: (url, opcode, payload)."""
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -239,50 +337,15 @@ class ClientConnection:
         self._gateway.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        try:
-            pump = self._pump
-            if pump is not None and self._pump_generation == self._catalog.generation:
-                # The fast path: relayed, throttled and counted in one call per read.
-                try:
-                    events = pump.feed(data)
-                except ProtocolError as exc:  # what came before the fault has gone
-                    self._events(exc.events)
-                    self._protocol_error(exc)
-                    return
-                if events:
-                    self._events(events)  # control frames, and messages past the throttling budget
-            elif self._state == _OPEN:
-                self._refresh_lane()
-                if self._pump is not None:
-                    self.data_received(data)
-                else:
-                    self._frames(data)
-            elif self._state == _HANDSHAKE:
-                self._handshake_data(data)
-            elif self._state == _CONNECTING:
-                # Frames before the 101 (RFC 6455 allows none, clients pipeline anyway): keep
-                # this read for after the 101 and stop reading until then.
-                assert self._flow is not None
-                if not self._early:
-                    self._flow.pause()
-                self._early += data
-            elif self._state == _CLOSING and self._decoder is not None:
-                self._frames(data)
-            # Otherwise: closing after a protocol error, input is discarded until EOF or the close timeout.
-        except Exception:
-            # The one catch-all, at the connection boundary: never let a bug kill the server.
-            logger.exception("internal error connectionId=%s", self.connection_id)
-            self.close(_INTERNAL_ERROR, _INTERNAL)
+        self._feed(data)
 
     def eof_received(self) -> bool | None:
         """The client half-closed: let the transport close (``asyncio.Protocol``'s default)."""
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_open = self._state in (_OPEN, _CLOSING)
-        self._state = _CLOSED
-        if self._timer is not None:
-            self._timer.cancel()
+        was_open = self._state == _OPEN or self._state == _CLOSING
+        self._transition(_LOST)
         self._clear_guard()
         self._close_upstreams(_GOING_AWAY, "client went away")
         self._pending.clear()
@@ -294,8 +357,15 @@ class ClientConnection:
         self._gateway.forget(self)
 
     def pause_writing(self) -> None:
-        # The client reads slower than backends send: stop reading them.
+        """The client's write buffer passed the high-water mark: stop everything that writes to it.
+
+        The backends (their messages) and the client itself (pongs, error
+        frames and replies it provokes): a client that does not read stops
+        being read, so TCP pushes back on its sends.
+        """
         self._writing_paused = True
+        if self._flow is not None:
+            self._flow.pause()
         for upstream in self._upstreams.values():
             if upstream.flow is not None:
                 upstream.flow.pause()
@@ -305,41 +375,48 @@ class ClientConnection:
         for upstream in self._upstreams.values():
             if upstream.flow is not None:
                 upstream.flow.resume()
+        if self._pong is not None and self._state == _OPEN:
+            self._answer_ping()
+        if self._flow is not None:
+            self._flow.resume()
 
     @property
     def connection_id(self) -> str:
         return self._session.connection_id if self._session is not None else "-"
 
-    # --- handshake --------------------------------------------------------------------
+    # --- state and deadline -------------------------------------------------------------
 
-    def _handshake_data(self, data: bytes) -> None:
-        assert self._handshake is not None
-        try:
-            request = self._handshake.receive_data(data)
-        except HandshakeError as exc:
-            self._refuse(exc.status_hint, str(exc), exc.headers)
-            return
-        if request is not None:
-            self._start(request)
+    def _transition(self, event: int) -> None:
+        """Move to the state ``_TRANSITIONS`` gives for ``event``.
+
+        Raises:
+            ConnectionStateError: the table has no such move from the current state.
+        """
+        state: int = _NEXT[self._state * _EVENTS + event]
+        if state < 0:
+            raise ConnectionStateError(f"{_EVENT_NAMES[event]} in state {_STATE_NAMES[self._state]}")
+        self._state = state
 
     def deadline_passed(self) -> None:
-        """The guard fell due: the upgrade's deadline, then the lifetime's first check; or our close's.
+        """The connection's deadline fell due; what it was depends on the state.
 
-        The upgrade's deadline is set at connect (in the gateway's shared
-        queue, ``Deadlines``) and kept through the 101 when it falls before the
-        idle timeout and the maximum duration: a short-lived connection then
-        arms no loop timer at all.
+        - HANDSHAKE: the upgrade's (408).
+        - CONNECTING: the upgrade's again; ``$connect``'s own timeout governs
+          now (the upstream's integration timeout), so wait once more.
+        - OPEN: a lifetime check (idle timeout, maximum duration); the next
+          one is set for whichever comes first.
+        - CLOSING: the client did not answer our close (or read our refusal) in time.
         """
         self._guard = None
         state = self._state
         if state == _HANDSHAKE:
             deadline = self._config.handshake_timeout
             self._refuse(HTTPStatus.REQUEST_TIMEOUT, f"upgrade not completed within {deadline:g} s")
-        elif state == _CONNECTING:  # the upstream's deadline governs; wait again, for after the 101
+        elif state == _CONNECTING:
             self._guard = self._deadlines.guard(self, self._config.handshake_timeout)
         elif state == _OPEN:
             self._lifetime()
-        elif state == _CLOSING:  # the client did not answer our close (or a refusal's write) in time
+        elif state == _CLOSING:
             self.abort()
 
     def _clear_guard(self) -> None:
@@ -347,7 +424,98 @@ class ClientConnection:
             self._guard.discard(self)
             self._guard = None
 
+    def _lifetime(self) -> None:
+        """Close at the idle timeout or the maximum duration, or wait for whichever comes first."""
+        config = self._config
+        now = self._clock.time()
+        ends = self._opened_at + config.max_connection_duration
+        if now >= ends:
+            self.close(_GOING_AWAY, "Connection duration exceeded")
+            return
+        idle_ends = self._latest_activity() + config.idle_timeout
+        if now >= idle_ends:
+            self.close(_GOING_AWAY, "Going away: idle timeout")
+        else:
+            self._guard = self._deadlines.guard_at(self, min(idle_ends, ends))
+
+    def _latest_activity(self) -> float:
+        """When a frame last came from the client or a backend (pumps stamp their own reads)."""
+        latest = self._last_activity
+        if self._pump is not None:
+            latest = max(latest, self._pump.last_activity)
+        for upstream in self._upstreams.values():
+            latest = max(latest, upstream.last_activity)
+        return latest
+
+    # --- input ------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        """Every byte from the client goes through here, in order: reads, and what waited for the 101."""
+        try:
+            pump = self._pump
+            if pump is None or self._pump_generation != self._catalog.generation:
+                state = self._state
+                if state == _HANDSHAKE:
+                    data = self._handshake_data(data)
+                    if not data:
+                        return
+                    state = self._state  # the 101 went out at once: the bytes behind the request are frames
+                if state == _OPEN:
+                    self._refresh_lane()
+                    pump = self._pump
+                elif state == _CONNECTING:
+                    # Frames before the 101 (RFC 6455 allows none, clients pipeline anyway): keep
+                    # this read for after the 101 and stop reading until then.
+                    assert self._flow is not None
+                    if not self._early:
+                        self._flow.pause()
+                    self._early += data
+                    return
+                elif state == _CLOSING and self._decoder is not None:
+                    self._frames(data)
+                    return
+                else:  # closing after a protocol error or a refusal: discarded until EOF or the close timeout
+                    return
+            if pump is not None:
+                # The fast path: relayed, throttled and counted in one call per read.
+                try:
+                    events = pump.feed(data)
+                except ProtocolError as exc:  # what came before the fault has gone
+                    self._events(exc.events)
+                    self._protocol_error(exc)
+                    return
+                if events:
+                    self._events(events)  # control frames, and messages past the throttling budget
+            else:
+                self._frames(data)
+        except Exception:
+            # The one catch-all, at the connection boundary: never let a bug kill the server.
+            logger.exception("internal error connectionId=%s", self.connection_id)
+            self.close(_INTERNAL_ERROR, _INTERNAL)
+
+    def _handshake_data(self, data: bytes) -> bytes:
+        """Parse the request head; return the bytes behind it when the 101 went out at once."""
+        assert self._handshake is not None
+        try:
+            request = self._handshake.receive_data(data)
+        except HandshakeError as exc:
+            self._refuse(exc.status_hint, str(exc), exc.headers)
+            return b""
+        if request is None:
+            return b""
+        self._start(request)
+        return self._take_early() if self._state == _OPEN else b""
+
+    def _take_early(self) -> bytes:
+        early = self._early
+        self._early = b""
+        return early
+
+    # --- $connect ---------------------------------------------------------------------
+
     def _start(self, request: UpgradeRequest) -> None:
+        """The request is complete: resolve its stage, admit it, and run ``$connect``."""
+        self._transition(_REQUESTED)
         gateway = self._gateway
         try:
             target = gateway.catalog.resolve(request.host, request.path)
@@ -357,7 +525,7 @@ class ClientConnection:
         self._stage, self._stage_generation = target.stage, self._catalog.generation  # resolved just now
         user_agent = request.header("user-agent")
         # Built as _make does (see Forward).
-        client = tuple.__new__(Client, (self._source_ip, user_agent, _host_name(request.host), request.query))
+        client = tuple.__new__(Client, (self._source_ip, user_agent, target.domain_name, request.query))
         self._forwarded_for = _forwarded_for(request, self._source_ip)
         self._subprotocols = request.subprotocols
         session = self._session = Session(target, pooled_id(), client, pooled_id, epoch_ms)
@@ -368,6 +536,9 @@ class ClientConnection:
         if refused is not None:
             self._refuse(HTTPStatus.TOO_MANY_REQUESTS, THROTTLED_CONNECT_MESSAGE)
             return
+        # The $connect integration. Today's run at once (MOCK) or open the upstream the
+        # connection relays to; one answering later (HTTP, Lambda) would keep the connection
+        # CONNECTING and end in _accept or _refuse when it answers.
         try:
             status = session.connect_status(context)
             forward = session.handshake_upstream()
@@ -378,7 +549,6 @@ class ClientConnection:
         if not _OK <= status < _MULTIPLE_CHOICES:
             self._refuse(status, _FORBIDDEN if status == HTTPStatus.FORBIDDEN else f"$connect answered {status}")
             return
-        self._state = _CONNECTING  # still reading: a client that leaves now drops its upstream at once
         if forward is None:
             self._accept(None, context)
         else:
@@ -415,68 +585,26 @@ class ClientConnection:
         except HandshakeError as exc:
             self._upstream_failed(forward.url, exc)
 
-    def upstream_accepted(self, upstream: Upstream, subprotocol: str | None, seconds: float) -> None:
-        session = self._session
-        assert session is not None and self._flow is not None
-        self._gateway.observer.upstream_opened(session.api_id, session.target.stage, seconds)
-        del self._opening[upstream.url]
-        self._upstreams[upstream.url] = upstream
-        if self._writing_paused and upstream.flow is not None:
-            upstream.flow.pause()
-        if self._state == _CONNECTING:  # the $connect / $default upstream: now the client's 101
-            assert self._connect_context is not None
-            self._accept(subprotocol, self._connect_context)
-            return
-        # A route's upstream, opened by its first message: send what queued meanwhile.
-        upstream.start()
-        for opcode, payload in self._take_pending(upstream.url):
-            upstream.send(opcode, payload)
-        self._refresh_lane()
-        self._flow.resume()
-
-    def upstream_refused(self, upstream: Upstream, error: HandshakeError) -> None:
-        del self._opening[upstream.url]
-        self._upstream_failed(upstream.url, error)
-
-    def _upstream_failed(self, url: str, exc: HandshakeError) -> None:
-        """Before the 101 the client is refused; after, the messages queued for ``url`` get an error."""
-        self._gateway.observer.upstream_failed()
-        if self._state == _CONNECTING:
-            logger.info("upstream refused connectionId=%s: %s", self.connection_id, exc)
-            message = _INTERNAL if exc.status_hint >= HTTPStatus.INTERNAL_SERVER_ERROR else _FORBIDDEN
-            self._refuse(exc.status_hint, message, [("X-Framegate-Error", str(exc))])
-            return
-        logger.info("route upstream failed connectionId=%s: %s", self.connection_id, exc)
-        session = self._session
-        assert session is not None and self._flow is not None
-        for _ in self._take_pending(url):
-            self._act(session.internal_error(None))
-        self._flow.resume()
-
     def _accept(self, subprotocol: str | None, context: LazyContext) -> None:
+        """Write the 101 and open the connection; the caller feeds what came early (``_take_early``)."""
         assert self._transport is not None and self._handshake is not None and self._session is not None
         self._transport.write(self._handshake.accept(subprotocol))
-        self._state = _OPEN
+        self._transition(_ACCEPTED)
         session = self._session
         target = session.target
         self._observer = self._gateway.observer.connected(session.api_id, target.stage, session.connection_id, context)
         config = self._config
         self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
-        self._last_activity = self._opened_at = monotonic()
-        lifetime = min(config.idle_timeout, config.max_connection_duration)
-        if config.handshake_timeout > lifetime:  # the guard would fall due after the lifetime's first check
-            self._clear_guard()
-            self._timer = self._loop.call_later(lifetime, self._lifetime)
-        early = self._handshake.trailing + self._early
-        self._handshake = None
+        self._last_activity = self._opened_at = self._clock.time()
+        self._clear_guard()  # the upgrade's; now the lifetime's first check
+        self._guard = self._deadlines.guard(self, min(config.idle_timeout, config.max_connection_duration))
         for upstream in list(self._upstreams.values()):
             upstream.start()
-        if self._early:
-            self._early = b""
+        if self._early:  # reading stopped when they came
             assert self._flow is not None
             self._flow.resume()
-        if early and self._state == _OPEN:
-            self.data_received(early)
+        self._early = self._handshake.trailing + self._early
+        self._handshake = None
 
     def _refuse(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
         """Answer the upgrade with an HTTP error and close."""
@@ -485,8 +613,9 @@ class ClientConnection:
         if session is not None and context is not None and status != HTTPStatus.TOO_MANY_REQUESTS:
             # connect_request already counted and logged its 429s
             self._gateway.observer.refused(session.api_id, session.target.stage, status, context)
+        self._transition(_REFUSED)
+        self._wait_for_the_end()
         transport = self._transport
-        self._state = _CLOSING
         if transport is None or transport.is_closing():
             return
         transport.write(ServerHandshake.reject(status, message, headers))
@@ -512,7 +641,7 @@ class ClientConnection:
                 decoder,
                 self._gateway.client_encoder,
                 upstream.outbox.write_through,
-                clock=monotonic,
+                clock=self._gateway.activity_clock,
                 admission=self._gateway.throttler.admission(session.api_id, stage, DEFAULT),
                 messages=counters,
                 read_bytes=observer.bytes_in,
@@ -525,10 +654,11 @@ class ClientConnection:
             self._pump = None
 
     def _frames(self, data: bytes) -> None:
+        """A read on the per-message path: decoded here, each message routed and acted on."""
         decoder = self._decoder
         assert decoder is not None and self._observer is not None
         self._observer.bytes_in.inc(len(data))
-        self._last_activity = monotonic()
+        self._last_activity = self._clock.time()
         upstreams = self._upstreams
         for upstream in upstreams.values():
             if upstream.outbox is not None:
@@ -561,35 +691,60 @@ class ClientConnection:
                 # Closing: what crossed our close frame is dropped, but the client's
                 # answer may sit behind it in the same read.
                 if opcode == _CLOSE:
-                    self._close_acknowledged()
+                    self._close_transport()
                     return
                 continue
+            if opcode == _PING:
+                # Answered before the next message or at the end of the read, whichever is first:
+                # consecutive pings get one pong, for the latest (as RFC 6455 allows).
+                self._pong = payload
+                continue
+            if self._pong is not None and not self._writing_paused:
+                self._answer_ping()
             if opcode in (_TEXT, _BINARY):
                 self._message(opcode, payload)
-            elif opcode == _PING:
-                self._write(self._gateway.server_encoder.pong(payload))
             elif opcode == _CLOSE:
                 self._client_closed(payload)
+        if self._pong is not None and not self._writing_paused:
+            self._answer_ping()  # while paused, resume_writing answers the latest one
+
+    def _answer_ping(self) -> None:
+        pong = self._pong
+        assert pong is not None
+        self._pong = None
+        self._write(self._gateway.server_encoder.pong(pong))
 
     def _message(self, opcode: int, payload: bytes) -> None:
+        """One message on the per-message path: route, throttle, integrate, then ``_act``."""
         session = self._session
         observer = self._observer
         assert session is not None and observer is not None
         route = session.route(opcode, payload)
         context = session.lazy_context(MESSAGE_EVENT, route.route_key if route is not None else "-")
+        # Error frames are not queued for a client over its write buffer's high-water mark: a
+        # flood of small messages would otherwise buy many times its size in frames we hold.
         if route is None:
             observer.unrouted(self._current_stage(), context)
-            self._act(session.no_route(context.request_id))
+            if not self._writing_paused:
+                self._act(session.no_route(context.request_id))
             return
         stage = self._current_stage()
         refused = self._gateway.throttler.admit_message(session.api_id, stage, route.route_key)
         observer.message(stage, route.route_key, payload, context, refused)
         if refused is not None:
-            self._act(session.throttled(context.request_id, self._config.throttled_frame))
+            if not self._writing_paused:
+                self._act(session.throttled(context.request_id, self._config.throttled_frame))
             return
         self._act(session.integrate(route, opcode, payload, context.get), opcode, payload)
 
     def _act(self, decision: Decision, opcode: int = _TEXT, payload: bytes = b"") -> None:
+        """Carry out the session's decision about one message: one branch per kind of ``Decision``.
+
+        An integration that answers later (HTTP, Lambda) adds a kind here that
+        starts the call; its answer comes back through this method as a
+        ``Reply`` or ``Close``, checked against the state (the connection may
+        have closed meanwhile).
+        """
         if decision is None:
             return
         if isinstance(decision, Forward):
@@ -651,6 +806,52 @@ class ClientConnection:
 
     # --- upstream callbacks -------------------------------------------------------------
 
+    def upstream_accepted(self, upstream: Upstream, subprotocol: str | None, seconds: float) -> None:
+        session = self._session
+        assert session is not None and self._flow is not None
+        self._gateway.observer.upstream_opened(session.api_id, session.target.stage, seconds)
+        del self._opening[upstream.url]
+        self._upstreams[upstream.url] = upstream
+        if self._writing_paused and upstream.flow is not None:
+            upstream.flow.pause()
+        if self._state == _CONNECTING:  # the $connect / $default upstream: now the client's 101
+            assert self._connect_context is not None
+            self._accept(subprotocol, self._connect_context)
+            early = self._take_early()
+            if early:
+                self._feed(early)
+            return
+        # A route's upstream, opened by its first message: send what queued meanwhile.
+        upstream.start()
+        for opcode, payload in self._take_pending(upstream.url):
+            upstream.send(opcode, payload)
+        self._refresh_lane()
+        self._flow.resume()
+
+    def upstream_refused(self, upstream: Upstream, error: HandshakeError) -> None:
+        del self._opening[upstream.url]
+        self._upstream_failed(upstream.url, error)
+
+    def _upstream_failed(self, url: str, exc: HandshakeError) -> None:
+        """Before the 101 the client is refused; after, the messages queued for ``url`` get an error.
+
+        The client learns only the status: the error names the backend, whose
+        URL may carry credentials (``upstream`` redacts them for the log).
+        """
+        self._gateway.observer.upstream_failed()
+        if self._state == _CONNECTING:
+            logger.info("upstream refused connectionId=%s: %s", self.connection_id, exc)
+            status = exc.status_hint
+            message = _INTERNAL if status >= HTTPStatus.INTERNAL_SERVER_ERROR else _FORBIDDEN
+            self._refuse(status, message, [("X-Framegate-Error", _status_phrase(status))])
+            return
+        logger.info("route upstream failed connectionId=%s: %s", self.connection_id, exc)
+        session = self._session
+        assert session is not None and self._flow is not None
+        for _ in self._take_pending(url):
+            self._act(session.internal_error(None))
+        self._flow.resume()
+
     def upstream_pump(self, decoder: FrameDecoder, encoder: FrameEncoder) -> RelayPump:
         """Backend messages straight to the client, counted like ``ConnectionObserver.sent``."""
         assert self._transport is not None and self._observer is not None
@@ -659,7 +860,7 @@ class ClientConnection:
             decoder,
             encoder,
             self._transport.write,
-            clock=monotonic,
+            clock=self._gateway.activity_clock,
             messages=(observer.stage_metrics.message_count,),
             written_bytes=observer.bytes_out,
         )
@@ -687,14 +888,19 @@ class ClientConnection:
     # --- closing ----------------------------------------------------------------------
 
     def _client_closed(self, payload: bytes) -> None:
-        """The client started the closing handshake: answer it and pass it on."""
+        """The client started the closing handshake: answer it, pass it on, and end the transport."""
         code, reason = parse_close(payload)
         self._close_code = code
-        self._state = _CLOSING
+        self._transition(_CLOSE_RECEIVED)
+        self._pong = None
         self._write(self._gateway.server_encoder.close(None if code == _NO_STATUS else code, reason))
         self._close_upstreams(_NORMAL if code in _UNSENDABLE else code, reason)
-        self._clear_guard()  # nothing left to wait for: the transport closes once its buffer is written
-        self._close_transport()
+        self._clear_guard()
+        transport = self._transport
+        if transport is not None:
+            transport.close()  # ends once its buffer is written; a client that never reads it is dropped
+            if transport.get_write_buffer_size():
+                self._wait_for_the_end()
 
     def _close_upstreams(self, code: int, reason: str) -> None:
         """Pass a close on to every upstream, opening ones too, and forget them (their callbacks no longer reach us)."""
@@ -706,22 +912,24 @@ class ClientConnection:
         self._opening.clear()
         self._drop_pump()
 
-    def _close_acknowledged(self) -> None:
-        self._close_transport()
+    def _wait_for_the_end(self) -> None:
+        """CLOSING: the transport must end within the close timeout (a client that never reads is dropped)."""
+        self._clear_guard()
+        if self._transport is not None:
+            self._guard = self._deadlines.guard(self, CLOSE_TIMEOUT_S)
 
     def close(self, code: int, reason: str = "") -> None:
         """Close the client with ``code`` (and its upstreams with the same code)."""
         if self._state != _OPEN:
-            if self._state in (_HANDSHAKE, _CONNECTING):
+            if self._state == _HANDSHAKE or self._state == _CONNECTING:
                 self.abort()
             return
-        self._state = _CLOSING
+        self._transition(_CLOSE_SENT)
         self._close_code = code
+        self._pong = None
         self._write(self._gateway.server_encoder.close(code, reason))
         self._close_upstreams(code, reason)
-        self._clear_guard()
-        if self._transport is not None:
-            self._guard = self._deadlines.guard(self, CLOSE_TIMEOUT_S)  # the client must answer in time
+        self._wait_for_the_end()
 
     def shut_down(self) -> None:
         """Server shutdown: 1001 to open connections, drop the others."""
@@ -734,25 +942,10 @@ class ClientConnection:
         if self._transport is not None:
             self._transport.abort()
 
-    def _latest_activity(self) -> float:
-        """When a frame last came from the client or a backend (pumps stamp their own reads)."""
-        latest = self._last_activity
-        if self._pump is not None:
-            latest = max(latest, self._pump.last_activity)
-        for upstream in self._upstreams.values():
-            latest = max(latest, upstream.last_activity)
-        return latest
 
-    def _lifetime(self) -> None:
-        """The idle timeout and the maximum duration, on one timer set for whichever comes first."""
-        config = self._config
-        now = monotonic()  # the activity clock (the loop's runs on the same one, a tick behind at most)
-        ends = self._opened_at + config.max_connection_duration
-        if now >= ends:
-            self.close(_GOING_AWAY, "Connection duration exceeded")
-            return
-        idle_ends = self._latest_activity() + config.idle_timeout
-        if now >= idle_ends:
-            self.close(_GOING_AWAY, "Going away: idle timeout")
-        else:
-            self._timer = self._loop.call_later(min(idle_ends, ends) - now, self._lifetime)
+def _status_phrase(status: int) -> str:
+    """The standard reason phrase of ``status``, for telling a client what failed without details."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Upstream error"

@@ -9,6 +9,7 @@ cdef int _PING, _CLOSE, _NO_STATUS, _MESSAGE_TOO_BIG, _INTERNAL_ERROR
 
 
 cdef class Upstream:
+    cdef object _clock
     cdef bint _closing
     cdef object _decoder
     cdef Deadlines _deadlines

@@ -2,15 +2,20 @@
 
 Layer 4. The client role of the relay: the upgrade goes through
 ``proxy.handshake.ClientHandshake``, frames through ``proxy.codec`` (masked,
-re-fragmented to the frame cap). A read's messages are handed to the owning
-client connection (``UpstreamOwner``) already encoded for the client, in one
-piece (``FrameDecoder.relay``), and closes are passed on; the owner's write
-buffer pausing pauses this socket's reading and vice versa (``FlowControl``).
+re-fragmented to the frame cap). Once started, every read of the backend goes
+through the owner's ``RelayPump`` (``UpstreamOwner.upstream_pump``), which
+re-encodes its messages for the client in one write; control frames and closes
+are handled here and passed on. The owner's write buffer pausing pauses this
+socket's reading and vice versa (``FlowControl``). Deadlines (the upgrade's,
+the close handshake's) wait in the gateway's shared ``Deadlines``, on its clock.
 
 Opening is callbacks, not a coroutine to await: the owner hears
 ``upstream_accepted`` from the read that holds the 101, or
-``upstream_refused`` once, and never both. Awaiting a future for the 101 cost
-a task step, two coroutine frames and a cancel-based deadline per connection.
+``upstream_refused`` once, and never both (a future to await would cost a
+task step, two coroutine frames and a cancel-based deadline per connection).
+
+Errors and log lines name the backend by ``proxy.redact.redact_url``: an
+integration URI may carry credentials.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from proxy.errors import HandshakeError, PayloadTooBig, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake
 from proxy.limits import CLOSE_TIMEOUT_S, UPSTREAM_URL_CACHE
+from proxy.redact import redact_url
 from proxy.server import tls
 from proxy.server.deadlines import DeadlineQueue, Deadlines
 from proxy.server.flow import FlowControl, Outbox
@@ -35,7 +41,7 @@ from proxy.server.flow import FlowControl, Outbox
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
 # Enum members read per connection, as module constants: upstream.pxd types them C ints,
-# so compiled code skips EnumType's attribute hook (about 400 instructions a read).
+# so compiled code skips EnumType's attribute hook.
 _PING: Final = Opcode.PING
 _CLOSE: Final = Opcode.CLOSE
 _NO_STATUS: Final = CloseCode.NO_STATUS
@@ -76,6 +82,7 @@ class Upstream:
     """
 
     __slots__ = (
+        "_clock",
         "_closing",
         "_deadlines",
         "_decoder",
@@ -112,8 +119,9 @@ class Upstream:
         self._owner = owner
         self.url = url
         self._loop = loop
-        self._started = loop.time()
         self._deadlines = deadlines
+        self._clock = deadlines.clock
+        self._started = self._clock.time()
         self._guard: DeadlineQueue | None = None
         """Where this upstream's deadline waits: the upgrade's until the 101, then the close handshake's."""
         self._dialing: Coroutine[asyncio.Future[object], None, object] | None = None
@@ -181,7 +189,7 @@ class Upstream:
             # its 101 yet): keep what came with the 101, and stop reading unless
             # the owner started it right away (most do: no read stop and restart).
             self._held = accepted.trailing
-            self._owner.upstream_accepted(self, accepted.subprotocol, self._loop.time() - self._started)
+            self._owner.upstream_accepted(self, accepted.subprotocol, self._clock.time() - self._started)
             if self._held is not None and not self._closing and self.flow is not None:
                 self._holding = True
                 self.flow.pause()
@@ -224,7 +232,7 @@ class Upstream:
     def _step(self) -> None:
         """Run ``create_connection`` to its next wait: the steps of a task, without one.
 
-        A task per dial cost about 15k instructions per connection (its
+        A task per dial is a measurable share of a connection's set-up (its
         allocation, a first step through ``call_soon``, registration in
         asyncio's task set). ``create_connection`` only ever waits on futures:
         each wait resumes it here (``_resumed``) until it returns or fails.
@@ -241,7 +249,7 @@ class Upstream:
             return
         except OSError as exc:
             self._dialing = self._waiter = None
-            message = f"backend {self.url} is unreachable: {exc.strerror or exc}"
+            message = f"backend {redact_url(self.url)} is unreachable: {exc.strerror or exc}"
             raise HandshakeError(message, HTTPStatus.BAD_GATEWAY) from exc
         self._waiter = waiter
         waiter.add_done_callback(self._resumed)
@@ -264,7 +272,7 @@ class Upstream:
         self._guard = None
         if self._handshake is not None:
             assert guard is not None
-            message = f"backend {self.url} did not answer within {guard.delay_s:g} s"
+            message = f"backend {redact_url(self.url)} did not answer within {guard.delay_s:g} s"
             self._fail_handshake(HandshakeError(message, HTTPStatus.GATEWAY_TIMEOUT))
         elif self._transport is not None:
             self._transport.abort()
@@ -284,7 +292,7 @@ class Upstream:
 
     @property
     def last_activity(self) -> float:
-        """When the backend last sent something to relay (``loop.time()``; 0 before ``start``)."""
+        """When the backend last sent something to relay (the gateway's activity clock; 0 before ``start``)."""
         return self._pump.last_activity if self._pump is not None else 0.0
 
     @property
@@ -395,7 +403,8 @@ def _endpoint(url: str) -> tuple[str, int, bool]:
     """Host, port and wss-ness of ``url``, parsed once per URL rather than per connection."""
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise HandshakeError(f"integration URI is not a ws:// or wss:// URL: {url}", HTTPStatus.INTERNAL_SERVER_ERROR)
+        message = f"integration URI is not a ws:// or wss:// URL: {redact_url(url)}"
+        raise HandshakeError(message, HTTPStatus.INTERNAL_SERVER_ERROR)
     return parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme], parts.scheme == "wss"
 
 

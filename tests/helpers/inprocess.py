@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.metrics import GatewayMetrics
+from proxy.server.deadlines import Clock
 from proxy.server.gateway import Gateway
 from proxy.server.logsink import LogSinks
 from proxy.server.observer import Observer
@@ -44,12 +45,16 @@ class InProcessGateway:
 
 @asynccontextmanager
 async def in_process_gateway(
-    catalog: MemoryCatalog, tmp_path: Path, config: Config | None = None
+    catalog: MemoryCatalog, tmp_path: Path, config: Config | None = None, clock: Clock | None = None
 ) -> AsyncIterator[InProcessGateway]:
-    """Serve ``catalog`` on an ephemeral loopback port with a private metrics registry."""
+    """Serve ``catalog`` on an ephemeral loopback port with a private metrics registry.
+
+    ``clock``: the gateway's time (a ``tests.helpers.clock.FakeClock`` to move it by hand).
+    """
     config = config or Config(port=0, admin_port=0)
     observer = Observer(config, metrics=GatewayMetrics(CollectorRegistry()), sinks=LogSinks(str(tmp_path)))
-    gateway = Gateway(config, catalog, observer, Throttler.from_config(config, time.monotonic))
+    throttler = Throttler.from_config(config, time.monotonic if clock is None else clock.time)
+    gateway = Gateway(config, catalog, observer, throttler, clock)
     server = await asyncio.get_running_loop().create_server(gateway.protocol, LOOPBACK, 0)
     try:
         yield InProcessGateway(gateway, server)

@@ -185,14 +185,23 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "255.255.255.255"], ids=["refused", "fails-in-connect"])
-async def test_unreachable_backend_answers_502_instead_of_101(tmp_path: Path, codec: str, host: str) -> None:
+async def test_unreachable_backend_answers_502_without_its_secrets(tmp_path: Path, codec: str, host: str) -> None:
+    """The client gets a generic 502; the log names the backend with its credentials and token masked."""
     # The broadcast address fails in connect() itself (no packet is sent), a free port with a refusal.
-    backend = f"ws://{host}:{free_port()}"
+    port = free_port()
+    backend = f"ws://admin:hunter2@{host}:{port}/feed?token=s3cr3t"
     async with framegate(tmp_path, "--backend", backend, codec=codec) as gateway:
         with pytest.raises(InvalidStatus) as refused:
             await connect(f"{gateway.data}/prod")
-    assert refused.value.response.status_code == 502
-    assert "unreachable" in refused.value.response.headers["X-Framegate-Error"]
+    response = refused.value.response
+    assert response.status_code == 502
+    assert response.headers["X-Framegate-Error"] == "Bad Gateway"
+    exposed = str(response.headers).encode() + response.body
+    log = gateway.log_path.read_text()
+    for secret in ("admin", "hunter2", "s3cr3t"):
+        assert secret.encode() not in exposed
+        assert secret not in log
+    assert f"backend ws://***@{host}:{port}/feed?token=*** is unreachable" in log
 
 
 async def test_backend_refusal_status_reaches_the_client(tmp_path: Path, codec: str) -> None:
