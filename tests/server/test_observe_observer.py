@@ -42,7 +42,9 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def observer(tmp_path: Path, registry: CollectorRegistry) -> Iterator[Observer]:
-    config = Config(db_path=str(tmp_path / "fg.db"), account_burst_limit=10_000, account_rate_limit=10_000.0)
+    config = Config(
+        db_path=str(tmp_path / "fg.db"), log_dir=str(tmp_path), account_burst_limit=10_000, account_rate_limit=10_000.0
+    )
     built = Observer(config, clock=FakeClock(), metrics=GatewayMetrics(registry))
     yield built
     built.close()
