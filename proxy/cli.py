@@ -71,11 +71,23 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     ),
     "log_dir": ("--log-dir", str, "directory for access logs sent to arn:aws:logs ARNs (default: logs/ next to --db)"),
     "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR (default %(default)s)"),
+    "credentials": (
+        "--credentials",
+        str,
+        "AWS shared-credentials file: every admin request must be SigV4-signed by one of its keys",
+    ),
+    "admin_allow_remote_unauthenticated": (
+        "--admin-allow-remote-unauthenticated",
+        bool,
+        "serve the admin API on a non-loopback --admin-host without --credentials (unsafe)",
+    ),
 }
 
 
 def _env_default(field_name: str, fallback: object, kind: type) -> object:
     raw = os.environ.get(f"FRAMEGATE_{field_name.upper()}")
+    if raw is not None and kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")  # bool("0") would be True
     return fallback if raw is None else kind(raw)
 
 
@@ -90,9 +102,11 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         if f.name not in _SERVE_FLAGS:
             continue
         flag, kind, text = _SERVE_FLAGS[f.name]
-        parser.add_argument(
-            flag, dest=f.name, type=kind, help=text, default=_env_default(f.name, getattr(defaults, f.name), kind)
-        )
+        default = _env_default(f.name, getattr(defaults, f.name), kind)
+        if kind is bool:  # a switch: present or not
+            parser.add_argument(flag, dest=f.name, action="store_true", help=text, default=default)
+            continue
+        parser.add_argument(flag, dest=f.name, type=kind, help=text, default=default)
     parser.set_defaults(run=_run_serve)
 
 

@@ -45,6 +45,10 @@ class Config:
     log_dir: str | None = None
     """Where ``arn:aws:logs:...:log-group:NAME`` access logs go; None: ``logs/`` next to the db."""
     log_level: str = "INFO"
+    credentials: str | None = None
+    """``--credentials FILE``: AWS shared-credentials file; admin requests must be SigV4-signed by one of its keys."""
+    admin_allow_remote_unauthenticated: bool = False
+    """Serve the admin API on a non-loopback ``admin_host`` without ``credentials`` (logged loudly)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""

@@ -48,8 +48,9 @@ def _default_api(config: Config, plane: ControlPlane) -> str | None:
 async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     catalog = MemoryCatalog(config.default_api)
+    listening = asyncio.Event()  # /readyz: set once the data listener is bound, cleared at shutdown
     try:
-        plane, admin = await start_control_plane(config, catalog)
+        plane, admin = await start_control_plane(config, catalog, listening.is_set)
     except (OSError, ControlError, ValueError) as exc:
         print(f"framegate serve: cannot start the control plane: {exc}", file=sys.stderr)
         return 1
@@ -63,12 +64,14 @@ async def _serve(config: Config) -> int:
         await admin.close()
         plane.close()
         return 1
+    listening.set()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     # What start-up built (modules, store, catalog) lives as long as the process: moving it
     # out of the collector's sight keeps full collections, and their pauses, small.
     gc.freeze()
+    assert admin.server is not None
     admin_url = _url("http", admin.server)
     print(
         f"{READY_PREFIX} data={_url('ws', server)} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
@@ -89,6 +92,7 @@ async def _serve(config: Config) -> int:
             )
     await stop.wait()
     logger.info("shutting down: draining %d connections", len(gateway.connections))
+    listening.clear()
     server.close()
     await gateway.drain(config.drain_timeout)
     await admin.close()
