@@ -1,7 +1,7 @@
 """Every number framegate enforces or defaults to, in one place.
 
 Layer 1: imports nothing from framegate. AWS-derived values cite the quota or
-behaviour they copy (see shared/reference/apigw-websocket.md, section 7).
+behaviour they copy (``docs/aws-behaviour.md#quotas``).
 Constructors take the one limit they need and default to the name here, so a
 test or a Config can override any of them without touching this module.
 """

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from proxy.config import Config
 from proxy.control.catalog import ApiEntry, MemoryCatalog
@@ -37,6 +37,7 @@ from proxy.limits import LOG_DIR_NAME
 from proxy.store.base import Change, Row
 from proxy.store.sqlite import SqliteStore
 
+T = TypeVar("T")
 DEMO_RESOURCE = "demo_api.json"
 QUICKSTART_API = "quickstart"
 QUICKSTART_STAGE = "prod"
@@ -130,10 +131,10 @@ class RecordingPublisher:
 
 
 @dataclass
-class Pending:
-    """A prepared request: its reply, and what must reach the disk and then the catalog first."""
+class Pending(Generic[T]):
+    """A prepared operation: its result (a request's reply), and what must reach the disk, then the catalog."""
 
-    response: Response
+    result: T
     changes: list[Change] = field(default_factory=list)
     publications: list[Callable[[], None]] = field(default_factory=list)
 
@@ -159,29 +160,38 @@ class ControlPlane:
                 self.abandon()
                 raise
         self.publish(pending)
-        return pending.response
+        return pending.result
 
-    def prepare(self, request: Request) -> Pending:
-        """Run the operation against memory, recording its writes and publications."""
+    def prepare(self, request: Request) -> Pending[Response]:
+        """Run one request's operation against memory, recording its writes and publications."""
+        return self.record(lambda: self.router.handle(request))
+
+    def record(self, operation: Callable[[], T]) -> Pending[T]:
+        """Run ``operation`` (any use of ``service``) against memory, recording what it writes and publishes.
+
+        If it raises, memory is reloaded from the store and nothing is kept:
+        an operation applies whole or not at all (``--config`` re-applied on
+        SIGHUP, say).
+        """
         self.recorder.recording = self.publisher.recording = True
         try:
-            response = self.router.handle(request)
+            result = operation()
         except BaseException:
-            # A bug mid-operation: memory may hold half of it, and nothing of it is on disk.
+            # Memory may hold half of the operation, and nothing of it is on disk.
             self.recorder.changes, self.publisher.calls = [], []
             self.service.reload()
             raise
         finally:
             self.recorder.recording = self.publisher.recording = False
-        pending = Pending(response, self.recorder.changes, self.publisher.calls)
+        pending = Pending(result, self.recorder.changes, self.publisher.calls)
         self.recorder.changes, self.publisher.calls = [], []
         return pending
 
-    def write(self, pending: Pending) -> None:
+    def write(self, pending: Pending[Any]) -> None:
         """Commit ``pending``'s changes in one transaction (any thread; one at a time)."""
         self.store.apply(pending.changes)
 
-    def publish(self, pending: Pending) -> None:
+    def publish(self, pending: Pending[Any]) -> None:
         """Hand ``pending``'s publications to the catalog (the loop's thread, after ``write``)."""
         for publication in pending.publications:
             publication()

@@ -5,7 +5,7 @@ typed snake_case members of a model class (``control.records`` does the
 type-directed work); model values encode into the response members botocore's
 ``apigatewayv2`` model names. Errors become what botocore's rest-json parser
 maps to the right exception class: the status, ``x-amzn-ErrorType`` and a JSON
-``{"message": ...}`` body (reference section 2.1).
+``{"message": ...}`` body (``docs/aws-behaviour.md#control-plane-wire-format``).
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ Writes leave the loop: the control plane applies an operation to memory,
 the SQLite commit (an fsync) runs on one writer thread, and only then is the
 change published to the catalog and answered (``ControlPlane.prepare``).
 Requests are handled one at a time (an ``asyncio.Lock``), so writes are
-serialised and a read never sees a change the disk has not got.
+serialised and a read never sees a change the disk has not got. Work that
+changes the control plane outside a request (re-applying ``--config``) goes
+through ``AdminServer.exclusive`` to get the same guarantees.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, cast
+from typing import Any, Final, TypeVar, cast
 from weakref import WeakSet
 
 from aiohttp import web
@@ -45,12 +47,13 @@ from proxy.control import wire
 from proxy.control.access import Guard, is_loopback_host
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.handlers import Request
-from proxy.control.plane import ControlPlane, open_control_plane
+from proxy.control.plane import ControlPlane, Pending, open_control_plane
 from proxy.control.wire import Response
 from proxy.errors import ControlError
 from proxy.metrics import REGISTRY, exposition
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Exposition = Callable[[], tuple[bytes, str]]
 """Returns the Prometheus text and its content type (``proxy.metrics.exposition``)."""
@@ -222,16 +225,37 @@ class AdminServer:
     async def _dispatch(self, request: Request) -> Response:
         """Run the operation; a write's commit goes to the writer thread before anyone sees it."""
         pending = self.plane.prepare(request)
+        try:
+            await self._commit(pending)
+        except Exception:
+            logger.exception("control-plane write failed: %s %s", request.method, request.target)
+            return wire.error(ControlError("Internal server error"))
+        return pending.result
+
+    async def exclusive(self, operation: Callable[[], T]) -> T:
+        """Run a control-plane operation outside a request (re-applying ``--config``) as requests run.
+
+        Serialised with them, applied whole or not at all, committed on the
+        writer thread, then published.
+
+        Raises:
+            Whatever ``operation`` raises (memory is then as the store holds it),
+            or the store's error (likewise).
+        """
+        async with self._lock:
+            pending = self.plane.record(operation)
+            await self._commit(pending)
+            return pending.result
+
+    async def _commit(self, pending: Pending[Any]) -> None:
         if pending.changes:
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self._writer, self.plane.write, pending)
             except Exception:
-                logger.exception("control-plane write failed: %s %s", request.method, request.target)
                 self.plane.abandon()
-                return wire.error(ControlError("Internal server error"))
+                raise
         self.plane.publish(pending)
-        return pending.response
 
 
 def _admin_request(request: web.BaseRequest, body: bytes) -> Request:

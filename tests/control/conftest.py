@@ -22,7 +22,7 @@ from proxy.control.access import Guard
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.plane import ControlPlane, open_control_plane
 from proxy.metrics import exposition
-from proxy.server.admin import Exposition, Ready, start_admin_server
+from proxy.server.admin import AdminServer, Exposition, Ready, start_admin_server
 from tests.helpers.servers import serve_argv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +38,7 @@ class Admin:
     plane: ControlPlane
     catalog: MemoryCatalog
     loop: asyncio.AbstractEventLoop
+    server: AdminServer
 
 
 @contextmanager
@@ -62,7 +63,7 @@ def running_admin(
     thread = threading.Thread(target=loop.run_forever, name="admin-loop", daemon=True)
     thread.start()
     try:
-        yield Admin(f"http://127.0.0.1:{port}", plane, catalog, loop)
+        yield Admin(f"http://127.0.0.1:{port}", plane, catalog, loop, server)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()

@@ -154,7 +154,7 @@ def test_framegate_serve_with_credentials_requires_signatures(tmp_path: Path) ->
     path = tmp_path / "credentials"
     path.write_text(CREDENTIALS)
     with framegate(tmp_path, "--credentials", str(path)) as gateway:
-        admin = Admin(gateway.admin, None, None, None)  # type: ignore[arg-type]
+        admin = Admin(gateway.admin, None, None, None, None)  # type: ignore[arg-type]
         assert boto(admin).get_apis()["Items"][0]["Name"] == "demo"
         with pytest.raises(ClientError) as caught:
             boto(admin, secret="wrong").get_apis()

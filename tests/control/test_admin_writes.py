@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import ClientError
 
+from proxy.errors import BadRequestException
 from proxy.store.base import Change
 from proxy.store.sqlite import SqliteStore
 from tests.control.conftest import Admin, make_api, make_proxy_route
@@ -118,3 +119,30 @@ def test_writes_are_serialised_in_arrival_order(admin: Admin, client: Any, gated
         list(pool.map(lambda name: client.update_api(ApiId=api_id, Name=name), names))
     stored = {row.key: row.record for row in admin.plane.store.load()}
     assert stored[api_id]["name"] == client.get_api(ApiId=api_id)["Name"] == _catalog_name(admin, api_id)
+
+
+def test_exclusive_operations_commit_off_the_loop_whole_or_not_at_all(
+    admin: Admin, client: Any, gated: GatedStore
+) -> None:
+    """What SIGHUP's re-applied --config goes through: serialised with requests, atomic."""
+    gated.gate.set()
+    api_id = _staged_api(client, "before")
+    service = admin.plane.service
+
+    def rename() -> str:
+        return service.update_api(api_id, {"name": "renamed"}).name
+
+    def half_then_fail() -> None:
+        service.update_api(api_id, {"name": "half"})
+        raise BadRequestException("the document is invalid further down")
+
+    def run(operation: Callable[[], object]) -> object:
+        return asyncio.run_coroutine_threadsafe(admin.server.exclusive(operation), admin.loop).result(CEILING_S)
+
+    gated.threads.clear()
+    assert run(rename) == "renamed"
+    assert gated.threads and all(name.startswith("framegate-store") for name in gated.threads)
+    assert _catalog_name(admin, api_id) == "renamed"
+    with pytest.raises(BadRequestException, match="invalid further down"):
+        run(half_then_fail)
+    assert client.get_api(ApiId=api_id)["Name"] == "renamed" == _catalog_name(admin, api_id)
