@@ -104,6 +104,10 @@ ADMIN_BODY_TIMEOUT_S: Final = 10.0
 """A request body must have arrived this long after its head, or the request fails."""
 ADMIN_MAX_CONNECTIONS: Final = 128
 """Open admin connections served at once; a new one past this gets 503 and is closed."""
+ADMIN_LINGER_S: Final = 1.0
+"""After a refusal sent with the request unread (503 past the cap, 408, 413), the connection
+discards what still arrives for at most this long (less at the client's EOF) before closing:
+closing with unread data sends a reset, which can destroy the refusal before it is read."""
 ADMIN_SHUTDOWN_TIMEOUT_S: Final = 1.0
 """At shutdown, in-flight admin requests get this long before their connections drop."""
 SIGV4_MAX_CLOCK_SKEW_S: Final = 15 * 60.0

@@ -81,12 +81,30 @@ def add_process_metrics(registry: CollectorRegistry = REGISTRY) -> None:
 
 
 class _Busy(asyncio.Protocol):
-    """A connection over the cap: one 503, then closed, without reading the request."""
+    """A connection over the cap: one 503, then closed once the client stops sending.
+
+    Closing at once with the request unread would send a reset, which can
+    destroy the 503 before the client reads it; so the reply is followed by
+    a FIN, what arrives is discarded, and the socket closes at the client's
+    EOF or after ``ADMIN_LINGER_S``, whichever comes first.
+    """
+
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         writer = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         writer.write(BUSY_RESPONSE)
-        writer.close()
+        if writer.can_write_eof():
+            writer.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(limits.ADMIN_LINGER_S, writer.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # read only so that the close is a FIN, not a reset
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class _CountingServer(web.Server):
@@ -139,6 +157,7 @@ class AdminServer:
             self._serve,
             keepalive_timeout=keepalive_timeout,
             access_log=None,
+            lingering_time=limits.ADMIN_LINGER_S,
             max_line_size=limits.MAX_URL_CHARS,
             max_field_size=limits.MAX_REQUEST_HEAD_BYTES,
         )

@@ -6,15 +6,17 @@ import http.client
 import json
 import socket
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy import limits
 from proxy.config import Config
 from proxy.metrics import GatewayMetrics, exposition
 from proxy.server.admin import add_process_metrics
-from tests.control.conftest import Admin, running_admin
+from tests.control.conftest import Admin, framegate, running_admin
 
 
 def _connect(admin: Admin) -> http.client.HTTPConnection:
@@ -247,3 +249,26 @@ def test_process_metrics_join_the_gateway_registry() -> None:
     add_process_metrics(registry)  # once per registry: a second call must not raise a duplicate
     text = exposition(registry)[0].decode()
     assert "process_resident_memory_bytes" in text and "process_open_fds" in text
+
+
+@pytest.mark.integration
+def test_two_hundred_half_open_requests_are_capped_then_timed_out_by_framegate_serve(tmp_path: Path) -> None:
+    """The issue's probe against the real process: what it cannot admit gets 503 at once, the rest close on time."""
+    half_open = 200
+    with framegate(tmp_path) as gateway:
+        url = urlsplit(gateway.admin)
+        assert url.hostname is not None and url.port is not None
+        sockets = [
+            socket.create_connection((url.hostname, url.port), timeout=CLOSE_CEILING_S) for _ in range(half_open)
+        ]
+        try:
+            for raw in sockets:
+                raw.sendall(b"POST /v2/apis HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
+            replies = [_read_until_closed(raw) for raw in sockets]  # each closes by the 10 s timeout, or at once
+        finally:
+            for raw in sockets:
+                raw.close()
+        busy = [reply for reply in replies if reply.startswith(b"HTTP/1.1 503")]
+        assert len(busy) == half_open - limits.ADMIN_MAX_CONNECTIONS
+        assert replies.count(b"") == limits.ADMIN_MAX_CONNECTIONS
+        assert gateway.client.get_apis()["Items"][0]["Name"] == "demo"  # served again once they are gone
