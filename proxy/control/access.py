@@ -39,13 +39,16 @@ LOCALHOST: Final = "localhost"
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback IP literals (``127.0.0.0/8``, ``::1``, ``[::1]``)."""
+    """True for ``localhost`` and loopback IP literals (``127.0.0.0/8``, ``::1``, ``[::1]``, ``::ffff:127.0.0.1``)."""
     if host.lower().rstrip(".") == LOCALHOST:
         return True
     try:
-        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket reports IPv4 peers this way
+    return address.is_loopback
 
 
 def host_name(host_header: str) -> str:

@@ -49,7 +49,12 @@ def test_the_configured_admin_host_is_accepted() -> None:
     Guard(allowed_hosts=frozenset({"admin.internal"})).check(request(host="admin.internal:9090"), NOW)
 
 
-@pytest.mark.parametrize("peer", ["10.0.0.5", "192.168.1.2", "::ffff:10.0.0.5", None])
+@pytest.mark.parametrize("peer", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
+def test_loopback_peers_are_accepted(peer: str) -> None:
+    Guard().check(request(peer=peer), NOW)
+
+
+@pytest.mark.parametrize("peer", ["10.0.0.5", "192.168.1.2", "::ffff:10.0.0.5", "2001:db8::1", None])
 def test_remote_peers_are_refused(peer: str | None) -> None:
     with pytest.raises(AccessDeniedException, match="loopback clients only"):
         Guard().check(request(peer=peer), NOW)
