@@ -13,6 +13,7 @@ IO_MODULES = {"asyncio", "uvloop", "socket", "selectors", "sqlite3", "signal", "
 ALLOWED = {
     "server": IO_MODULES,
     "bench": IO_MODULES,
+    "cluster": IO_MODULES,
     "store": {"sqlite3"},
     "cli.py": {"signal", "multiprocessing"},
 }
