@@ -151,10 +151,10 @@ NODE_TTL_S: Final = 3.0
 LEASE_REFILL_INTERVAL_S: Final = 0.01
 """How often a lease client tops up its pools below the low-water mark (off the message path)."""
 LEASE_BATCH_OF_RATE_S: Final = 0.02
-"""A lease asks for this many seconds of the bucket's rate: rate 10000/s gives 200 tokens, so
-the two buckets a message takes cost at most one Redis call per 100 messages."""
-LEASE_BATCH_OF_BURST_DIVISOR: Final = 20
-"""A lease never asks for more than burst / 20, so one node cannot sit on a small bucket's burst."""
+"""A pool is topped up to this many seconds of its bucket's rate (at least 1 token, at most the
+burst): rate 10000/s gives 200 tokens, twice what one refill interval at the full rate uses."""
+REDIS_COMMAND_TIMEOUT_S: Final = 0.5
+"""A cluster command (lease, heartbeat, routing) waiting longer than this counts as Redis unreachable."""
 LEASE_LOW_WATER_FRACTION: Final = 0.5
 """A pool is topped up when it holds less than this fraction of its batch."""
 ROUTE_REPLY_TIMEOUT_S: Final = 5.0
