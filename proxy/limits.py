@@ -159,6 +159,8 @@ LEASE_LOW_WATER_FRACTION: Final = 0.5
 """A pool is topped up when it holds less than this fraction of its batch."""
 ROUTE_REPLY_TIMEOUT_S: Final = 5.0
 """How long a node waits for the owner of a connection to answer a routed @connections call."""
+MAX_ENVELOPE_BYTES: Final = 4 * (MAX_MESSAGE_BYTES // 3 + 1) + 1024
+"""A routed @connections call or reply between nodes: a base64 message at the cap plus its fields."""
 
 # --- Load generator (framegate bench) and echo backend ------------------------
 BENCH_DEFAULT_DURATION_S: Final = 10.0

@@ -37,6 +37,7 @@ SANS_IO = [
     "control/templates.py",
     "control/vtl.py",
     "control/mock.py",
+    "cluster/envelope.py",
 ]
 
 

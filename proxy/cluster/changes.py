@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import redis
@@ -51,6 +51,80 @@ class Backoff:
         self._next = self.first
 
 
+class ChannelSubscriber:
+    """Calls ``on_message`` with each message on one pub/sub channel; resubscribes after a drop.
+
+    Args:
+        url: the Redis URL.
+        channel: the channel name.
+        on_message: called on the event loop with each message's bytes.
+        on_subscribed: awaited after each (re)subscription with the connection's
+            client, before ``subscribed`` is set: the place to catch up on what
+            was published while away (pub/sub does not keep it).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        on_message: Callable[[bytes], None],
+        *,
+        on_subscribed: Callable[[redis.asyncio.Redis], Awaitable[None]] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.url = url
+        self.channel = channel
+        self.on_message = on_message
+        self.on_subscribed = on_subscribed
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.subscribed = asyncio.Event()
+        """Set while subscribed (after the catch-up); cleared when the connection drops."""
+        self.disconnects = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Run in the background until ``stop``."""
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        """Subscribe, catch up, deliver; on a dropped connection wait (backoff) and do it again."""
+        while True:
+            try:
+                await self._listen()
+            except REDIS_UNREACHABLE as exc:
+                self.subscribed.clear()
+                self.disconnects += 1
+                delay = self.backoff.failed()
+                log.warning("lost Redis at %s on %s (%s); resubscribing in %.2f s", self.url, self.channel, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _listen(self) -> None:
+        # No silent reconnects inside redis-py: a drop must reach run() so we catch up after it.
+        client = redis.asyncio.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.channel)
+            if self.on_subscribed is not None:
+                await self.on_subscribed(client)
+            self.subscribed.set()
+            self.backoff.succeeded()
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    self.on_message(message["data"])
+        finally:
+            with contextlib.suppress(*REDIS_UNREACHABLE):
+                await pubsub.aclose()
+            with contextlib.suppress(*REDIS_UNREACHABLE):
+                await client.aclose()
+
+
 class ChangeListener:
     """Calls ``callback(version)`` whenever the store's version differs from the last one seen.
 
@@ -72,59 +146,35 @@ class ChangeListener:
         keys: StoreKeys | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        self.url = url
         self.callback = callback
         self.version = version
         self.keys = keys if keys is not None else StoreKeys()
-        self.backoff = backoff if backoff is not None else Backoff()
-        self.subscribed = asyncio.Event()
+        self.subscriber = ChannelSubscriber(
+            url,
+            self.keys.changes,
+            lambda data: self._seen(int(data)),
+            on_subscribed=self._catch_up,
+            backoff=backoff,
+        )
+        self.subscribed = self.subscriber.subscribed
         """Set while subscribed (after the catch-up read); cleared when the connection drops."""
-        self.disconnects = 0
-        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def disconnects(self) -> int:
+        return self.subscriber.disconnects
 
     def start(self) -> None:
         """Run in the background until ``stop``."""
-        self._task = asyncio.get_running_loop().create_task(self.run())
+        self.subscriber.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.subscriber.stop()
+
+    async def _catch_up(self, client: redis.asyncio.Redis) -> None:
+        self._seen(int(cast(bytes | None, await client.get(self.keys.version)) or 0))
 
     def _seen(self, version: int) -> None:
         # "!=" rather than ">": a store rebuilt from scratch restarts its count, and is a change too.
         if version != self.version:
             self.version = version
             self.callback(version)
-
-    async def run(self) -> None:
-        """Subscribe, catch up, report; on a dropped connection wait (backoff) and do it again."""
-        while True:
-            try:
-                await self._listen()
-            except REDIS_UNREACHABLE as exc:
-                self.subscribed.clear()
-                self.disconnects += 1
-                delay = self.backoff.failed()
-                log.warning("store change listener lost Redis at %s (%s); retrying in %.2f s", self.url, exc, delay)
-                await asyncio.sleep(delay)
-
-    async def _listen(self) -> None:
-        # No silent reconnects inside redis-py: a drop must reach run() so we catch up after it.
-        client = redis.asyncio.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self.keys.changes)
-            self._seen(int(cast(bytes | None, await client.get(self.keys.version)) or 0))
-            self.subscribed.set()
-            self.backoff.succeeded()
-            async for message in pubsub.listen():
-                if message["type"] == "message":
-                    self._seen(int(message["data"]))
-        finally:
-            with contextlib.suppress(*REDIS_UNREACHABLE):
-                await pubsub.aclose()
-            with contextlib.suppress(*REDIS_UNREACHABLE):
-                await client.aclose()
