@@ -93,7 +93,23 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         parser.add_argument(
             flag, dest=f.name, type=kind, help=text, default=_env_default(f.name, getattr(defaults, f.name), kind)
         )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=_workers(os.environ.get("FRAMEGATE_WORKERS", "1")),
+        help="worker processes sharing --port (SO_REUSEPORT), or 'auto' for one per usable core (default 1)",
+    )
     parser.set_defaults(run=_run_serve)
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a positive count, or ``auto`` (the CPUs this process may use)."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0))
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 or 'auto', got {count}")
+    return count
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -104,6 +120,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"framegate serve: {exc}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        from proxy.server.supervisor import supervise
+
+        return supervise(config, args.workers)
     from proxy.server.app import serve
 
     return serve(config)

@@ -45,6 +45,9 @@ class Config:
     log_dir: str | None = None
     """Where ``arn:aws:logs:...:log-group:NAME`` access logs go; None: ``logs/`` next to the db."""
     log_level: str = "INFO"
+    reuse_port: bool = False
+    """Bind the data port with SO_REUSEPORT: set by the supervisor of ``--workers N`` only (a lone
+    process keeps "address already in use" for a second process on its port)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""

@@ -162,6 +162,15 @@ ROUTE_REPLY_TIMEOUT_S: Final = 5.0
 MAX_ENVELOPE_BYTES: Final = 4 * (MAX_MESSAGE_BYTES // 3 + 1) + 1024
 """A routed @connections call or reply between nodes: a base64 message at the cap plus its fields."""
 
+# --- Worker processes (framegate serve --workers N) -----------------------------
+WORKER_START_TIMEOUT_S: Final = 60.0
+"""How long a worker may take to print its ready line before the supervisor gives up on it."""
+WORKER_RESTART_DELAY_S: Final = 0.1
+"""Wait before restarting a crashed worker; doubles while it keeps crashing soon after start."""
+WORKER_RESTART_MAX_DELAY_S: Final = 5.0
+WORKER_MIN_UPTIME_S: Final = 5.0
+"""A worker that ran at least this long before crashing is restarted after the first delay again."""
+
 # --- Load generator (framegate bench) and echo backend ------------------------
 BENCH_DEFAULT_DURATION_S: Final = 10.0
 """Measured load when neither --duration nor --messages is given."""

@@ -40,7 +40,9 @@ async def _serve(config: Config) -> int:
     observer = Observer(config)
     gateway = Gateway(config, catalog, observer)
     try:
-        server = await loop.create_server(gateway.protocol, config.host, config.port, reuse_address=True)
+        server = await loop.create_server(
+            gateway.protocol, config.host, config.port, reuse_address=True, reuse_port=config.reuse_port
+        )
     except OSError as exc:
         print(f"framegate serve: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
         await admin.close()
