@@ -24,6 +24,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from proxy.cluster.background import Background
 from proxy.limits import REDIS_RECONNECT_MAX_S, REDIS_RECONNECT_MIN_S
 from proxy.store.redis import StoreKeys
 
@@ -51,7 +52,7 @@ class Backoff:
         self._next = self.first
 
 
-class ChannelSubscriber:
+class ChannelSubscriber(Background):
     """Calls ``on_message`` with each message on one pub/sub channel; resubscribes after a drop.
 
     Args:
@@ -80,18 +81,6 @@ class ChannelSubscriber:
         self.subscribed = asyncio.Event()
         """Set while subscribed (after the catch-up); cleared when the connection drops."""
         self.disconnects = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Run in the background until ``stop``."""
-        self._task = asyncio.get_running_loop().create_task(self.run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def run(self) -> None:
         """Subscribe, catch up, deliver; on a dropped connection wait (backoff) and do it again."""

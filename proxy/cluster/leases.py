@@ -45,7 +45,6 @@ Nothing on the message path waits or fails meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -56,6 +55,7 @@ from typing import Final, Generic, Protocol, TypeVar, cast
 
 import redis.asyncio
 
+from proxy.cluster.background import Background
 from proxy.cluster.changes import REDIS_UNREACHABLE, Backoff
 from proxy.cluster.membership import DEFAULT_NODES_KEY, HEARTBEAT_LUA, NOW_LUA, clock_argument
 from proxy.limits import (
@@ -228,7 +228,7 @@ class _Lease:
         return tokens - paid
 
 
-class LeaseClient:
+class LeaseClient(Background):
     """Leases tokens of shared buckets into local holders (see the module docstring).
 
     Args:
@@ -279,7 +279,6 @@ class LeaseClient:
         self._next_heartbeat = -math.inf
         self._next_attempt = -math.inf
         self._script = client.register_script(LEASE_SCRIPT)
-        self._task: asyncio.Task[None] | None = None
 
     def redis_key(self, name: str) -> str:
         return self.prefix + name
@@ -305,18 +304,8 @@ class LeaseClient:
     def holder(self, name: str) -> Holder:
         return self._leases[name].holder
 
-    def start(self) -> None:
-        """Refill every ``interval_s`` in the background until ``stop``."""
-        self._task = asyncio.get_running_loop().create_task(self.run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
     async def run(self) -> None:
+        """Refill every ``interval_s`` until ``stop``."""
         while True:
             await self.refill()
             # A timer, not a synchronisation: pools are topped up this often.
@@ -428,8 +417,8 @@ class LeaseBackend(Generic[Bucket]):
     Args:
         leases: the process's lease client (started by whoever assembles the server).
         empty_bucket: makes an empty bucket of rate 0 and the given burst at
-            ``now`` (with ``proxy.throttle``: a ``TokenBucket(0.0, burst, now)``
-            drained of its initial tokens).
+            ``now``. With ``proxy.throttle``'s ``TokenBucket``: ``TokenBucket(0.0, 0,
+            now)`` then ``reconfigure(0.0, burst, now)`` (it keeps its 0 tokens).
     """
 
     def __init__(self, leases: LeaseClient, empty_bucket: Callable[[int, float], Bucket]) -> None:

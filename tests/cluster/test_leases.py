@@ -14,21 +14,11 @@ from proxy._pythrottle import TokenBucket
 from proxy.cluster.leases import BucketLimits, LeaseBackend, LeaseClient, LeasePool, batch_size, bucket_name
 from proxy.cluster.membership import cluster_client
 from proxy.metrics import ClusterMetrics
-from tests.helpers.redis import RedisServer
+from tests.helpers.redis import RedisServer, SharedClock
 
 STEP_S = 0.005
 """Simulated time between two refills (half the production interval: pools see more rounds)."""
 START = 1_000.0
-
-
-class Clock:
-    """One injected clock for the processes and for Redis's side of the scripts."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @asynccontextmanager
@@ -48,7 +38,7 @@ async def processes(
 
 
 async def run_window(
-    clients: list[LeaseClient], pools: list[LeasePool], clock: Clock, window_s: float, flooding: int
+    clients: list[LeaseClient], pools: list[LeasePool], clock: SharedClock, window_s: float, flooding: int
 ) -> int:
     """Step the clock over ``window_s``; the first ``flooding`` processes spend every token they get."""
     admitted = 0
@@ -90,7 +80,7 @@ def tolerance(limits: BucketLimits, single: int) -> float:
 async def test_two_nodes_of_two_workers_admit_what_one_process_would(
     redis_server: RedisServer, rate: float, burst: int, window_s: float, flooding: int
 ) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     limits = BucketLimits(rate, burst)
     async with processes(redis_server.url, clock) as clients:
         pools = [LeasePool(burst) for _ in clients]
@@ -102,7 +92,7 @@ async def test_two_nodes_of_two_workers_admit_what_one_process_would(
 
 
 async def test_a_released_pool_gives_its_tokens_back(redis_server: RedisServer) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     limits = BucketLimits(rate=0.0, burst=100)  # no refill: every token is accounted for
     async with processes(redis_server.url, clock, count=2) as (first, second):
         first.lease("b", limits)
@@ -121,7 +111,7 @@ async def test_a_released_pool_gives_its_tokens_back(redis_server: RedisServer) 
 
 async def test_redis_calls_per_message_stay_under_one_per_hundred(redis_server: RedisServer) -> None:
     """One process relaying at 80 % of the default rate: the message path never calls Redis."""
-    clock = Clock()
+    clock = SharedClock(START)
     limits = BucketLimits(rate=10000.0, burst=5000)
     async with processes(redis_server.url, clock, count=1, interval_s=0.01) as (client,):
         pool = client.lease("account", limits)
@@ -139,7 +129,7 @@ async def test_redis_calls_per_message_stay_under_one_per_hundred(redis_server: 
 async def test_without_redis_each_process_keeps_its_share_and_recovers(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     limits = BucketLimits(rate=400.0, burst=40)
     metrics = ClusterMetrics(CollectorRegistry())
     async with processes(redis_server.url, clock, heartbeat_interval_s=0.05) as clients:
@@ -185,7 +175,7 @@ class Limits:
 
 
 async def test_the_backend_shape_shares_a_route_between_two_throttlers(redis_server: RedisServer) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     key = ("route", "api", "prod", "$default")
     async with processes(redis_server.url, clock, count=2) as clients:
         backends = [LeaseBackend(client, lambda burst, now: LeasePool(burst)) for client in clients]

@@ -13,18 +13,10 @@ from proxy.cluster.membership import cluster_client
 from proxy.cluster.registry import Answer, ConnectionRegistry, RouteTimeout
 from proxy.errors import GoneException
 from proxy.limits import NODE_TTL_S
-from tests.helpers.redis import RedisServer
+from tests.helpers.redis import RedisServer, SharedClock
 
 CALL_CEILING_S = 5.0
 START = 1_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Node:
@@ -49,7 +41,7 @@ class Node:
 
 @asynccontextmanager
 async def registry(
-    server: RedisServer, name: str, handler: Callable[[str, str, bytes], object], clock: Clock, **kwargs: float
+    server: RedisServer, name: str, handler: Callable[[str, str, bytes], object], clock: SharedClock, **kwargs: float
 ) -> AsyncIterator[ConnectionRegistry]:
     client = cluster_client(server.url)
     node = ConnectionRegistry(server.url, client, name, handler, redis_clock=clock, **kwargs)  # type: ignore[arg-type]
@@ -62,7 +54,7 @@ async def registry(
 
 
 async def test_a_call_on_any_node_reaches_the_connection_where_it_lives(redis_server: RedisServer) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     a, b = Node(), Node()
     async with (
         registry(redis_server, "a", a.handle, clock) as node_a,
@@ -87,7 +79,7 @@ async def test_a_call_on_any_node_reaches_the_connection_where_it_lives(redis_se
 
 
 async def test_an_unknown_connection_is_gone(redis_server: RedisServer) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     async with registry(redis_server, "a", Node().handle, clock) as node_a:
         with pytest.raises(GoneException) as raised:
             await node_a.call("POST", "never-seen", b"x")
@@ -95,7 +87,7 @@ async def test_an_unknown_connection_is_gone(redis_server: RedisServer) -> None:
 
 
 async def test_connections_of_a_dead_node_are_gone_after_its_lease(redis_server: RedisServer) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     a, b = Node(), Node()
     async with registry(redis_server, "b", b.handle, clock) as node_b:
         async with registry(redis_server, "a", a.handle, clock) as node_a:
@@ -114,7 +106,7 @@ async def test_connections_of_a_dead_node_are_gone_after_its_lease(redis_server:
 
 
 async def test_a_clean_stop_drops_its_connections_at_once(redis_server: RedisServer) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     a = Node()
     async with registry(redis_server, "b", Node().handle, clock) as node_b:
         client = cluster_client(redis_server.url)
@@ -127,7 +119,7 @@ async def test_a_clean_stop_drops_its_connections_at_once(redis_server: RedisSer
 
 
 async def test_an_owner_that_does_not_answer_times_out(redis_server: RedisServer) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     never = asyncio.Event()
 
     async def stuck(method: str, connection_id: str, body: bytes) -> Answer:
@@ -146,7 +138,7 @@ async def test_an_owner_that_does_not_answer_times_out(redis_server: RedisServer
 async def test_malformed_traffic_on_a_node_channel_is_dropped(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
+    clock = SharedClock(START)
     a = Node()
     async with (
         registry(redis_server, "a", a.handle, clock) as node_a,

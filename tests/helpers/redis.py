@@ -122,6 +122,16 @@ class RedisServer:
         self.process = None
 
 
+class SharedClock:
+    """One injected clock for the processes and for Redis's side of the scripts (``redis_clock``)."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh real Redis for one test (AOF, ``appendfsync always``), stopped after it."""
