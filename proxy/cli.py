@@ -96,7 +96,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--workers",
         type=_workers,
-        default=_workers(os.environ.get("FRAMEGATE_WORKERS", "1")),
+        # A string default goes through ``type`` like a flag: a bad FRAMEGATE_WORKERS is a usage error.
+        default=os.environ.get("FRAMEGATE_WORKERS", "1"),
         help="worker processes sharing --port (SO_REUSEPORT), or 'auto' for one per usable core (default 1)",
     )
     parser.set_defaults(run=_run_serve)
@@ -106,7 +107,10 @@ def _workers(text: str) -> int:
     """``--workers``: a positive count, or ``auto`` (the CPUs this process may use)."""
     if text == "auto":
         return len(os.sched_getaffinity(0))
-    count = int(text)
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of workers or 'auto', got {text!r}") from None
     if count < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 or 'auto', got {count}")
     return count

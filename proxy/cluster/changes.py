@@ -30,8 +30,10 @@ from proxy.store.redis import StoreKeys
 
 log = logging.getLogger(__name__)
 
-REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
-"""What a dropped or refused Redis connection raises."""
+REDIS_FAILURES = (redis.RedisError, OSError)
+"""What a Redis call raises when Redis cannot serve it: unreachable, too slow, or refusing (out of
+memory, a read-only replica, a failed disk). Background loops treat them all alike: log, back off,
+try again; none of them may end the loop."""
 
 
 class Backoff:
@@ -87,7 +89,7 @@ class ChannelSubscriber(Background):
         while True:
             try:
                 await self._listen()
-            except REDIS_UNREACHABLE as exc:
+            except REDIS_FAILURES as exc:
                 self.subscribed.clear()
                 self.disconnects += 1
                 delay = self.backoff.failed()
@@ -108,9 +110,9 @@ class ChannelSubscriber(Background):
                 if message["type"] == "message":
                     self.on_message(message["data"])
         finally:
-            with contextlib.suppress(*REDIS_UNREACHABLE):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await pubsub.aclose()
-            with contextlib.suppress(*REDIS_UNREACHABLE):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await client.aclose()
 
 
@@ -141,7 +143,7 @@ class ChangeListener:
         self.subscriber = ChannelSubscriber(
             url,
             self.keys.changes,
-            lambda data: self._seen(int(data)),
+            self._announced,
             on_subscribed=self._catch_up,
             backoff=backoff,
         )
@@ -158,6 +160,14 @@ class ChangeListener:
 
     async def stop(self) -> None:
         await self.subscriber.stop()
+
+    def _announced(self, data: bytes) -> None:
+        try:
+            version = int(data)
+        except ValueError:
+            log.warning("ignored a message that is not a version on %s", self.keys.changes)
+            return
+        self._seen(version)
 
     async def _catch_up(self, client: redis.asyncio.Redis) -> None:
         self._seen(int(cast(bytes | None, await client.get(self.keys.version)) or 0))

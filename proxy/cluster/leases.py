@@ -56,7 +56,7 @@ from typing import Final, Generic, Protocol, TypeVar, cast
 import redis.asyncio
 
 from proxy.cluster.background import Background
-from proxy.cluster.changes import REDIS_UNREACHABLE, Backoff
+from proxy.cluster.changes import REDIS_FAILURES, Backoff
 from proxy.cluster.membership import DEFAULT_NODES_KEY, HEARTBEAT_LUA, NOW_LUA, clock_argument
 from proxy.limits import (
     LEASE_BATCH_OF_RATE_S,
@@ -332,7 +332,7 @@ class LeaseClient(Background):
             args += [repr(limits.rate), str(limits.burst), str(-unused)]
         try:
             answer = cast(list[int], await self._script(keys=keys, args=args))
-        except REDIS_UNREACHABLE as exc:
+        except REDIS_FAILURES as exc:
             self._degrade(now, exc)
             self._refill_locally(now)
             return
@@ -358,7 +358,7 @@ class LeaseClient(Background):
             return
         self.degraded = True
         log.warning(
-            "REDIS UNREACHABLE (%s): throttling on local shares of every limit (1/%d each, the processes last "
+            "REDIS UNAVAILABLE (%s): throttling on local shares of every limit (1/%d each, the processes last "
             "seen alive) until it is back; retrying in %.2f s",
             exc,
             self.live,

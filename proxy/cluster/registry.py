@@ -35,7 +35,7 @@ from typing import Final, cast
 
 import redis.asyncio
 
-from proxy.cluster.changes import REDIS_UNREACHABLE, ChannelSubscriber
+from proxy.cluster.changes import REDIS_FAILURES, ChannelSubscriber
 from proxy.cluster.envelope import CallReply, CallRequest, EnvelopeError, decode, encode
 from proxy.cluster.membership import NOW_LUA, clock_argument
 from proxy.errors import FramegateError, GoneException
@@ -208,7 +208,7 @@ class ConnectionRegistry:
             await asyncio.sleep(self.heartbeat_interval_s)
             try:
                 await self.heartbeat()
-            except REDIS_UNREACHABLE as exc:
+            except REDIS_FAILURES as exc:
                 log.warning("connection registry cannot renew %s's lease (%s); retrying", self.node_id, exc)
 
     async def register(self, connection_id: str) -> None:
@@ -235,7 +235,7 @@ class ConnectionRegistry:
         """
         try:
             owner = await self.owner(connection_id)
-        except REDIS_UNREACHABLE as exc:
+        except REDIS_FAILURES as exc:
             raise RouteUnavailable(f"connection registry unreachable: {exc}") from exc
         if owner is None:
             raise GoneException(f"connection {connection_id} is not open")
@@ -248,7 +248,7 @@ class ConnectionRegistry:
             request = CallRequest(call_id, self.node_id, method, connection_id, body)
             try:
                 receivers = await self.client.publish(self.inbox(owner), encode(request))
-            except REDIS_UNREACHABLE as exc:
+            except REDIS_FAILURES as exc:
                 raise RouteUnavailable(f"connection registry unreachable: {exc}") from exc
             if receivers == 0:
                 raise RouteUnavailable(f"node {owner} holding {connection_id} is not listening")
@@ -289,5 +289,5 @@ class ConnectionRegistry:
         reply = CallReply(request.request_id, answer.status, answer.body)
         try:
             await self.client.publish(self.inbox(request.reply_to), encode(reply))
-        except REDIS_UNREACHABLE as exc:
+        except REDIS_FAILURES as exc:
             log.warning("could not reply to %s for %s: %s", request.reply_to, request.connection_id, exc)

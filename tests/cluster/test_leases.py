@@ -148,7 +148,7 @@ async def test_without_redis_each_process_keeps_its_share_and_recovers(
             clock.now += STEP_S
             await watched.refill()
         assert watched.degraded and metrics.degraded.value == 1.0 and metrics.degradations.value == 1
-        assert "REDIS UNREACHABLE" in caplog.text
+        assert "REDIS UNAVAILABLE" in caplog.text
         # One simulated second on the local share: a quarter of the burst, then a quarter of the rate.
         admitted = 0
         start = clock.now
@@ -191,3 +191,22 @@ async def test_the_backend_shape_shares_a_route_between_two_throttlers(redis_ser
         backends[0].reconfigure(key, buckets[0], Limits(burst=10, rate=0.0), clock())
         assert buckets[0].burst == 10
         assert backends[1].reclaim(key, buckets[1], clock())
+
+
+async def test_a_redis_refusing_writes_degrades_like_an_unreachable_one(redis_server: RedisServer) -> None:
+    clock = SharedClock(START)
+    limits = BucketLimits(rate=100.0, burst=10)
+    async with processes(redis_server.url, clock, count=1) as (client,):
+        pool = client.lease("route", limits)
+        assert isinstance(pool, LeasePool)
+        await client.refill()
+        await client.client.config_set("maxmemory-policy", "noeviction")
+        await client.client.config_set("maxmemory", "1")  # every write script is now refused (OOM)
+        pool.tokens = 0.0
+        clock.now += 1.0
+        await client.refill()
+        assert client.degraded and pool.tokens > 0  # served from the local share
+        await client.client.config_set("maxmemory", "0")
+        clock.now += 10.0
+        await client.refill()
+        assert not client.degraded

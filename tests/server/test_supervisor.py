@@ -134,3 +134,13 @@ def test_workers_flag_takes_a_count_or_auto(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--workers", "0"])
     assert "at least 1 or 'auto'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--workers", "many"])
+    assert "a number of workers or 'auto'" in capsys.readouterr().err
+
+
+def test_workers_come_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAMEGATE_WORKERS", "2")
+    assert build_parser().parse_args(["serve"]).workers == 2
+    monkeypatch.setenv("FRAMEGATE_WORKERS", "lots")
+    assert build_parser().parse_args(["echo-backend"]).command == "echo-backend"  # other commands unaffected

@@ -139,3 +139,21 @@ async def test_another_node_is_told_of_a_change_and_catches_up_after_a_redis_res
         await listener.stop()
         writer.close()
         reader.close()
+
+
+async def test_junk_on_the_change_channel_is_ignored(redis_server: RedisServer) -> None:
+    writer = RedisStore(redis_server.url)
+    versions: asyncio.Queue[int] = asyncio.Queue()
+    listener = ChangeListener(redis_server.url, versions.put_nowait)
+    listener.start()
+    try:
+        await asyncio.wait_for(listener.subscribed.wait(), NOTIFY_CEILING_S)
+        client = redis.Redis.from_url(redis_server.url)
+        client.publish(writer.keys.changes, b"not a version")
+        client.close()
+        made = writer.apply_versioned([Put(API, TOP, "a", {})])
+        # Messages on a channel arrive in order: the junk came first and did not stop the listener.
+        assert await asyncio.wait_for(versions.get(), NOTIFY_CEILING_S) == made
+    finally:
+        await listener.stop()
+        writer.close()
