@@ -241,6 +241,9 @@ class LeaseClient(Background):
         interval_s: how often ``run`` refills.
         heartbeat_interval_s: how often a refill carries the heartbeat.
         metrics: cluster health cells (None: not reported).
+        live: processes assumed alive until the first heartbeat answers (a node
+            starting while Redis is down shares the limits out by this; the
+            supervisor of ``--workers N`` knows at least N).
     """
 
     def __init__(
@@ -257,6 +260,7 @@ class LeaseClient(Background):
         ttl_s: float = NODE_TTL_S,
         metrics: ClusterMetrics | None = None,
         backoff: Backoff | None = None,
+        live: int = 1,
     ) -> None:
         self.client = client
         self.node_id = node_id
@@ -269,7 +273,7 @@ class LeaseClient(Background):
         self.ttl_s = ttl_s
         self.metrics = metrics
         self.backoff = backoff if backoff is not None else Backoff()
-        self.live = 1
+        self.live = max(1, live)
         """Processes alive at the last heartbeat; limits are divided by it while degraded."""
         self.degraded = False
         self.calls = 0

@@ -210,3 +210,22 @@ async def test_a_redis_refusing_writes_degrades_like_an_unreachable_one(redis_se
         clock.now += 10.0
         await client.refill()
         assert not client.degraded
+
+
+async def test_a_process_starting_without_redis_shares_by_the_count_it_was_given() -> None:
+    clock = SharedClock(START)
+    limits = BucketLimits(rate=400.0, burst=40)
+    # Nothing listens on this port: the first call fails and the process never heard a heartbeat.
+    client = LeaseClient(cluster_client("redis://127.0.0.1:1/0"), "lonely", clock=clock, redis_clock=clock, live=4)
+    try:
+        pool = client.lease("route", limits)
+        assert isinstance(pool, LeasePool)
+        pool.tokens = 0.0
+        spent = 0
+        for _ in range(limits.burst):  # no time passes: only the local share's burst is there
+            await client.refill()
+            while pool.take():
+                spent += 1
+        assert client.degraded and spent == limits.burst // 4
+    finally:
+        await client.client.aclose()
