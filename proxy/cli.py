@@ -178,7 +178,27 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             parser.add_argument(flag, dest=f.name, action="store_true", help=text, default=default)
             continue
         parser.add_argument(flag, dest=f.name, type=parse, help=text, default=default)
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        # A string default goes through ``type`` like a flag: a bad FRAMEGATE_WORKERS is a usage error.
+        default=os.environ.get("FRAMEGATE_WORKERS", "1"),
+        help="worker processes sharing --port (SO_REUSEPORT), or 'auto' for one per usable core (default 1)",
+    )
     parser.set_defaults(run=_run_serve, env_errors=env_errors)
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a positive count, or ``auto`` (the CPUs this process may use)."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of workers or 'auto', got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 or 'auto', got {count}")
+    return count
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -197,6 +217,10 @@ def _run_serve(args: argparse.Namespace) -> int:
             load_document(config.config_file)
         except DocumentError as exc:
             return _usage_error(f"--config {exc}")
+    if args.workers > 1:
+        from proxy.server.supervisor import supervise
+
+        return supervise(config, args.workers)
     from proxy.server.app import serve
 
     return serve(config)

@@ -204,6 +204,40 @@ MOCK_DEFAULT_STATUS: Final = 200
 MAX_TEMPLATE_LOOP_ITERATIONS: Final = 10_000
 """``#foreach`` iterations one template render may run (all loops together)."""
 
+# --- Cluster on Redis (docs/cluster.md) ----------------------------------------
+REDIS_RECONNECT_MIN_S: Final = 0.05
+"""First wait before reconnecting to Redis after it became unreachable; doubles per failure."""
+REDIS_RECONNECT_MAX_S: Final = 2.0
+"""Longest wait between reconnection attempts: a restarted Redis is found again within this."""
+REDIS_STORE_RETRIES: Final = 3
+"""A store command is retried this many times on a dropped connection (every change is idempotent)."""
+NODE_HEARTBEAT_INTERVAL_S: Final = 1.0
+"""A node renews its membership (and so its connections' lease) this often."""
+NODE_TTL_S: Final = 3.0
+"""A node not heard of for this long is dead: its connections are gone and it no longer counts."""
+LEASE_REFILL_INTERVAL_S: Final = 0.01
+"""How often a lease client tops up its pools below the low-water mark (off the message path)."""
+LEASE_BATCH_OF_RATE_S: Final = 0.02
+"""A pool is topped up to this many seconds of its bucket's rate (at least 1 token, at most the
+burst): rate 10000/s gives 200 tokens, twice what one refill interval at the full rate uses."""
+REDIS_COMMAND_TIMEOUT_S: Final = 0.5
+"""A cluster command (lease, heartbeat, routing) waiting longer than this counts as Redis unreachable."""
+LEASE_LOW_WATER_FRACTION: Final = 0.5
+"""A pool is topped up when it holds less than this fraction of its batch."""
+ROUTE_REPLY_TIMEOUT_S: Final = 5.0
+"""How long a node waits for the owner of a connection to answer a routed @connections call."""
+MAX_ENVELOPE_BYTES: Final = 4 * (MAX_MESSAGE_BYTES // 3 + 1) + 1024
+"""A routed @connections call or reply between nodes: a base64 message at the cap plus its fields."""
+
+# --- Worker processes (framegate serve --workers N) -----------------------------
+WORKER_START_TIMEOUT_S: Final = 60.0
+"""How long a worker may take to print its ready line before the supervisor gives up on it."""
+WORKER_RESTART_DELAY_S: Final = 0.1
+"""Wait before restarting a crashed worker; doubles while it keeps crashing soon after start."""
+WORKER_RESTART_MAX_DELAY_S: Final = 5.0
+WORKER_MIN_UPTIME_S: Final = 5.0
+"""A worker that ran at least this long before crashing is restarted after the first delay again."""
+
 # --- Load generator (framegate bench) and echo backend ------------------------
 BENCH_DEFAULT_DURATION_S: Final = 10.0
 """Measured load when neither --duration nor --messages is given."""

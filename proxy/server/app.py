@@ -111,6 +111,7 @@ async def _serve(config: Config) -> int:
             # A TLS handshake is part of the upgrade: the same deadline bounds it.
             ssl_handshake_timeout=config.handshake_timeout if contexts.data else None,
             ssl_shutdown_timeout=limits.TLS_SHUTDOWN_TIMEOUT_S if contexts.data else None,
+            reuse_port=config.reuse_port,
         )
     except OSError as exc:
         print(f"framegate serve: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
