@@ -115,3 +115,14 @@ async def silent_backend(
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def yield_to_loop() -> None:
+    """Let the loop run its ready callbacks once (flush a transport's buffer), then go on.
+
+    Not a wait for anything: the caller keeps producing after one loop turn.
+    """
+    loop = asyncio.get_running_loop()
+    turn = loop.create_future()
+    loop.call_soon(turn.set_result, None)
+    await turn

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.backends import yield_to_loop
 from tests.helpers.servers import framegate, upgrade_request
 
 pytestmark = [
@@ -91,7 +92,7 @@ class FloodingBackend:
             self.sent += 1
             if writer.transport.get_write_buffer_size() > STALL_BYTES:
                 break
-            await asyncio.sleep(0)  # a yield so the loop hands bytes to the kernel, not a wait
+            await yield_to_loop()  # the loop hands the buffer to the kernel, then we go on
         self.stalled.set()
         with contextlib.suppress(ConnectionError):
             await reader.read()
