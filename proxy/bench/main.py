@@ -15,10 +15,18 @@ from collections import Counter
 from dataclasses import replace
 from multiprocessing.sharedctypes import SynchronizedArray
 
+from proxy.bench.client import probe
+from proxy.bench.endpoint import Target, parse_header
 from proxy.bench.process import raise_fd_limit
 from proxy.bench.report import Progress, Summary, write_json
 from proxy.bench.worker import Driver, Plan, Publish, WorkerResult
-from proxy.limits import BENCH_DEFAULT_DURATION_S, BENCH_MAX_DURATION_S, BENCH_PROGRESS_INTERVAL_S, CLOSE_TIMEOUT_S
+from proxy.limits import (
+    BENCH_DEFAULT_DURATION_S,
+    BENCH_EXIT_FAILED,
+    BENCH_MAX_DURATION_S,
+    BENCH_PROGRESS_INTERVAL_S,
+    CLOSE_TIMEOUT_S,
+)
 from proxy.server.loop import run_loop
 
 _COUNTERS_PER_WORKER = 2  # measured count, errors
@@ -41,8 +49,17 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         duration = BENCH_MAX_DURATION_S  # run until the quota, under the hard ceiling
     if not 0 < duration <= BENCH_MAX_DURATION_S:
         raise ValueError(f"--duration must be in (0, {BENCH_MAX_DURATION_S:g}] seconds")
+    target = Target.from_url(
+        args.url,
+        headers=[parse_header(h) for h in args.header],
+        host=args.host,
+        subprotocols=args.subprotocol,
+        ca_file=args.ca,
+        insecure=args.insecure,
+    )
+    target.ssl_context()  # --ca must load before any traffic
     return Plan(
-        url=args.url,
+        target=target,
         connections=args.idle if args.idle is not None else args.connections,
         size=args.size,
         binary=args.binary,
@@ -136,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"framegate bench: {exc}", file=sys.stderr)
         return 2
+    problem = run_loop(probe(plan.target, plan.target.ssl_context(), plan.timeout_s))
+    if problem:
+        print(f"framegate bench: {plan.target.url}: {problem}", file=sys.stderr)
+        return BENCH_EXIT_FAILED
     plans = split_plan(plan, args.procs)
     progress = Progress(plan.duration_s if args.messages is None else 0.0)
     one = len(plans) == 1

@@ -6,7 +6,24 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", required=True, help="WebSocket URL to load, e.g. ws://127.0.0.1:8080/prod")
+    parser.add_argument(
+        "--url", required=True, help="ws:// or wss:// URL to load, query string included, e.g. ws://127.0.0.1:8080/prod"
+    )
+    endpoint = parser.add_argument_group("endpoint")
+    endpoint.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="extra upgrade request header, e.g. -H 'Authorization: Bearer T' (repeatable)",
+    )
+    endpoint.add_argument("--host", help="Host header to send instead of the URL's (e.g. a custom domain)")
+    endpoint.add_argument(
+        "--subprotocol", action="append", default=[], help="offer this Sec-WebSocket-Protocol (repeatable, in order)"
+    )
+    endpoint.add_argument("--ca", metavar="FILE", help="wss://: verify the server with this PEM CA bundle")
+    endpoint.add_argument("--insecure", action="store_true", help="wss://: do not verify the server's certificate")
     parser.add_argument(
         "--connections", "-c", type=int, default=10, help="concurrent connections (default %(default)s)"
     )

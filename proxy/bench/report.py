@@ -96,7 +96,7 @@ class Summary:
         per_s = messages / elapsed if elapsed > 0 else 0.0
         return cls(
             mode=plan.mode,
-            url=plan.url,
+            url=plan.target.url,
             connections=plan.connections,
             procs=procs,
             size=plan.size,

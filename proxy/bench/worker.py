@@ -29,7 +29,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxy.bench.client import BenchConnection, Listener, Target, error_key, open_connection
+from proxy.bench.client import BenchConnection, Listener, WebSocketClient, open_connection
+from proxy.bench.endpoint import Target, error_key
 from proxy.bench.histogram import Histogram
 from proxy.bench.message import Message
 from proxy.limits import BENCH_PROGRESS_INTERVAL_S, CLOSE_TIMEOUT_S
@@ -47,7 +48,7 @@ Publish = Callable[[int, int], None]
 class Plan:
     """What one worker does; every field is this worker's share (picklable)."""
 
-    url: str
+    target: Target
     connections: int
     size: int
     binary: bool
@@ -102,7 +103,8 @@ class Driver(Listener):
 
     def __init__(self, plan: Plan, publish: Publish | None = None, clock: Callable[[], int] = time.monotonic_ns):
         self.plan = plan
-        self.target = Target.from_url(plan.url)
+        self.target = plan.target
+        self.tls = plan.target.ssl_context()
         self.message = Message.build(plan.size, plan.binary, plan.seed)
         self.clock = clock
         self.publish = publish
@@ -118,11 +120,11 @@ class Driver(Listener):
         self._finished: asyncio.Future[None] | None = None
 
     # --- Listener ----------------------------------------------------------------
-    def opened(self, conn: BenchConnection) -> None:
+    def opened(self, conn: WebSocketClient) -> None:
         self.result.connections_opened += 1
         self.result.connect.record(conn.connect_ns)
         self._live += 1
-        if self.sending and self.plan.rate is None:
+        if self.sending and self.plan.rate is None and isinstance(conn, BenchConnection):
             self._send(conn, self.plan.window)
 
     def messages(self, conn: BenchConnection, count: int, received_ns: int) -> None:
@@ -157,13 +159,13 @@ class Driver(Listener):
         if self.sending and self.plan.rate is None:
             self._send(conn, count)
 
-    def failed(self, conn: BenchConnection | None, key: str) -> None:
+    def failed(self, conn: WebSocketClient | None, key: str) -> None:
         self.result.errors[key] += 1
         if conn is not None and conn.is_open:
             self._live -= 1
             self._finish_if_all_lost()
 
-    def closed(self, conn: BenchConnection) -> None:
+    def closed(self, conn: WebSocketClient) -> None:
         pass
 
     def _finish_if_all_lost(self) -> None:
@@ -283,7 +285,10 @@ class Driver(Listener):
 
     async def _open_one(self) -> BenchConnection | None:
         """Connect and upgrade; None (and an error counted) if either fails."""
-        conn = await open_connection(self.target, self, self.message, self.clock, self.plan.timeout_s)
+        target, message, clock = self.target, self.message, self.clock
+        conn = await open_connection(
+            target, lambda: BenchConnection(target, self, message, clock), self, clock, self.plan.timeout_s, self.tls
+        )
         if conn is None:
             return None
         self.conns.append(conn)

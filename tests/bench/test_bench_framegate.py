@@ -44,12 +44,14 @@ def test_message_over_the_cap_through_framegate_is_grouped_as_1009(
     assert "close 1009 MESSAGE_TOO_BIG" in capsys.readouterr().out
 
 
-def test_unknown_stage_is_grouped_by_its_http_status(framegate: Running, bench: BenchRun) -> None:
+def test_unknown_stage_is_refused_with_the_gateways_status_and_body(
+    framegate: Running, bench: BenchRun, capsys: pytest.CaptureFixture[str]
+) -> None:
     unknown = framegate.url.removesuffix("/prod") + "/nostage"
     code, summary = bench(unknown, "-c", "3", "-d", "1")
-    assert code == 1
-    [(key, count)] = summary["errors"].items()
-    assert key in ("http:403", "http:404") and count == 3
+    assert code == 1 and summary == {}
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"framegate bench: {unknown}: upgrade refused: HTTP 40")
 
 
 THROTTLE_BURST = 50
