@@ -3,6 +3,25 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+from proxy.bench.series import OutSpec
+from proxy.bench.threshold import Threshold
+
+T = TypeVar("T")
+
+
+def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` whose ``ValueError`` message is shown as it is (a usage error, exit 2)."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +80,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="connect and per-message timeout in seconds (default %(default)s)"
     )
-    parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE (- for stdout)")
+    results = parser.add_argument_group("results")
+    results.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE (- for stdout)")
+    results.add_argument(
+        "--out",
+        action="append",
+        default=[],
+        type=_checked(OutSpec.parse),
+        metavar="jsonl:FILE|csv:FILE",
+        help="write one row per second (elapsed, connections, msgs/s, MB/s, p50/p90/p99/max, errors) (repeatable)",
+    )
+    results.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        type=_checked(Threshold.parse),
+        metavar="EXPR",
+        help="pass/fail criterion, e.g. 'p99<5ms', 'errors<0.1%%', 'msgs_per_s>10000'; "
+        "a breach exits 99 (repeatable; see docs/bench.md)",
+    )
+    results.add_argument(
+        "--allow-errors",
+        action="store_true",
+        help="do not fail (exit 98) when over 1%% of replies are gateway refusals (throttled, forbidden, ...)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="payload and schedule seed (default %(default)s)")
     parser.add_argument(
         "--marks", action="store_true", help="print 'framegate bench mark start|end' when measuring starts and ends"

@@ -33,7 +33,8 @@ from proxy.bench.client import BenchConnection, Listener, WebSocketClient, open_
 from proxy.bench.endpoint import Target, error_key
 from proxy.bench.histogram import Histogram
 from proxy.bench.message import Message
-from proxy.limits import BENCH_PROGRESS_INTERVAL_S, CLOSE_TIMEOUT_S
+from proxy.bench.series import Interval
+from proxy.limits import BENCH_OUT_INTERVAL_S, BENCH_PROGRESS_INTERVAL_S, CLOSE_TIMEOUT_S
 
 _NS_PER_S = 1_000_000_000
 MARK_PREFIX = "framegate bench mark"
@@ -42,6 +43,8 @@ samples the proxy's CPU time and RSS at these lines."""
 
 Publish = Callable[[int, int], None]
 """Progress sink: ``(measured messages or setups so far, errors so far)``."""
+Sink = Callable[[Interval], None]
+"""Where a worker's per-second intervals go (``--out``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ class WorkerResult:
     latency: Histogram = field(default_factory=Histogram)
     connect: Histogram = field(default_factory=Histogram)
     errors: Counter[str] = field(default_factory=Counter)
+    interrupted: bool = False
+    """Stopped early by SIGINT: the figures cover the window measured so far."""
 
 
 def _cpu_s() -> float:
@@ -101,8 +106,15 @@ def _cpu_s() -> float:
 class Driver(Listener):
     """Runs one ``Plan`` on the current event loop."""
 
-    def __init__(self, plan: Plan, publish: Publish | None = None, clock: Callable[[], int] = time.monotonic_ns):
+    def __init__(
+        self,
+        plan: Plan,
+        publish: Publish | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+        sink: Sink | None = None,
+    ) -> None:
         self.plan = plan
+        self.sink = sink
         self.target = plan.target
         self.tls = plan.target.ssl_context()
         self.message = Message.build(plan.size, plan.binary, plan.seed)
@@ -118,6 +130,10 @@ class Driver(Listener):
         """Measured messages answered, by an echo or a wrong reply: what ends a --messages run."""
         self._live = 0
         self._finished: asyncio.Future[None] | None = None
+        self._series: asyncio.Task[None] | None = None
+        self._interval_index = 0
+        self._interval_start_ns = 0
+        self._interval_snapshot: tuple[list[int], int, Counter[str]] = ([], 0, Counter())
 
     # --- Listener ----------------------------------------------------------------
     def opened(self, conn: WebSocketClient) -> None:
@@ -205,9 +221,13 @@ class Driver(Listener):
             progress.cancel()
             await self._close_all()
         self.result.cpu_s = _cpu_s() - cpu_before
-        self.result.payload_bytes = self.result.messages * self.plan.size
         self._report()
         return self.result
+
+    def interrupt(self) -> None:
+        """SIGINT: end the measured window now (or skip it), close cleanly, report what was measured."""
+        self.result.interrupted = True
+        self._finish()
 
     async def _run_load(self) -> None:
         self.sending = True
@@ -215,7 +235,10 @@ class Driver(Listener):
         if self.plan.rate is not None:
             scheduler = OpenLoopScheduler(self, self.plan.rate)
             scheduler.start()
-        await asyncio.sleep(self.plan.warmup_s)
+        assert self._finished is not None
+        # Even with no warm-up, yield once: the open-loop scheduler's first tick (messages stamped
+        # before the window) must run before measuring starts, or the quota would count them.
+        await asyncio.wait([self._finished], timeout=self.plan.warmup_s)
         await self._measure_window()
         self.sending = False
 
@@ -252,6 +275,8 @@ class Driver(Listener):
         self.measure_from_ns = self.clock()
         self.measuring = True
         self._finish_if_all_lost()
+        if self.sink is not None:
+            self._series = asyncio.get_running_loop().create_task(self._series_loop())
         return asyncio.get_running_loop().call_later(self.plan.duration_s, self._finish)
 
     async def _end_window(self, timer: asyncio.TimerHandle) -> None:
@@ -262,6 +287,10 @@ class Driver(Listener):
             timer.cancel()
             self.measuring = False
             self.result.elapsed_s = (self.clock() - self.measure_from_ns) / _NS_PER_S
+            self.result.payload_bytes = self._interval_bytes(self.result.messages)
+            if self._series is not None:
+                self._series.cancel()
+                self._close_interval()
             self._mark("end")
 
     def _finished_done(self) -> bool:
@@ -279,7 +308,8 @@ class Driver(Listener):
         async def delayed(i: int) -> None:
             if ramp > 0:
                 await asyncio.sleep(ramp * i / n)
-            await self._open_one()
+            if not self._finished_done():  # interrupted while opening
+                await self._open_one()
 
         await asyncio.gather(*(delayed(i) for i in range(n)))
 
@@ -322,6 +352,48 @@ class Driver(Listener):
                     conn.fail(error_key("timeout", "message"))
             if self.publish is not None:
                 self.publish(self.result.messages, sum(self.result.errors.values()))
+
+    async def _series_loop(self) -> None:
+        """Close an interval every ``BENCH_OUT_INTERVAL_S`` of the window, on the window's own grid."""
+        self._start_interval(self.measure_from_ns)
+        step_ns = int(BENCH_OUT_INTERVAL_S * _NS_PER_S)
+        while True:
+            due = self.measure_from_ns + (self._interval_index + 1) * step_ns
+            await asyncio.sleep(max(0, due - self.clock()) / _NS_PER_S)
+            self._close_interval()
+
+    def _start_interval(self, now_ns: int) -> None:
+        result = self.result
+        self._interval_start_ns = now_ns
+        self._interval_snapshot = (result.latency.snapshot(), self._interval_count(), Counter(result.errors))
+
+    def _interval_count(self) -> int:
+        return self.result.messages
+
+    def _interval_bytes(self, messages: int) -> int:
+        return 0 if self.plan.connect_only or self.plan.idle else messages * self.plan.size
+
+    def _close_interval(self) -> None:
+        """Hand the interval since the last one to the sink; what recording costs stays unchanged."""
+        assert self.sink is not None
+        now = self.clock()
+        if now <= self._interval_start_ns:
+            return
+        snapshot, count, errors = self._interval_snapshot
+        messages = self._interval_count() - count
+        interval = Interval(
+            index=self._interval_index,
+            end_s=(now - self.measure_from_ns) / _NS_PER_S,
+            duration_s=(now - self._interval_start_ns) / _NS_PER_S,
+            connections=self._live,
+            messages=messages,
+            payload_bytes=self._interval_bytes(messages),
+            latency=self.result.latency.since(snapshot),
+            errors=self.result.errors - errors,
+        )
+        self._interval_index += 1
+        self._start_interval(now)
+        self.sink(interval)
 
     def _report(self) -> None:
         if self.publish is not None:
