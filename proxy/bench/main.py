@@ -24,8 +24,10 @@ from types import FrameType
 
 from proxy.bench.client import probe
 from proxy.bench.endpoint import Target, parse_header
+from proxy.bench.flow import ScenarioDriver
 from proxy.bench.process import raise_fd_limit
 from proxy.bench.report import Progress, Summary, check_writable, write_json
+from proxy.bench.scenario import load as load_scenario
 from proxy.bench.series import Interval, SeriesWriter
 from proxy.bench.worker import Driver, Plan, Publish, Sink, WorkerResult
 from proxy.limits import (
@@ -40,6 +42,8 @@ from proxy.limits import (
 from proxy.server.loop import run_loop
 
 _COUNTERS_PER_WORKER = 2  # measured count, errors
+DEFAULT_SIZE = 64
+"""Echo message bytes when --size is not given."""
 _Report = tuple[int, Interval | WorkerResult]
 """What a worker process sends the parent: (worker index, an interval or its final result)."""
 
@@ -48,7 +52,23 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     """The whole run's plan; ``ValueError`` names the first flag that cannot work."""
     if args.connections < 1 or args.procs < 1 or args.window < 1:
         raise ValueError("--connections, --procs and --window must be at least 1")
-    if args.size < 1:
+    scenario = None
+    if args.scenario is not None:
+        scenario = load_scenario(args.scenario)
+        echo_only = {
+            "--size": args.size is not None,
+            "--binary": args.binary,
+            "--window": args.window != 1,
+            "--rate": args.rate is not None,
+            "--connect-only": args.connect_only,
+            "--idle": args.idle is not None,
+            "--warmup": args.warmup > 0,
+        }
+        refused = [flag for flag, given in echo_only.items() if given]
+        if refused:
+            raise ValueError(f"{', '.join(refused)}: echo-mode flags; a --scenario says what to send")
+    size = DEFAULT_SIZE if args.size is None else args.size
+    if size < 1:
         raise ValueError("--size must be at least 1 byte")
     if args.rate is not None and args.rate <= 0:
         raise ValueError("--rate must be positive")
@@ -73,7 +93,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return Plan(
         target=target,
         connections=args.idle if args.idle is not None else args.connections,
-        size=args.size,
+        size=size,
         binary=args.binary,
         window=args.window,
         rate=args.rate,
@@ -86,6 +106,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         timeout_s=args.timeout,
         seed=args.seed,
         marks=getattr(args, "marks", False),
+        scenario=scenario,
     )
 
 
@@ -108,6 +129,7 @@ def split_plan(plan: Plan, procs: int) -> list[Plan]:
                 rate=None if plan.rate is None else plan.rate / procs,
                 seed=plan.seed + i,
                 marks=plan.marks and i == 0,
+                first_connection=sum(_share(plan.connections, procs, j) for j in range(i)),
             )
         )
     return shares
@@ -118,7 +140,7 @@ def run_worker(plan: Plan, publish: Publish | None = None, sink: Sink | None = N
     raise_fd_limit()
 
     async def main() -> WorkerResult:
-        driver = Driver(plan, publish, sink=sink)
+        driver = (ScenarioDriver if plan.scenario is not None else Driver)(plan, publish, sink=sink)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, driver.interrupt)
         try:

@@ -46,7 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--connections", "-c", type=int, default=10, help="concurrent connections (default %(default)s)"
     )
-    parser.add_argument("--size", "-s", type=int, default=64, help="message size in bytes (default %(default)s)")
+    parser.add_argument("--size", "-s", type=int, help="echo message size in bytes (default 64)")
+    parser.add_argument(
+        "--scenario",
+        metavar="FILE",
+        help="YAML or JSON steps per connection (send, expect, think, loop, close) instead of echo; see docs/bench.md",
+    )
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--duration", "-d", type=float, help="seconds of measured load (default 10 unless --messages)")
     stop.add_argument("--messages", "-m", type=int, help="stop after this many messages in total")

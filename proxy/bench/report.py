@@ -103,6 +103,10 @@ class Summary:
     client_cpu_s: float
     msgs_per_client_cpu_s: float
     scenario: str | None = None
+    sent: int = 0
+    """Scenario sends (echo mode: 0)."""
+    unmatched: int = 0
+    """Scenario replies no expect step was waiting for (skipped)."""
     payload_bytes: int = 0
     refusals: int = 0
     """Replies that were gateway refusal frames (throttled, forbidden, internal error, bad request body)."""
@@ -163,6 +167,9 @@ class Summary:
             refusals=refusals,
             refusal_share=refusals / replies if replies else 0.0,
             interrupted=any(r.interrupted for r in results),
+            scenario=plan.scenario.name if plan.scenario is not None else None,
+            sent=sum(r.sent for r in results),
+            unmatched=sum(r.unmatched for r in results),
         )
 
     def figures(self) -> dict[str, float]:
@@ -259,6 +266,12 @@ class Summary:
         ]
         if self.mode == "connect-only":
             lines.append(f"  setups       {self.messages:,}  ({self.connections_per_s:,.0f} connections/s)")
+        elif self.mode == "scenario":
+            lines.append(
+                f"  matched      {self.messages:,} replies  ({self.msgs_per_s:,.0f} msgs/s, {self.mb_per_s:,.2f} MB/s)"
+            )
+            lines.append(f"  sent         {self.sent:,}  (unmatched replies skipped: {self.unmatched:,})")
+            lines.append("  latency us   " + _row(self.latency_us))
         elif self.mode != "idle":
             lines.append(
                 f"  messages     {self.messages:,}  ({self.msgs_per_s:,.0f} msgs/s, {self.mb_per_s:,.2f} MB/s)"

@@ -33,6 +33,7 @@ from proxy.bench.client import BenchConnection, Listener, WebSocketClient, open_
 from proxy.bench.endpoint import Target, error_key
 from proxy.bench.histogram import Histogram
 from proxy.bench.message import Message
+from proxy.bench.scenario import Scenario
 from proxy.bench.series import Interval
 from proxy.limits import BENCH_OUT_INTERVAL_S, BENCH_PROGRESS_INTERVAL_S, CLOSE_TIMEOUT_S
 
@@ -66,9 +67,15 @@ class Plan:
     timeout_s: float
     seed: int
     marks: bool
+    scenario: Scenario | None = None
+    """--scenario: connections run its steps (``proxy.bench.flow``) instead of echo traffic."""
+    first_connection: int = 0
+    """Index of this worker's first connection among all workers' (scenario roles and ``{{conn}}``)."""
 
     @property
     def mode(self) -> str:
+        if self.scenario is not None:
+            return "scenario"
         if self.connect_only:
             return "connect-only"
         if self.idle:
@@ -96,6 +103,10 @@ class WorkerResult:
     errors: Counter[str] = field(default_factory=Counter)
     interrupted: bool = False
     """Stopped early by SIGINT: the figures cover the window measured so far."""
+    sent: int = 0
+    """Scenario messages sent (echo mode: not counted, every message is answered or an error)."""
+    unmatched: int = 0
+    """Scenario replies that no ``expect`` was waiting for (skipped, not errors)."""
 
 
 def _cpu_s() -> float:
@@ -121,7 +132,7 @@ class Driver(Listener):
         self.clock = clock
         self.publish = publish
         self.result = WorkerResult(plan.mode)
-        self.conns: list[BenchConnection] = []
+        self.conns: list[WebSocketClient] = []
         self.sending = False
         self.measure_from_ns = 0
         self.measuring = False
@@ -133,7 +144,7 @@ class Driver(Listener):
         self._series: asyncio.Task[None] | None = None
         self._interval_index = 0
         self._interval_start_ns = 0
-        self._interval_snapshot: tuple[list[int], int, Counter[str]] = ([], 0, Counter())
+        self._interval_snapshot: tuple[list[int], int, int, Counter[str]] = ([], 0, 0, Counter())
 
     # --- Listener ----------------------------------------------------------------
     def opened(self, conn: WebSocketClient) -> None:
@@ -287,7 +298,7 @@ class Driver(Listener):
             timer.cancel()
             self.measuring = False
             self.result.elapsed_s = (self.clock() - self.measure_from_ns) / _NS_PER_S
-            self.result.payload_bytes = self._interval_bytes(self.result.messages)
+            self.result.payload_bytes = self._payload_bytes_total()
             if self._series is not None:
                 self._series.cancel()
                 self._close_interval()
@@ -313,12 +324,13 @@ class Driver(Listener):
 
         await asyncio.gather(*(delayed(i) for i in range(n)))
 
-    async def _open_one(self) -> BenchConnection | None:
+    def _connection(self) -> WebSocketClient:
+        """A new connection's protocol (echo mode: numbered messages, checked echoes)."""
+        return BenchConnection(self.target, self, self.message, self.clock)
+
+    async def _open_one(self) -> WebSocketClient | None:
         """Connect and upgrade; None (and an error counted) if either fails."""
-        target, message, clock = self.target, self.message, self.clock
-        conn = await open_connection(
-            target, lambda: BenchConnection(target, self, message, clock), self, clock, self.plan.timeout_s, self.tls
-        )
+        conn = await open_connection(self.target, self._connection, self, self.clock, self.plan.timeout_s, self.tls)
         if conn is None:
             return None
         self.conns.append(conn)
@@ -348,7 +360,7 @@ class Driver(Listener):
             await asyncio.sleep(BENCH_PROGRESS_INTERVAL_S)
             deadline = self.clock() - timeout_ns
             for conn in self.conns:
-                if conn.is_open and conn.overdue(deadline):
+                if isinstance(conn, BenchConnection) and conn.is_open and conn.overdue(deadline):
                     conn.fail(error_key("timeout", "message"))
             if self.publish is not None:
                 self.publish(self.result.messages, sum(self.result.errors.values()))
@@ -365,13 +377,16 @@ class Driver(Listener):
     def _start_interval(self, now_ns: int) -> None:
         result = self.result
         self._interval_start_ns = now_ns
-        self._interval_snapshot = (result.latency.snapshot(), self._interval_count(), Counter(result.errors))
+        self._interval_snapshot = (
+            result.latency.snapshot(),
+            result.messages,
+            self._payload_bytes_total(),
+            Counter(result.errors),
+        )
 
-    def _interval_count(self) -> int:
-        return self.result.messages
-
-    def _interval_bytes(self, messages: int) -> int:
-        return 0 if self.plan.connect_only or self.plan.idle else messages * self.plan.size
+    def _payload_bytes_total(self) -> int:
+        """Payload bytes of the measured messages so far (echo: each one is ``size`` bytes)."""
+        return 0 if self.plan.connect_only or self.plan.idle else self.result.messages * self.plan.size
 
     def _close_interval(self) -> None:
         """Hand the interval since the last one to the sink; what recording costs stays unchanged."""
@@ -379,15 +394,14 @@ class Driver(Listener):
         now = self.clock()
         if now <= self._interval_start_ns:
             return
-        snapshot, count, errors = self._interval_snapshot
-        messages = self._interval_count() - count
+        snapshot, count, payload, errors = self._interval_snapshot
         interval = Interval(
             index=self._interval_index,
             end_s=(now - self.measure_from_ns) / _NS_PER_S,
             duration_s=(now - self._interval_start_ns) / _NS_PER_S,
             connections=self._live,
-            messages=messages,
-            payload_bytes=self._interval_bytes(messages),
+            messages=self.result.messages - count,
+            payload_bytes=self._payload_bytes_total() - payload,
             latency=self.result.latency.since(snapshot),
             errors=self.result.errors - errors,
         )
@@ -427,7 +441,7 @@ class OpenLoopScheduler:
             return
         now = driver.clock()
         due = int((now - self.t0) * self.rate / _NS_PER_S) + 1
-        conns = [c for c in driver.conns if c.is_open]
+        conns = [c for c in driver.conns if c.is_open and isinstance(c, BenchConnection)]
         while self.scheduled < due and conns:
             intended = self.t0 + int(self.scheduled * _NS_PER_S / self.rate)
             self.scheduled += 1
