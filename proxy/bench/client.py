@@ -80,6 +80,9 @@ class WebSocketClient(asyncio.Protocol):
         self.connect_ns = 0
         """Connect plus handshake time, set once open."""
         self.is_open = False
+        """Upgraded and not closing: messages may be sent."""
+        self.upgraded = False
+        """The upgrade succeeded (stays True while closing)."""
         self.refusal = ""
         """A refused upgrade: ``HTTP 403 Forbidden: <start of the body>``."""
         self.subprotocol: str | None = None
@@ -104,7 +107,7 @@ class WebSocketClient(asyncio.Protocol):
         self._transport.write(self.target.request(self._nonce))
 
     def data_received(self, data: bytes) -> None:
-        if self.is_open:
+        if self.upgraded:
             self._frames_received(data)
         elif self._refused_status:
             self._body_received(data)
@@ -114,9 +117,9 @@ class WebSocketClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused_status:
             self._refused()
-        elif self.is_open and not self._closing and not self._failed:
+        elif self.upgraded and not self._closing and not self._failed:
             self.fail(error_key("close", CloseCode.ABNORMAL))
-        elif not self.is_open and not self._failed:
+        elif not self.upgraded and not self._failed:
             self.fail(error_key("handshake", "eof"))
         self.is_open = False
         self._transport = None
@@ -146,7 +149,7 @@ class WebSocketClient(asyncio.Protocol):
         if problem:
             self.fail(error_key("handshake", problem))
             return
-        self.is_open = True
+        self.is_open = self.upgraded = True
         self.connect_ns = self.clock() - self.started_ns
         self.ready.set_result(True)
         self.listener.opened(self)
@@ -203,6 +206,7 @@ class WebSocketClient(asyncio.Protocol):
 
     def _close_received(self, payload: bytes) -> None:
         code, _reason = parse_close(payload)
+        self.is_open = False
         if not self._closing:
             self._closing = True
             self._write(self._encoder.close(None if code == CloseCode.NO_STATUS else code))
@@ -216,7 +220,8 @@ class WebSocketClient(asyncio.Protocol):
         self._write(self._encoder.message(Opcode.BINARY if binary else Opcode.TEXT, payload))
 
     def close(self, code: int = CloseCode.NORMAL) -> None:
-        """Start the closing handshake (the server's close frame ends it)."""
+        """Start the closing handshake (the server's close frame ends it); nothing is sent after it."""
+        self.is_open = False
         if self._closing or self._transport is None:
             return
         self._closing = True
@@ -231,6 +236,7 @@ class WebSocketClient(asyncio.Protocol):
         if self._failed:
             return
         self._failed = True
+        self.is_open = False
         if not self.ready.done():
             self.ready.set_result(False)
         self.listener.failed(self, key)

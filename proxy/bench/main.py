@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing
 import os
 import queue
@@ -29,6 +30,7 @@ from proxy.bench.process import raise_fd_limit
 from proxy.bench.report import Progress, Summary, check_writable, write_json
 from proxy.bench.scenario import load as load_scenario
 from proxy.bench.series import Interval, SeriesWriter
+from proxy.bench.shape import Stages
 from proxy.bench.worker import Driver, Plan, Publish, Sink, WorkerResult
 from proxy.limits import (
     BENCH_DEFAULT_DURATION_S,
@@ -79,6 +81,27 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     duration = args.duration if args.duration is not None else BENCH_DEFAULT_DURATION_S
     if args.messages is not None:
         duration = BENCH_MAX_DURATION_S  # run until the quota, under the hard ceiling
+    stages = None
+    connections = args.idle if args.idle is not None else args.connections
+    if args.stages is not None:
+        stages = Stages.parse(args.stages, start=args.rate or 0.0)
+        clashes = {
+            "--duration": args.duration is not None,
+            "--ramp-up": args.ramp_up > 0,
+            "--connect-only": args.connect_only,
+            "--scenario": args.scenario is not None,
+        }
+        refused = [flag for flag, given in clashes.items() if given]
+        if refused:
+            raise ValueError(f"--stages sets the load over time; it cannot be combined with {', '.join(refused)}")
+        duration = stages.total_s
+        if args.rate is None:
+            connections = max(1, math.ceil(stages.peak))
+    if args.churn is not None:
+        if args.churn < 1:
+            raise ValueError("--churn must be at least 1 message per connection")
+        if args.rate is not None or args.connect_only or args.idle is not None or args.scenario is not None:
+            raise ValueError("--churn applies to the closed and pipelined echo modes")
     if not 0 < duration <= BENCH_MAX_DURATION_S:
         raise ValueError(f"--duration must be in (0, {BENCH_MAX_DURATION_S:g}] seconds")
     target = Target.from_url(
@@ -92,7 +115,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     target.ssl_context()  # --ca must load before any traffic
     return Plan(
         target=target,
-        connections=args.idle if args.idle is not None else args.connections,
+        connections=connections,
         size=size,
         binary=args.binary,
         window=args.window,
@@ -107,6 +130,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         seed=args.seed,
         marks=getattr(args, "marks", False),
         scenario=scenario,
+        stages=stages,
+        churn=args.churn,
     )
 
 
@@ -130,6 +155,7 @@ def split_plan(plan: Plan, procs: int) -> list[Plan]:
                 seed=plan.seed + i,
                 marks=plan.marks and i == 0,
                 first_connection=sum(_share(plan.connections, procs, j) for j in range(i)),
+                stages=None if plan.stages is None else plan.stages.split(1 / procs),
             )
         )
     return shares

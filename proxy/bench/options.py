@@ -72,6 +72,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--idle", type=int, metavar="K", help="hold K idle connections open for --duration (memory measurements)"
     )
+    shape = parser.add_argument_group("load shape")
+    shape.add_argument(
+        "--stages",
+        metavar="DUR:TARGET,...",
+        help="ramp linearly through targets, e.g. 10s:100,30s:1000,10s:0: open connections, or with --rate R "
+        "the message rate starting from R; the run lasts their sum",
+    )
+    shape.add_argument(
+        "--churn",
+        type=int,
+        metavar="N",
+        help="closed/pipelined: each connection closes after N messages and a new one replaces it",
+    )
     parser.add_argument("--binary", action="store_true", help="send binary messages (default text)")
     parser.add_argument(
         "--ramp-up", type=float, default=0.0, help="seconds over which to open the connections (default %(default)s)"

@@ -103,6 +103,9 @@ class Summary:
     client_cpu_s: float
     msgs_per_client_cpu_s: float
     scenario: str | None = None
+    stages: str | None = None
+    """--stages as run (targets: connections, or the rate with --rate)."""
+    churn: int | None = None
     sent: int = 0
     """Scenario sends (echo mode: 0)."""
     unmatched: int = 0
@@ -169,6 +172,8 @@ class Summary:
             interrupted=any(r.interrupted for r in results),
             scenario=plan.scenario.name if plan.scenario is not None else None,
             sent=sum(r.sent for r in results),
+            stages=plan.stages.describe() if plan.stages is not None else None,
+            churn=plan.churn,
             unmatched=sum(r.unmatched for r in results),
         )
 
@@ -255,6 +260,10 @@ class Summary:
         """The human summary printed at the end of a run."""
         kind = "binary" if self.binary else "text"
         spread = f" over {self.procs} procs" if self.procs > 1 else ""
+        if self.stages:
+            spread += f", stages {self.stages}"
+        if self.churn:
+            spread += f", a new connection every {self.churn:,} messages"
         what = f"scenario {self.scenario}, " if self.scenario else f"{self.size} B {kind}, "
         if self.mode in ("connect-only", "idle"):
             what = ""

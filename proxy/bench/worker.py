@@ -35,7 +35,8 @@ from proxy.bench.histogram import Histogram
 from proxy.bench.message import Message
 from proxy.bench.scenario import Scenario
 from proxy.bench.series import Interval
-from proxy.limits import BENCH_OUT_INTERVAL_S, BENCH_PROGRESS_INTERVAL_S, CLOSE_TIMEOUT_S
+from proxy.bench.shape import Stages
+from proxy.limits import BENCH_OUT_INTERVAL_S, BENCH_PROGRESS_INTERVAL_S, BENCH_STAGE_TICK_S, CLOSE_TIMEOUT_S
 
 _NS_PER_S = 1_000_000_000
 MARK_PREFIX = "framegate bench mark"
@@ -71,6 +72,10 @@ class Plan:
     """--scenario: connections run its steps (``proxy.bench.flow``) instead of echo traffic."""
     first_connection: int = 0
     """Index of this worker's first connection among all workers' (scenario roles and ``{{conn}}``)."""
+    stages: Stages | None = None
+    """--stages: open connections (or, with ``rate``, the message rate) ramp through these targets."""
+    churn: int | None = None
+    """--churn N: each connection closes after N messages and a new one takes its place."""
 
     @property
     def mode(self) -> str:
@@ -132,7 +137,7 @@ class Driver(Listener):
         self.clock = clock
         self.publish = publish
         self.result = WorkerResult(plan.mode)
-        self.conns: list[WebSocketClient] = []
+        self.conns: set[WebSocketClient] = set()
         self.sending = False
         self.measure_from_ns = 0
         self.measuring = False
@@ -140,6 +145,9 @@ class Driver(Listener):
         self.answered_measured = 0
         """Measured messages answered, by an echo or a wrong reply: what ends a --messages run."""
         self._live = 0
+        self._churn = plan.churn or 0
+        self._opening: set[asyncio.Future[WebSocketClient | None]] = set()
+        """Connections being opened by --churn or --stages (kept referenced until done)."""
         self._finished: asyncio.Future[None] | None = None
         self._series: asyncio.Task[None] | None = None
         self._interval_index = 0
@@ -184,21 +192,47 @@ class Driver(Listener):
             self._finish()
             return
         if self.sending and self.plan.rate is None:
-            self._send(conn, count)
+            if self._churn:
+                self._churn_send(conn, count)
+            else:
+                self._send(conn, count)
+
+    def _churn_send(self, conn: BenchConnection, count: int) -> None:
+        """--churn: send up to N messages per connection, then close it once answered and open another."""
+        remaining = self._churn - conn.sent
+        if remaining > 0:
+            self._send(conn, min(count, remaining))
+        elif conn.answered >= conn.sent and conn.is_open:
+            conn.close()
+            self._open_later()
 
     def failed(self, conn: WebSocketClient | None, key: str) -> None:
         self.result.errors[key] += 1
-        if conn is not None and conn.is_open:
+
+    def closed(self, conn: WebSocketClient) -> None:
+        self.conns.discard(conn)
+        if conn.upgraded:
             self._live -= 1
             self._finish_if_all_lost()
 
-    def closed(self, conn: WebSocketClient) -> None:
-        pass
-
     def _finish_if_all_lost(self) -> None:
         """A load with every connection gone has nothing left to measure (checked once all were tried)."""
-        if self._live == 0 and self.measuring and self.plan.mode not in ("connect-only", "idle"):
+        if (
+            self._live == 0
+            and self.measuring
+            and self.plan.mode not in ("connect-only", "idle")
+            and self.plan.stages is None  # a ramp starts from (and may return to) zero
+            and not self._opening
+        ):
             self._finish()
+
+    def _open_later(self) -> None:
+        """Open one more connection in the background (it starts sending once upgraded)."""
+        if self._finished_done():
+            return
+        task = asyncio.ensure_future(self._open_one())
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
 
     def _send(self, conn: BenchConnection, count: int = 1) -> None:
         count = self.admit(count)
@@ -242,9 +276,13 @@ class Driver(Listener):
 
     async def _run_load(self) -> None:
         self.sending = True
+        if self.plan.stages is not None and self.plan.rate is None:
+            await self._run_ramped()
+            self.sending = False
+            return
         await self._open_all()
         if self.plan.rate is not None:
-            scheduler = OpenLoopScheduler(self, self.plan.rate)
+            scheduler = OpenLoopScheduler(self, self.plan.rate, self.plan.stages)
             scheduler.start()
         assert self._finished is not None
         # Even with no warm-up, yield once: the open-loop scheduler's first tick (messages stamped
@@ -254,8 +292,35 @@ class Driver(Listener):
         self.sending = False
 
     async def _run_idle(self) -> None:
+        if self.plan.stages is not None:
+            await self._run_ramped()
+            return
         await self._open_all()
         await self._measure_window()
+
+    async def _run_ramped(self) -> None:
+        """--stages of connections: the window spans the stages; a task keeps the open count on target."""
+        timer = self._start_window()
+        ramp = asyncio.get_running_loop().create_task(self._ramp())
+        try:
+            await self._end_window(timer)
+        finally:
+            ramp.cancel()
+
+    async def _ramp(self) -> None:
+        """Every ``BENCH_STAGE_TICK_S``: open connections up to the stage's target, or close the newest above it."""
+        assert self.plan.stages is not None
+        stages = self.plan.stages
+        start = self.clock()
+        while True:
+            target = round(stages.value_at((self.clock() - start) / _NS_PER_S))
+            usable = [conn for conn in self.conns if conn.is_open]
+            current = len(usable) + len(self._opening)
+            for _ in range(target - current):
+                self._open_later()
+            for conn in sorted(usable, key=lambda c: c.started_ns)[target:]:
+                conn.close()
+            await asyncio.sleep(BENCH_STAGE_TICK_S)
 
     async def _run_connect_only(self) -> None:
         plan = self.plan
@@ -333,7 +398,7 @@ class Driver(Listener):
         conn = await open_connection(self.target, self._connection, self, self.clock, self.plan.timeout_s, self.tls)
         if conn is None:
             return None
-        self.conns.append(conn)
+        self.conns.add(conn)
         try:
             ok = await asyncio.wait_for(asyncio.shield(conn.ready), self.plan.timeout_s)
         except TimeoutError:
@@ -425,9 +490,10 @@ class OpenLoopScheduler:
     sending it: a stalled proxy shows as latency, not as a lower rate.
     """
 
-    def __init__(self, driver: Driver, rate: float) -> None:
+    def __init__(self, driver: Driver, rate: float, stages: Stages | None = None) -> None:
         self.driver = driver
         self.rate = rate
+        self.stages = stages
         self.t0 = driver.clock()
         self.scheduled = 0
         self._next_conn = 0
@@ -435,21 +501,31 @@ class OpenLoopScheduler:
     def start(self) -> None:
         asyncio.get_running_loop().call_soon(self._tick)
 
+    def _due_ns(self, k: int) -> int | None:
+        """Intended send time of message ``k`` (from 0); None once ramping stages are over."""
+        if self.stages is None:
+            return self.t0 + int(k * _NS_PER_S / self.rate)
+        at = self.stages.due_time(k)
+        return None if at is None else self.t0 + int(at * _NS_PER_S)
+
     def _tick(self) -> None:
         driver = self.driver
         if not driver.sending:
             return
         now = driver.clock()
-        due = int((now - self.t0) * self.rate / _NS_PER_S) + 1
         conns = [c for c in driver.conns if c.is_open and isinstance(c, BenchConnection)]
-        while self.scheduled < due and conns:
-            intended = self.t0 + int(self.scheduled * _NS_PER_S / self.rate)
+        while conns:
+            intended = self._due_ns(self.scheduled)
+            if intended is None or intended > now:
+                break
             self.scheduled += 1
             conn = conns[self._next_conn % len(conns)]
             self._next_conn += 1
             if not driver.admit():
                 return
             conn.send(intended)
-        next_due = self.t0 + int(self.scheduled * _NS_PER_S / self.rate)
+        next_due = self._due_ns(self.scheduled)
+        if next_due is None:
+            return
         delay = max(0.0, (next_due - driver.clock()) / _NS_PER_S)
         asyncio.get_running_loop().call_later(delay, self._tick)
