@@ -25,6 +25,7 @@ from typing import Any
 from proxy.bench.message import make_payload
 from proxy.bench.process import REPO_ROOT, echo_backend, python_argv
 
+_MODULE = "benchmarks.client_vs_websockets"
 CONNECTIONS = 10
 SIZE = 64
 TARGET_RATIO = 2.0
@@ -66,7 +67,8 @@ async def websockets_load(url: str, connections: int, seconds: float, size: int)
     return {"messages": count, "wrong_replies": wrong, "elapsed_s": elapsed, "client_cpu_s": cpu}
 
 
-def _taskset(cpu: int) -> list[str]:
+def taskset_prefix(cpu: int) -> list[str]:
+    """``taskset -c CPU`` when taskset exists (pins a client or server to one core), else nothing."""
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
 
 
@@ -88,12 +90,15 @@ def compare(seconds: float) -> dict[str, Any]:
             "-d", str(seconds), "--json", str(json_path),
         )  # fmt: skip
         subprocess.run(
-            [*_taskset(0), *bench_argv], cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)},
+            [*taskset_prefix(0), *bench_argv], cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)},
             capture_output=True, timeout=ceiling, check=True,
         )  # fmt: skip
         ours = json.loads(json_path.read_text())
         theirs = _run_json(
-            [*_taskset(0), *python_argv("-m", "benchmarks.client_vs_websockets", "--client-only", url, str(seconds))],
+            [
+                *taskset_prefix(0),
+                *python_argv("-m", "benchmarks.client_vs_websockets", "--client-only", url, str(seconds)),
+            ],
             ceiling,
         )
     ours_per_cpu = ours["messages"] / ours["client_cpu_s"]
