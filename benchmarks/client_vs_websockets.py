@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         url, seconds = args.client_only
         print(json.dumps(uvloop.run(websockets_load(url, CONNECTIONS, float(seconds), SIZE))))
         return 0
-    result = compare(args.seconds)
+    return emit(compare(args.seconds), render, args.json)
+
+
+def emit(result: dict[str, Any], render: Callable[[dict[str, Any]], str], json_path: str | None) -> int:
+    """Print a comparison, write it as JSON when asked; exit 0 if it met its target."""
     print(render(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
     return 0 if result["meets_target"] else 1
 
 

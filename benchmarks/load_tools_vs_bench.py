@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.chat_server import READY_PREFIX as CHAT_READY
-from benchmarks.client_vs_websockets import taskset_prefix
+from benchmarks.client_vs_websockets import emit, taskset_prefix
 from proxy.bench.process import REPO_ROOT, ReadyProcess, echo_backend, python_argv
 
 CONNECTIONS = 10
@@ -252,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each tool's best (default 2)")
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     args = parser.parse_args(argv)
-    result = compare(args.seconds, args.rounds)
-    print(render(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0 if result["meets_target"] else 1
+    return emit(compare(args.seconds, args.rounds), render, args.json)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from proxy.bench.client import Listener, WebSocketClient
 from proxy.bench.endpoint import Target, error_key
 from proxy.bench.message import UNEXPECTED, reply_group
 from proxy.bench.scenario import Close, Expect, Loop, Scenario, Send, Step, Think, stamp_of
-from proxy.bench.worker import Driver, Plan, Publish, Sink
+from proxy.bench.worker import Driver
 from proxy.frames import Opcode
 from proxy.limits import BENCH_INBOX_MESSAGES
 
@@ -86,17 +85,13 @@ class _Stop(Exception):
 class ScenarioDriver(Driver):
     """Runs a ``Plan`` whose ``scenario`` is set."""
 
-    def __init__(
-        self,
-        plan: Plan,
-        publish: Publish | None = None,
-        clock: Callable[[], int] = time.monotonic_ns,
-        sink: Sink | None = None,
-    ) -> None:
-        super().__init__(plan, publish, clock, sink)
-        assert plan.scenario is not None
-        self.scenario: Scenario = plan.scenario
-        self.rng = random.Random(plan.seed)
+    rng: random.Random
+    """``{{random:N}}`` and random think times, seeded from the plan (set when the load starts)."""
+
+    @property
+    def scenario(self) -> Scenario:
+        assert self.plan.scenario is not None
+        return self.plan.scenario
 
     def _connection(self) -> WebSocketClient:
         return ScenarioConnection(self.target, self, self.clock)
@@ -105,6 +100,7 @@ class ScenarioDriver(Driver):
         return self.result.payload_bytes
 
     async def _run_load(self) -> None:
+        self.rng = random.Random(self.plan.seed)
         opened = await asyncio.gather(*(self._open_one() for _ in range(self.plan.connections)))
         timer = self._start_window()
         flows = [
