@@ -189,7 +189,12 @@ def _worker_process(
     def sink(interval: Interval) -> None:
         reports.put((index, interval))
 
-    reports.put((index, run_worker(plan, publish, sink if series else None)))
+    try:
+        result = run_worker(plan, publish, sink if series else None)
+    except Exception as exc:  # reported as one line and counted: the parent must not wait for a result forever
+        print(f"framegate bench: worker {index} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        result = WorkerResult(plan.mode, errors=Counter({"worker:failed": 1}))
+    reports.put((index, result))
 
 
 def _run_processes(plans: list[Plan], progress: Progress, writer: SeriesWriter | None) -> list[WorkerResult]:
@@ -222,6 +227,8 @@ def _run_processes(plans: list[Plan], progress: Progress, writer: SeriesWriter |
                 index, payload = reports.get(timeout=BENCH_PROGRESS_INTERVAL_S)
             except queue.Empty:
                 progress.update(sum(counters[0::2]), sum(counters[1::2]))
+                if not any(w.is_alive() for w in workers):
+                    deadline = min(deadline, time.monotonic() + CLOSE_TIMEOUT_S)  # what is still queued, then stop
                 continue
             if isinstance(payload, Interval):
                 if writer is not None:

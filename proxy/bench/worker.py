@@ -160,7 +160,10 @@ class Driver(Listener):
         self.result.connect.record(conn.connect_ns)
         self._live += 1
         if self.sending and self.plan.rate is None and isinstance(conn, BenchConnection):
-            self._send(conn, self.plan.window)
+            if self._churn:
+                self._churn_send(conn, self.plan.window)
+            else:
+                self._send(conn, self.plan.window)
 
     def messages(self, conn: BenchConnection, count: int, received_ns: int) -> None:
         pending = conn.pending
@@ -407,6 +410,10 @@ class Driver(Listener):
         return conn if ok else None
 
     async def _close_all(self) -> None:
+        # Connections still being opened (--churn, --stages) end first: none may outlive the run unclosed.
+        for task in list(self._opening):
+            task.cancel()
+        await asyncio.gather(*self._opening, return_exceptions=True)
         live = [conn for conn in self.conns if not conn.done.done()]
         for conn in live:
             conn.close()

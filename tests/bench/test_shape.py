@@ -63,13 +63,13 @@ def test_stages_ramp_the_open_loop_rate(echo: ReadyProcess, bench: BenchRun, pro
     assert 195 <= summary["messages"] <= 200
 
 
-@pytest.mark.parametrize(("procs", "window"), [("1", "1"), ("2", "4")])
+@pytest.mark.parametrize(("procs", "window"), [("1", "1"), ("2", "4"), ("1", "16")])
 def test_churn_replaces_each_connection_after_n_messages(
     echo: ReadyProcess, bench: BenchRun, procs: str, window: str
 ) -> None:
     code, summary = bench(echo.url, "-c", "2", "-p", procs, "-w", window, "--churn", "10", "-m", "100")
     assert code == 0 and summary["errors"] == {} and summary["messages"] == 100 and summary["churn"] == 10
-    assert summary["connections_opened"] >= 10  # 100 messages, 10 per connection
+    assert summary["connections_opened"] >= 10  # 100 messages, at most 10 per connection (even with -w 16)
 
 
 def test_idle_connections_can_ramp(echo: ReadyProcess, bench: BenchRun) -> None:
