@@ -19,12 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from proxy.bench.message import make_payload
 from proxy.bench.process import REPO_ROOT, echo_backend, python_argv
 
+_MODULE = "benchmarks.client_vs_websockets"
 CONNECTIONS = 10
 SIZE = 64
 TARGET_RATIO = 2.0
@@ -66,7 +68,8 @@ async def websockets_load(url: str, connections: int, seconds: float, size: int)
     return {"messages": count, "wrong_replies": wrong, "elapsed_s": elapsed, "client_cpu_s": cpu}
 
 
-def _taskset(cpu: int) -> list[str]:
+def taskset_prefix(cpu: int) -> list[str]:
+    """``taskset -c CPU`` when taskset exists (pins a client or server to one core), else nothing."""
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
 
 
@@ -88,12 +91,15 @@ def compare(seconds: float) -> dict[str, Any]:
             "-d", str(seconds), "--json", str(json_path),
         )  # fmt: skip
         subprocess.run(
-            [*_taskset(0), *bench_argv], cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)},
+            [*taskset_prefix(0), *bench_argv], cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)},
             capture_output=True, timeout=ceiling, check=True,
         )  # fmt: skip
         ours = json.loads(json_path.read_text())
         theirs = _run_json(
-            [*_taskset(0), *python_argv("-m", "benchmarks.client_vs_websockets", "--client-only", url, str(seconds))],
+            [
+                *taskset_prefix(0),
+                *python_argv("-m", "benchmarks.client_vs_websockets", "--client-only", url, str(seconds)),
+            ],
             ceiling,
         )
     ours_per_cpu = ours["messages"] / ours["client_cpu_s"]
@@ -144,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         url, seconds = args.client_only
         print(json.dumps(uvloop.run(websockets_load(url, CONNECTIONS, float(seconds), SIZE))))
         return 0
-    result = compare(args.seconds)
+    return emit(compare(args.seconds), render, args.json)
+
+
+def emit(result: dict[str, Any], render: Callable[[dict[str, Any]], str], json_path: str | None) -> int:
+    """Print a comparison, write it as JSON when asked; exit 0 if it met its target."""
     print(render(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
     return 0 if result["meets_target"] else 1
 
 

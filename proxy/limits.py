@@ -254,6 +254,27 @@ BENCH_HISTOGRAM_SUB_BUCKET_BITS: Final = 10
 """Log-linear histogram: 2**10 linear sub-buckets per power of two, < 0.1 % value error."""
 BENCH_HISTOGRAM_MAX_NS: Final = 60 * 60 * 10**9
 """Largest recordable latency (1 hour); larger values are clamped into the top bucket."""
+BENCH_REFUSAL_BODY_BYTES: Final = 512
+"""Of a refused upgrade's response body, what bench keeps to print (the rest is not read)."""
+BENCH_OUT_INTERVAL_S: Final = 1.0
+"""--out writes one row per this many seconds of the measured window."""
+BENCH_REFUSAL_SHARE_LIMIT: Final = 0.01
+"""Above this share of replies being gateway refusals, a run fails (unless --allow-errors): it measured
+the gateway's throttle or authorizer, not the load it claims."""
+BENCH_INBOX_MESSAGES: Final = 10_000
+"""Scenario replies one connection buffers before an ``expect`` takes them; older ones are dropped and counted."""
+BENCH_STAGE_TICK_S: Final = 0.1
+"""How often ramping stages adjust the number of open connections."""
+BENCH_EXIT_FAILED: Final = 1
+"""Exit code: nothing was measured, or the endpoint could not be used at all."""
+BENCH_EXIT_USAGE: Final = 2
+"""Exit code: unusable flags, scenario or output paths (before any traffic)."""
+BENCH_EXIT_REFUSALS: Final = 98
+"""Exit code: more than BENCH_REFUSAL_SHARE_LIMIT of replies were gateway refusals (no --allow-errors)."""
+BENCH_EXIT_THRESHOLDS: Final = 99
+"""Exit code: a --threshold was breached (k6 uses the same number)."""
+BENCH_EXIT_INTERRUPTED: Final = 130
+"""Exit code: stopped by SIGINT (Ctrl-C) after printing the summary so far (128 + SIGINT)."""
 
 # --- Units -------------------------------------------------------------------
 MS_PER_S: Final = 1000

@@ -23,60 +23,28 @@ or repeated) answers nothing.
 from __future__ import annotations
 
 import asyncio
-import errno
+import ssl
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import cast
-from urllib.parse import urlsplit
+from time import monotonic_ns as time_ns
+from typing import TypeVar, cast
 
+from proxy.bench.endpoint import Target, describe_failure, error_key
 from proxy.bench.message import MISSING, UNEXPECTED, Message, reply_group
 from proxy.codec import FrameDecoder, FrameEncoder
 from proxy.errors import ProtocolError
 from proxy.frames import CloseCode, Opcode, parse_close
 from proxy.handshake import accept_token, new_key
-from proxy.limits import MAX_REQUEST_HEAD_BYTES
+from proxy.limits import BENCH_REFUSAL_BODY_BYTES, MAX_REQUEST_HEAD_BYTES
 
 _HEAD_END = b"\r\n\r\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where to connect and what to ask for, parsed once from ``--url``."""
-
-    host: str
-    port: int
-    path: str
-    host_header: str
-
-    @classmethod
-    def from_url(cls, url: str) -> Target:
-        parts = urlsplit(url)
-        if parts.scheme != "ws":
-            raise ValueError(f"only ws:// URLs are supported, got {url!r}")
-        if not parts.hostname:
-            raise ValueError(f"URL has no host: {url!r}")
-        port = parts.port or 80
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(parts.hostname, port, path, parts.netloc)
-
-
-def error_key(kind: str, code: int | str) -> str:
-    """How errors are grouped: ``close:1009``, ``http:429``, ``connect:ECONNREFUSED``, ``timeout:connect``,
-    ``reply:throttled``."""
-    return f"{kind}:{code}"
-
-
-def _os_error_key(exc: OSError) -> str:
-    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-    return error_key("connect", name)
 
 
 class Listener:
     """What a connection reports to its driver; the driver overrides what it needs."""
 
-    def opened(self, conn: BenchConnection) -> None: ...
+    def opened(self, conn: WebSocketClient) -> None: ...
 
     def messages(self, conn: BenchConnection, count: int, received_ns: int) -> None:
         """``count`` echoes of the oldest outstanding messages arrived in one read at ``received_ns``."""
@@ -89,44 +57,44 @@ class Listener:
         drops that message's send time itself.
         """
 
-    def failed(self, conn: BenchConnection | None, key: str) -> None:
+    def failed(self, conn: WebSocketClient | None, key: str) -> None:
         """``conn`` is None when no socket was ever connected."""
 
-    def closed(self, conn: BenchConnection) -> None: ...
+    def closed(self, conn: WebSocketClient) -> None: ...
 
 
-class BenchConnection(asyncio.Protocol):
-    """One client connection: upgrade, then numbered pre-encoded messages out and echoes in.
+class WebSocketClient(asyncio.Protocol):
+    """One client connection's upgrade, control frames and failure handling; subclasses handle messages.
 
     Args:
-        target: where and what path to upgrade.
-        listener: receives ``opened``/``messages``/``rejected``/``failed``/``closed``.
-        message: the message this connection sends, numbered from 0.
+        target: where and what to upgrade.
+        listener: receives ``opened``/``failed``/``closed`` (and what a subclass reports).
         clock: nanosecond monotonic clock, injected by the driver.
     """
 
-    def __init__(self, target: Target, listener: Listener, message: Message, clock: Callable[[], int]) -> None:
+    def __init__(self, target: Target, listener: Listener, clock: Callable[[], int]) -> None:
         self.target = target
         self.listener = listener
-        self.message = message
         self.clock = clock
-        self.pending: deque[int] = deque()
-        """Send (or scheduled send) times of messages not yet answered, oldest first."""
-        self.sent = 0
-        self.answered = 0
-        """Messages answered so far: the number of the oldest outstanding one."""
-        self.refused = 0
-        """Gateway error frames not yet matched to an outstanding message (see the module docstring)."""
         self.started_ns = clock()
         self.connect_ns = 0
         """Connect plus handshake time, set once open."""
         self.is_open = False
+        """Upgraded and not closing: messages may be sent."""
+        self.upgraded = False
+        """The upgrade succeeded (stays True while closing)."""
+        self.refusal = ""
+        """A refused upgrade: ``HTTP 403 Forbidden: <start of the body>``."""
+        self.subprotocol: str | None = None
+        """The subprotocol the server chose, if any."""
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[bool] = loop.create_future()
         """True once upgraded; False if the connection failed before that."""
         self.done: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.Transport | None = None
         self._head = bytearray()
+        self._refused_status = 0
+        self._body_wanted = 0
         self._nonce = new_key()
         self._decoder = FrameDecoder(server_side=False)
         self._encoder = FrameEncoder(client_side=True)
@@ -136,18 +104,22 @@ class BenchConnection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-        self._transport.write(self._request())
+        self._transport.write(self.target.request(self._nonce))
 
     def data_received(self, data: bytes) -> None:
-        if self.is_open:
+        if self.upgraded:
             self._frames_received(data)
+        elif self._refused_status:
+            self._body_received(data)
         else:
             self._head_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.is_open and not self._closing and not self._failed:
+        if self._refused_status:
+            self._refused()
+        elif self.upgraded and not self._closing and not self._failed:
             self.fail(error_key("close", CloseCode.ABNORMAL))
-        elif not self.is_open and not self._failed:
+        elif not self.upgraded and not self._failed:
             self.fail(error_key("handshake", "eof"))
         self.is_open = False
         self._transport = None
@@ -156,13 +128,6 @@ class BenchConnection(asyncio.Protocol):
         self.listener.closed(self)
 
     # --- handshake --------------------------------------------------------------
-    def _request(self) -> bytes:
-        t = self.target
-        return (
-            f"GET {t.path} HTTP/1.1\r\nHost: {t.host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {self._nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-
     def _head_received(self, data: bytes) -> None:
         self._head += data
         end = self._head.find(_HEAD_END)
@@ -173,32 +138,49 @@ class BenchConnection(asyncio.Protocol):
         head = bytes(self._head[:end]).decode("latin-1")
         rest = bytes(self._head[end + len(_HEAD_END) :])
         self._head.clear()
-        status = self._check_response(head)
+        status, headers = _parse_head(head)
         if status != HTTPStatus.SWITCHING_PROTOCOLS:
-            self.fail(error_key("http", status))
+            self._refused_status = status or 1
+            length = headers.get("content-length", "")
+            self._body_wanted = min(int(length), BENCH_REFUSAL_BODY_BYTES) if length.isdigit() else 0
+            self._body_received(rest)
             return
-        self.is_open = True
+        problem = self._check_upgrade(headers)
+        if problem:
+            self.fail(error_key("handshake", problem))
+            return
+        self.is_open = self.upgraded = True
         self.connect_ns = self.clock() - self.started_ns
         self.ready.set_result(True)
         self.listener.opened(self)
         if rest:
             self._frames_received(rest)
 
-    def _check_response(self, head: str) -> int:
-        """The status code; a 101 whose Sec-WebSocket-Accept is wrong counts as 0 (not an upgrade)."""
-        lines = head.split("\r\n")
-        try:
-            status = int(lines[0].split(" ", 2)[1])
-        except (IndexError, ValueError):
-            return 0
-        if status != HTTPStatus.SWITCHING_PROTOCOLS:
-            return status
-        expected = accept_token(self._nonce)
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "sec-websocket-accept":
-                return status if value.strip() == expected else 0
-        return 0
+    def _check_upgrade(self, headers: dict[str, str]) -> str:
+        """Why a 101 is not a valid upgrade for us ('' if it is)."""
+        if headers.get("sec-websocket-accept") != accept_token(self._nonce):
+            return "bad_accept"
+        chosen = headers.get("sec-websocket-protocol")
+        if chosen is not None:
+            if chosen not in self.target.subprotocols:
+                return "subprotocol"
+            self.subprotocol = chosen
+        return ""
+
+    def _body_received(self, data: bytes) -> None:
+        """Keep the start of a refused upgrade's body, to say why it was refused."""
+        self._head += data[: max(0, BENCH_REFUSAL_BODY_BYTES - len(self._head))]
+        if len(self._head) >= self._body_wanted:
+            self._refused()
+
+    def _refused(self) -> None:
+        status = self._refused_status
+        if self._failed:
+            return
+        body = bytes(self._head).decode("utf-8", "replace").strip()
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "(no valid status line)"
+        self.refusal = f"HTTP {status} {phrase}" + (f": {' '.join(body.split())}" if body else "")
+        self.fail(error_key("http", status if status > 1 else "invalid"))
 
     # --- frames -------------------------------------------------------------------
     def _frames_received(self, data: bytes) -> None:
@@ -209,6 +191,100 @@ class BenchConnection(asyncio.Protocol):
             self.fail(error_key("protocol", exc.close_code), close_code=exc.close_code)
             return
         self._dispatch(events)
+
+    def _dispatch(self, events: list[tuple[int, bytes]]) -> None:
+        raise NotImplementedError
+
+    def _control(self, opcode: int, payload: bytes) -> bool:
+        """Answer a ping, run a close; True once closing (stop dispatching)."""
+        if opcode == Opcode.PING:
+            self._write(self._encoder.pong(payload))
+        elif opcode == Opcode.CLOSE:
+            self._close_received(payload)
+            return True
+        return False
+
+    def _close_received(self, payload: bytes) -> None:
+        code, _reason = parse_close(payload)
+        self.is_open = False
+        if not self._closing:
+            self._closing = True
+            self._write(self._encoder.close(None if code == CloseCode.NO_STATUS else code))
+            self.fail(error_key("close", code))
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- driver API -----------------------------------------------------------------
+    def write_message(self, payload: bytes, binary: bool) -> None:
+        """Send one message built at run time (scenarios); echo mode writes pre-encoded frames instead."""
+        self._write(self._encoder.message(Opcode.BINARY if binary else Opcode.TEXT, payload))
+
+    def close(self, code: int = CloseCode.NORMAL) -> None:
+        """Start the closing handshake (the server's close frame ends it); nothing is sent after it."""
+        self.is_open = False
+        if self._closing or self._transport is None:
+            return
+        self._closing = True
+        self._write(self._encoder.close(code))
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def fail(self, key: str, close_code: int | None = None) -> None:
+        """Report ``key`` once and drop the connection (after a close frame when ``close_code``)."""
+        if self._failed:
+            return
+        self._failed = True
+        self.is_open = False
+        if not self.ready.done():
+            self.ready.set_result(False)
+        self.listener.failed(self, key)
+        if close_code is not None and not self._closing:
+            self._closing = True
+            self._write(self._encoder.close(close_code))
+        if self._transport is not None:
+            self._transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+
+def _parse_head(head: str) -> tuple[int, dict[str, str]]:
+    """Status code (0 if the status line is not HTTP) and headers, names lower-cased."""
+    lines = head.split("\r\n")
+    try:
+        status = int(lines[0].split(" ", 2)[1])
+    except (IndexError, ValueError):
+        return 0, {}
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+class BenchConnection(WebSocketClient):
+    """Echo mode: numbered pre-encoded messages out, each reply checked as the echo of one of them.
+
+    Args:
+        target: where and what path to upgrade.
+        listener: receives ``opened``/``messages``/``rejected``/``failed``/``closed``.
+        message: the message this connection sends, numbered from 0.
+        clock: nanosecond monotonic clock, injected by the driver.
+    """
+
+    def __init__(self, target: Target, listener: Listener, message: Message, clock: Callable[[], int]) -> None:
+        super().__init__(target, listener, clock)
+        self.message = message
+        self.pending: deque[int] = deque()
+        """Send (or scheduled send) times of messages not yet answered, oldest first."""
+        self.sent = 0
+        self.answered = 0
+        """Messages answered so far: the number of the oldest outstanding one."""
+        self.refused = 0
+        """Gateway error frames not yet matched to an outstanding message (see the module docstring)."""
 
     def _dispatch(self, events: list[tuple[int, bytes]]) -> None:
         echoes = 0
@@ -222,11 +298,8 @@ class BenchConnection(asyncio.Protocol):
                     self._report(echoes)  # the echoes before it keep their order
                     echoes = 0
                     self._wrong_reply(payload)
-            elif opcode == Opcode.PING:
-                self._write(self._encoder.pong(payload))
-            elif opcode == Opcode.CLOSE:
+            elif self._control(opcode, payload):
                 self._report(echoes)
-                self._close_received(payload)
                 return
         self._report(echoes)
 
@@ -269,16 +342,6 @@ class BenchConnection(asyncio.Protocol):
                 self.listener.rejected(self, error_key("reply", MISSING), True)
         self.refused = min(self.refused, len(self.pending))  # frames beyond the outstanding were unsolicited
 
-    def _close_received(self, payload: bytes) -> None:
-        code, _reason = parse_close(payload)
-        if not self._closing:
-            self._closing = True
-            self._write(self._encoder.close(None if code == CloseCode.NO_STATUS else code))
-            self.fail(error_key("close", code))
-        if self._transport is not None:
-            self._transport.close()
-
-    # --- driver API -----------------------------------------------------------------
     def send(self, stamp_ns: int, count: int = 1) -> None:
         """Write this connection's next ``count`` messages in one write.
 
@@ -305,56 +368,100 @@ class BenchConnection(asyncio.Protocol):
             self._skip(1)
         return bool(pending) and pending[0] < deadline_ns
 
-    def close(self, code: int = CloseCode.NORMAL) -> None:
-        """Start the closing handshake (the server's close frame ends it)."""
-        if self._closing or self._transport is None:
-            return
-        self._closing = True
-        self._write(self._encoder.close(code))
 
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
+Client = TypeVar("Client", bound=WebSocketClient)
 
-    def fail(self, key: str, close_code: int | None = None) -> None:
-        """Report ``key`` once and drop the connection (after a close frame when ``close_code``)."""
-        if self._failed:
-            return
-        self._failed = True
-        if not self.ready.done():
-            self.ready.set_result(False)
-        self.listener.failed(self, key)
-        if close_code is not None and not self._closing:
-            self._closing = True
-            self._write(self._encoder.close(close_code))
-        if self._transport is not None:
-            self._transport.close()
 
-    def _write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+async def _connect(target: Target, factory: Callable[[], Client], tls: ssl.SSLContext | None, timeout: float) -> Client:
+    """TCP (and TLS) connect within ``timeout``; raises ``TimeoutError`` or ``OSError``."""
+    loop = asyncio.get_running_loop()
+    hostname = target.server_hostname if tls is not None else None
+    _transport, conn = await asyncio.wait_for(
+        loop.create_connection(factory, target.host, target.port, ssl=tls, server_hostname=hostname), timeout
+    )
+    return conn
 
 
 async def open_connection(
-    target: Target, listener: Listener, message: Message, clock: Callable[[], int], timeout: float
-) -> BenchConnection | None:
-    """Connect; connection errors go to ``listener.failed`` and return None.
+    target: Target,
+    factory: Callable[[], Client],
+    listener: Listener,
+    clock: Callable[[], int],
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+) -> Client | None:
+    """Connect (and TLS handshake); connection errors go to ``listener.failed`` and return None.
 
-    The connection is returned as soon as TCP is up; ``listener.opened`` fires
-    when the upgrade completes.
+    The connection is returned as soon as TCP (and TLS) is up; ``listener.opened``
+    fires when the upgrade completes.
     """
-    loop = asyncio.get_running_loop()
     started = clock()
     try:
-        _transport, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: BenchConnection(target, listener, message, clock), target.host, target.port),
-            timeout,
-        )
+        conn = await _connect(target, factory, tls, timeout)
     except TimeoutError:
         listener.failed(None, error_key("timeout", "connect"))
         return None
     except OSError as exc:
-        listener.failed(None, _os_error_key(exc))
+        listener.failed(None, describe_failure(exc)[0])
         return None
     conn.started_ns = started
     return conn
+
+
+class _Probe(Listener):
+    def __init__(self) -> None:
+        self.key = ""
+
+    def failed(self, conn: WebSocketClient | None, key: str) -> None:
+        self.key = self.key or key
+
+
+async def probe(target: Target, tls: ssl.SSLContext | None, timeout: float) -> str:
+    """Open and close one connection before a run: '' if it upgrades, else a one-line reason.
+
+    What makes every connection fail (a bad host, TLS, a refused upgrade) is
+    then said once, plainly, instead of as a table of thousands of errors.
+    """
+    listener = _Probe()
+    try:
+        conn = await _connect(target, lambda: _ProbeConnection(target, listener, time_ns), tls, timeout)
+    except TimeoutError:
+        return f"cannot connect to {target.host}:{target.port} within {timeout:g} s"
+    except OSError as exc:
+        return f"{target.host}:{target.port}: {describe_failure(exc)[1]}"
+    try:
+        ok = await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
+    except TimeoutError:
+        conn.abort()
+        return f"no upgrade response within {timeout:g} s"
+    if not ok:
+        conn.abort()
+        if conn.refusal:
+            return f"upgrade refused: {conn.refusal}"
+        return f"upgrade failed: {describe_handshake(listener.key)}"
+    conn.close()
+    try:
+        await asyncio.wait_for(asyncio.shield(conn.done), timeout)
+    except TimeoutError:
+        conn.abort()
+    return ""
+
+
+class _ProbeConnection(WebSocketClient):
+    def _dispatch(self, events: list[tuple[int, bytes]]) -> None:
+        for opcode, payload in events:
+            if self._control(opcode, payload):
+                return
+
+
+_HANDSHAKE_PROBLEMS = {
+    "handshake:bad_accept": "the 101 response's Sec-WebSocket-Accept is wrong (not a WebSocket server?)",
+    "handshake:subprotocol": "the server chose a subprotocol that was not offered",
+    "handshake:eof": "the server closed the connection before answering the upgrade",
+    "handshake:oversized": "the upgrade response head is too large",
+}
+
+
+def describe_handshake(key: str) -> str:
+    """A readable reason for a ``handshake:*`` error key."""
+    return _HANDSHAKE_PROBLEMS.get(key, key)

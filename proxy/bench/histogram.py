@@ -82,6 +82,36 @@ class Histogram:
         self.count += other.count
         self.total += other.total
 
+    def snapshot(self) -> list[int]:
+        """A copy of the bucket counts, to take a later ``since`` from (per-second time series)."""
+        return list(self._counts)
+
+    def since(self, snapshot: list[int]) -> Histogram:
+        """What was recorded after ``snapshot`` was taken, as its own histogram.
+
+        Its ``max`` is the top of the highest bucket (within the precision),
+        not exact: recording stays one increment, with nothing per interval.
+        """
+        delta = Histogram(self._sub_bits, self._highest)
+        counts = delta._counts
+        count = total = 0
+        low = high = -1
+        for index, (now, then) in enumerate(zip(self._counts, snapshot, strict=True)):
+            if now != then:
+                n = now - then
+                counts[index] = n
+                count += n
+                top = delta._highest_in_bucket(index)
+                total += n * top
+                high = index
+                if low < 0:
+                    low = index
+        if count:
+            delta.count, delta.total = count, total
+            delta.min = delta._highest_in_bucket(low)
+            delta.max = min(delta._highest_in_bucket(high), self.max)
+        return delta
+
     def percentile(self, p: float) -> int:
         """The value at or below which ``p`` percent of recorded values fall (0 when empty).
 

@@ -24,12 +24,15 @@ def echo() -> Iterator[ReadyProcess]:
 
 @pytest.fixture
 def bench(tmp_path: Path) -> BenchRun:
-    """Run ``framegate bench URL ARGS... --json FILE`` in-process; return (exit code, parsed JSON)."""
+    """Run ``framegate bench URL ARGS... --json FILE`` in-process; return (exit code, parsed JSON).
+
+    The JSON is ``{}`` when the run never started (the endpoint was refused up front).
+    """
 
     def go(url: str, *args: str) -> tuple[int, dict[str, Any]]:
         out = tmp_path / "summary.json"
         parsed = build_parser().parse_args(["bench", "--url", url, "--timeout", "5", *args, "--json", str(out)])
         code = run(parsed)
-        return code, json.loads(out.read_text())
+        return code, json.loads(out.read_text()) if out.exists() else {}
 
     return go

@@ -89,13 +89,14 @@ def test_message_over_the_cap_is_grouped_as_1009(
     assert "close 1009 MESSAGE_TOO_BIG" in capsys.readouterr().out
 
 
-def test_refused_connections_are_grouped(bench: BenchRun) -> None:
+def test_refused_connections_end_the_run_with_one_line(bench: BenchRun, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, never listening: connections are refused
         code, summary = bench(f"ws://127.0.0.1:{port}/", "-c", "3", "-d", "1")
-    assert code == 1
-    assert summary["errors"] == {"connect:ECONNREFUSED": 3}
+    assert code == 1 and summary == {}
+    err = capsys.readouterr().err
+    assert err == f"framegate bench: ws://127.0.0.1:{port}/: 127.0.0.1:{port}: cannot connect: Connection refused\n"
 
 
 class _Refuser(socketserver.BaseRequestHandler):
@@ -108,7 +109,9 @@ class _Refuser(socketserver.BaseRequestHandler):
             if not chunk:
                 return
             head += chunk
-        self.request.sendall(b"HTTP/1.1 " + self.server.status + b"\r\ncontent-length: 0\r\n\r\n")  # type: ignore[attr-defined]
+        body = b'{"message": "Forbidden"}'
+        status = self.server.status  # type: ignore[attr-defined]
+        self.request.sendall(b"HTTP/1.1 %s\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body))
 
 
 @pytest.fixture(params=[b"403 Forbidden", b"429 Too Many Requests"], ids=["403", "429"])
@@ -126,15 +129,14 @@ def refusing_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, bytes
         thread.join()
 
 
-def test_rejected_upgrades_are_grouped_by_http_status(
+def test_refused_upgrade_prints_its_status_and_body(
     refusing_server: tuple[str, bytes], bench: BenchRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, status = refusing_server
     code, summary = bench(url, "-c", "4", "-d", "1")
-    number, phrase = status.decode().split(" ", 1)
-    assert code == 1
-    assert summary["errors"] == {f"http:{number}": 4}
-    assert f"http {number} {phrase}" in capsys.readouterr().out
+    assert code == 1 and summary == {}
+    err = capsys.readouterr().err
+    assert err == f'framegate bench: {url}: upgrade refused: HTTP {status.decode()}: {{"message": "Forbidden"}}\n'
 
 
 class _Sink(socketserver.BaseRequestHandler):

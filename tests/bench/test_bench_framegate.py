@@ -10,7 +10,7 @@ import pytest
 from benchmarks.contenders import CONTENDERS, Running, set_route_throttling
 from proxy.bench.process import ReadyProcess
 from proxy.frames import CloseCode
-from proxy.limits import MAX_MESSAGE_BYTES
+from proxy.limits import BENCH_EXIT_REFUSALS, MAX_MESSAGE_BYTES
 
 from .conftest import BenchRun
 
@@ -44,12 +44,14 @@ def test_message_over_the_cap_through_framegate_is_grouped_as_1009(
     assert "close 1009 MESSAGE_TOO_BIG" in capsys.readouterr().out
 
 
-def test_unknown_stage_is_grouped_by_its_http_status(framegate: Running, bench: BenchRun) -> None:
+def test_unknown_stage_is_refused_with_the_gateways_status_and_body(
+    framegate: Running, bench: BenchRun, capsys: pytest.CaptureFixture[str]
+) -> None:
     unknown = framegate.url.removesuffix("/prod") + "/nostage"
     code, summary = bench(unknown, "-c", "3", "-d", "1")
-    assert code == 1
-    [(key, count)] = summary["errors"].items()
-    assert key in ("http:403", "http:404") and count == 3
+    assert code == 1 and summary == {}
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"framegate bench: {unknown}: upgrade refused: HTTP 40")
 
 
 THROTTLE_BURST = 50
@@ -70,6 +72,10 @@ def test_throttled_frames_from_framegate_are_errors_not_echoes(
     code, summary = bench(throttled_framegate.url, "-c", "1", "-w", "2", "-m", "200")
     [(key, throttled)] = summary["errors"].items()
     assert key == "reply:throttled"  # no timeouts, and no echo taken as missing or unexpected
-    assert 0 < summary["messages"] < THROTTLE_BURST and code == 0
+    assert 0 < summary["messages"] < THROTTLE_BURST
     assert summary["messages"] + throttled >= 200
-    assert "throttled (Too Many Requests)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "throttled (Too Many Requests)" in out
+    # most replies were the gateway's refusals: the run fails and says so before any figure
+    assert code == BENCH_EXIT_REFUSALS and summary["refusal_share"] > 0.5
+    assert out.startswith("!! ") and "gateway refusals (throttled (Too Many Requests)" in out.splitlines()[0]

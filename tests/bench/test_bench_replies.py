@@ -19,7 +19,8 @@ import pytest
 from websockets.sync.server import Server, ServerConnection, serve
 
 from proxy import gateway_frames
-from proxy.bench.report import describe_error
+from proxy.bench.report import NOT_ECHO, describe_error
+from proxy.limits import BENCH_EXIT_FAILED, BENCH_EXIT_REFUSALS
 
 from .conftest import BenchRun
 
@@ -137,13 +138,46 @@ def test_gateway_error_frames_and_garbage_are_grouped_errors_not_echoes(
     bench: BenchRun, script: type[EveryTenth], mode: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     server = script()
-    summary = _run(bench, server, "-c", "1", *mode, "-m", str(QUOTA))
+    summary = _run(bench, server, "-c", "1", *mode, "-m", str(QUOTA), "--allow-errors")
     assert set(server.sent) == {group for _, group in WRONG_REPLIES.values()}
     assert summary["errors"] == dict(server.sent)
     assert summary["messages"] == QUOTA - server.sent.total()
     out = capsys.readouterr().out
     for name in ("throttled (Too Many Requests)", "forbidden", "internal server error", "unexpected reply"):
         assert name in out
+
+
+def test_over_one_percent_of_refusals_fails_the_run_and_says_so_first(
+    bench: BenchRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for url in _serve(EveryTenth()):
+        code, summary = bench(url, "-c", "1", "-m", str(QUOTA))
+    assert code == BENCH_EXIT_REFUSALS
+    assert (
+        summary["refusals"]
+        == summary["errors"]["reply:throttled"]
+        + summary["errors"]["reply:forbidden"]
+        + (summary["errors"]["reply:internal_server_error"])
+    )
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("!! ") and "% of replies were gateway refusals" in first and "--allow-errors" in first
+
+
+class AlwaysOk(Script):
+    """An ack server: ``{"ok": true}`` to everything."""
+
+    def __call__(self, index: int, message: Reply) -> list[Reply]:
+        return ['{"ok": true}']
+
+
+def test_a_server_that_does_not_echo_is_named_in_the_first_line(
+    bench: BenchRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for url in _serve(AlwaysOk()):
+        code, summary = bench(url, "-c", "2", "-d", "0.5")
+    assert code == BENCH_EXIT_FAILED and summary["messages"] == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"!! {NOT_ECHO} (")
 
 
 def test_a_dropped_echo_is_missing_and_the_rest_still_count(bench: BenchRun) -> None:

@@ -44,7 +44,7 @@ def _open(sends: list[int]) -> tuple[BenchConnection, _Recorder, Message]:
     message = Message.build(SIZE, False, seed=1)
     conn = BenchConnection(Target.from_url("ws://127.0.0.1:1/"), recorder, message, clock=lambda: 0)
     conn.connection_made(_Transport())  # type: ignore[arg-type]
-    conn.is_open = True
+    conn.is_open = conn.upgraded = True
     for stamp in sends:
         conn.send(stamp)
     return conn, recorder, message

@@ -82,3 +82,15 @@ def test_empty_histogram_reports_zero() -> None:
 def test_merging_different_precisions_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot be merged"):
         Histogram(sub_bits=8).merge(Histogram(sub_bits=10))
+
+
+def test_since_a_snapshot_holds_only_the_later_values() -> None:
+    hist = Histogram()
+    hist.record_many([5, 10, 1_000_000])
+    snapshot = hist.snapshot()
+    hist.record_many([20, 30, 2_000_000])
+    later = hist.since(snapshot)
+    assert later.count == 3 and later.min == 20
+    assert later.percentile(50) == 30
+    assert later.max == pytest.approx(2_000_000, rel=1e-3) and later.max <= hist.max
+    assert hist.since(hist.snapshot()).count == 0
