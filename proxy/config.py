@@ -78,6 +78,10 @@ class Config:
     admin_tls_key: str | None = None
     backend_ca: str | None = None
     """PEM bundle of the only CAs trusted for wss:// backends (None: the system store)."""
+    credentials: str | None = None
+    """``--credentials FILE``: AWS shared-credentials file; admin requests must be SigV4-signed by one of its keys."""
+    admin_allow_remote_unauthenticated: bool = False
+    """Serve the admin API on a non-loopback ``admin_host`` without ``credentials`` (logged loudly)."""
 
     def validate(self) -> None:
         """Raise ``InvalidSetting`` naming the first setting that cannot work."""

@@ -141,6 +141,34 @@ MAX_INTEGRATION_URI_CHARS: Final = 2048
 DEFAULT_PAGE_SIZE: Final = 25
 MAX_PAGE_SIZE: Final = 500
 MAX_ADMIN_BODY_BYTES: Final = 1024 * 1024
+MAX_JSON_NESTING_DEPTH: Final = 32
+"""Arrays and objects a control-plane request body may nest; the deepest real request
+(a route response's ``responseParameters``) nests 3."""
+MAX_JSON_NUMBER_CHARS: Final = 40
+"""Characters in one JSON number of a request body (a double's longest repr is 24)."""
+MAX_DOMAIN_NAME_CHARS: Final = 253
+"""RFC 1035: a DNS name is at most 253 characters (63 per label)."""
+MAX_DNS_LABEL_CHARS: Final = 63
+
+# --- Admin listener -------------------------------------------------------------
+ADMIN_KEEPALIVE_TIMEOUT_S: Final = 10.0
+"""An admin connection without a complete request head for this long is closed: idle
+between keep-alive requests, or sending its head slowly (one timer covers both, as the
+data port's ``HANDSHAKE_TIMEOUT_S`` does for upgrades)."""
+ADMIN_BODY_TIMEOUT_S: Final = 10.0
+"""A request body must have arrived this long after its head, or the request fails."""
+ADMIN_MAX_CONNECTIONS: Final = 128
+"""Open admin connections served at once; a new one past this gets 503 and is closed."""
+ADMIN_LINGER_S: Final = 1.0
+"""After a refusal sent with the request unread (503 past the cap, 408, 413), the connection
+discards what still arrives for at most this long (less at the client's EOF) before closing:
+closing with unread data sends a reset, which can destroy the refusal before it is read."""
+ADMIN_SHUTDOWN_TIMEOUT_S: Final = 1.0
+"""At shutdown, in-flight admin requests get this long before their connections drop."""
+SIGV4_MAX_CLOCK_SKEW_S: Final = 15 * 60.0
+"""AWS: a signed request's X-Amz-Date may be at most 15 minutes from the server's clock."""
+SIGV4_MAX_PRESIGN_EXPIRES_S: Final = 7 * 24 * 60 * 60
+"""AWS: a presigned URL's X-Amz-Expires is at most 7 days."""
 
 # --- Logging ----------------------------------------------------------------
 DATA_TRACE_MAX_BYTES: Final = 1024
