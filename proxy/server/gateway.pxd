@@ -34,6 +34,7 @@ cdef class Gateway:
     cdef readonly set connections
     cdef readonly dict open_connections
     cdef readonly set callers
+    cdef readonly object credentials
     cdef object _idle
     cpdef forget(self, connection)
 

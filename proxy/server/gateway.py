@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Final, cast
 
@@ -173,6 +173,8 @@ class Gateway:
         clock: the time source and timer of every connection deadline and
             activity stamp; the running loop by default. Tests pass a fake
             clock to move time by hand.
+        credentials: ``--credentials``' access key ids and secret keys, read
+            at start: @connections API calls must be SigV4-signed by one.
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class Gateway:
         observer: Observer,
         throttler: Throttler,
         clock: Clock | None = None,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
@@ -200,6 +203,7 @@ class Gateway:
         self.connections: set[ClientConnection] = set()
         self.open_connections: dict[str, ClientConnection] = {}
         """Connections past their 101 by id, until their transport ends: what the @connections API reaches."""
+        self.credentials = credentials
         self.callers: set[ManagementProtocol] = set()
         """Open connections of @connections API callers (closed at ``drain``)."""
         self._idle: asyncio.Event | None = None

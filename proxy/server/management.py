@@ -15,8 +15,9 @@ so ``boto3.client("apigatewaymanagementapi", endpoint_url=".../prod")`` and
 
 The prefix picks the API and stage by the same Host rules as a client's
 upgrade (``MemoryCatalog.resolve``); a connection is managed only through
-its own stage's endpoint. Callers must be loopback peers (there are no
-credentials to check a signature against). Each request must arrive within
+its own stage's endpoint. With ``--credentials`` every call must be
+SigV4-signed (service ``execute-api``, ``proxy.sigv4``) by one of its keys;
+without, callers must be loopback peers, as for the admin API. Each request must arrive within
 the handshake timeout, a caller may idle ``MANAGEMENT_IDLE_TIMEOUT_S``
 between requests, and a body over ``MAX_PUSH_BYTES`` is answered 413
 (``PayloadTooLargeException``) and read no further than ``MANAGEMENT_DISCARD_BYTES``.
@@ -25,7 +26,6 @@ between requests, and a body over ``MAX_PUSH_BYTES`` is answered 413
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -35,8 +35,10 @@ from urllib.parse import unquote
 
 import h11
 
+from proxy import sigv4
 from proxy.config import Config
 from proxy.control import wire
+from proxy.control.access import is_loopback_host
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.wire import Response
 from proxy.errors import (
@@ -112,6 +114,9 @@ class Host(Protocol):
     @property
     def callers(self) -> set[ManagementProtocol]: ...
 
+    @property
+    def credentials(self) -> Mapping[str, str] | None: ...
+
 
 class _Call(NamedTuple):
     """One complete request, as the operations need it."""
@@ -119,6 +124,7 @@ class _Call(NamedTuple):
     method: str
     target: str
     host: str
+    headers: tuple[tuple[str, str], ...]
     body: bytes
 
 
@@ -126,17 +132,6 @@ def _iso8601(epoch_ms: int) -> str:
     """``__timestampIso8601`` as AWS writes it: UTC, milliseconds, ``Z``."""
     stamp = datetime.fromtimestamp(epoch_ms / MS_PER_S, UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
-
-
-def is_loopback(ip: str) -> bool:
-    """Whether the peer address ``ip`` is loopback (IPv4-mapped IPv6 included)."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 def describe(info: ConnectionInfo) -> dict[str, object]:
@@ -275,11 +270,10 @@ class ManagementProtocol:
         self._send(wire.error(PayloadTooLargeException(_TOO_LARGE)))
 
     def _answer(self, request: h11.Request) -> Response:
-        host = ""
-        for name, value in request.headers:
-            if name == b"host":
-                host = value.decode("latin-1")
-        call = _Call(request.method.decode("ascii"), request.target.decode("latin-1"), host, bytes(self._body))
+        headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers)
+        host = next((value for name, value in headers if name == "host"), "")
+        method, target = request.method.decode("ascii"), request.target.decode("latin-1")
+        call = _Call(method, target, host, headers, bytes(self._body))
         try:
             return self._operation(call)
         except ControlError as exc:
@@ -288,8 +282,7 @@ class ManagementProtocol:
 
     def _operation(self, call: _Call) -> Response:
         """Check the caller, the endpoint and the connection, then run the operation."""
-        if not is_loopback(self._source_ip):
-            raise ForbiddenException("The @connections API accepts loopback callers only")
+        self._authenticate(call)
         path = call.target.split("?", 1)[0]
         parts = management_target(path)
         if parts is None:
@@ -320,6 +313,29 @@ class ManagementProtocol:
         if not connection.push(call.body):
             raise LimitExceededException("The client is not reading its messages: its write buffer is full")
         return wire.ok(HTTPStatus.OK, None)
+
+    def _authenticate(self, call: _Call) -> None:
+        """A valid SigV4 signature with ``--credentials``, else a loopback peer.
+
+        Raises:
+            ForbiddenException: either is missing; or credentials are
+                configured but were not handed to the gateway (never fail open).
+        """
+        credentials = self._gateway.credentials
+        if credentials is None:
+            if self._config.credentials is not None:
+                raise ForbiddenException("--credentials is configured but not loaded: refusing every call")
+            if not is_loopback_host(self._source_ip):
+                raise ForbiddenException(
+                    "The @connections API accepts loopback callers only; start framegate with --credentials to open it"
+                )
+            return
+        path, _, query = call.target.partition("?")
+        signed = sigv4.SignedRequest(call.method, path, query, call.headers, call.body)
+        try:
+            sigv4.verify(signed, credentials.get, datetime.now(UTC), service=sigv4.EXECUTE_API_SERVICE)
+        except sigv4.AuthError as exc:
+            raise ForbiddenException(f"{exc.code}: {exc.message}") from exc
 
     def _send(self, response: Response) -> None:
         headers: list[tuple[bytes, bytes]] = [

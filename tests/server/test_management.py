@@ -118,14 +118,14 @@ async def chat_gateway(tmp_path: Path, codec: str, *flags: str) -> AsyncIterator
             yield gateway, backend
 
 
-def management_client(endpoint: str) -> Any:
+def management_client(endpoint: str, access_key: str = "x", secret_key: str = "x") -> Any:
     """An unmodified boto3 ``apigatewaymanagementapi`` client for ``endpoint`` (dummy credentials, no retries)."""
     return boto3.client(
         "apigatewaymanagementapi",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         config=botocore.config.Config(retries={"total_max_attempts": 1}),
     )
 
@@ -351,3 +351,34 @@ async def test_pushes_to_a_client_that_does_not_read_are_bounded(tmp_path: Path,
         assert _rss_kib(gateway.process.pid) - rss_before < 32 * KIB
         api_writer.close()
         writer.close()
+
+
+async def test_with_credentials_every_call_must_be_signed_by_one_of_them(tmp_path: Path, server_codec: str) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = AKIDFRAMEGATE\naws_secret_access_key = s3cret\n")
+    async with (
+        chat_gateway(tmp_path, server_codec, "--credentials", str(credentials)) as (gateway, _),
+        connect(f"{gateway.data}/prod") as client,
+    ):
+        identity = await whoami(client)
+        endpoint = f"http://{identity['domainName']}/prod"
+        connection_id = identity["connectionId"]
+        signed = management_client(endpoint, "AKIDFRAMEGATE", "s3cret")
+        await call(signed.post_to_connection, ConnectionId=connection_id, Data=b"signed")
+        assert await asyncio.wait_for(client.recv(), CEILING_S) == "signed"
+
+        forged = management_client(endpoint, "AKIDFRAMEGATE", "guessed")
+        with pytest.raises(forged.exceptions.ForbiddenException) as refused:
+            await call(forged.post_to_connection, ConnectionId=connection_id, Data=b"forged")
+        assert "InvalidSignatureException" in refused.value.response["Error"]["Message"]
+        assert "s3cret" not in str(refused.value.response)
+
+        # Unsigned, even from loopback: refused.
+        path = f"/prod/@connections/{quote(connection_id, safe='')}"
+        api_reader, api_writer = await asyncio.open_connection(*gateway.host_port)
+        api_writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\nu".encode())
+        head = await asyncio.wait_for(api_reader.readuntil(b"\r\n\r\n"), CEILING_S)
+        assert head.startswith(b"HTTP/1.1 403 ") and b"ForbiddenException" in head
+        api_writer.close()
+        await call(signed.post_to_connection, ConnectionId=connection_id, Data=b"after")
+        assert await asyncio.wait_for(client.recv(), CEILING_S) == "after"  # nothing forged got through
