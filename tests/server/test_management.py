@@ -37,12 +37,29 @@ KIB = 1024
 PUSH_CAP = 128 * KIB
 FRAME = 32 * KIB
 TEXT = 0x1
+CLOSE = 0x8
 FIN = 0x80
 WHOAMI = json.dumps({"action": "whoami"})
 IDENTITY_TEMPLATE = (
     '{"connectionId": "$context.connectionId", "domainName": "$context.domainName", "stage": "$context.stage"}'
 )
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def upgrade(path: str, host: str = "127.0.0.1") -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+async def raw_call(gateway: Framegate, method: str, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    """One unsigned HTTP request to the data port: (status, head)."""
+    reader, writer = await asyncio.open_connection(*gateway.host_port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
+    writer.close()
+    return int(head.split()[1]), head
 
 
 def api_document(backend: str) -> dict[str, Any]:
@@ -69,7 +86,10 @@ def api_document(backend: str) -> dict[str, Any]:
                 "routes": [whoami, default],
                 "stages": [{"stageName": "prod"}, {"stageName": "beta"}],
             }
-        ]
+        ],
+        "domainNames": [
+            {"domainName": "chat.example.com", "apiMappings": [{"api": "chat", "stage": "prod", "apiMappingKey": "v2"}]}
+        ],
     }
 
 
@@ -188,10 +208,7 @@ async def test_a_push_is_one_message_in_frames_of_at_most_32_kib(tmp_path: Path,
     """Raw frames on the client side, the request through raw HTTP with ``%40connections`` and keep-alive."""
     async with chat_gateway(tmp_path, server_codec) as (gateway, _):
         reader, writer = await asyncio.open_connection(*gateway.host_port)
-        writer.write(
-            b"GET /prod HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        writer.write(upgrade("/prod"))
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
         writer.write(masked_frame(TEXT, WHOAMI.encode()))
         _, reply = await read_frame(reader)
@@ -275,10 +292,7 @@ async def test_a_client_still_connecting_is_gone(tmp_path: Path, server_codec: s
     try:
         async with framegate(tmp_path, "--config", str(tmp_path / "c.json"), codec=server_codec) as gateway:
             _, writer = await asyncio.open_connection(*gateway.host_port)
-            writer.write(
-                b"GET /prod HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
+            writer.write(upgrade("/prod"))
             connection_id = await asyncio.wait_for(heard, CEILING_S)
             api = management_client(f"http://127.0.0.1:{gateway.host_port[1]}/prod")
             with pytest.raises(api.exceptions.GoneException):
@@ -321,10 +335,7 @@ async def test_pushes_to_a_client_that_does_not_read_are_bounded(tmp_path: Path,
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * KIB)  # little kernel buffering on our side
         sock.connect(gateway.host_port)
         reader, writer = await asyncio.open_connection(sock=sock)
-        writer.write(
-            b"GET /prod HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        writer.write(upgrade("/prod"))
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
         writer.write(masked_frame(TEXT, WHOAMI.encode()))
         _, reply = await read_frame(reader)
@@ -382,3 +393,27 @@ async def test_with_credentials_every_call_must_be_signed_by_one_of_them(tmp_pat
         api_writer.close()
         await call(signed.post_to_connection, ConnectionId=connection_id, Data=b"after")
         assert await asyncio.wait_for(client.recv(), CEILING_S) == "after"  # nothing forged got through
+
+
+async def test_a_custom_domain_addresses_the_api_by_its_mapping_key(tmp_path: Path, server_codec: str) -> None:
+    async with chat_gateway(tmp_path, server_codec) as (gateway, _):
+        reader, writer = await asyncio.open_connection(*gateway.host_port)
+        writer.write(upgrade("/v2", host="chat.example.com"))
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
+        writer.write(masked_frame(TEXT, WHOAMI.encode()))
+        _, reply = await read_frame(reader)
+        identity = json.loads(reply)
+        assert identity["domainName"] == "chat.example.com"
+        connection_id = quote(identity["connectionId"], safe="")
+
+        status, _ = await raw_call(gateway, "GET", f"/v2/@connections/{connection_id}", host="chat.example.com")
+        assert status == 200
+        status, _ = await raw_call(gateway, "GET", f"/prod/@connections/{connection_id}")  # the same stage
+        assert status == 200
+        status, head = await raw_call(gateway, "GET", f"/v1/@connections/{connection_id}", host="chat.example.com")
+        assert status == 403 and b"ForbiddenException" in head  # no mapping: no stage to manage
+        status, _ = await raw_call(gateway, "DELETE", f"/v2/%40connections/{connection_id}", host="chat.example.com")
+        assert status == 204
+        first, payload = await read_frame(reader)
+        assert first & 0x0F == CLOSE and int.from_bytes(payload[:2], "big") == 1001
+        writer.close()
