@@ -53,6 +53,7 @@ from proxy.frames import CloseCode
 from proxy.handshake import error_body, http_response, management_target
 from proxy.limits import MANAGEMENT_DISCARD_BYTES, MANAGEMENT_IDLE_TIMEOUT_S, MAX_PUSH_BYTES, MS_PER_S
 from proxy.server.deadlines import Deadlines, Guard
+from proxy.server.flow import FlowControl
 from proxy.server.observer import Observer
 from proxy.throttle import Throttler
 
@@ -154,6 +155,7 @@ class ManagementProtocol:
         self._gateway = gateway
         self._config = gateway.config
         self._transport: asyncio.Transport | None = transport
+        self._flow = FlowControl(transport)
         self._source_ip = source_ip
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_request_head)
         self._request: h11.Request | None = None
@@ -193,12 +195,10 @@ class ManagementProtocol:
 
     def pause_writing(self) -> None:
         # A caller pipelining requests without reading the answers stops being read.
-        if self._transport is not None:
-            self._transport.pause_reading()
+        self._flow.pause()
 
     def resume_writing(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
+        self._flow.resume()
 
     def deadline_passed(self) -> None:
         self._guard = None

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import boto3
 import botocore.config
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -156,6 +158,18 @@ async def whoami(client: ClientConnection) -> dict[str, str]:
     return identity
 
 
+async def metric(gateway: Framegate, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``, from the admin port's /metrics."""
+    async with aiohttp.ClientSession() as session, session.get(f"{gateway.admin}/metrics") as response:
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
 async def call(function: Callable[..., Any], **kwargs: Any) -> Any:
     """A blocking boto3 call, off the loop (the gateway under test shares nothing with it)."""
     return await asyncio.to_thread(function, **kwargs)
@@ -214,6 +228,7 @@ async def test_a_push_is_one_message_in_frames_of_at_most_32_kib(tmp_path: Path,
         _, reply = await read_frame(reader)
         connection_id = json.loads(reply)["connectionId"]
 
+        messages_before = await metric(gateway, "framegate_message_count_total", stage="prod")
         payload = b"p" * (100 * KIB)
         path = f"/prod/%40connections/{quote(connection_id, safe='')}"
         head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
@@ -234,6 +249,8 @@ async def test_a_push_is_one_message_in_frames_of_at_most_32_kib(tmp_path: Path,
             received += len(data)
         assert frames[0][0] & 0x0F == TEXT and frames[-1][0] & FIN
         assert all(size <= FRAME for _, size in frames) and len(frames) == len(payload) // FRAME + 1
+        # MessageCount counts both ways: the push is one message out.
+        assert await metric(gateway, "framegate_message_count_total", stage="prod") == messages_before + 1
         writer.close()
 
 
@@ -313,8 +330,10 @@ async def test_posts_count_against_the_account_throttle(tmp_path: Path, server_c
         api = management_client(f"http://{identity['domainName']}/prod")
         for number in range(3):
             await call(api.post_to_connection, ConnectionId=identity["connectionId"], Data=str(number).encode())
+        throttled = await metric(gateway, "framegate_throttled_requests_total", level="account")
         with pytest.raises(api.exceptions.LimitExceededException):
             await call(api.post_to_connection, ConnectionId=identity["connectionId"], Data=b"one too many")
+        assert await metric(gateway, "framegate_throttled_requests_total", level="account") == throttled + 1
         assert [await asyncio.wait_for(client.recv(), CEILING_S) for _ in range(3)] == ["0", "1", "2"]
 
 
