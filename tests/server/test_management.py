@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import aiohttp
 import boto3
 import botocore.config
 import pytest
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -140,7 +142,7 @@ async def chat_gateway(tmp_path: Path, codec: str, *flags: str) -> AsyncIterator
             yield gateway, backend
 
 
-def management_client(endpoint: str, access_key: str = "x", secret_key: str = "x") -> Any:
+def management_client(endpoint: str, access_key: str = "x", secret_key: str = "x", verify: str | None = None) -> Any:
     """An unmodified boto3 ``apigatewaymanagementapi`` client for ``endpoint`` (dummy credentials, no retries)."""
     return boto3.client(
         "apigatewaymanagementapi",
@@ -149,6 +151,7 @@ def management_client(endpoint: str, access_key: str = "x", secret_key: str = "x
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         config=botocore.config.Config(retries={"total_max_attempts": 1}),
+        verify=verify,
     )
 
 
@@ -436,3 +439,24 @@ async def test_a_custom_domain_addresses_the_api_by_its_mapping_key(tmp_path: Pa
         first, payload = await read_frame(reader)
         assert first & 0x0F == CLOSE and int.from_bytes(payload[:2], "big") == 1001
         writer.close()
+
+
+async def test_the_api_is_served_over_tls_on_a_wss_port(tmp_path: Path, server_codec: str) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key, bundle = tmp_path / "server.crt", tmp_path / "server.key", tmp_path / "ca.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(bundle))
+    context = ssl.create_default_context(cafile=str(bundle))
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key))
+    async with (
+        chat_gateway(tmp_path, server_codec, *tls) as (gateway, _),
+        connect(f"{gateway.data}/prod", ssl=context) as client,
+    ):
+        identity = await whoami(client)
+        api = management_client(f"https://{identity['domainName']}/prod", verify=str(bundle))
+        await call(api.post_to_connection, ConnectionId=identity["connectionId"], Data=b"over tls")
+        assert await asyncio.wait_for(client.recv(), CEILING_S) == "over tls"
+        info = await call(api.get_connection, ConnectionId=identity["connectionId"])
+        assert info["Identity"]["SourceIp"] == "127.0.0.1"
