@@ -107,6 +107,7 @@ class PushingBackend:
 
     url: str = ""
     pushed: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    closes: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
 
     async def handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
@@ -123,6 +124,7 @@ class PushingBackend:
                     await self.pushed.put(endpoint)
         except ConnectionClosed:
             pass
+        await self.closes.put(connection.close_code)
 
 
 @asynccontextmanager
@@ -180,7 +182,7 @@ async def call(function: Callable[..., Any], **kwargs: Any) -> Any:
 
 async def test_boto3_posts_gets_and_deletes(tmp_path: Path, server_codec: str) -> None:
     async with (
-        chat_gateway(tmp_path, server_codec) as (gateway, _),
+        chat_gateway(tmp_path, server_codec) as (gateway, backend),
         connect(f"{gateway.data}/prod", user_agent_header="chat-test/1.0") as client,
     ):
         identity = await whoami(client)
@@ -215,6 +217,7 @@ async def test_boto3_posts_gets_and_deletes(tmp_path: Path, server_codec: str) -
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(client.recv(), CEILING_S)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert await asyncio.wait_for(backend.closes.get(), CEILING_S) == 1001  # the close went on, as any does
         with pytest.raises(api.exceptions.GoneException):
             await call(api.post_to_connection, ConnectionId=connection_id, Data=b"x")
         with pytest.raises(api.exceptions.GoneException):
