@@ -14,8 +14,12 @@ frames or HTTP replies::
           ├── AccessDeniedException          403
           ├── NotFoundException              404 (carries resource_type)
           ├── ConflictException              409
-          ├── GoneException                  410 (@connections: no such connection)
-          └── TooManyRequestsException       429 (carries limit_type)
+          ├── TooManyRequestsException       429 (carries limit_type)
+          └── the @connections API's (apigatewaymanagementapi) own shapes:
+               ├── ForbiddenException        403
+               ├── GoneException             410
+               ├── PayloadTooLargeException  413
+               └── LimitExceededException    429
 """
 
 from __future__ import annotations
@@ -132,13 +136,6 @@ class ConflictException(ControlError):
     code = "ConflictException"
 
 
-class GoneException(ControlError):
-    """The @connections API's answer for a connection that is not open (docs/aws-behaviour.md#connections-api)."""
-
-    status = 410
-    code = "GoneException"
-
-
 class TooManyRequestsException(ControlError):
     status = 429
     code = "TooManyRequestsException"
@@ -152,3 +149,34 @@ class TooManyRequestsException(ControlError):
         if self.limit_type:
             body["limitType"] = self.limit_type
         return body
+
+
+# --- the @connections management API (apigatewaymanagementapi): docs/aws-behaviour.md#connections-api
+
+
+class ForbiddenException(ControlError):
+    """The caller may not manage this connection: unsigned, not loopback, or another stage's endpoint."""
+
+    status = 403
+    code = "ForbiddenException"
+
+
+class GoneException(ControlError):
+    """No open connection has this id (unknown, closed, or still in ``$connect``)."""
+
+    status = 410
+    code = "GoneException"
+
+
+class PayloadTooLargeException(ControlError):
+    """The request body is over the 128 KiB a message may carry."""
+
+    status = 413
+    code = "PayloadTooLargeException"
+
+
+class LimitExceededException(ControlError):
+    """The caller is throttled (the account bucket), or the client is not reading its pushes."""
+
+    status = 429
+    code = "LimitExceededException"

@@ -16,6 +16,11 @@ with 400 at once what can never be an upgrade though h11 would read it
 (``refusal``: HTTP/1.0, a body, obs-fold, bare LF, a bad key), turns
 wsproto's errors into the HTTP status a client should see (400 malformed,
 426 not an upgrade, 431 head too large) and renders 101 or an HTTP error.
+The data port also serves the @connections management API, where AWS serves
+it (``docs/aws-behaviour.md#connections-api``): a complete head that is no
+upgrade, for a ``management_target``, comes back as a ``ManagementRequest``
+(before ``refusal``, which would refuse its body) for
+``proxy.server.management`` to answer.
 Client role (upstreams): ``ClientHandshake`` renders the upgrade request with
 the connection's context headers and parses the backend's answer.
 """
@@ -23,6 +28,7 @@ the connection's context headers and parses the backend's answer.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, NamedTuple
@@ -56,6 +62,13 @@ else:
 Headers = list[tuple[bytes, bytes]]
 
 _HEAD_END = b"\r\n\r\n"
+_CRLF = b"\r\n"
+_UPGRADE_FIELD = b"\r\nupgrade:"
+_REQUEST_LINE_PARTS = 3
+"""method, target, version"""
+_MANAGEMENT_PATH = re.compile(r"((?:/[^/]+)*)/(?:@|%40)connections/([^/]+)")
+"""``{prefix}/@connections/{connectionId}``: the prefix is the stage (or a custom domain's
+apiMappingKey, possibly empty); botocore sends ``@`` as it is, raw HTTP callers may send ``%40``."""
 _NOT_AN_UPGRADE = ("Missing header, 'Connection: Upgrade'", "Missing header, 'Upgrade: websocket'")
 
 
@@ -77,6 +90,31 @@ class UpgradeRequest(NamedTuple):
             if key == name:
                 return value
         return default
+
+
+class ManagementRequest(NamedTuple):
+    """A complete request head on a ``management_target`` that is no WebSocket upgrade."""
+
+    data: bytes
+    """Every byte read so far: the head and whatever followed it (the body's start, pipelined requests)."""
+
+
+def management_target(path: str) -> tuple[str, str] | None:
+    """``(prefix, connectionId)`` when ``path`` (no query) is an @connections API path, else None.
+
+    Both parts are as sent, still percent-encoded (an id's ``=`` arrives as ``%3D``).
+    """
+    match = _MANAGEMENT_PATH.fullmatch(path)
+    return None if match is None else (match[1], match[2])
+
+
+def _is_management(head: bytes) -> bool:
+    """Whether ``head`` asks the @connections API: its path is one, and it asks no upgrade."""
+    parts = head[: head.find(_CRLF)].split(b" ")
+    if len(parts) != _REQUEST_LINE_PARTS:
+        return False
+    path = parts[1].split(b"?", 1)[0].decode("latin-1")
+    return management_target(path) is not None and _UPGRADE_FIELD not in head.lower()
 
 
 def _text(value: bytes) -> str:
@@ -121,8 +159,11 @@ class ServerHandshake:
         self.trailing = b""
         """Bytes the client sent after its request head (frames it pipelined)."""
 
-    def receive_data(self, data: bytes) -> UpgradeRequest | None:
+    def receive_data(self, data: bytes) -> UpgradeRequest | ManagementRequest | None:
         """Feed bytes; return the request once its head is complete.
+
+        A head for the @connections API (``management_target``, no upgrade)
+        comes back as a ``ManagementRequest`` holding every byte read.
 
         Raises:
             HandshakeError: the request cannot become a WebSocket; ``status_hint``
@@ -156,6 +197,8 @@ class ServerHandshake:
             head = data[:head_length]
         fast = parse_request(head)
         if fast is None:
+            if _is_management(head):  # before ``refusal``: its body is no upgrade's fault
+                return ManagementRequest(data)
             reason = refusal(head)
             if reason is not None:
                 raise HandshakeError(reason, HTTPStatus.BAD_REQUEST)

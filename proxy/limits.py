@@ -96,6 +96,18 @@ WRITE_HIGH_WATER_BYTES: Final = 256 * 1024
 WRITE_LOW_WATER_BYTES: Final = 64 * 1024
 """Resume reading once the buffer drains below this."""
 
+# --- The @connections API on the data port (proxy/server/management.py) ------
+MAX_PUSH_BYTES: Final = MAX_MESSAGE_BYTES
+"""AWS: PostToConnection's Data is at most 128 KB; a longer request body is answered 413."""
+MAX_PUSH_BUFFER_BYTES: Final = 1024 * 1024
+"""A client over its write high-water mark (not reading) gets pushes only while its write buffer
+stays within this; past it PostToConnection answers 429 rather than buffer without bound."""
+MANAGEMENT_DISCARD_BYTES: Final = 4 * MAX_PUSH_BYTES
+"""After a 413 the rest of an over-long body is read and dropped (so closing cannot reset the
+answer away) up to this much; a longer one closes the connection."""
+MANAGEMENT_IDLE_TIMEOUT_S: Final = 60.0
+"""A keep-alive @connections caller may stay idle between requests this long."""
+
 # --- Throttling (AWS account and stage defaults) ---------------------------
 THROTTLING_BURST_LIMIT: Final = 5000
 """AWS stage DefaultRouteSettings.ThrottlingBurstLimit (= account burst)."""

@@ -31,6 +31,7 @@ cdef class Throttler:
     cpdef admit_connect(self, api_id, stage)
     @cython.locals(route=_RouteBucket)
     cpdef admit_message(self, api_id, stage, route_key)
+    cpdef admit_management(self)
     cpdef admission(self, api_id, stage, route_key)
     cpdef route_bucket(self, api_id, stage, route_key)
     cdef _admission_of(self, _RouteBucket route, api_id, stage, route_key)

@@ -13,7 +13,8 @@ Levels
     Every ``$connect`` and every inbound message is one request. It must get
     a token from its route key's bucket, keyed by (API id, stage name, route
     key), and from the account bucket shared by everything; a ``$connect``
-    must also get one from the account's new-connections bucket. A route
+    must also get one from the account's new-connections bucket; a
+    PostToConnection (the @connections API) takes an account token only. A route
     key's size and rate come from ``stage.route_settings[route_key]`` field
     by field, else ``stage.default_route_settings``, else ``proxy.limits``,
     and never exceed the account's. A refusal names its level (``LEVELS``,
@@ -291,6 +292,14 @@ class Throttler:
         route = self._route(api_id, stage, route_key)
         taken = self._admission_of(route, api_id, stage, route_key).take_one(None)
         return None if taken == ADMITTED else self._refusal(route, taken)
+
+    def admit_management(self) -> str | None:
+        """Admit one @connections API call (PostToConnection): it takes an account token only.
+
+        Returns:
+            ``None`` if admitted, else ``"account"``.
+        """
+        return None if self.account.take(self.clock()) else ACCOUNT
 
     def admission(self, api_id: str, stage: Stage, route_key: str) -> Admission:
         """Bulk admission for ``route_key``, for the relay pump (``stage`` is the current one).

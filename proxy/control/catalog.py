@@ -125,11 +125,14 @@ class MemoryCatalog:
 
     def _resolve(self, host: str, path: str) -> Target:
         hostname = _split_host(host)
+        # $context.domainName is the Host as the client sent it, port included: a backend
+        # building its callback URL from it then reaches this gateway (docs/aws-behaviour.md#connections-api).
+        domain_name = host.strip().lower()
         domain = self._domains.get(hostname)
         if domain is not None:
-            return self._resolve_mapping(domain, hostname, path)
+            return self._resolve_mapping(domain, domain_name, path)
         api_id = hostname.split(_EXECUTE_API, 1)[0] if _EXECUTE_API in hostname else self._default_api_id()
-        return self._target(api_id, _first_segment(path), hostname)
+        return self._target(api_id, _first_segment(path), domain_name)
 
     def _default_api_id(self) -> str:
         if self._default_api is not None:
@@ -143,7 +146,7 @@ class MemoryCatalog:
             "Api",
         )
 
-    def _resolve_mapping(self, domain: DomainName, hostname: str, path: str) -> Target:
+    def _resolve_mapping(self, domain: DomainName, domain_name: str, path: str) -> Target:
         segments = path.strip("/")
         best: ApiMapping | None = None
         for mapping in domain.api_mappings:
@@ -153,9 +156,9 @@ class MemoryCatalog:
                 best = mapping
         if best is None:
             raise NotFoundException(f"No API mapping of {domain.domain_name} matches {path}", "ApiMapping")
-        return self._target(best.api_id, best.stage, hostname)
+        return self._target(best.api_id, best.stage, domain_name)
 
-    def _target(self, api_id: str, stage_name: str, hostname: str) -> Target:
+    def _target(self, api_id: str, stage_name: str, domain_name: str) -> Target:
         entry = self._apis.get(api_id)
         if entry is None:
             raise NotFoundException(f"Invalid API identifier specified {api_id}", "Api")
@@ -165,7 +168,7 @@ class MemoryCatalog:
         deployment = entry.deployments.get(stage.deployment_id or "")
         if deployment is None:
             raise NotFoundException(f"Stage {stage_name} has no deployment", "Stage")
-        return Target(entry.api, stage, deployment.deployment_id, self._bind(api_id, stage, deployment), hostname)
+        return Target(entry.api, stage, deployment.deployment_id, self._bind(api_id, stage, deployment), domain_name)
 
     def _bind(self, api_id: str, stage: Stage, deployment: Deployment) -> Snapshot:
         """One bound snapshot per (API, stage, deployment), so every connection to a stage shares its

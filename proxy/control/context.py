@@ -51,6 +51,12 @@ def _text(value: object) -> str:
     return UNKNOWN if value is None else str(value)
 
 
+def _first_label(domain_name: str) -> str:
+    """``$context.domainPrefix``: the first label of the Host, without a port."""
+    host = domain_name.rsplit(":", 1)[0] if domain_name.count(":") == 1 else domain_name
+    return host.split(".", 1)[0]
+
+
 @dataclass(slots=True)
 class RequestContext:
     """What AWS calls ``requestContext``: one event on one connection.
@@ -91,7 +97,7 @@ class RequestContext:
             "connectionId": self.connection_id,
             "connectedAt": str(self.connected_at_ms),
             "domainName": self.domain_name,
-            "domainPrefix": self.domain_name.split(".", 1)[0],
+            "domainPrefix": _first_label(self.domain_name),
             "eventType": self.event_type,
             "messageId": _text(self.message_id),
             "routeKey": self.route_key,

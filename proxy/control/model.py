@@ -271,7 +271,7 @@ class Target:
     deployment_id: str
     snapshot: Snapshot
     domain_name: str
-    """The Host the client used, for ``$context.domainName``."""
+    """The Host the client used (lower case, port included when it has one), for ``$context.domainName``."""
 
 
 # --- Validation of names, URIs and limits ----------------------------------------

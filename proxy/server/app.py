@@ -100,7 +100,8 @@ async def _serve(config: Config) -> int:
         return 1
     observer = Observer(config)
     install_accept_errors(loop, observer.metrics.accept_errors)
-    gateway = Gateway(config, catalog, observer, throttle.Throttler.from_config(config, time.monotonic))
+    throttler = throttle.Throttler.from_config(config, time.monotonic)
+    gateway = Gateway(config, catalog, observer, throttler, credentials=admin.guard.credentials)
     try:
         server = await loop.create_server(
             gateway.protocol,

@@ -32,6 +32,9 @@ cdef class Gateway:
     cdef readonly object client_encoder
     cdef readonly Deadlines deadlines
     cdef readonly set connections
+    cdef readonly dict open_connections
+    cdef readonly set callers
+    cdef readonly object credentials
     cdef object _idle
     cpdef forget(self, connection)
 
@@ -74,6 +77,7 @@ cdef class ClientConnection:
     cdef _latest_activity(self)
     cdef _feed(self, bytes data)
     cdef bytes _handshake_data(self, data)
+    cdef _hand_over(self, request)
     cdef _take_early(self)
     cdef _start(self, request)
     cdef _dial(self, forward, subprotocols, key=*)
@@ -98,3 +102,5 @@ cdef class ClientConnection:
     cdef _close_upstreams(self, code, reason)
     cdef _wait_for_the_end(self)
     cpdef close(self, code, reason=*)
+    cpdef bint push(self, bytes payload)
+    cpdef describe(self)

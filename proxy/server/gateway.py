@@ -20,6 +20,11 @@ the one table of their transitions are below, ``_TRANSITIONS``):
    call; backend reads always reach the client that way (``upstream_pump``).
 4. CLOSING/CLOSED: close codes propagate both ways; ``$disconnect`` runs.
 
+A request head for the @connections API (``proxy.handshake.ManagementRequest``)
+is handed, with its transport, to ``proxy.server.management``, which finds
+open connections in ``Gateway.open_connections`` and calls ``push``,
+``describe`` and ``close`` on them.
+
 Time comes from the gateway's one clock (``Gateway.clock``: the event loop,
 or a test's fake clock), and every deadline of a connection waits in the
 gateway's shared ``Deadlines``. Observability is one ``Observer`` call per
@@ -32,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Final, cast
 
@@ -43,11 +48,12 @@ from proxy.control.context import MESSAGE_EVENT
 from proxy.control.model import DEFAULT, Stage
 from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
-from proxy.handshake import ClientHandshake, ServerHandshake, UpgradeRequest
+from proxy.handshake import ClientHandshake, ManagementRequest, ServerHandshake, UpgradeRequest
 from proxy.ids import pooled_id
-from proxy.limits import CLOSE_TIMEOUT_S
+from proxy.limits import CLOSE_TIMEOUT_S, MAX_PUSH_BUFFER_BYTES, MS_PER_S
 from proxy.server.deadlines import Clock, Deadlines, Guard
 from proxy.server.flow import FlowControl
+from proxy.server.management import ConnectionInfo, ManagementProtocol
 from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer
 from proxy.server.refusal import Refusal, refuse
 from proxy.server.upstream import Upstream, open_upstream
@@ -167,6 +173,8 @@ class Gateway:
         clock: the time source and timer of every connection deadline and
             activity stamp; the running loop by default. Tests pass a fake
             clock to move time by hand.
+        credentials: ``--credentials``' access key ids and secret keys, read
+            at start: @connections API calls must be SigV4-signed by one.
     """
 
     def __init__(
@@ -176,6 +184,7 @@ class Gateway:
         observer: Observer,
         throttler: Throttler,
         clock: Clock | None = None,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
@@ -192,6 +201,11 @@ class Gateway:
         observer.metrics.frames_fragmented.add_source(lambda: self.server_encoder.fragmented)
         self.deadlines = Deadlines(self.clock)
         self.connections: set[ClientConnection] = set()
+        self.open_connections: dict[str, ClientConnection] = {}
+        """Connections past their 101 by id, until their transport ends: what the @connections API reaches."""
+        self.credentials = credentials
+        self.callers: set[ManagementProtocol] = set()
+        """Open connections of @connections API callers (closed at ``drain``)."""
         self._idle: asyncio.Event | None = None
 
     @property
@@ -205,17 +219,20 @@ class Gateway:
 
     def _connection(self) -> ClientConnection | Refusal:
         cap = self.config.max_connections
-        if cap is not None and len(self.connections) >= cap:
+        if cap is not None and len(self.connections) + len(self.callers) >= cap:
             return refuse(cap)  # 503 and close: see proxy.server.refusal
         return ClientConnection(self)
 
     def forget(self, connection: ClientConnection) -> None:
         self.connections.discard(connection)
+        self.open_connections.pop(connection.connection_id, None)
         if not self.connections and self._idle is not None:
             self._idle.set()
 
     async def drain(self, timeout_s: float) -> None:
         """Close every connection with 1001 and wait for them (at most ``timeout_s``)."""
+        for caller in list(self.callers):
+            caller.close()
         if not self.connections:
             return
         self._idle = asyncio.Event()
@@ -503,8 +520,21 @@ class ClientConnection:
             return b""
         if request is None:
             return b""
+        if isinstance(request, ManagementRequest):
+            self._hand_over(request)
+            return b""
         self._start(request)
         return self._take_early() if self._state == _OPEN else b""
+
+    def _hand_over(self, request: ManagementRequest) -> None:
+        """A request for the @connections API: its transport goes to a ``ManagementProtocol``."""
+        self._clear_guard()
+        transport = self._transport
+        self._transport = None
+        self._handshake = None
+        self._gateway.forget(self)
+        if transport is not None:
+            ManagementProtocol(self._gateway, transport, self._source_ip).start(request.data)
 
     def _take_early(self) -> bytes:
         early = self._early
@@ -568,6 +598,8 @@ class ClientConnection:
             ("X-Framegate-Api-Id", session.api_id),
             ("X-Framegate-Stage", target.stage.stage_name),
             ("X-Forwarded-For", self._forwarded_for),
+            # The Host the client used: with the stage, the backend's @connections endpoint.
+            ("X-Forwarded-Host", session.client.domain_name),
         ]
         gateway = self._gateway
         try:
@@ -591,6 +623,7 @@ class ClientConnection:
         self._transport.write(self._handshake.accept(subprotocol))
         self._transition(_ACCEPTED)
         session = self._session
+        self._gateway.open_connections[session.connection_id] = self
         target = session.target
         self._observer = self._gateway.observer.connected(session.api_id, target.stage, session.connection_id, context)
         config = self._config
@@ -884,6 +917,53 @@ class ClientConnection:
     def upstream_resume(self) -> None:
         if self._flow is not None:
             self._flow.resume()
+
+    # --- the @connections API (proxy.server.management) ------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """Past the 101 and not closing: messages may be pushed."""
+        return self._state == _OPEN
+
+    def push(self, payload: bytes) -> bool:
+        """PostToConnection: ``payload`` to the client as one message, framed as the gateway's own.
+
+        Text when ``payload`` is UTF-8 (always, from a JSON or text caller),
+        else binary: a text frame of other bytes would make the client fail
+        the connection. Counts as activity for the idle timeout.
+
+        Returns:
+            False, sending nothing, when the client is over its write
+            high-water mark and this push would take its write buffer past
+            ``MAX_PUSH_BUFFER_BYTES``: a client that does not read costs a
+            bounded amount of memory.
+        """
+        transport = self._transport
+        assert self._state == _OPEN and transport is not None and self._observer is not None
+        try:
+            payload.decode()
+            opcode = _TEXT
+        except UnicodeDecodeError:
+            opcode = _BINARY
+        frames = self._gateway.server_encoder.message(opcode, payload)
+        if self._writing_paused and transport.get_write_buffer_size() + len(frames) > MAX_PUSH_BUFFER_BYTES:
+            return False
+        transport.write(frames)
+        self._observer.sent(1, len(frames))
+        self._last_activity = self._clock.time()
+        return True
+
+    def describe(self) -> ConnectionInfo:
+        """GetConnection's answer (only for a connection past its 101)."""
+        session = self._session
+        assert session is not None
+        now_ms = epoch_ms()
+        idle_ms = int((self._clock.time() - self._latest_activity()) * MS_PER_S)
+        client = session.client
+        stage_name = session.target.stage.stage_name
+        return ConnectionInfo(
+            session.api_id, stage_name, session.connected_at_ms, now_ms - idle_ms, client.source_ip, client.user_agent
+        )
 
     # --- closing ----------------------------------------------------------------------
 

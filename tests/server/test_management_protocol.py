@@ -1,0 +1,137 @@
+"""``ManagementProtocol`` on a recording transport: who may call, deadlines, over-long bodies.
+
+The gateway is a real in-process ``Gateway`` on a ``FakeClock``; the
+transport only records what the protocol writes, so the caller's address can
+be any and time moves only when the test says so.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from proxy.config import Config
+from proxy.limits import MANAGEMENT_DISCARD_BYTES, MANAGEMENT_IDLE_TIMEOUT_S, MAX_PUSH_BYTES
+from proxy.server.management import ManagementProtocol
+from tests.helpers.apis import api_entry, catalog_with, mock, snapshot
+from tests.helpers.clock import FakeClock
+from tests.helpers.inprocess import in_process_gateway
+
+GET = b"GET /prod/@connections/AAAAAAAAAAAAAAA%3D HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+class RecordingTransport:
+    """What ``ManagementProtocol`` needs of a transport, recording writes and the close."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+        self.protocol: object = None
+
+    def set_protocol(self, protocol: object) -> None:
+        self.protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def answers(self) -> list[int]:
+        """The statuses answered so far."""
+        return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", self.written)]
+
+
+def _catalog() -> object:
+    return catalog_with(api_entry("abcdef1234", {"prod": (snapshot({"$default": mock("m1")}), {})}))
+
+
+async def _caller(
+    tmp_path: Path, source_ip: str, data: bytes, config: Config | None = None, clock: FakeClock | None = None
+) -> tuple[RecordingTransport, ManagementProtocol]:
+    async with in_process_gateway(_catalog(), tmp_path, config, clock) as server:  # type: ignore[arg-type]
+        transport = RecordingTransport()
+        protocol = ManagementProtocol(server.gateway, transport, source_ip)  # type: ignore[arg-type]
+        protocol.start(data)
+        assert transport.protocol is protocol
+        return transport, protocol
+
+
+async def test_a_caller_off_loopback_is_refused_without_credentials(tmp_path: Path) -> None:
+    transport, _ = await _caller(tmp_path, "10.0.0.5", GET)
+    assert transport.answers() == [403]
+    assert b"x-amzn-ErrorType: ForbiddenException" in transport.written
+    assert b"loopback callers only" in transport.written
+
+
+async def test_loopback_callers_are_answered_and_kept_alive(tmp_path: Path) -> None:
+    transport, _ = await _caller(tmp_path, "::ffff:127.0.0.1", GET + GET)
+    assert transport.answers() == [410, 410]
+    assert b"x-amzn-ErrorType: GoneException" in transport.written
+    assert not transport.closed
+
+
+async def test_configured_credentials_that_were_not_loaded_refuse_every_call(tmp_path: Path) -> None:
+    """Never fail open: a gateway built without the keys of ``--credentials`` answers 403."""
+    config = Config(port=0, admin_port=0, credentials=str(tmp_path / "credentials"))
+    transport, _ = await _caller(tmp_path, "127.0.0.1", GET, config)
+    assert transport.answers() == [403]
+    assert b"not loaded" in transport.written
+
+
+async def test_an_unsupported_method_is_forbidden(tmp_path: Path) -> None:
+    put = GET.replace(b"GET", b"PUT", 1)
+    transport, _ = await _caller(tmp_path, "127.0.0.1", put)
+    assert transport.answers() == [403]
+    assert b"Unsupported method PUT" in transport.written
+
+
+async def test_an_over_long_body_is_answered_413_at_once_and_read_no_further_than_the_bound(tmp_path: Path) -> None:
+    size = MAX_PUSH_BYTES + 1
+    head = f"POST /prod/@connections/abc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {size}\r\n\r\n".encode()
+    transport, protocol = await _caller(tmp_path, "127.0.0.1", head)
+    assert transport.answers() == [413]
+    assert b"x-amzn-ErrorType: PayloadTooLargeException" in transport.written
+    protocol.data_received(b"z" * size + GET)  # the rest of the body is dropped; the connection lives on
+    assert transport.answers() == [413, 410]
+    assert not transport.closed
+
+    huge = MANAGEMENT_DISCARD_BYTES + 2
+    head = f"POST /prod/@connections/abc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {huge}\r\n\r\n".encode()
+    transport, protocol = await _caller(tmp_path, "127.0.0.1", head)
+    protocol.data_received(b"z" * (MANAGEMENT_DISCARD_BYTES + 1))
+    assert transport.answers() == [413]
+    assert transport.closed
+
+
+async def test_a_request_must_arrive_within_the_handshake_timeout(tmp_path: Path) -> None:
+    clock = FakeClock()
+    config = Config(port=0, admin_port=0, handshake_timeout=2.0)
+    head = b"POST /prod/@connections/abc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nhalf"
+    transport, _ = await _caller(tmp_path, "127.0.0.1", head, config, clock)
+    clock.advance(1.9)
+    assert not transport.closed
+    clock.advance(0.2)
+    assert transport.answers() == [408]
+    assert transport.closed
+
+
+async def test_an_idle_caller_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    clock = FakeClock()
+    transport, protocol = await _caller(tmp_path, "127.0.0.1", GET, clock=clock)
+    clock.advance(MANAGEMENT_IDLE_TIMEOUT_S - 1)
+    protocol.data_received(GET)  # a request in time: the idle wait starts again after its answer
+    clock.advance(MANAGEMENT_IDLE_TIMEOUT_S - 1)
+    assert not transport.closed
+    clock.advance(1)
+    assert transport.closed
+    assert transport.answers() == [410, 410]
