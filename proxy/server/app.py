@@ -141,6 +141,7 @@ async def _serve(config: Config) -> int:
     logger.info("shutting down: draining %d connections", len(gateway.connections))
     server.close()
     await gateway.drain(config.drain_timeout)
+    await gateway.runner.close()
     await admin.close()
     observer.close()
     plane.close()

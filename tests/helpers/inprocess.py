@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
+from proxy.integrations.runner import IntegrationRunner
 from proxy.metrics import GatewayMetrics
 from proxy.server.deadlines import Clock
 from proxy.server.gateway import Gateway
@@ -45,16 +46,21 @@ class InProcessGateway:
 
 @asynccontextmanager
 async def in_process_gateway(
-    catalog: MemoryCatalog, tmp_path: Path, config: Config | None = None, clock: Clock | None = None
+    catalog: MemoryCatalog,
+    tmp_path: Path,
+    config: Config | None = None,
+    clock: Clock | None = None,
+    runner: IntegrationRunner | None = None,
 ) -> AsyncIterator[InProcessGateway]:
     """Serve ``catalog`` on an ephemeral loopback port with a private metrics registry.
 
     ``clock``: the gateway's time (a ``tests.helpers.clock.FakeClock`` to move it by hand).
+    ``runner``: runs HTTP and Lambda integrations (one from ``config`` by default); closed at the end.
     """
     config = config or Config(port=0, admin_port=0)
     observer = Observer(config, metrics=GatewayMetrics(CollectorRegistry()), sinks=LogSinks(str(tmp_path)))
     throttler = Throttler.from_config(config, time.monotonic if clock is None else clock.time)
-    gateway = Gateway(config, catalog, observer, throttler, clock)
+    gateway = Gateway(config, catalog, observer, throttler, clock, runner)
     server = await asyncio.get_running_loop().create_server(gateway.protocol, LOOPBACK, 0)
     try:
         yield InProcessGateway(gateway, server)
@@ -63,6 +69,8 @@ async def in_process_gateway(
         for connection in list(gateway.connections):
             connection.abort()
         await server.wait_closed()
+        await gateway.drain(0)
+        await gateway.runner.close()
         observer.close()
 
 
