@@ -10,8 +10,10 @@ call runs (docs/aws-behaviour.md#integrations):
    ``templateSelectionExpression`` (``HTTP``; no template: the message passes
    through if ``passthroughBehavior`` allows); ``timeoutInMillis`` bounds the
    whole exchange. ``$connect`` and ``$disconnect`` send an empty body.
-2. ``send`` (IO): one request on the process's pooled ``ClientSession``
-   (keep-alive), redirects not followed, the answer read up to
+2. ``send`` (IO): one request on a pooled keep-alive connection: plain
+   ``http://`` through ``proxy.integrations.h1`` (the hot path, see why
+   there), ``https://`` through the process's aiohttp ``ClientSession``;
+   redirects not followed, the answer read up to
    ``INTEGRATION_RESPONSE_MAX_BYTES``; latency measured from sending to the
    complete answer.
 3. ``http_result`` (sans-IO): ``HTTP_PROXY`` relays the backend's body
@@ -23,6 +25,7 @@ call runs (docs/aws-behaviour.md#integrations):
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -40,10 +43,12 @@ from proxy.control.templates import select_template
 from proxy.errors import IntegrationError
 from proxy.integrations import parameters
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs
+from proxy.integrations.h1 import H1Error, H1Pool, TooBig, render_request
 from proxy.integrations.uri import is_http_uri
 from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S
 
 DEFAULT_METHOD: Final = "POST"
+HTTP_PORT: Final = 80
 FORBIDDEN_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
 RESPONSE_HEADER_VARIABLE: Final = "integration.response.header."
 Clock = Callable[[], float]
@@ -177,14 +182,48 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
+async def _send_h1(
+    pool: H1Pool, request: HttpRequest, clock: Clock, limit: int, started: float
+) -> HttpResponse | IntegrationResult:
+    parts = urlsplit(request.url)
+    host = parts.hostname or ""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    data = render_request(request.method, target, parts.netloc, request.headers, request.body)
+    try:
+        async with asyncio.timeout(request.timeout_s):
+            answer = await pool.request(
+                host, parts.port or HTTP_PORT, data, limit, head_request=request.method == "HEAD"
+            )
+    except TimeoutError:
+        detail = f"{request.method} {request.url} timed out after {request.timeout_s:g} s"
+        return IntegrationResult.failed(Failure.TIMEOUT, detail, clock() - started)
+    except TooBig:
+        detail = f"{request.method} {request.url} answered more than {limit} bytes"
+        return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, clock() - started)
+    except H1Error as exc:
+        detail = f"{request.method} {request.url} answered what cannot be read: {exc}"
+        return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, clock() - started)
+    except OSError as exc:
+        detail = f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}"
+        return IntegrationResult.failed(Failure.UNREACHABLE, detail, clock() - started)
+    return HttpResponse(answer.status, answer.headers, bytes(answer.body), clock() - started)
+
+
 async def send(
     session: aiohttp.ClientSession,
     request: HttpRequest,
     clock: Clock = time.monotonic,
     limit: int = INTEGRATION_RESPONSE_MAX_BYTES,
+    pool: H1Pool | None = None,
 ) -> HttpResponse | IntegrationResult:
-    """Send ``request`` on the pooled ``session``: the answer, or a failed result (never raises for IO)."""
+    """Send ``request``: the answer, or a failed result (never raises for IO).
+
+    ``pool``: carries plain ``http://`` requests without credentials in the URL
+    (``proxy.integrations.h1``); the rest, or all without it, go on ``session``.
+    """
     started = clock()
+    if pool is not None and request.url.startswith("http://") and "@" not in request.url.split("/", 3)[2]:
+        return await _send_h1(pool, request, clock, limit, started)
     timeout = aiohttp.ClientTimeout(total=request.timeout_s)
     try:
         async with session.request(
@@ -215,6 +254,7 @@ async def exchange(
     interpret: Callable[[IntegrationCall, HttpResponse], IntegrationResult],
     clock: Clock = time.monotonic,
     limit: int = INTEGRATION_RESPONSE_MAX_BYTES,
+    pool: H1Pool | None = None,
 ) -> IntegrationResult:
     """Build a request for ``call``, send it, interpret the answer; never raises for a failing backend.
 
@@ -225,7 +265,7 @@ async def exchange(
         request = build(call)
     except IntegrationError as exc:
         return IntegrationResult.failed(Failure.CONFIGURATION, str(exc))
-    answer = await send(session, request, clock, limit)
+    answer = await send(session, request, clock, limit, pool)
     if isinstance(answer, IntegrationResult):
         return answer
     try:
@@ -235,7 +275,7 @@ async def exchange(
 
 
 async def run_http(
-    session: aiohttp.ClientSession, call: IntegrationCall, clock: Clock = time.monotonic
+    session: aiohttp.ClientSession, call: IntegrationCall, clock: Clock = time.monotonic, pool: H1Pool | None = None
 ) -> IntegrationResult:
     """Run an ``HTTP`` or ``HTTP_PROXY`` integration for one call (all three steps)."""
-    return await exchange(session, call, build_request, http_result, clock)
+    return await exchange(session, call, build_request, http_result, clock, pool=pool)
