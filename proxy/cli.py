@@ -26,6 +26,8 @@ from proxy.config import LOG_FORMATS, LOG_LEVELS, USAGE_ERROR, Config, InvalidSe
 from proxy.logformat import configure_logging
 
 _SERVE = "framegate serve"
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off", "")
 
 
 def _one_of(choices: Sequence[str], normalise: Callable[[str], str] = str) -> Callable[[str], str]:
@@ -118,6 +120,16 @@ _SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "admin_tls_cert": ("--admin-tls-cert", str, "PEM certificate chain: the admin port speaks https://"),
     "admin_tls_key": ("--admin-tls-key", str, "PEM private key (unencrypted) of --admin-tls-cert"),
     "backend_ca": ("--backend-ca", str, "PEM CA bundle trusted for wss:// backends instead of the system store"),
+    "credentials": (
+        "--credentials",
+        str,
+        "AWS shared-credentials file: every admin request must be SigV4-signed by one of its keys",
+    ),
+    "admin_allow_remote_unauthenticated": (
+        "--admin-allow-remote-unauthenticated",
+        bool,
+        "serve the admin API on a non-loopback --admin-host without --credentials (unsafe)",
+    ),
 }
 
 
@@ -127,6 +139,12 @@ def _env_default(field_name: str, fallback: object, parse: Callable[[str], Any],
     variable = f"FRAMEGATE_{field_name.upper()}"
     raw = os.environ.get(variable)
     if raw is None:
+        return fallback
+    if parse is bool:  # a switch: bool("0") would be True
+        word = raw.strip().lower()
+        if word in _TRUE_WORDS or word in _FALSE_WORDS:
+            return word in _TRUE_WORDS
+        errors.append(f"{variable}: not one of {', '.join(_TRUE_WORDS + _FALSE_WORDS)}")
         return fallback
     try:
         return parse(raw)
@@ -156,8 +174,31 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             continue
         flag, parse, text = _SERVE_FLAGS[f.name]
         default = _env_default(f.name, getattr(defaults, f.name), parse, env_errors)
+        if parse is bool:  # a switch: present or not
+            parser.add_argument(flag, dest=f.name, action="store_true", help=text, default=default)
+            continue
         parser.add_argument(flag, dest=f.name, type=parse, help=text, default=default)
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        # A string default goes through ``type`` like a flag: a bad FRAMEGATE_WORKERS is a usage error.
+        default=os.environ.get("FRAMEGATE_WORKERS", "1"),
+        help="worker processes sharing --port (SO_REUSEPORT), or 'auto' for one per usable core (default 1)",
+    )
     parser.set_defaults(run=_run_serve, env_errors=env_errors)
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a positive count, or ``auto`` (the CPUs this process may use)."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of workers or 'auto', got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 or 'auto', got {count}")
+    return count
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -176,6 +217,10 @@ def _run_serve(args: argparse.Namespace) -> int:
             load_document(config.config_file)
         except DocumentError as exc:
             return _usage_error(f"--config {exc}")
+    if args.workers > 1:
+        from proxy.server.supervisor import supervise
+
+        return supervise(config, args.workers)
     from proxy.server.app import serve
 
     return serve(config)

@@ -78,6 +78,13 @@ class Config:
     admin_tls_key: str | None = None
     backend_ca: str | None = None
     """PEM bundle of the only CAs trusted for wss:// backends (None: the system store)."""
+    credentials: str | None = None
+    """``--credentials FILE``: AWS shared-credentials file; admin requests must be SigV4-signed by one of its keys."""
+    admin_allow_remote_unauthenticated: bool = False
+    """Serve the admin API on a non-loopback ``admin_host`` without ``credentials`` (logged loudly)."""
+    reuse_port: bool = False
+    """Bind the data port with SO_REUSEPORT: set by the supervisor of ``--workers N`` only (a lone
+    process keeps "address already in use" for a second process on its port)."""
 
     def validate(self) -> None:
         """Raise ``InvalidSetting`` naming the first setting that cannot work."""

@@ -14,6 +14,7 @@ frames or HTTP replies::
           ├── AccessDeniedException          403
           ├── NotFoundException              404 (carries resource_type)
           ├── ConflictException              409
+          ├── GoneException                  410 (@connections: no such connection)
           └── TooManyRequestsException       429 (carries limit_type)
 """
 
@@ -129,6 +130,13 @@ class NotFoundException(ControlError):
 class ConflictException(ControlError):
     status = 409
     code = "ConflictException"
+
+
+class GoneException(ControlError):
+    """The @connections API's answer for a connection that is not open (docs/aws-behaviour.md#connections-api)."""
+
+    status = 410
+    code = "GoneException"
 
 
 class TooManyRequestsException(ControlError):

@@ -132,6 +132,34 @@ MAX_INTEGRATION_URI_CHARS: Final = 2048
 DEFAULT_PAGE_SIZE: Final = 25
 MAX_PAGE_SIZE: Final = 500
 MAX_ADMIN_BODY_BYTES: Final = 1024 * 1024
+MAX_JSON_NESTING_DEPTH: Final = 32
+"""Arrays and objects a control-plane request body may nest; the deepest real request
+(a route response's ``responseParameters``) nests 3."""
+MAX_JSON_NUMBER_CHARS: Final = 40
+"""Characters in one JSON number of a request body (a double's longest repr is 24)."""
+MAX_DOMAIN_NAME_CHARS: Final = 253
+"""RFC 1035: a DNS name is at most 253 characters (63 per label)."""
+MAX_DNS_LABEL_CHARS: Final = 63
+
+# --- Admin listener -------------------------------------------------------------
+ADMIN_KEEPALIVE_TIMEOUT_S: Final = 10.0
+"""An admin connection without a complete request head for this long is closed: idle
+between keep-alive requests, or sending its head slowly (one timer covers both, as the
+data port's ``HANDSHAKE_TIMEOUT_S`` does for upgrades)."""
+ADMIN_BODY_TIMEOUT_S: Final = 10.0
+"""A request body must have arrived this long after its head, or the request fails."""
+ADMIN_MAX_CONNECTIONS: Final = 128
+"""Open admin connections served at once; a new one past this gets 503 and is closed."""
+ADMIN_LINGER_S: Final = 1.0
+"""After a refusal sent with the request unread (503 past the cap, 408, 413), the connection
+discards what still arrives for at most this long (less at the client's EOF) before closing:
+closing with unread data sends a reset, which can destroy the refusal before it is read."""
+ADMIN_SHUTDOWN_TIMEOUT_S: Final = 1.0
+"""At shutdown, in-flight admin requests get this long before their connections drop."""
+SIGV4_MAX_CLOCK_SKEW_S: Final = 15 * 60.0
+"""AWS: a signed request's X-Amz-Date may be at most 15 minutes from the server's clock."""
+SIGV4_MAX_PRESIGN_EXPIRES_S: Final = 7 * 24 * 60 * 60
+"""AWS: a presigned URL's X-Amz-Expires is at most 7 days."""
 
 # --- Logging ----------------------------------------------------------------
 DATA_TRACE_MAX_BYTES: Final = 1024
@@ -178,6 +206,40 @@ MOCK_DEFAULT_STATUS: Final = 200
 """A MOCK integration without a request template answers this (AWS: 200)."""
 MAX_TEMPLATE_LOOP_ITERATIONS: Final = 10_000
 """``#foreach`` iterations one template render may run (all loops together)."""
+
+# --- Cluster on Redis (docs/cluster.md) ----------------------------------------
+REDIS_RECONNECT_MIN_S: Final = 0.05
+"""First wait before reconnecting to Redis after it became unreachable; doubles per failure."""
+REDIS_RECONNECT_MAX_S: Final = 2.0
+"""Longest wait between reconnection attempts: a restarted Redis is found again within this."""
+REDIS_STORE_RETRIES: Final = 3
+"""A store command is retried this many times on a dropped connection (every change is idempotent)."""
+NODE_HEARTBEAT_INTERVAL_S: Final = 1.0
+"""A node renews its membership (and so its connections' lease) this often."""
+NODE_TTL_S: Final = 3.0
+"""A node not heard of for this long is dead: its connections are gone and it no longer counts."""
+LEASE_REFILL_INTERVAL_S: Final = 0.01
+"""How often a lease client tops up its pools below the low-water mark (off the message path)."""
+LEASE_BATCH_OF_RATE_S: Final = 0.02
+"""A pool is topped up to this many seconds of its bucket's rate (at least 1 token, at most the
+burst): rate 10000/s gives 200 tokens, twice what one refill interval at the full rate uses."""
+REDIS_COMMAND_TIMEOUT_S: Final = 0.5
+"""A cluster command (lease, heartbeat, routing) waiting longer than this counts as Redis unreachable."""
+LEASE_LOW_WATER_FRACTION: Final = 0.5
+"""A pool is topped up when it holds less than this fraction of its batch."""
+ROUTE_REPLY_TIMEOUT_S: Final = 5.0
+"""How long a node waits for the owner of a connection to answer a routed @connections call."""
+MAX_ENVELOPE_BYTES: Final = 4 * (MAX_MESSAGE_BYTES // 3 + 1) + 1024
+"""A routed @connections call or reply between nodes: a base64 message at the cap plus its fields."""
+
+# --- Worker processes (framegate serve --workers N) -----------------------------
+WORKER_START_TIMEOUT_S: Final = 60.0
+"""How long a worker may take to print its ready line before the supervisor gives up on it."""
+WORKER_RESTART_DELAY_S: Final = 0.1
+"""Wait before restarting a crashed worker; doubles while it keeps crashing soon after start."""
+WORKER_RESTART_MAX_DELAY_S: Final = 5.0
+WORKER_MIN_UPTIME_S: Final = 5.0
+"""A worker that ran at least this long before crashing is restarted after the first delay again."""
 
 # --- Load generator (framegate bench) and echo backend ------------------------
 BENCH_DEFAULT_DURATION_S: Final = 10.0

@@ -387,3 +387,29 @@ def default_metrics() -> GatewayMetrics:
 def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
     """The ``/metrics`` body and its Content-Type (Prometheus text format)."""
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class ClusterMetrics:
+    """Health of the cluster layer (``proxy/cluster``, docs/cluster.md#degradation), on ``registry``.
+
+    Written by the lease client off the message path: once per Redis call, or
+    when Redis becomes unreachable or reachable again.
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.degraded = GaugeFamily(
+            "framegate_cluster_degraded",
+            "1 while Redis is unreachable and throttling runs on local shares of the limits",
+            (),
+            registry,
+        ).labels()
+        self.degradations = _unlabelled(
+            registry, "framegate_cluster_degradations", "Times Redis became unreachable to this process"
+        )
+        self.live_nodes = GaugeFamily(
+            "framegate_cluster_live_nodes", "Framegate processes alive at the last heartbeat", (), registry
+        ).labels()
+        self.lease_calls = _unlabelled(registry, "framegate_cluster_lease_calls", "Lease script calls made to Redis")
+        self.leased_tokens = _unlabelled(
+            registry, "framegate_cluster_leased_tokens", "Throttle tokens leased from Redis"
+        )

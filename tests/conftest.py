@@ -10,6 +10,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.helpers.redis import redis_server  # noqa: F401 (a fixture, shared by every test module)
+
 ASYNC_TEST_CEILING_S = 60.0
 """Upper bound for one async test; a ceiling against hangs, never a synchronisation device."""
 

@@ -43,6 +43,15 @@ class Request:
     target: str
     """Path and query string as sent (``/v2/apis/abc/routes?maxResults=5``)."""
     body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Header names and values as received, in order (``control.access`` checks them)."""
+    peer: str | None = None
+    """The client's IP address."""
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key.lower() == wanted), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,20 @@ stores these values) and the data plane (which only reads ``Target``s from a
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 
-from proxy.limits import INTEGRATION_TIMEOUT_MS, THROTTLING_BURST_LIMIT, THROTTLING_RATE_LIMIT
+from proxy.errors import BadRequestException
+from proxy.limits import (
+    INTEGRATION_TIMEOUT_MS,
+    MAX_DNS_LABEL_CHARS,
+    MAX_DOMAIN_NAME_CHARS,
+    MAX_NAME_CHARS,
+    THROTTLING_BURST_LIMIT,
+    THROTTLING_RATE_LIMIT,
+)
 
 
 class _EmptyMapping(Mapping[str, str]):
@@ -262,3 +272,76 @@ class Target:
     snapshot: Snapshot
     domain_name: str
     """The Host the client used, for ``$context.domainName``."""
+
+
+# --- Validation of names, URIs and limits ----------------------------------------
+# What AWS refuses with BadRequestException, naming the member. Kept apart from the
+# resource shapes above; control.service calls these from its own checks.
+
+_STAGE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+_INTEGRATION_URL = re.compile(r"(?:wss?|https?)://[^\s/?#]+(?:[/?#]\S*)?", re.IGNORECASE)
+_INTEGRATION_ARN = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:[a-z0-9-]*:\S+")
+_INTEGRATION_STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.[A-Za-z0-9_]+\}\S*")
+"""A URI that begins with a stage variable (the whole URL in one): checked once substituted."""
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_stage_name(name: str, wire_name: str = "stageName") -> None:
+    """AWS: letters, digits, ``-`` and ``_``, 1 to 128 characters (it is a URL path segment)."""
+    if len(name) > MAX_NAME_CHARS or not _STAGE_NAME.fullmatch(name):
+        raise BadRequestException(
+            f"Invalid {wire_name}: use 1 to {MAX_NAME_CHARS} letters, digits, hyphens and underscores"
+        )
+
+
+def validate_one_line(value: str | None, wire_name: str) -> None:
+    """Names and keys never hold CR, LF or other control characters (they reach logs and headers)."""
+    if value is not None and _CONTROL_CHARS.search(value):
+        raise BadRequestException(f"Invalid {wire_name}: control characters (CR, LF, ...) are not allowed")
+
+
+def validate_integration_uri(uri: str | None) -> None:
+    """A ``ws``, ``wss``, ``http`` or ``https`` URL with a host, or an ``arn:aws:...`` ARN.
+
+    ``${stageVariables.x}`` may stand for any part after the scheme
+    (``ws://${stageVariables.backend}``), or begin the URI (the whole URL in one
+    variable, decided once the stage's value is substituted); ``file://`` and
+    other schemes are refused.
+    """
+    if uri is None:
+        return
+    if not any(pattern.fullmatch(uri) for pattern in (_INTEGRATION_URL, _INTEGRATION_ARN, _INTEGRATION_STAGE_VARIABLE)):
+        raise BadRequestException(
+            "Invalid integrationUri: expected a ws://, wss://, http:// or https:// URL with a host, "
+            "or an arn:aws:... ARN"
+        )
+
+
+def validate_domain_name(name: str) -> None:
+    """An RFC 1123 DNS name: labels of letters, digits and inner hyphens, ``*`` allowed as the first.
+
+    IP literals (``127.0.0.1``, ``[::1]``) are refused: a domain name decides
+    which API serves a ``Host``, and an address would capture plain-URL traffic.
+    """
+    labels = name.split(".")
+    valid = (
+        0 < len(name) <= MAX_DOMAIN_NAME_CHARS
+        and all(len(label) <= MAX_DNS_LABEL_CHARS for label in labels)
+        and all(_DNS_LABEL.fullmatch(label) or (i == 0 and label == "*") for i, label in enumerate(labels))
+        and not labels[-1].isdigit()  # RFC 1123 2.1: a top-level label is never all-numeric
+    )
+    if not valid:
+        raise BadRequestException(
+            f"Invalid domainName: expected a DNS name of letters, digits and hyphens ('*.' allowed first), "
+            f"at most {MAX_DOMAIN_NAME_CHARS} characters, not an IP address"
+        )
+
+
+def validate_throttling(settings: RouteSettings, where: str, max_burst: int, max_rate: float) -> None:
+    """Throttling limits are finite, not negative, and within the account's (AWS refuses more)."""
+    burst, rate = settings.throttling_burst_limit, settings.throttling_rate_limit
+    if burst is not None and not 0 <= burst <= max_burst:
+        raise BadRequestException(f"Invalid {where}.throttlingBurstLimit: must be 0 to {max_burst} (account level)")
+    if rate is not None and not (math.isfinite(rate) and 0 <= rate <= max_rate):
+        raise BadRequestException(f"Invalid {where}.throttlingRateLimit: must be 0 to {max_rate} (account level)")

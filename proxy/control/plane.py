@@ -7,29 +7,53 @@ catalog's default API unless ``--default-api`` names one (the one place that
 choice is made), and publishes everything to the catalog so the data plane can
 serve before the first admin request. The wall clock is read here, the one
 place this layer needs it, and handed to the service.
+
+A served request is three steps so that the SQLite commit (an fsync) can run
+off the event loop: ``prepare`` runs the operation against memory while the
+service's store and publisher only record what it writes and publishes;
+``write`` commits the recorded changes in one transaction (on the admin
+server's writer thread); ``publish`` then hands the recorded publications to
+the catalog, so the data plane never sees a change the disk has not got. If
+the write fails, ``abandon`` reloads memory from the store and drops them.
+Outside ``prepare`` (start-up, ``--config``) both pass straight through.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from proxy.config import Config
-from proxy.control.catalog import MemoryCatalog
+from proxy.control.catalog import ApiEntry, MemoryCatalog
 from proxy.control.declarative import apply_document, load_document
 from proxy.control.handlers import Request, Router
-from proxy.control.model import DEFAULT, HTTP_PROXY
-from proxy.control.service import ControlService
+from proxy.control.model import DEFAULT, HTTP_PROXY, DomainName
+from proxy.control.service import ControlService, Publisher
 from proxy.control.wire import Response
+from proxy.limits import LOG_DIR_NAME
+from proxy.store.base import Change, Row
 from proxy.store.sqlite import SqliteStore
 
+T = TypeVar("T")
 DEMO_RESOURCE = "demo_api.json"
 QUICKSTART_API = "quickstart"
 QUICKSTART_STAGE = "prod"
 QUICKSTART_ROUTE_SELECTION = "$request.body.action"
+
+
+def default_log_dir(db_path: str) -> str:
+    """``logs/`` next to the SQLite db, where ARN destinations land unless ``--log-dir`` says otherwise."""
+    return os.path.join(os.path.dirname(os.path.abspath(db_path)), LOG_DIR_NAME)
+
+
+def log_dir_of(config: Config) -> str:
+    """``--log-dir``, else ``default_log_dir``: the one directory access logs may be written to."""
+    return os.path.abspath(config.log_dir) if config.log_dir is not None else default_log_dir(config.db_path)
 
 
 def utc_now() -> str:
@@ -60,18 +84,126 @@ def quickstart_document(backend: str) -> dict[str, Any]:
     return {"apis": [api]}
 
 
+class RecordingStore:
+    """The service's ``Store``: writes through, or only records them while ``recording``."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.recording = False
+        self.changes: list[Change] = []
+
+    def load(self) -> list[Row]:
+        return self.store.load()
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        if self.recording:
+            self.changes.extend(changes)
+        else:
+            self.store.apply(changes)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class RecordingPublisher:
+    """The service's ``Publisher``: publishes through, or only records it while ``recording``."""
+
+    def __init__(self, target: Publisher) -> None:
+        self.target = target
+        self.recording = False
+        self.calls: list[Callable[[], None]] = []
+
+    def _call(self, call: Callable[[], None]) -> None:
+        if self.recording:
+            self.calls.append(call)
+        else:
+            call()
+
+    def publish_api(self, entry: ApiEntry) -> None:
+        self._call(lambda: self.target.publish_api(entry))
+
+    def remove_api(self, api_id: str) -> None:
+        self._call(lambda: self.target.remove_api(api_id))
+
+    def publish_domain(self, domain: DomainName) -> None:
+        self._call(lambda: self.target.publish_domain(domain))
+
+    def remove_domain(self, domain_name: str) -> None:
+        self._call(lambda: self.target.remove_domain(domain_name))
+
+
+@dataclass
+class Pending(Generic[T]):
+    """A prepared operation: its result (a request's reply), and what must reach the disk, then the catalog."""
+
+    result: T
+    changes: list[Change] = field(default_factory=list)
+    publications: list[Callable[[], None]] = field(default_factory=list)
+
+
 @dataclass
 class ControlPlane:
     service: ControlService
     router: Router
     store: SqliteStore
     db_path: str
+    recorder: RecordingStore
+    publisher: RecordingPublisher
+    is_open: bool = True
+    """False once ``close`` ran (``/readyz`` reports it)."""
 
     def handle(self, request: Request) -> Response:
-        """Serve one apigatewayv2 request (the admin server's handler)."""
-        return self.router.handle(request)
+        """Serve one apigatewayv2 request at once, commit included (tests, tools)."""
+        pending = self.prepare(request)
+        if pending.changes:
+            try:
+                self.write(pending)
+            except Exception:
+                self.abandon()
+                raise
+        self.publish(pending)
+        return pending.result
+
+    def prepare(self, request: Request) -> Pending[Response]:
+        """Run one request's operation against memory, recording its writes and publications."""
+        return self.record(lambda: self.router.handle(request))
+
+    def record(self, operation: Callable[[], T]) -> Pending[T]:
+        """Run ``operation`` (any use of ``service``) against memory, recording what it writes and publishes.
+
+        If it raises, memory is reloaded from the store and nothing is kept:
+        an operation applies whole or not at all (``--config`` re-applied on
+        SIGHUP, say).
+        """
+        self.recorder.recording = self.publisher.recording = True
+        try:
+            result = operation()
+        except BaseException:
+            # Memory may hold half of the operation, and nothing of it is on disk.
+            self.recorder.changes, self.publisher.calls = [], []
+            self.service.reload()
+            raise
+        finally:
+            self.recorder.recording = self.publisher.recording = False
+        pending = Pending(result, self.recorder.changes, self.publisher.calls)
+        self.recorder.changes, self.publisher.calls = [], []
+        return pending
+
+    def write(self, pending: Pending[Any]) -> None:
+        """Commit ``pending``'s changes in one transaction (any thread; one at a time)."""
+        self.store.apply(pending.changes)
+
+    def publish(self, pending: Pending[Any]) -> None:
+        """Hand ``pending``'s publications to the catalog (the loop's thread, after ``write``)."""
+        for publication in pending.publications:
+            publication()
+
+    def abandon(self) -> None:
+        """After a failed ``write``: memory goes back to what the disk holds."""
+        self.service.reload()
 
     def close(self) -> None:
+        self.is_open = False
         self.store.close()
 
 
@@ -87,9 +219,18 @@ def open_control_plane(config: Config, catalog: MemoryCatalog) -> ControlPlane:
         OSError, yaml.YAMLError, json.JSONDecodeError: ``--config`` cannot be read.
     """
     store = SqliteStore(config.db_path)
+    recorder, publisher = RecordingStore(store), RecordingPublisher(catalog)
     try:
         service = ControlService(
-            store, catalog, utc_now, config.max_stages_per_api, config.region, lambda_endpoint=config.lambda_endpoint
+            recorder,
+            publisher,
+            utc_now,
+            config.max_stages_per_api,
+            config.region,
+            account_burst_limit=config.account_burst_limit,
+            account_rate_limit=config.account_rate_limit,
+            log_dir=log_dir_of(config),
+            lambda_endpoint=config.lambda_endpoint,
         )
         if not (service.apis or service.domains or config.config_file or config.backend):
             # Only on a bare start: beside a declared or --backend API the demo would make
@@ -106,4 +247,4 @@ def open_control_plane(config: Config, catalog: MemoryCatalog) -> ControlPlane:
     except BaseException:
         store.close()
         raise
-    return ControlPlane(service, Router(service), store, config.db_path)
+    return ControlPlane(service, Router(service), store, config.db_path, recorder, publisher)

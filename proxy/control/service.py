@@ -16,12 +16,14 @@ settings (variables, route settings) apply at once, for new connections.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from proxy import ids, limits
+from proxy.accesslog import STDOUT, log_destination
 from proxy.control import records, support
 from proxy.control.catalog import ApiEntry
 from proxy.control.model import (
@@ -44,6 +46,11 @@ from proxy.control.model import (
     Snapshot,
     Stage,
     merge_settings,
+    validate_domain_name,
+    validate_integration_uri,
+    validate_one_line,
+    validate_stage_name,
+    validate_throttling,
 )
 from proxy.control.routing import validate_stage_variables
 from proxy.errors import BadRequestException, ConflictException, NotFoundException, TooManyRequestsException
@@ -154,6 +161,7 @@ def _validate_access_log(settings: AccessLogSettings | None) -> None:
 
 def _validate_api(api: Api) -> None:
     _length(api.name, "name", 1, limits.MAX_NAME_CHARS)
+    validate_one_line(api.name, "name")
     _length(api.description, "description", 0, limits.MAX_DESCRIPTION_CHARS)
     _length(api.version, "version", 1, limits.MAX_API_VERSION_CHARS)
     _one_of(api.api_key_selection_expression, API_KEY_SELECTION_EXPRESSIONS, "apiKeySelectionExpression")
@@ -168,6 +176,7 @@ def _validate_integration(integration: Integration) -> None:
     _one_of(integration.connection_type, {"INTERNET", "VPC_LINK"}, "connectionType")
     _one_of(integration.content_handling_strategy, {"CONVERT_TO_BINARY", "CONVERT_TO_TEXT"}, "contentHandlingStrategy")
     _length(integration.integration_uri, "integrationUri", 1, limits.MAX_INTEGRATION_URI_CHARS)
+    validate_integration_uri(integration.integration_uri)
     if integration.integration_type != "MOCK" and not integration.integration_uri:
         raise BadRequestException(f"integrationUri is required for {integration.integration_type} integrations")
     if not limits.MIN_INTEGRATION_TIMEOUT_MS <= integration.timeout_in_millis <= limits.INTEGRATION_TIMEOUT_MS:
@@ -188,6 +197,10 @@ class ControlService:
         region: region used in ARNs and ``apiEndpoint``.
         lambda_endpoint: ``Config.lambda_endpoint``; None refuses deployments whose
             routes need Lambda (``support.check_deployable``).
+        account_burst_limit, account_rate_limit: the account's throttling;
+            stage and route limits above them are refused.
+        log_dir: the only directory access logs may be written to; None
+            allows log-group ARNs and stdout only.
 
     Every operation raises, as AWS answers: ``NotFoundException`` for an
     unknown API, child or domain; ``BadRequestException`` for a member that
@@ -206,9 +219,22 @@ class ControlService:
         region: str = limits.DEFAULT_REGION,
         new_api_id: NewId = ids.api_id,
         new_resource_id: NewId = ids.resource_id,
+        *,
+        account_burst_limit: int = limits.ACCOUNT_BURST_LIMIT,
+        account_rate_limit: float = limits.ACCOUNT_RATE_LIMIT,
+        log_dir: str | None = None,
         lambda_endpoint: str | None = None,
     ) -> None:
         self.store = store
+        self.account_burst_limit = account_burst_limit
+        self.account_rate_limit = account_rate_limit
+        self.log_dir = log_dir
+        # A new stage's defaults are the account's limits (AWS), never above them.
+        self.default_route_settings = replace(
+            DEFAULT_ROUTE_SETTINGS,
+            throttling_burst_limit=min(limits.THROTTLING_BURST_LIMIT, account_burst_limit),
+            throttling_rate_limit=min(limits.THROTTLING_RATE_LIMIT, account_rate_limit),
+        )
         self.publisher = publisher
         self.clock = clock
         self.max_stages = max_stages
@@ -222,6 +248,10 @@ class ControlService:
         self._load()
 
     # --- state, persistence, publishing ---------------------------------------
+
+    def reload(self) -> None:
+        """Bring memory back to what the store holds (after a failed write)."""
+        self._load()
 
     def _load(self) -> None:
         self.apis, self.domains = {}, {}
@@ -365,6 +395,7 @@ class ControlService:
             raise ConflictException(f"Route with key {key} already exists for this API")
         if route.target is not None and route.integration_id not in state.integrations:
             raise BadRequestException(f"Invalid target {route.target}: expected integrations/{{integrationId}}")
+        _check_route_names(route)
         _one_of(route.authorization_type, {"NONE", "AWS_IAM", "CUSTOM"}, "authorizationType")
         connect_only = route.authorization_type != "NONE" or route.api_key_required or route.request_parameters
         if connect_only and key != CONNECT:
@@ -664,7 +695,9 @@ class ControlService:
         return stage
 
     def _check_stage(self, state: ApiState, stage: Stage) -> None:
-        _length(stage.stage_name, "stageName", 1, limits.MAX_NAME_CHARS)
+        validate_stage_name(stage.stage_name)
+        self._check_stage_limits(stage)
+        self._check_log_destination(stage.access_log_settings)
         _length(stage.description, "description", 0, limits.MAX_DESCRIPTION_CHARS)
         if stage.deployment_id is not None:
             deployment = self.deployment(state.api.api_id, stage.deployment_id)
@@ -678,6 +711,29 @@ class ControlService:
                 raise BadRequestException(f"Unable to find Route by key {key} within the provided RouteSettings")
             _one_of(settings.logging_level, {"ERROR", "INFO", "OFF"}, "loggingLevel")
 
+    def _check_stage_limits(self, stage: Stage) -> None:
+        validate_throttling(
+            stage.default_route_settings, "defaultRouteSettings", self.account_burst_limit, self.account_rate_limit
+        )
+        for key, settings in stage.route_settings.items():
+            validate_throttling(settings, f"routeSettings.{key}", self.account_burst_limit, self.account_rate_limit)
+
+    def _check_log_destination(self, settings: AccessLogSettings | None) -> None:
+        """A destination is stdout, a log-group ARN or a file inside ``log_dir``; nothing else."""
+        if settings is None or settings.destination_arn is None:
+            return
+        where = "accessLogSettings.destinationArn"
+        validate_one_line(settings.destination_arn, where)
+        try:
+            destination = log_destination(settings.destination_arn, self.log_dir or os.curdir)
+        except ValueError as exc:
+            raise BadRequestException(f"Invalid {where}: {exc}") from exc
+        if destination != STDOUT and (self.log_dir is None or not _within(destination, self.log_dir)):
+            raise BadRequestException(
+                f"Invalid {where}: access logs are written only inside the log directory (--log-dir "
+                f"{self.log_dir}); use arn:aws:logs:REGION:ACCOUNT:log-group:NAME"
+            )
+
     def create_stage(self, api_id: str, values: Mapping[str, Any]) -> Stage:
         state = self.state(api_id)
         name = _required(values, "stage_name", "stageName")
@@ -688,7 +744,7 @@ class ControlService:
                 f"Maximum number of stages ({self.max_stages}) reached for API {api_id}", "StagesPerApi"
             )
         now = self.clock()
-        defaults = merge_settings(DEFAULT_ROUTE_SETTINGS, values.get("default_route_settings") or RouteSettings())
+        defaults = merge_settings(self.default_route_settings, values.get("default_route_settings") or RouteSettings())
         stage = Stage(**{**values, "created_date": now, "last_updated_date": now, "default_route_settings": defaults})
         self._check_stage(state, stage)
         self._commit([self._put(state, stage)], state, redeploy=stage.auto_deploy and not stage.deployment_id)
@@ -744,6 +800,7 @@ class ControlService:
 
     def create_domain_name(self, values: Mapping[str, Any]) -> DomainName:
         name = _required(values, "domain_name", "domainName")
+        validate_domain_name(name)
         if name in self.domains:
             raise ConflictException(f"The domain name you provided already exists: {name}")
         domain = DomainName(**{**values, "api_mappings": ()})
@@ -834,6 +891,17 @@ class ControlService:
             self._save_stage(api_id, replace(resource, tags=tags))
             return
         self.update_api(resource.api_id, {"tags": tags})
+
+
+def _check_route_names(route: Route) -> None:
+    validate_one_line(route.route_key, "routeKey")
+    validate_one_line(route.operation_name, "operationName")
+
+
+def _within(path: str, directory: str) -> bool:
+    """Whether ``path`` names something inside ``directory`` once ``..`` segments are resolved."""
+    base = os.path.abspath(directory)
+    return os.path.commonpath([os.path.abspath(path), base]) == base
 
 
 def _without(values: Mapping[str, Any], *names: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,16 +46,70 @@ class Response:
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
-    """The JSON object of a request body; an empty body is ``{}`` (GET and DELETE send none)."""
+    """The JSON object of a request body; an empty body is ``{}`` (GET and DELETE send none).
+
+    Hostile bodies are refused before or while parsing, never with a
+    traceback: nesting past ``MAX_JSON_NESTING_DEPTH`` (the parser recurses),
+    numbers longer than ``MAX_JSON_NUMBER_CHARS`` (int() of a long digit
+    string is quadratic), and ``NaN``/``Infinity``, which JSON does not have.
+
+    Raises:
+        BadRequestException: the body is not one JSON object within those bounds.
+    """
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestException(f"Request body is not valid JSON: not UTF-8 ({exc.reason})") from exc
+    check_json_depth(text)
+    try:
+        body = json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+    except json.JSONDecodeError as exc:
         raise BadRequestException(f"Request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # check_json_depth should have caught it; never a 500
+        raise BadRequestException("Request body nests too deeply") from exc
     if not isinstance(body, dict):
         raise BadRequestException("Request body must be a JSON object")
     return body
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def check_json_depth(text: str, limit: int = limits.MAX_JSON_NESTING_DEPTH) -> None:
+    """Refuse JSON text whose arrays and objects nest deeper than ``limit`` (strings skipped).
+
+    Raises:
+        BadRequestException: naming the limit.
+    """
+    depth = 0
+    for bracket in _JSON_BRACKETS.findall(_JSON_STRING.sub("", text)):
+        depth = depth + 1 if bracket in "[{" else depth - 1
+        if depth > limit:
+            raise BadRequestException(f"Request body nests arrays and objects deeper than {limit} levels")
+
+
+def _json_number(text: str) -> str:
+    if len(text) > limits.MAX_JSON_NUMBER_CHARS:
+        raise BadRequestException(f"Request body has a number longer than {limits.MAX_JSON_NUMBER_CHARS} characters")
+    return text
+
+
+def _json_int(text: str) -> int:
+    return int(_json_number(text))
+
+
+def _json_float(text: str) -> float:
+    value = float(_json_number(text))
+    if not math.isfinite(value):
+        raise BadRequestException(f"Request body has a number out of range: {text}")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    raise BadRequestException(f"Request body is not valid JSON: {name} is not a JSON value")
 
 
 def decode(cls: type, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,9 +26,8 @@ from proxy import build, codec, handshake, limits, throttle
 from proxy.config import USAGE_ERROR, Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.declarative import DocumentError, apply_document, check_document, load_document
-from proxy.control.plane import ControlPlane
 from proxy.errors import ControlError
-from proxy.server.admin import start_control_plane
+from proxy.server.admin import AdminServer, start_control_plane
 from proxy.server.fdlimit import derived_max_connections, raise_fd_limit
 from proxy.server.gateway import Gateway
 from proxy.server.loop import bound_url, run_loop
@@ -41,21 +40,28 @@ logger = logging.getLogger(__name__)
 READY_PREFIX = "framegate ready"
 
 
-def reload_config(config: Config, plane: ControlPlane) -> bool:
+async def reload_config(config: Config, admin: AdminServer) -> bool:
     """SIGHUP: re-read ``--config`` and apply it, or leave everything as it is; True if applied.
 
     The document is read, its keys checked and then applied to a scratch copy
     of the live state first: only a document that applies cleanly there is
-    applied for real, so a bad edit never leaves a half-applied config.
+    applied for real, so a bad edit never leaves a half-applied config. Both
+    run through ``AdminServer.exclusive``: serialised with admin requests and
+    committed on the store's writer thread, like any other change.
     """
     path = config.config_file
     if path is None:
         logger.warning("SIGHUP: no --config file to re-apply")
         return False
+    service = admin.plane.service
     try:
         document = load_document(path)
-        check_document(plane.service, document, path)
-        apply_document(plane.service, document)
+
+        def apply() -> None:
+            check_document(service, document, path)
+            apply_document(service, document)
+
+        await admin.exclusive(apply)
     except (DocumentError, ControlError, OSError) as exc:
         logger.error("SIGHUP: %s not applied, the running config is unchanged: %s", path, exc)
         return False
@@ -77,6 +83,7 @@ def _with_connection_cap(config: Config) -> Config:
 async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     catalog = MemoryCatalog(config.default_api)
+    listening = asyncio.Event()  # /readyz: set once the data listener is bound, cleared at shutdown
     try:
         contexts = listener_contexts(config, catalog.domain)
     except TLSSetupError as exc:
@@ -84,7 +91,7 @@ async def _serve(config: Config) -> int:
         return USAGE_ERROR
     config = _with_connection_cap(config)
     try:
-        plane, admin = await start_control_plane(config, catalog, ssl_context=contexts.admin)
+        plane, admin = await start_control_plane(config, catalog, listening.is_set, ssl_context=contexts.admin)
     except (DocumentError, ControlError) as exc:  # what --config or --backend declare: a usage error
         print(f"framegate serve: the start-up config was refused: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -104,19 +111,29 @@ async def _serve(config: Config) -> int:
             # A TLS handshake is part of the upgrade: the same deadline bounds it.
             ssl_handshake_timeout=config.handshake_timeout if contexts.data else None,
             ssl_shutdown_timeout=limits.TLS_SHUTDOWN_TIMEOUT_S if contexts.data else None,
+            reuse_port=config.reuse_port,
         )
     except OSError as exc:
         print(f"framegate serve: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
         await admin.close()
         plane.close()
         return 1
+    listening.set()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_config, config, plane)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload_config(config, admin))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     # What start-up built (modules, store, catalog) lives as long as the process: moving it
     # out of the collector's sight keeps full collections, and their pauses, small.
     gc.freeze()
+    assert admin.server is not None
     admin_url = bound_url(admin.server, "https" if contexts.admin else "http")
     data_url = bound_url(server, "wss" if contexts.data else "ws")
     print(
@@ -139,6 +156,7 @@ async def _serve(config: Config) -> int:
     await stop.wait()
     loop.remove_signal_handler(signal.SIGHUP)
     logger.info("shutting down: draining %d connections", len(gateway.connections))
+    listening.clear()
     server.close()
     await gateway.drain(config.drain_timeout)
     await gateway.runner.close()

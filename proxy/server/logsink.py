@@ -9,7 +9,10 @@ docstring); this module writes them:
   pile up, so a burst of messages costs one ``write`` rather than one each.
   Past ``LOG_SINK_MAX_BUFFER_BYTES`` unwritten, lines are dropped and counted:
   a stuck disk must not grow the gateway's memory.
-* ``LogSinks`` holds one sink per destination, shared by all stages naming it.
+* ``LogSinks`` holds one sink per destination, shared by all stages naming it,
+  and opens files inside its log directory only (symbolic links resolved):
+  the control plane refuses other destinations, and this holds for records
+  stored before it did.
 * ``ExecutionLog`` writes AWS-style execution log lines through ``logging``
   (logger ``framegate.execution``) for routes whose ``LoggingLevel`` asks, with
   payload excerpts when ``DataTraceEnabled``.
@@ -25,8 +28,9 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from proxy.accesslog import STDOUT, log_destination, payload_excerpt
+from proxy.control import plane
 from proxy.control.model import RouteSettings
-from proxy.limits import DATA_TRACE_MAX_BYTES, LOG_DIR_NAME, LOG_SINK_FLUSH_BYTES, LOG_SINK_MAX_BUFFER_BYTES
+from proxy.limits import DATA_TRACE_MAX_BYTES, LOG_SINK_FLUSH_BYTES, LOG_SINK_MAX_BUFFER_BYTES
 
 logger = logging.getLogger(__name__)
 EXECUTION_LOGGER: Final = "framegate.execution"
@@ -133,6 +137,8 @@ class LogSinks:
         sink: LogSink | None = None
         try:
             destination = log_destination(destination_arn, self.log_dir)
+            if destination != STDOUT and not _inside(destination, self.log_dir):
+                raise ValueError(f"{destination} is outside the log directory {self.log_dir}")
             sink = self._by_destination.get(destination)
             if sink is None:
                 sink = self._by_destination[destination] = open_sink(destination)
@@ -199,5 +205,11 @@ class ExecutionLog:
 
 
 def default_log_dir(db_path: str) -> str:
-    """``logs/`` next to the SQLite db, where ARN destinations land unless ``--log-dir`` says otherwise."""
-    return os.path.join(os.path.dirname(os.path.abspath(db_path)), LOG_DIR_NAME)
+    """``logs/`` next to the SQLite db (``control.plane.default_log_dir``: the control plane checks against it)."""
+    return plane.default_log_dir(db_path)
+
+
+def _inside(path: str, directory: str) -> bool:
+    """Whether ``path``, symbolic links and ``..`` resolved, lies inside ``directory``."""
+    base = os.path.realpath(directory)
+    return os.path.commonpath([os.path.realpath(path), base]) == base

@@ -18,10 +18,11 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from proxy.config import Config
+from proxy.control.access import Guard
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.plane import ControlPlane, open_control_plane
 from proxy.metrics import exposition
-from proxy.server.admin import Exposition, start_admin_server
+from proxy.server.admin import AdminServer, Exposition, Ready, start_admin_server
 from tests.helpers.servers import serve_argv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,20 +37,33 @@ class Admin:
     url: str
     plane: ControlPlane
     catalog: MemoryCatalog
+    loop: asyncio.AbstractEventLoop
+    server: AdminServer
 
 
 @contextmanager
-def running_admin(config: Config, metrics: Exposition = exposition) -> Iterator[Admin]:
-    """The control plane of ``config`` behind a real admin listener, its loop in a thread."""
+def running_admin(
+    config: Config,
+    metrics: Exposition = exposition,
+    guard: Guard | None = None,
+    ready: Ready = lambda: True,
+    **limits: float,
+) -> Iterator[Admin]:
+    """The control plane of ``config`` behind a real admin listener, its loop in a thread.
+
+    ``limits`` override ``start_admin_server``'s (``keepalive_timeout``, ``max_connections``).
+    """
     catalog = MemoryCatalog()
     plane = open_control_plane(config, catalog)
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(start_admin_server(plane.handle, "127.0.0.1", 0, metrics=metrics))
+    server = loop.run_until_complete(
+        start_admin_server(plane, "127.0.0.1", 0, guard, metrics, ready, **limits)  # type: ignore[arg-type]
+    )
     port = server.port
     thread = threading.Thread(target=loop.run_forever, name="admin-loop", daemon=True)
     thread.start()
     try:
-        yield Admin(f"http://127.0.0.1:{port}", plane, catalog)
+        yield Admin(f"http://127.0.0.1:{port}", plane, catalog, loop, server)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()

@@ -44,7 +44,10 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def observer(tmp_path: Path, registry: CollectorRegistry) -> Iterator[Observer]:
-    built = Observer(Config(db_path=str(tmp_path / "fg.db")), metrics=GatewayMetrics(registry))
+    config = Config(
+        db_path=str(tmp_path / "fg.db"), log_dir=str(tmp_path), account_burst_limit=10_000, account_rate_limit=10_000.0
+    )
+    built = Observer(config, metrics=GatewayMetrics(registry))
     yield built
     built.close()
 

@@ -1,0 +1,146 @@
+"""``framegate serve --workers N``: one port, a restarted worker, a drain of all on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from proxy.cli import build_parser
+from tests.helpers.servers import READY, ROOT, START_CEILING_S, codec_env, serve_argv
+
+pytestmark = pytest.mark.integration
+
+WORKERS = re.compile(r"workers=(?P<count>\d+) pids=(?P<pids>[\d,]+)")
+RESTARTED = re.compile(r"framegate worker (?P<index>\d+) ready pid=(?P<pid>\d+)")
+CEILING_S = 15.0
+
+
+@dataclass
+class Supervised:
+    data: str
+    pids: list[int]
+    process: asyncio.subprocess.Process
+
+    async def line(self) -> str:
+        assert self.process.stdout is not None
+        return (await asyncio.wait_for(self.process.stdout.readline(), START_CEILING_S)).decode()
+
+
+@asynccontextmanager
+async def supervised(tmp_path: Path, workers: int) -> AsyncIterator[Supervised]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log_path = tmp_path / "framegate.log"
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            *serve_argv(tmp_path / "framegate.db", "--workers", str(workers)),
+            cwd=ROOT,
+            env=codec_env("cython"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 2 * START_CEILING_S)).decode()
+        ready, workers_seen = READY.search(line), WORKERS.search(line)
+        assert ready and workers_seen, f"no ready line: {line!r}; log: {log_path.read_text()[-2000:]}"
+        assert int(workers_seen["count"]) == workers
+        yield Supervised(ready["data"], [int(pid) for pid in workers_seen["pids"].split(",")], process)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), START_CEILING_S)
+
+
+async def echoes(url: str) -> None:
+    async with connect(f"{url}/dev") as client:
+        await client.send('{"action": "ping"}')
+        assert await asyncio.wait_for(client.recv(), CEILING_S) == '{"action": "ping"}'
+
+
+async def exited(pid: int) -> None:
+    """Returns once ``pid`` has exited (its sockets are closed): a pidfd turns readable then."""
+    pidfd = os.pidfd_open(pid)
+    done = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().add_reader(pidfd, done.set_result, None)
+    try:
+        await asyncio.wait_for(done, CEILING_S)
+    finally:
+        asyncio.get_running_loop().remove_reader(pidfd)
+        os.close(pidfd)
+
+
+async def test_a_killed_worker_is_restarted_and_clients_keep_connecting(tmp_path: Path) -> None:
+    async with supervised(tmp_path, 2) as gateway:
+        assert len(set(gateway.pids)) == 2
+        for _ in range(10):
+            await echoes(gateway.data)
+        victim = gateway.pids[1]
+        os.kill(victim, signal.SIGKILL)
+        await exited(victim)
+        # While worker 1 is down, worker 0 takes every new connection on the shared port.
+        for _ in range(10):
+            await echoes(gateway.data)
+        restarted = RESTARTED.search(await gateway.line())
+        assert restarted and int(restarted["index"]) == 1 and int(restarted["pid"]) != victim
+        os.kill(int(restarted["pid"]), 0)  # alive
+        for _ in range(20):
+            await echoes(gateway.data)
+
+
+async def test_sigterm_drains_every_worker_and_exits_zero(tmp_path: Path) -> None:
+    async with supervised(tmp_path, 2) as gateway:
+        clients: list[ClientConnection] = []
+        for _ in range(6):
+            client = await connect(f"{gateway.data}/dev")
+            await client.send("{}")
+            assert await asyncio.wait_for(client.recv(), CEILING_S) == "{}"
+            clients.append(client)
+        gateway.process.terminate()
+        for client in clients:
+            await asyncio.wait_for(client.wait_closed(), CEILING_S)
+            assert client.close_code == 1001
+        assert await asyncio.wait_for(gateway.process.wait(), START_CEILING_S) == 0
+        for pid in gateway.pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+async def test_a_lone_process_still_refuses_a_second_one_on_its_port(tmp_path: Path) -> None:
+    async with supervised(tmp_path / "a", 2) as gateway:
+        port = gateway.data.rsplit(":", 1)[1]
+        argv = serve_argv(tmp_path / "b.db")
+        argv[argv.index("--port") + 1] = port
+        process = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, env=codec_env("cython"), stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(process.communicate(), START_CEILING_S)
+        assert process.returncode == 1 and b"cannot listen" in err
+
+
+def test_workers_flag_takes_a_count_or_auto(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).workers == 1
+    assert parser.parse_args(["serve", "--workers", "3"]).workers == 3
+    assert parser.parse_args(["serve", "--workers", "auto"]).workers == len(os.sched_getaffinity(0))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--workers", "0"])
+    assert "at least 1 or 'auto'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--workers", "many"])
+    assert "a number of workers or 'auto'" in capsys.readouterr().err
+
+
+def test_workers_come_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAMEGATE_WORKERS", "2")
+    assert build_parser().parse_args(["serve"]).workers == 2
+    monkeypatch.setenv("FRAMEGATE_WORKERS", "lots")
+    assert build_parser().parse_args(["echo-backend"]).command == "echo-backend"  # other commands unaffected
