@@ -93,6 +93,7 @@ class Invoke(NamedTuple):
 
 Decision = Forward | Reply | Close | Invoke | None
 
+AWS_IAM = "AWS_IAM"
 INVOKED_TYPES = frozenset({HTTP, HTTP_PROXY, AWS, AWS_PROXY})
 """Integration types run through ``proxy.integrations`` (ws:// passthrough aside)."""
 
@@ -142,6 +143,8 @@ class Plan:
     """``$connect``'s CUSTOM authorizer."""
     disconnect_invoked: tuple[Route, Integration] | None
     """``$disconnect``'s route and HTTP/Lambda integration, run after the socket closed."""
+    iam: bool
+    """``$connect`` is ``AWS_IAM``: the upgrade must be SigV4-signed."""
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> Plan:
@@ -157,6 +160,7 @@ class Plan:
             if route is not None and route.authorization_type == "CUSTOM"
             else None
         )
+        iam = route is not None and route.authorization_type == AWS_IAM
         required = route is not None and any(
             isinstance(declaration, Mapping) and declaration.get("required") is True
             for declaration in route.request_parameters.values()
@@ -167,10 +171,11 @@ class Plan:
             connect=connect if connect is not None and connect[1].integration_type == MOCK else None,
             passthrough=default[1] if default and not table.routes and is_websocket(default[1]) else None,
             disconnect=disconnect if disconnect is not None and disconnect[1].integration_type == MOCK else None,
-            connect_route=route if invoked is not None or authorizer is not None or required else None,
+            connect_route=route if invoked is not None or authorizer is not None or required or iam else None,
             connect_invoked=invoked,
             authorizer=authorizer,
             disconnect_invoked=disconnect if disconnect is not None and is_invoked(disconnect[1]) else None,
+            iam=iam,
         )
 
 
@@ -301,9 +306,9 @@ class Session:
     def connect_invocation(self, context: LazyContext) -> Invoke | None:
         """What must run through ``proxy.integrations`` before the 101, if anything.
 
-        ``$connect``'s required request parameters, its CUSTOM authorizer
-        (``connect_authorizer``) and its HTTP/Lambda integration, in that
-        order (docs/aws-behaviour.md#handshake-and-connect); the gateway
+        ``$connect``'s required request parameters, its ``AWS_IAM`` check
+        (``connect_iam``) or CUSTOM authorizer (``connect_authorizer``) and
+        its HTTP/Lambda integration, in that order (docs/aws-behaviour.md#handshake-and-connect); the gateway
         answers 101 or an HTTP error once they have.
         """
         route = self._plan.connect_route
@@ -314,6 +319,11 @@ class Session:
     @property
     def connect_authorizer(self) -> Authorizer | None:
         return self._plan.authorizer
+
+    @property
+    def connect_iam(self) -> bool:
+        """``$connect`` is ``AWS_IAM``: the upgrade must be SigV4-signed (service ``execute-api``)."""
+        return self._plan.iam
 
     # --- messages -----------------------------------------------------------------
 

@@ -22,11 +22,11 @@ read to botocore as "resource not found"). Three kinds of rules live here:
 Create/Update operation in botocore's model (``tests/control/test_support.py``
 fails when botocore gains one nobody decided about).
 
-Fail closed until wired: ``AuthorizationType`` ``AWS_IAM`` on ``$connect`` is
-refused (``UNTIL_WIRED``) because the gateway does not verify SigV4-signed
-upgrades yet. ``CUSTOM`` (with an ``authorizerId`` naming a REQUEST authorizer
-of the API) and ``required`` route request parameters are enforced on
-``$connect`` by the gateway (``proxy.server.invocations``).
+Fail closed until wired: an ``AuthorizationType`` the gateway does not enforce
+goes in ``UNTIL_WIRED`` (none today). ``AWS_IAM`` (SigV4-signed upgrades,
+checked against ``--credentials``), ``CUSTOM`` (with an ``authorizerId``
+naming a REQUEST authorizer of the API) and ``required`` route request
+parameters are enforced on ``$connect`` by the gateway (``proxy.server.invocations``).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ MEMBERS: Final[Mapping[str, Mapping[str, str]]] = {
         "IntegrationResponse": ("integrationResponseKey", "responseTemplates", "templateSelectionExpression"),
         "Route": (
             "apiKeyRequired",  # false only
-            "authorizationType",  # NONE or CUSTOM; AWS_IAM until the gateway verifies SigV4
+            "authorizationType",
             "authorizerId",
             "operationName",
             "requestParameters",
@@ -180,7 +180,7 @@ MEMBERS: Final[Mapping[str, Mapping[str, str]]] = {
 }
 """Every body member of the implemented Create/Update operations: ``EXECUTED`` or the reason it is refused."""
 
-UNTIL_WIRED: Final = frozenset({"AWS_IAM"})
+UNTIL_WIRED: Final[frozenset[str]] = frozenset()
 """Authorization types the gateway does not enforce yet: refused (fail closed). Remove from here
 when $connect enforces them."""
 

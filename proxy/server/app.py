@@ -27,7 +27,7 @@ from proxy.config import USAGE_ERROR, Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.declarative import DocumentError, apply_document, check_document, load_document
 from proxy.errors import ControlError
-from proxy.server.admin import AdminServer, start_control_plane
+from proxy.server.admin import AdminServer, read_credentials, start_control_plane
 from proxy.server.fdlimit import derived_max_connections, raise_fd_limit
 from proxy.server.gateway import Gateway
 from proxy.server.loop import bound_url, run_loop
@@ -100,7 +100,11 @@ async def _serve(config: Config) -> int:
         return 1
     observer = Observer(config)
     install_accept_errors(loop, observer.metrics.accept_errors)
-    gateway = Gateway(config, catalog, observer, throttle.Throttler.from_config(config, time.monotonic))
+    # Read once more for AWS_IAM on $connect (start_control_plane has refused a bad file already).
+    credentials = read_credentials(config)
+    gateway = Gateway(
+        config, catalog, observer, throttle.Throttler.from_config(config, time.monotonic), credentials=credentials
+    )
     try:
         server = await loop.create_server(
             gateway.protocol,

@@ -33,6 +33,7 @@ cdef class Gateway:
     cdef readonly Deadlines deadlines
     cdef readonly set connections
     cdef readonly object runner
+    cdef readonly object credentials
     cdef readonly set background
     cdef object _idle
     cpdef forget(self, connection)

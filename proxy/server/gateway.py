@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Final, cast
 
@@ -173,6 +173,8 @@ class Gateway:
             (``proxy.server.invocations``); one from ``config`` by default.
             Whoever made the gateway closes it (``IntegrationRunner.close``)
             after ``drain``.
+        credentials: ``--credentials`` (secret key by access key id), which
+            verify ``AWS_IAM`` upgrades; None refuses every ``AWS_IAM`` upgrade.
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class Gateway:
         throttler: Throttler,
         clock: Clock | None = None,
         runner: IntegrationRunner | None = None,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
@@ -201,6 +204,7 @@ class Gateway:
         self.connections: set[ClientConnection] = set()
         self._idle: asyncio.Event | None = None
         self.runner = runner if runner is not None else IntegrationRunner.from_config(config)
+        self.credentials = credentials
         self.background: set[asyncio.Task[None]] = set()
         """``$disconnect`` integrations still running after their connection ended (``drain`` waits)."""
 
@@ -839,7 +843,13 @@ class ClientConnection:
             gateway = self._gateway
             assert self._session is not None and self._flow is not None
             invocations = self._invocations = Invocations(
-                self, self._session, gateway.runner, gateway.observer, self._flow, gateway.background
+                self,
+                self._session,
+                gateway.runner,
+                gateway.observer,
+                self._flow,
+                gateway.background,
+                gateway.credentials,
             )
         return invocations
 

@@ -30,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl
 
+from proxy import sigv4
 from proxy.control.context import RequestContext
 from proxy.control.model import MOCK, Integration
 from proxy.handshake import UpgradeRequest
@@ -99,12 +101,14 @@ class Invocations:
         observer: the gateway's, for ``$connect``'s IntegrationLatency.
         flow: the client's reads, paused past ``limit``.
         background: the gateway's set of ``$disconnect`` calls, awaited by ``Gateway.drain``.
+        credentials: ``--credentials``, which verify ``AWS_IAM`` upgrades (None: every one is refused).
         limit: message calls in flight at once.
     """
 
     __slots__ = (
         "_background",
         "_closed",
+        "_credentials",
         "_flow",
         "_host",
         "_limit",
@@ -125,6 +129,7 @@ class Invocations:
         observer: Observer,
         flow: FlowControl,
         background: set[asyncio.Task[None]],
+        credentials: Mapping[str, str] | None = None,
         limit: int = INTEGRATIONS_IN_FLIGHT_PER_CONNECTION,
     ) -> None:
         self._host = host
@@ -133,6 +138,7 @@ class Invocations:
         self._observer = observer
         self._flow = flow
         self._background = background
+        self._credentials = credentials
         self._limit = limit
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: deque[Invoke] = deque()
@@ -166,7 +172,28 @@ class Invocations:
     def connect(self, invoke: Invoke, request: UpgradeRequest) -> None:
         """Run ``$connect``'s checks and integration; ``Host.connect_decided`` follows (unless cancelled)."""
         headers, query = handshake_pairs(request)
+        if self._session.connect_iam:
+            refused = self._iam_refusal(request, headers)
+            if refused is not None:
+                invoke.context.error_message = refused
+                logger.info("$connect AWS_IAM refused connectionId=%s: %s", invoke.context.connection_id, refused)
+                self._host.connect_decided(
+                    HTTPStatus.FORBIDDEN, refusal_message(HTTPStatus.FORBIDDEN), None, CLIENT_ERROR
+                )
+                return
         self._spawn(self._connect(invoke, self._call(invoke, headers, query)), self._tasks)
+
+    def _iam_refusal(self, request: UpgradeRequest, headers: Pairs) -> str | None:
+        """Why an ``AWS_IAM`` upgrade is refused (unsigned, badly signed, no ``--credentials``), or None."""
+        credentials = self._credentials
+        if credentials is None:
+            return "AWS_IAM needs --credentials: every upgrade is refused"
+        signed = sigv4.SignedRequest("GET", request.path, request.query, headers)
+        try:
+            sigv4.verify(signed, credentials.get, datetime.now(UTC), sigv4.EXECUTE_API_SERVICE)
+        except sigv4.AuthError as exc:
+            return f"{exc.code}: {exc}"
+        return None
 
     async def _connect(self, invoke: Invoke, call: IntegrationCall) -> None:
         host, session, context = self._host, self._session, invoke.context

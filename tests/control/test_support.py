@@ -101,7 +101,6 @@ REFUSALS: dict[str, tuple[Case, str]] = {
     # CreateRoute
     "route ApiKeyRequired": (lambda c, a: _route(c, a, ApiKeyRequired=True), "apiKeyRequired"),
     "route CUSTOM without an authorizer": (lambda c, a: _route(c, a, AuthorizationType="CUSTOM"), "authorizerId"),
-    "route AWS_IAM": (lambda c, a: _route(c, a, AuthorizationType="AWS_IAM"), "authorizationType AWS_IAM"),
     "route JWT": (lambda c, a: _route(c, a, AuthorizationType="JWT"), "JWT"),
     "route AuthorizerId without CUSTOM": (lambda c, a: _route(c, a, AuthorizerId="abc123"), "authorizerId"),
     "route AuthorizationScopes": (lambda c, a: _route(c, a, AuthorizationScopes=["s"]), "authorizationScopes"),
@@ -291,7 +290,7 @@ def test_empty_refused_members_and_the_default_values_are_accepted(client: Any) 
 
 
 def test_what_connect_enforces_is_accepted(client: Any) -> None:
-    """CUSTOM authorizers and required parameters run on $connect now (tests/server/test_integrations_e2e.py)."""
+    """AWS_IAM, CUSTOM authorizers and required parameters run on $connect (tests/server/test_integrations_e2e.py)."""
     api_id = client.create_api(Name="t", ProtocolType="WEBSOCKET", RouteSelectionExpression="$request.body.action")[
         "ApiId"
     ]
@@ -300,6 +299,8 @@ def test_what_connect_enforces_is_accepted(client: Any) -> None:
     route = _route(client, api_id, AuthorizationType="CUSTOM", AuthorizerId=authorizer_id, RequestParameters=required)
     assert (route["AuthorizationType"], route["AuthorizerId"]) == ("CUSTOM", authorizer_id)
     assert route["RequestParameters"] == required
+    other = client.create_api(Name="i", ProtocolType="WEBSOCKET", RouteSelectionExpression="$request.body.action")
+    assert _route(client, other["ApiId"], AuthorizationType="AWS_IAM")["AuthorizationType"] == "AWS_IAM"
 
 
 def test_unimplemented_operations_answer_not_supported(client: Any) -> None:

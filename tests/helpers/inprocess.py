@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,16 +51,18 @@ async def in_process_gateway(
     config: Config | None = None,
     clock: Clock | None = None,
     runner: IntegrationRunner | None = None,
+    credentials: Mapping[str, str] | None = None,
 ) -> AsyncIterator[InProcessGateway]:
     """Serve ``catalog`` on an ephemeral loopback port with a private metrics registry.
 
     ``clock``: the gateway's time (a ``tests.helpers.clock.FakeClock`` to move it by hand).
     ``runner``: runs HTTP and Lambda integrations (one from ``config`` by default); closed at the end.
+    ``credentials``: what verifies ``AWS_IAM`` upgrades (secret key by access key id).
     """
     config = config or Config(port=0, admin_port=0)
     observer = Observer(config, metrics=GatewayMetrics(CollectorRegistry()), sinks=LogSinks(str(tmp_path)))
     throttler = Throttler.from_config(config, time.monotonic if clock is None else clock.time)
-    gateway = Gateway(config, catalog, observer, throttler, clock, runner)
+    gateway = Gateway(config, catalog, observer, throttler, clock, runner, credentials)
     server = await asyncio.get_running_loop().create_server(gateway.protocol, LOOPBACK, 0)
     try:
         yield InProcessGateway(gateway, server)

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from botocore.auth import SigV4Auth, SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -125,17 +127,26 @@ class Served:
 
 
 class _Serving:
-    def __init__(self, snapshot: Snapshot, tmp_path: Path, lambda_url: str | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        tmp_path: Path,
+        lambda_url: str | None = None,
+        credentials: Mapping[str, str] | None = None,
+    ) -> None:
         self._snapshot = snapshot
         self._tmp_path = tmp_path
         self._lambda_url = lambda_url
+        self._credentials = credentials
         self._context: Any = None
 
     async def __aenter__(self) -> Served:
         catalog = catalog_with(api_entry(API, {STAGE: (self._snapshot, {})}))
         config = Config(port=0, admin_port=0, lambda_endpoint=self._lambda_url)
         runner = ReportingRunner(self._lambda_url)
-        self._context = in_process_gateway(catalog, self._tmp_path, config, runner=runner)
+        self._context = in_process_gateway(
+            catalog, self._tmp_path, config, runner=runner, credentials=self._credentials
+        )
         server = await self._context.__aenter__()
         return Served(server, runner)
 
@@ -143,8 +154,10 @@ class _Serving:
         await self._context.__aexit__(*exc)
 
 
-def serving(snapshot: Snapshot, tmp_path: Path, lambda_url: str | None = None) -> _Serving:
-    return _Serving(snapshot, tmp_path, lambda_url)
+def serving(
+    snapshot: Snapshot, tmp_path: Path, lambda_url: str | None = None, credentials: Mapping[str, str] | None = None
+) -> _Serving:
+    return _Serving(snapshot, tmp_path, lambda_url, credentials)
 
 
 async def _echo(request: web.Request) -> web.StreamResponse:
@@ -409,6 +422,55 @@ async def test_missing_identity_is_401_without_calling_the_authorizer(tmp_path: 
     status, _, endpoint, _ = await _authorized(tmp_path, "")
     assert status == 401
     assert endpoint.seen == []
+
+
+# --- AWS_IAM ---------------------------------------------------------------------------------
+
+
+def iam_api() -> Snapshot:
+    return api({DEFAULT: mock("m")}, connect_route=Route("c", CONNECT, authorization_type="AWS_IAM"))
+
+
+def presigned(url: str, credentials: Credentials) -> str:
+    """``url`` (ws://) presigned for ``execute-api`` by botocore, as the AWS SDKs do for ``AWS_IAM``."""
+    request = AWSRequest(method="GET", url=url.replace("ws://", "http://", 1))
+    SigV4QueryAuth(credentials, "execute-api", "us-east-1", expires=60).add_auth(request)
+    return str(request.url).replace("http://", "ws://", 1)
+
+
+def signed_headers(url: str, credentials: Credentials) -> dict[str, str]:
+    """``Authorization`` and ``X-Amz-Date`` for a GET of ``url``, signed by botocore for ``execute-api``."""
+    request = AWSRequest(method="GET", url=url.replace("ws://", "http://", 1))
+    SigV4Auth(credentials, "execute-api", "us-east-1").add_auth(request)
+    return {name: str(value) for name, value in request.headers.items() if name.lower() != "host"}
+
+
+async def _status(url: str, headers: Mapping[str, str] | None = None) -> int:
+    try:
+        async with connect(url, additional_headers=headers) as client:
+            await client.send("hi")
+            assert await asyncio.wait_for(client.recv(), CEILING_S) == "hi"
+    except InvalidStatus as refused:
+        return refused.response.status_code
+    return 101
+
+
+async def test_aws_iam_admits_botocore_signed_upgrades_only(tmp_path: Path) -> None:
+    async with serving(iam_api(), tmp_path, credentials={KEYS.access_key: KEYS.secret_key}) as served:
+        assert await _status(presigned(served.url, KEYS)) == 101
+        assert await _status(served.url, signed_headers(served.url, KEYS)) == 101
+        assert await _status(served.url) == 403
+        forged = Credentials(KEYS.access_key, "not-the-secret")
+        assert await _status(presigned(served.url, forged)) == 403
+        assert await _status(served.url, signed_headers(served.url, forged)) == 403
+        stranger = Credentials("AKIDSTRANGER", KEYS.secret_key)
+        assert await _status(presigned(served.url, stranger)) == 403
+        assert served.metrics.client_error.value == 4
+
+
+async def test_aws_iam_without_credentials_refuses_every_upgrade(tmp_path: Path) -> None:
+    async with serving(iam_api(), tmp_path) as served:
+        assert await _status(presigned(served.url, KEYS)) == 403
 
 
 # --- both codecs, through framegate serve -------------------------------------------------
