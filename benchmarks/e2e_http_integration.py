@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -157,14 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     result = run_matrix(args.reps, args.seconds, run.FULL_WARMUP_S)
-    given = argv if argv is not None else sys.argv[1:]
-    result["meta"] = {
-        "command": " ".join(["python -m benchmarks.e2e_http_integration", *given]),
-        "reps": args.reps, "seconds": args.seconds, "warmup_s": run.FULL_WARMUP_S, "seed": run.SEED,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "wall_s": time.monotonic() - started,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }  # fmt: skip
+    result["meta"] = run.run_meta(
+        "benchmarks.e2e_http_integration", argv, args.reps, args.seconds, run.FULL_WARMUP_S, started
+    )
     report = render(result)
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -311,7 +311,7 @@ class _Connection(asyncio.Protocol):
         try:
             parser.finish()
         except H1Error as error:
-            answer.set_exception(_Cut(str(error), started=parser.started))
+            answer.set_exception(Cut(str(error), started=parser.started))
             return
         answer.set_result(parser)
 
@@ -321,7 +321,7 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class _Cut(H1Error):
+class Cut(H1Error):
     """The connection ended mid-answer; ``started``: whether any answer byte came."""
 
     def __init__(self, message: str, *, started: bool) -> None:
@@ -413,7 +413,7 @@ class H1Pool:
             parser = ResponseParser(limit, head_request=head_request)
             try:
                 answer = await connection.exchange(data, parser)
-            except _Cut as cut:
+            except Cut as cut:
                 connection.abort()
                 if reused and not cut.started:
                     continue  # the backend closed it while idle: once more on a new connection

@@ -43,7 +43,7 @@ from proxy.control.templates import select_template
 from proxy.errors import IntegrationError
 from proxy.integrations import parameters
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs
-from proxy.integrations.h1 import H1Error, H1Pool, TooBig, render_request
+from proxy.integrations.h1 import Cut, H1Error, H1Pool, TooBig, render_request
 from proxy.integrations.uri import is_http_uri
 from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S
 
@@ -167,46 +167,53 @@ def http_result(call: IntegrationCall, response: HttpResponse) -> IntegrationRes
 # --- IO edge -----------------------------------------------------------------------
 
 
-class _TooBig(Exception):
-    pass
-
-
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     if response.content_length is not None and response.content_length > limit:
-        raise _TooBig
+        raise TooBig
     body = bytearray()
     async for chunk in response.content.iter_any():
         body += chunk
         if len(body) > limit:
-            raise _TooBig
+            raise TooBig
     return bytes(body)
 
 
-async def _send_h1(
-    pool: H1Pool, request: HttpRequest, clock: Clock, limit: int, started: float
-) -> HttpResponse | IntegrationResult:
+async def _send_h1(pool: H1Pool, request: HttpRequest, limit: int) -> tuple[int, Pairs, bytes]:
     parts = urlsplit(request.url)
-    host = parts.hostname or ""
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     data = render_request(request.method, target, parts.netloc, request.headers, request.body)
-    try:
-        async with asyncio.timeout(request.timeout_s):
-            answer = await pool.request(
-                host, parts.port or HTTP_PORT, data, limit, head_request=request.method == "HEAD"
-            )
-    except TimeoutError:
-        detail = f"{request.method} {request.url} timed out after {request.timeout_s:g} s"
-        return IntegrationResult.failed(Failure.TIMEOUT, detail, clock() - started)
-    except TooBig:
-        detail = f"{request.method} {request.url} answered more than {limit} bytes"
-        return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, clock() - started)
-    except H1Error as exc:
-        detail = f"{request.method} {request.url} answered what cannot be read: {exc}"
-        return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, clock() - started)
-    except OSError as exc:
-        detail = f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}"
-        return IntegrationResult.failed(Failure.UNREACHABLE, detail, clock() - started)
-    return HttpResponse(answer.status, answer.headers, bytes(answer.body), clock() - started)
+    async with asyncio.timeout(request.timeout_s):
+        answer = await pool.request(
+            parts.hostname or "", parts.port or HTTP_PORT, data, limit, head_request=request.method == "HEAD"
+        )
+    return answer.status, answer.headers, bytes(answer.body)
+
+
+async def _send_aiohttp(session: aiohttp.ClientSession, request: HttpRequest, limit: int) -> tuple[int, Pairs, bytes]:
+    async with session.request(
+        request.method,
+        URL(request.url, encoded=True),  # sent exactly as built (and as signed, for Lambda)
+        headers=list(request.headers),
+        data=request.body,
+        timeout=aiohttp.ClientTimeout(total=request.timeout_s),
+        allow_redirects=False,
+    ) as response:
+        body = await _read_capped(response, limit)
+        return response.status, tuple(response.headers.items()), body
+
+
+def _failed(exc: Exception, request: HttpRequest, limit: int, elapsed_s: float) -> IntegrationResult:
+    """What a failed exchange means (``Failure``), with a detail for the execution log."""
+    where = f"{request.method} {request.url}"
+    if isinstance(exc, TimeoutError):
+        return IntegrationResult.failed(Failure.TIMEOUT, f"{where} timed out after {request.timeout_s:g} s", elapsed_s)
+    if isinstance(exc, TooBig):
+        return IntegrationResult.failed(Failure.BAD_RESPONSE, f"{where} answered more than {limit} bytes", elapsed_s)
+    if isinstance(exc, H1Error) and not isinstance(exc, Cut):
+        detail = f"{where} answered what cannot be read: {exc}"
+        return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, elapsed_s)
+    detail = f"{where} failed: {type(exc).__name__}: {exc}"
+    return IntegrationResult.failed(Failure.UNREACHABLE, detail, elapsed_s)
 
 
 async def send(
@@ -222,29 +229,16 @@ async def send(
     (``proxy.integrations.h1``); the rest, or all without it, go on ``session``.
     """
     started = clock()
-    if pool is not None and request.url.startswith("http://") and "@" not in request.url.split("/", 3)[2]:
-        return await _send_h1(pool, request, clock, limit, started)
-    timeout = aiohttp.ClientTimeout(total=request.timeout_s)
+    fast = pool is not None and request.url.startswith("http://") and "@" not in request.url.split("/", 3)[2]
     try:
-        async with session.request(
-            request.method,
-            URL(request.url, encoded=True),  # sent exactly as built (and as signed, for Lambda)
-            headers=list(request.headers),
-            data=request.body,
-            timeout=timeout,
-            allow_redirects=False,
-        ) as response:
-            body = await _read_capped(response, limit)
-            return HttpResponse(response.status, tuple(response.headers.items()), body, clock() - started)
-    except TimeoutError:
-        detail = f"{request.method} {request.url} timed out after {request.timeout_s:g} s"
-        return IntegrationResult.failed(Failure.TIMEOUT, detail, clock() - started)
-    except _TooBig:
-        detail = f"{request.method} {request.url} answered more than {limit} bytes"
-        return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, clock() - started)
-    except (aiohttp.ClientError, OSError) as exc:
-        detail = f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}"
-        return IntegrationResult.failed(Failure.UNREACHABLE, detail, clock() - started)
+        if fast:
+            assert pool is not None
+            status, headers, body = await _send_h1(pool, request, limit)
+        else:
+            status, headers, body = await _send_aiohttp(session, request, limit)
+    except (TimeoutError, H1Error, aiohttp.ClientError, OSError) as exc:
+        return _failed(exc, request, limit, clock() - started)
+    return HttpResponse(status, headers, body, clock() - started)
 
 
 async def exchange(
