@@ -30,6 +30,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -45,7 +46,7 @@ from proxy.integrations import parameters
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs
 from proxy.integrations.h1 import Cut, H1Error, H1Pool, TooBig, render_request
 from proxy.integrations.uri import is_http_uri
-from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S
+from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S, UPSTREAM_URL_CACHE
 
 DEFAULT_METHOD: Final = "POST"
 HTTP_PORT: Final = 80
@@ -84,8 +85,11 @@ def _with_query(url: str, query: Pairs) -> str:
     return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
 
+@lru_cache(maxsize=UPSTREAM_URL_CACHE)
 def _quoted(url: str) -> str:
     """``url`` percent-encoded where it must be (spaces, non-ASCII), as a browser would send it.
+
+    Cached: a route's URL is the same for every message (parsed once, not per call).
 
     Raises:
         IntegrationError: it is not a URL (``http://[bad``).
@@ -178,14 +182,19 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _send_h1(pool: H1Pool, request: HttpRequest, limit: int) -> tuple[int, Pairs, bytes]:
-    parts = urlsplit(request.url)
+@lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _h1_address(url: str) -> tuple[str, int, str, str]:
+    """(host, port, request target, Host header) of an ``http://`` URL; cached like ``_quoted``."""
+    parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    data = render_request(request.method, target, parts.netloc, request.headers, request.body)
+    return parts.hostname or "", parts.port or HTTP_PORT, target, parts.netloc
+
+
+async def _send_h1(pool: H1Pool, request: HttpRequest, limit: int) -> tuple[int, Pairs, bytes]:
+    host, port, target, netloc = _h1_address(request.url)
+    data = render_request(request.method, target, netloc, request.headers, request.body)
     async with asyncio.timeout(request.timeout_s):
-        answer = await pool.request(
-            parts.hostname or "", parts.port or HTTP_PORT, data, limit, head_request=request.method == "HEAD"
-        )
+        answer = await pool.request(host, port, data, limit, head_request=request.method == "HEAD")
     return answer.status, answer.headers, bytes(answer.body)
 
 
