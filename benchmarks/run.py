@@ -373,15 +373,22 @@ def main(argv: list[str] | None = None) -> int:
     result = run_matrix(contenders, reps, seconds, warmup)
     if not args.no_client_compare:
         result["client_comparison"] = client_vs_websockets.compare(seconds)
-    result["meta"] = {
-        "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
+    result["meta"] = run_meta("benchmarks.run", argv, reps, seconds, warmup, started)
+    _write_outputs(result, args.out)
+    return 0
+
+
+def run_meta(
+    module: str, argv: list[str] | None, reps: int, seconds: float, warmup: float, started: float
+) -> dict[str, Any]:
+    """What a benchmark run records about itself: command, repetitions, seed, machine, wall time, date."""
+    return {
+        "command": " ".join([f"python -m {module}", *(argv if argv is not None else sys.argv[1:])]),
         "reps": reps, "seconds": seconds, "warmup_s": warmup, "seed": SEED,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "wall_s": time.monotonic() - started,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }  # fmt: skip
-    _write_outputs(result, args.out)
-    return 0
 
 
 def render_report(result: dict[str, Any]) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -187,13 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="framegate-tls-certs-") as tmp:
         result = run_tls_matrix(make_certificate(Path(tmp)), args.reps, args.seconds, run.FULL_WARMUP_S)
-    result["meta"] = {
-        "command": " ".join(["python -m benchmarks.tls_vs_nginx", *(argv if argv is not None else sys.argv[1:])]),
-        "reps": args.reps, "seconds": args.seconds, "warmup_s": run.FULL_WARMUP_S, "seed": run.SEED,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "wall_s": time.monotonic() - started,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }  # fmt: skip
+    result["meta"] = run.run_meta("benchmarks.tls_vs_nginx", argv, args.reps, args.seconds, run.FULL_WARMUP_S, started)
     report = render(result)
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,8 @@ _SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "credentials": (
         "--credentials",
         str,
-        "AWS shared-credentials file: every admin request must be SigV4-signed by one of its keys",
+        "AWS shared-credentials file: every admin request, and every upgrade to an AWS_IAM $connect, "
+        "must be SigV4-signed by one of its keys",
     ),
     "admin_allow_remote_unauthenticated": (
         "--admin-allow-remote-unauthenticated",

@@ -87,6 +87,9 @@ INTEGRATION_POOL_CONNECTIONS_PER_HOST: Final = 64
 """Of those, at most this many to one backend (host, port, scheme)."""
 INTEGRATION_KEEPALIVE_S: Final = 15.0
 """An idle pooled integration connection is closed after this."""
+INTEGRATIONS_IN_FLIGHT_PER_CONNECTION: Final = 16
+"""HTTP/Lambda message integrations one client connection may have running at once; past it the
+client is not read until one answers (back-pressure: nothing is dropped)."""
 UPSTREAM_URL_CACHE: Final = 256
 """Parsed upstream URLs kept (one per distinct backend URL in use): parsed once, not per connection."""
 

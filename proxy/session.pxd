@@ -9,6 +9,7 @@ cdef class Session:
     cdef readonly object connection_id
     cdef readonly object client
     cdef readonly object connected_at_ms
+    cdef public object authorizer
     cdef object _new_id
     cdef object _clock_ms
     cdef readonly object _plan  # readonly for tests that check the per-snapshot plan is shared

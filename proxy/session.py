@@ -10,7 +10,10 @@ connected; the *current* stage (live settings) is passed in per call.
 Per message, in order (``docs/aws-behaviour.md#routing``, ``#integrations``): route selection (``$default``
 when the snapshot has no other message route, without parsing), throttling
 (the gateway's observer, between ``route`` and ``integrate``), then the
-integration: ws:// passthrough, MOCK, or the "Internal server error" frame.
+integration: ws:// passthrough, MOCK, or ``Invoke`` for an HTTP or Lambda
+integration, which the gateway starts through ``proxy.server.invocations``
+and whose answer comes back later. ``$connect`` and ``$disconnect`` name
+theirs the same way (``connect_invocation``, ``disconnect_invocation``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,21 @@ from typing import NamedTuple
 from proxy import gateway_frames
 from proxy.control.context import CONNECT_EVENT, DISCONNECT_EVENT, MESSAGE_EVENT, RequestContext
 from proxy.control.mock import run_mock
-from proxy.control.model import CONNECT, DEFAULT, DISCONNECT, HTTP_PROXY, MOCK, Integration, Route, Snapshot, Target
+from proxy.control.model import (
+    AWS,
+    AWS_PROXY,
+    CONNECT,
+    DEFAULT,
+    DISCONNECT,
+    HTTP,
+    HTTP_PROXY,
+    MOCK,
+    Authorizer,
+    Integration,
+    Route,
+    Snapshot,
+    Target,
+)
 from proxy.control.routing import RouteTable, per_snapshot, route_table, substitute_stage_variables
 from proxy.errors import IntegrationError
 from proxy.frames import CloseCode, Opcode
@@ -60,7 +77,25 @@ class Close:
     reason: str
 
 
-Decision = Forward | Reply | Close | None
+class Invoke(NamedTuple):
+    """Run an HTTP or Lambda integration; its answer comes later (``proxy.server.invocations``).
+
+    For ``$connect`` (``Session.connect_invocation``) ``integration`` may be
+    None: the route's checks (required parameters, its authorizer) still run.
+    """
+
+    route: Route
+    integration: Integration | None
+    context: RequestContext
+    body: str | None
+    """The message text (messages only)."""
+
+
+Decision = Forward | Reply | Close | Invoke | None
+
+AWS_IAM = "AWS_IAM"
+INVOKED_TYPES = frozenset({HTTP, HTTP_PROXY, AWS, AWS_PROXY})
+"""Integration types run through ``proxy.integrations`` (ws:// passthrough aside)."""
 
 
 class Client(NamedTuple):
@@ -81,6 +116,11 @@ def is_websocket(integration: Integration | None) -> bool:
     )
 
 
+def is_invoked(integration: Integration | None) -> bool:
+    """An integration ``proxy.integrations`` runs: HTTP or Lambda, not a ws:// passthrough."""
+    return integration is not None and integration.integration_type in INVOKED_TYPES and not is_websocket(integration)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What a deployment decides alike for every connection: worked out once per snapshot (``plan``)."""
@@ -94,6 +134,17 @@ class Plan:
     """``$default``'s ws:// integration when ``$default`` is the only message route (see ``Session.passthrough``)."""
     disconnect: tuple[Route, Integration] | None
     """``$disconnect``'s route and MOCK integration, if it has one."""
+    connect_route: Route | None
+    """``$connect``'s route when it needs ``proxy.integrations`` before the 101: required request
+    parameters, a CUSTOM authorizer or an HTTP/Lambda integration."""
+    connect_invoked: Integration | None
+    """``$connect``'s HTTP/Lambda integration."""
+    authorizer: Authorizer | None
+    """``$connect``'s CUSTOM authorizer."""
+    disconnect_invoked: tuple[Route, Integration] | None
+    """``$disconnect``'s route and HTTP/Lambda integration, run after the socket closed."""
+    iam: bool
+    """``$connect`` is ``AWS_IAM``: the upgrade must be SigV4-signed."""
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> Plan:
@@ -102,12 +153,29 @@ class Plan:
         default = _integrated(snapshot, DEFAULT)
         disconnect = _integrated(snapshot, DISCONNECT)
         handshake = next((pair[1] for pair in (connect, default) if pair and is_websocket(pair[1])), None)
+        route = snapshot.routes.get(CONNECT)
+        invoked = connect[1] if connect is not None and is_invoked(connect[1]) else None
+        authorizer = (
+            snapshot.authorizers.get(route.authorizer_id or "")
+            if route is not None and route.authorization_type == "CUSTOM"
+            else None
+        )
+        iam = route is not None and route.authorization_type == AWS_IAM
+        required = route is not None and any(
+            isinstance(declaration, Mapping) and declaration.get("required") is True
+            for declaration in route.request_parameters.values()
+        )
         return cls(
             table=table,
             handshake=handshake,
-            connect=connect if connect is not None and not is_websocket(connect[1]) else None,
+            connect=connect if connect is not None and connect[1].integration_type == MOCK else None,
             passthrough=default[1] if default and not table.routes and is_websocket(default[1]) else None,
             disconnect=disconnect if disconnect is not None and disconnect[1].integration_type == MOCK else None,
+            connect_route=route if invoked is not None or authorizer is not None or required or iam else None,
+            connect_invoked=invoked,
+            authorizer=authorizer,
+            disconnect_invoked=disconnect if disconnect is not None and is_invoked(disconnect[1]) else None,
+            iam=iam,
         )
 
 
@@ -151,6 +219,7 @@ class Session:
         "_plan",
         "_routes",
         "api_id",
+        "authorizer",
         "client",
         "connected_at_ms",
         "connection_id",
@@ -177,6 +246,8 @@ class Session:
         self._forwards: dict[str, Forward] = {}
         self._routes: dict[str, Forward] = {}
         """Passthrough routes' answers by route key: the per-message fast path."""
+        self.authorizer: Mapping[str, str] | None = None
+        """What ``$connect``'s authorizer allowed with (principalId, context): in every later ``$context``."""
 
     # --- $connect -----------------------------------------------------------------
 
@@ -197,6 +268,7 @@ class Session:
             request_id=self._new_id(),
             request_time_epoch_ms=self._clock_ms() if time_ms is None else time_ms,
             message_id=message_id,
+            authorizer=self.authorizer,
         )
 
     def lazy_context(self, event_type: str, route_key: str, *, time_ms: int | None = None) -> LazyContext:
@@ -226,12 +298,32 @@ class Session:
         if connect is None:
             return 200
         route, integration = connect
-        if integration.integration_type != MOCK:
-            raise IntegrationError(f"{integration.integration_type} integrations are not supported on $connect")
         result = run_mock(
             integration, route, body="", context=context.get(), stage_variables=self.target.stage.stage_variables
         )
         return result.status
+
+    def connect_invocation(self, context: LazyContext) -> Invoke | None:
+        """What must run through ``proxy.integrations`` before the 101, if anything.
+
+        ``$connect``'s required request parameters, its ``AWS_IAM`` check
+        (``connect_iam``) or CUSTOM authorizer (``connect_authorizer``) and
+        its HTTP/Lambda integration, in that order (docs/aws-behaviour.md#handshake-and-connect); the gateway
+        answers 101 or an HTTP error once they have.
+        """
+        route = self._plan.connect_route
+        if route is None:
+            return None
+        return Invoke(route, self._plan.connect_invoked, context.get(), None)
+
+    @property
+    def connect_authorizer(self) -> Authorizer | None:
+        return self._plan.authorizer
+
+    @property
+    def connect_iam(self) -> bool:
+        """``$connect`` is ``AWS_IAM``: the upgrade must be SigV4-signed (service ``execute-api``)."""
+        return self._plan.iam
 
     # --- messages -----------------------------------------------------------------
 
@@ -289,6 +381,8 @@ class Session:
             # AWS accepts text frames only; ws:// passthrough is our extension.
             return Close(CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported by this route")
         request = context()
+        if is_invoked(integration):
+            return Invoke(route, integration, request, payload.decode())
         if integration is None or integration.integration_type != MOCK:
             return self.internal_error(request)
         try:
@@ -319,6 +413,13 @@ class Session:
         return forward
 
     # --- $disconnect ----------------------------------------------------------------
+
+    def disconnect_invocation(self, context: LazyContext) -> Invoke | None:
+        """``$disconnect``'s HTTP/Lambda integration, to run (best effort) after the socket closed."""
+        pair = self._plan.disconnect_invoked
+        if pair is None:
+            return None
+        return Invoke(pair[0], pair[1], context.get(), None)
 
     def disconnect(self) -> LazyContext:
         """Run a MOCK ``$disconnect`` (best effort; its result cannot reach the client)."""

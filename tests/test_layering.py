@@ -29,7 +29,8 @@ ALLOWED = {
     "cli.py": {"signal", "multiprocessing"},
     # The integrations' IO edges: their sans-IO cores (below) import no aiohttp.
     "integrations/authorizer.py": {"aiohttp"},
-    "integrations/http.py": {"aiohttp"},
+    "integrations/http.py": {"aiohttp", "asyncio"},
+    "integrations/h1.py": {"asyncio"},
     "integrations/lambda_.py": {"aiohttp"},
     "integrations/runner.py": {"aiohttp"},
 }

@@ -22,10 +22,11 @@ read to botocore as "resource not found"). Three kinds of rules live here:
 Create/Update operation in botocore's model (``tests/control/test_support.py``
 fails when botocore gains one nobody decided about).
 
-Fail closed until wired: ``AuthorizationType`` ``CUSTOM`` and ``AWS_IAM`` on
-``$connect``, ``authorizerId``, and ``required`` route request parameters are
-refused (``UNTIL_WIRED``) because the gateway does not enforce them yet; the
-authorizer existence check below already runs for when they are allowed.
+Fail closed until wired: an ``AuthorizationType`` the gateway does not enforce
+goes in ``UNTIL_WIRED`` (none today). ``AWS_IAM`` (SigV4-signed upgrades,
+checked against ``--credentials``), ``CUSTOM`` (with an ``authorizerId``
+naming a REQUEST authorizer of the API) and ``required`` route request
+parameters are enforced on ``$connect`` by the gateway (``proxy.server.invocations``).
 """
 
 from __future__ import annotations
@@ -154,10 +155,10 @@ MEMBERS: Final[Mapping[str, Mapping[str, str]]] = {
         "IntegrationResponse": ("integrationResponseKey", "responseTemplates", "templateSelectionExpression"),
         "Route": (
             "apiKeyRequired",  # false only
-            "authorizationType",  # NONE until the gateway enforces CUSTOM/AWS_IAM
-            "authorizerId",  # refused until CUSTOM is
+            "authorizationType",
+            "authorizerId",
             "operationName",
-            "requestParameters",  # required: false only, until enforced
+            "requestParameters",
             "routeKey",
             "routeResponseSelectionExpression",  # $default only
             "target",
@@ -179,9 +180,9 @@ MEMBERS: Final[Mapping[str, Mapping[str, str]]] = {
 }
 """Every body member of the implemented Create/Update operations: ``EXECUTED`` or the reason it is refused."""
 
-UNTIL_WIRED: Final = frozenset({"CUSTOM", "AWS_IAM"})
+UNTIL_WIRED: Final[frozenset[str]] = frozenset()
 """Authorization types the gateway does not enforce yet: refused (fail closed). Remove from here
-(and the ``authorizerId``/``required`` refusals in ``_check_route``) when $connect enforces them."""
+when $connect enforces them."""
 
 _PROXY_TYPES: Final = frozenset({HTTP_PROXY, AWS_PROXY})
 _WEBSOCKET_URI: Final = ("ws://", "wss://")
@@ -266,8 +267,6 @@ def _check_route(route: Route) -> None:
             f"authorizationType {route.authorization_type}",
             "framegate does not enforce it on $connect yet, and will not accept it unenforced",
         )
-    if route.authorizer_id is not None:
-        raise _refuse("authorizerId", "CUSTOM authorization is not enforced by framegate yet")
     for key, declaration in route.request_parameters.items():
         if not _ROUTE_PARAMETER.fullmatch(key):
             raise BadRequestException(
@@ -277,8 +276,6 @@ def _check_route(route: Route) -> None:
         required = declaration.get("required") if isinstance(declaration, Mapping) else None
         if not isinstance(required, bool):
             raise BadRequestException(f'requestParameters {key} must be {{"required": true|false}}')
-        if required:
-            raise _refuse(f"requestParameters {key} required", "framegate does not enforce required parameters yet")
     expression = route.route_response_selection_expression
     if expression is not None and expression != DEFAULT:
         raise _refuse(f"routeResponseSelectionExpression {expression}", "WEBSOCKET routes support only $default")

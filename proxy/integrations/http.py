@@ -10,8 +10,10 @@ call runs (docs/aws-behaviour.md#integrations):
    ``templateSelectionExpression`` (``HTTP``; no template: the message passes
    through if ``passthroughBehavior`` allows); ``timeoutInMillis`` bounds the
    whole exchange. ``$connect`` and ``$disconnect`` send an empty body.
-2. ``send`` (IO): one request on the process's pooled ``ClientSession``
-   (keep-alive), redirects not followed, the answer read up to
+2. ``send`` (IO): one request on a pooled keep-alive connection: plain
+   ``http://`` through ``proxy.integrations.h1`` (the hot path, see why
+   there), ``https://`` through the process's aiohttp ``ClientSession``;
+   redirects not followed, the answer read up to
    ``INTEGRATION_RESPONSE_MAX_BYTES``; latency measured from sending to the
    complete answer.
 3. ``http_result`` (sans-IO): ``HTTP_PROXY`` relays the backend's body
@@ -23,10 +25,12 @@ call runs (docs/aws-behaviour.md#integrations):
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -40,10 +44,12 @@ from proxy.control.templates import select_template
 from proxy.errors import IntegrationError
 from proxy.integrations import parameters
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs
+from proxy.integrations.h1 import Cut, H1Error, H1Pool, TooBig, render_request
 from proxy.integrations.uri import is_http_uri
-from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S
+from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S, UPSTREAM_URL_CACHE
 
 DEFAULT_METHOD: Final = "POST"
+HTTP_PORT: Final = 80
 FORBIDDEN_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
 RESPONSE_HEADER_VARIABLE: Final = "integration.response.header."
 Clock = Callable[[], float]
@@ -79,8 +85,11 @@ def _with_query(url: str, query: Pairs) -> str:
     return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
 
+@lru_cache(maxsize=UPSTREAM_URL_CACHE)
 def _quoted(url: str) -> str:
     """``url`` percent-encoded where it must be (spaces, non-ASCII), as a browser would send it.
+
+    Cached: a route's URL is the same for every message (parsed once, not per call).
 
     Raises:
         IntegrationError: it is not a URL (``http://[bad``).
@@ -162,19 +171,58 @@ def http_result(call: IntegrationCall, response: HttpResponse) -> IntegrationRes
 # --- IO edge -----------------------------------------------------------------------
 
 
-class _TooBig(Exception):
-    pass
-
-
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     if response.content_length is not None and response.content_length > limit:
-        raise _TooBig
+        raise TooBig
     body = bytearray()
     async for chunk in response.content.iter_any():
         body += chunk
         if len(body) > limit:
-            raise _TooBig
+            raise TooBig
     return bytes(body)
+
+
+@lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _h1_address(url: str) -> tuple[str, int, str, str]:
+    """(host, port, request target, Host header) of an ``http://`` URL; cached like ``_quoted``."""
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname or "", parts.port or HTTP_PORT, target, parts.netloc
+
+
+async def _send_h1(pool: H1Pool, request: HttpRequest, limit: int) -> tuple[int, Pairs, bytes]:
+    host, port, target, netloc = _h1_address(request.url)
+    data = render_request(request.method, target, netloc, request.headers, request.body)
+    async with asyncio.timeout(request.timeout_s):
+        answer = await pool.request(host, port, data, limit, head_request=request.method == "HEAD")
+    return answer.status, answer.headers, bytes(answer.body)
+
+
+async def _send_aiohttp(session: aiohttp.ClientSession, request: HttpRequest, limit: int) -> tuple[int, Pairs, bytes]:
+    async with session.request(
+        request.method,
+        URL(request.url, encoded=True),  # sent exactly as built (and as signed, for Lambda)
+        headers=list(request.headers),
+        data=request.body,
+        timeout=aiohttp.ClientTimeout(total=request.timeout_s),
+        allow_redirects=False,
+    ) as response:
+        body = await _read_capped(response, limit)
+        return response.status, tuple(response.headers.items()), body
+
+
+def _failed(exc: Exception, request: HttpRequest, limit: int, elapsed_s: float) -> IntegrationResult:
+    """What a failed exchange means (``Failure``), with a detail for the execution log."""
+    where = f"{request.method} {request.url}"
+    if isinstance(exc, TimeoutError):
+        return IntegrationResult.failed(Failure.TIMEOUT, f"{where} timed out after {request.timeout_s:g} s", elapsed_s)
+    if isinstance(exc, TooBig):
+        return IntegrationResult.failed(Failure.BAD_RESPONSE, f"{where} answered more than {limit} bytes", elapsed_s)
+    if isinstance(exc, H1Error) and not isinstance(exc, Cut):
+        detail = f"{where} answered what cannot be read: {exc}"
+        return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, elapsed_s)
+    detail = f"{where} failed: {type(exc).__name__}: {exc}"
+    return IntegrationResult.failed(Failure.UNREACHABLE, detail, elapsed_s)
 
 
 async def send(
@@ -182,30 +230,24 @@ async def send(
     request: HttpRequest,
     clock: Clock = time.monotonic,
     limit: int = INTEGRATION_RESPONSE_MAX_BYTES,
+    pool: H1Pool | None = None,
 ) -> HttpResponse | IntegrationResult:
-    """Send ``request`` on the pooled ``session``: the answer, or a failed result (never raises for IO)."""
+    """Send ``request``: the answer, or a failed result (never raises for IO).
+
+    ``pool``: carries plain ``http://`` requests without credentials in the URL
+    (``proxy.integrations.h1``); the rest, or all without it, go on ``session``.
+    """
     started = clock()
-    timeout = aiohttp.ClientTimeout(total=request.timeout_s)
+    fast = pool is not None and request.url.startswith("http://") and "@" not in request.url.split("/", 3)[2]
     try:
-        async with session.request(
-            request.method,
-            URL(request.url, encoded=True),  # sent exactly as built (and as signed, for Lambda)
-            headers=list(request.headers),
-            data=request.body,
-            timeout=timeout,
-            allow_redirects=False,
-        ) as response:
-            body = await _read_capped(response, limit)
-            return HttpResponse(response.status, tuple(response.headers.items()), body, clock() - started)
-    except TimeoutError:
-        detail = f"{request.method} {request.url} timed out after {request.timeout_s:g} s"
-        return IntegrationResult.failed(Failure.TIMEOUT, detail, clock() - started)
-    except _TooBig:
-        detail = f"{request.method} {request.url} answered more than {limit} bytes"
-        return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, clock() - started)
-    except (aiohttp.ClientError, OSError) as exc:
-        detail = f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}"
-        return IntegrationResult.failed(Failure.UNREACHABLE, detail, clock() - started)
+        if fast:
+            assert pool is not None
+            status, headers, body = await _send_h1(pool, request, limit)
+        else:
+            status, headers, body = await _send_aiohttp(session, request, limit)
+    except (TimeoutError, H1Error, aiohttp.ClientError, OSError) as exc:
+        return _failed(exc, request, limit, clock() - started)
+    return HttpResponse(status, headers, body, clock() - started)
 
 
 async def exchange(
@@ -215,6 +257,7 @@ async def exchange(
     interpret: Callable[[IntegrationCall, HttpResponse], IntegrationResult],
     clock: Clock = time.monotonic,
     limit: int = INTEGRATION_RESPONSE_MAX_BYTES,
+    pool: H1Pool | None = None,
 ) -> IntegrationResult:
     """Build a request for ``call``, send it, interpret the answer; never raises for a failing backend.
 
@@ -225,7 +268,7 @@ async def exchange(
         request = build(call)
     except IntegrationError as exc:
         return IntegrationResult.failed(Failure.CONFIGURATION, str(exc))
-    answer = await send(session, request, clock, limit)
+    answer = await send(session, request, clock, limit, pool)
     if isinstance(answer, IntegrationResult):
         return answer
     try:
@@ -235,7 +278,7 @@ async def exchange(
 
 
 async def run_http(
-    session: aiohttp.ClientSession, call: IntegrationCall, clock: Clock = time.monotonic
+    session: aiohttp.ClientSession, call: IntegrationCall, clock: Clock = time.monotonic, pool: H1Pool | None = None
 ) -> IntegrationResult:
     """Run an ``HTTP`` or ``HTTP_PROXY`` integration for one call (all three steps)."""
-    return await exchange(session, call, build_request, http_result, clock)
+    return await exchange(session, call, build_request, http_result, clock, pool=pool)

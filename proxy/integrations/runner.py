@@ -37,6 +37,7 @@ from proxy.control.model import HTTP, HTTP_PROXY, MOCK, Authorizer
 from proxy.errors import IntegrationError
 from proxy.integrations.authorizer import AuthorizerDecision, run_authorizer
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult
+from proxy.integrations.h1 import H1Pool
 from proxy.integrations.http import Clock, run_http
 from proxy.integrations.lambda_ import default_credentials, run_lambda, uses_lambda
 from proxy.limits import (
@@ -78,6 +79,8 @@ class IntegrationRunner:
         self._pool_connections_per_host = pool_connections_per_host
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
+        self._pool = H1Pool(pool_connections_per_host)
+        """Plain http:// backends and endpoints: the hot path (``proxy.integrations.h1``)."""
 
     @classmethod
     def from_config(cls, config: Config) -> IntegrationRunner:
@@ -109,9 +112,11 @@ class IntegrationRunner:
         if kind == MOCK:
             return self._mock(call)
         if kind in (HTTP, HTTP_PROXY):
-            return await run_http(self._client(), call, self._clock)
+            return await run_http(self._client(), call, self._clock, self._pool)
         if uses_lambda(integration):
-            return await run_lambda(self._client(), call, self.lambda_endpoint, self.credentials, self._clock)
+            return await run_lambda(
+                self._client(), call, self.lambda_endpoint, self.credentials, self._clock, self._pool
+            )
         return IntegrationResult.failed(Failure.CONFIGURATION, f"Integration type {kind} cannot run")
 
     async def authorize(self, authorizer: Authorizer, call: IntegrationCall) -> AuthorizerDecision:
@@ -141,6 +146,7 @@ class IntegrationRunner:
 
     async def close(self) -> None:
         """Close pooled connections (after the gateway drained its clients)."""
+        self._pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

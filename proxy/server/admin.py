@@ -328,6 +328,21 @@ async def start_admin_server(
     return server
 
 
+def read_credentials(config: Config) -> dict[str, str] | None:
+    """``--credentials``: secret key by access key id (None without the flag); admin and ``AWS_IAM`` use them.
+
+    Raises:
+        ValueError: the file cannot be read or holds no key pair.
+    """
+    if config.credentials is None:
+        return None
+    try:
+        text = Path(config.credentials).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --credentials {config.credentials}: {exc}") from exc
+    return sigv4.parse_credentials(text, config.credentials)
+
+
 def admin_guard(config: Config) -> Guard:
     """The guard ``config`` asks for; refuses an unauthenticated admin port off loopback.
 
@@ -336,13 +351,7 @@ def admin_guard(config: Config) -> Guard:
             ``--credentials`` or ``--admin-allow-remote-unauthenticated``;
             or the credentials file cannot be read.
     """
-    credentials = None
-    if config.credentials is not None:
-        try:
-            text = Path(config.credentials).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read --credentials {config.credentials}: {exc}") from exc
-        credentials = sigv4.parse_credentials(text, config.credentials)
+    credentials = read_credentials(config)
     remote = not is_loopback_host(config.admin_host)
     if remote and credentials is None:
         if not config.admin_allow_remote_unauthenticated:

@@ -100,8 +100,9 @@ async def _serve(config: Config) -> int:
         return 1
     observer = Observer(config)
     install_accept_errors(loop, observer.metrics.accept_errors)
+    credentials = admin.guard.credentials  # --credentials, read once by start_control_plane
     throttler = throttle.Throttler.from_config(config, time.monotonic)
-    gateway = Gateway(config, catalog, observer, throttler, credentials=admin.guard.credentials)
+    gateway = Gateway(config, catalog, observer, throttler, credentials=credentials)
     try:
         server = await loop.create_server(
             gateway.protocol,
@@ -160,6 +161,7 @@ async def _serve(config: Config) -> int:
     listening.clear()
     server.close()
     await gateway.drain(config.drain_timeout)
+    await gateway.runner.close()
     await admin.close()
     observer.close()
     plane.close()

@@ -35,6 +35,8 @@ cdef class Gateway:
     cdef readonly dict open_connections
     cdef readonly set callers
     cdef readonly object credentials
+    cdef readonly object runner
+    cdef readonly set background
     cdef object _idle
     cpdef forget(self, connection)
 
@@ -53,6 +55,7 @@ cdef class ClientConnection:
     cdef Gateway _gateway
     cdef Guard _guard
     cdef ServerHandshake _handshake
+    cdef object _invocations
     cdef double _last_activity
     cdef object _loop
     cdef ConnectionObserver _observer
@@ -82,7 +85,8 @@ cdef class ClientConnection:
     cdef _start(self, request)
     cdef _dial(self, forward, subprotocols, key=*)
     cdef _accept(self, subprotocol, context)
-    cdef _refuse(self, status, message, headers=*)
+    cdef _admitted(self, subprotocol)
+    cdef _refuse(self, status, message, headers=*, metric=*)
     cdef _refresh_lane(self)
     cdef _drop_pump(self)
     cdef _frames(self, data)
@@ -91,6 +95,7 @@ cdef class ClientConnection:
     cdef _answer_ping(self)
     cdef _message(self, opcode, payload)
     cdef _act(self, decision, opcode=*, payload=*)
+    cdef _invocations_for(self)
     cdef _open_later(self, forward, opcode, payload)
     cdef _take_pending(self, url)
     cdef _send(self, opcode, payload)

@@ -44,20 +44,22 @@ from typing import Final, cast
 from proxy.codec import FrameDecoder, FrameEncoder, RelayPump, monotonic
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
-from proxy.control.context import MESSAGE_EVENT
+from proxy.control.context import MESSAGE_EVENT, RequestContext
 from proxy.control.model import DEFAULT, Stage
 from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
 from proxy.handshake import ClientHandshake, ManagementRequest, ServerHandshake, UpgradeRequest
 from proxy.ids import pooled_id
+from proxy.integrations.runner import IntegrationRunner
 from proxy.limits import CLOSE_TIMEOUT_S, MAX_PUSH_BUFFER_BYTES, MS_PER_S
 from proxy.server.deadlines import Clock, Deadlines, Guard
 from proxy.server.flow import FlowControl
+from proxy.server.invocations import Invocations
 from proxy.server.management import ConnectionInfo, ManagementProtocol
 from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer
 from proxy.server.refusal import Refusal, refuse
 from proxy.server.upstream import Upstream, open_upstream
-from proxy.session import Client, Close, Decision, Forward, LazyContext, Reply, Session
+from proxy.session import Client, Close, Decision, Forward, Invoke, LazyContext, Reply, Session
 from proxy.throttle import Throttler
 
 logger = logging.getLogger(__name__)
@@ -173,8 +175,13 @@ class Gateway:
         clock: the time source and timer of every connection deadline and
             activity stamp; the running loop by default. Tests pass a fake
             clock to move time by hand.
-        credentials: ``--credentials``' access key ids and secret keys, read
-            at start: @connections API calls must be SigV4-signed by one.
+        runner: runs HTTP and Lambda integrations and authorizers
+            (``proxy.server.invocations``); one from ``config`` by default.
+            Whoever made the gateway closes it (``IntegrationRunner.close``)
+            after ``drain``.
+        credentials: ``--credentials`` (secret key by access key id), which
+            verify ``AWS_IAM`` upgrades and sign @connections API calls; None
+            refuses every ``AWS_IAM`` upgrade.
     """
 
     def __init__(
@@ -184,6 +191,7 @@ class Gateway:
         observer: Observer,
         throttler: Throttler,
         clock: Clock | None = None,
+        runner: IntegrationRunner | None = None,
         credentials: Mapping[str, str] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
@@ -207,6 +215,9 @@ class Gateway:
         self.callers: set[ManagementProtocol] = set()
         """Open connections of @connections API callers (closed at ``drain``)."""
         self._idle: asyncio.Event | None = None
+        self.runner = runner if runner is not None else IntegrationRunner.from_config(config)
+        self.background: set[asyncio.Task[None]] = set()
+        """``$disconnect`` integrations still running after their connection ended (``drain`` waits)."""
 
     @property
     def protocol(self) -> Callable[[], asyncio.BaseProtocol]:
@@ -230,20 +241,29 @@ class Gateway:
             self._idle.set()
 
     async def drain(self, timeout_s: float) -> None:
-        """Close every connection with 1001 and wait for them (at most ``timeout_s``)."""
+        """Close every connection with 1001 and wait for them, then for their ``$disconnect`` calls.
+
+        At most ``timeout_s`` in all: connections still open then are aborted,
+        ``$disconnect`` calls still running are cancelled.
+        """
         for caller in list(self.callers):
             caller.close()
-        if not self.connections:
-            return
-        self._idle = asyncio.Event()
-        for connection in list(self.connections):
-            connection.shut_down()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-        except TimeoutError:
+        loop = self.loop
+        ends = loop.time() + timeout_s
+        if self.connections:
+            self._idle = asyncio.Event()
             for connection in list(self.connections):
-                connection.abort()
+                connection.shut_down()
+            try:
+                async with asyncio.timeout_at(ends):
+                    await self._idle.wait()
+            except TimeoutError:
+                for connection in list(self.connections):
+                    connection.abort()
+        if self.background:
+            _, late = await asyncio.wait(set(self.background), timeout=max(0.0, ends - loop.time()))
+            for task in late:
+                task.cancel()
 
 
 class ClientConnection:
@@ -275,6 +295,7 @@ class ClientConnection:
         "_gateway",
         "_guard",
         "_handshake",
+        "_invocations",
         "_last_activity",
         "_loop",
         "_observer",
@@ -339,6 +360,8 @@ class ClientConnection:
         """Upstreams dialled, not yet answered (``upstream_accepted`` moves them to ``_upstreams``)."""
         self._pending: list[tuple[str, int, bytes]] = []
         """Messages for upstreams still opening: (url, opcode, payload)."""
+        # HTTP and Lambda integrations: made on first use, so relaying connections never pay for it.
+        self._invocations: Invocations | None = None
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -366,10 +389,16 @@ class ClientConnection:
         self._clear_guard()
         self._close_upstreams(_GOING_AWAY, "client went away")
         self._pending.clear()
-        if was_open and self._session is not None and self._observer is not None:
-            context = self._session.disconnect()
+        if self._invocations is not None:
+            self._invocations.cancel()  # a client gone during $connect cancels its call
+        session = self._session
+        if was_open and session is not None and self._observer is not None:
+            context = session.disconnect()
             reassembled = self._decoder.reassembled if self._decoder is not None else 0
             self._observer.closed(self._current_stage(), self._close_code, context, reassembled=reassembled)
+            invoke = session.disconnect_invocation(context)
+            if invoke is not None:
+                self._invocations_for().disconnect(invoke)
         self._transport = None
         self._gateway.forget(self)
 
@@ -418,8 +447,9 @@ class ClientConnection:
         """The connection's deadline fell due; what it was depends on the state.
 
         - HANDSHAKE: the upgrade's (408).
-        - CONNECTING: the upgrade's again; ``$connect``'s own timeout governs
-          now (the upstream's integration timeout), so wait once more.
+        - CONNECTING: the upgrade's again; ``$connect``'s own timeouts govern
+          now (the upstream's or the HTTP/Lambda integration's
+          ``timeoutInMillis``, the authorizer's), so wait once more.
         - OPEN: a lifetime check (idle timeout, maximum duration); the next
           one is set for whichever comes first.
         - CLOSING: the client did not answer our close (or read our refusal) in time.
@@ -566,9 +596,46 @@ class ClientConnection:
         if refused is not None:
             self._refuse(HTTPStatus.TOO_MANY_REQUESTS, THROTTLED_CONNECT_MESSAGE)
             return
-        # The $connect integration. Today's run at once (MOCK) or open the upstream the
-        # connection relays to; one answering later (HTTP, Lambda) would keep the connection
-        # CONNECTING and end in _accept or _refuse when it answers.
+        # Required parameters, an authorizer, an HTTP or Lambda integration answer later: the
+        # connection stays CONNECTING until connect_decided.
+        invoke = session.connect_invocation(context)
+        if invoke is not None:
+            self._invocations_for().connect(invoke, request)
+            return
+        self._admitted(None)
+
+    def connect_decided(self, status: int, message: str, subprotocol: str | None, metric: str | None) -> None:
+        """``$connect``'s checks and HTTP/Lambda integration answered (``proxy.server.invocations``).
+
+        Args:
+            status: 200 goes on (a MOCK ``$connect``, the ws:// upstream, the
+                101); any other refuses the upgrade with it and ``message``.
+            subprotocol: chosen by the integration (sent only if the client offered it).
+            metric: the ``StageMetrics`` attribute a refusal counts in.
+        """
+        if self._state != _CONNECTING:
+            return
+        if status != _OK:
+            self._refuse(status, message, (), metric)
+            return
+        if subprotocol is not None and subprotocol not in self._subprotocols:
+            logger.info("$connect chose subprotocol %r the client did not offer: not sent", subprotocol)
+            subprotocol = None
+        try:
+            self._admitted(subprotocol)
+            if self._state == _OPEN:
+                early = self._take_early()
+                if early:
+                    self._feed(early)
+        except Exception:
+            logger.exception("internal error connectionId=%s", self.connection_id)
+            self.close(_INTERNAL_ERROR, _INTERNAL)
+
+    def _admitted(self, subprotocol: str | None) -> None:
+        """``$connect`` let the client in so far: a MOCK ``$connect``, then the ws:// upstream or the 101."""
+        session = self._session
+        context = self._connect_context
+        assert session is not None and context is not None
         try:
             status = session.connect_status(context)
             forward = session.handshake_upstream()
@@ -580,7 +647,7 @@ class ClientConnection:
             self._refuse(status, _FORBIDDEN if status == HTTPStatus.FORBIDDEN else f"$connect answered {status}")
             return
         if forward is None:
-            self._accept(None, context)
+            self._accept(subprotocol, context)
         else:
             assert self._handshake is not None
             self._dial(forward, self._subprotocols, self._handshake.key)
@@ -639,13 +706,15 @@ class ClientConnection:
         self._early = self._handshake.trailing + self._early
         self._handshake = None
 
-    def _refuse(self, status: int, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
-        """Answer the upgrade with an HTTP error and close."""
+    def _refuse(
+        self, status: int, message: str, headers: Sequence[tuple[str, str]] = (), metric: str | None = None
+    ) -> None:
+        """Answer the upgrade with an HTTP error and close (``metric``: see ``Observer.refused``)."""
         session = self._session
         context = self._connect_context
         if session is not None and context is not None and status != HTTPStatus.TOO_MANY_REQUESTS:
             # connect_request already counted and logged its 429s
-            self._gateway.observer.refused(session.api_id, session.target.stage, status, context)
+            self._gateway.observer.refused(session.api_id, session.target.stage, status, context, metric)
         self._transition(_REFUSED)
         self._wait_for_the_end()
         transport = self._transport
@@ -763,20 +832,24 @@ class ClientConnection:
             return
         stage = self._current_stage()
         refused = self._gateway.throttler.admit_message(session.api_id, stage, route.route_key)
-        observer.message(stage, route.route_key, payload, context, refused)
         if refused is not None:
+            observer.message(stage, route.route_key, payload, context, refused)
             if not self._writing_paused:
                 self._act(session.throttled(context.request_id, self._config.throttled_frame))
             return
-        self._act(session.integrate(route, opcode, payload, context.get), opcode, payload)
+        decision = session.integrate(route, opcode, payload, context.get)
+        if type(decision) is Invoke:  # its access line waits for the answer (integration_answered)
+            observer.message(stage, route.route_key, payload, context, None, True)
+        else:
+            observer.message(stage, route.route_key, payload, context, None)
+        self._act(decision, opcode, payload)
 
     def _act(self, decision: Decision, opcode: int = _TEXT, payload: bytes = b"") -> None:
         """Carry out the session's decision about one message: one branch per kind of ``Decision``.
 
-        An integration that answers later (HTTP, Lambda) adds a kind here that
-        starts the call; its answer comes back through this method as a
-        ``Reply`` or ``Close``, checked against the state (the connection may
-        have closed meanwhile).
+        ``Invoke`` (HTTP, Lambda) starts the call through ``proxy.server.invocations``;
+        its answer comes back through ``integration_answered``, checked
+        against the state (the connection may have closed meanwhile).
         """
         if decision is None:
             return
@@ -790,6 +863,34 @@ class ClientConnection:
             self._send(_TEXT, decision.text.encode())
         elif isinstance(decision, Close):
             self.close(decision.code, decision.reason)
+        elif isinstance(decision, Invoke):
+            self._invocations_for().message(decision)
+
+    def _invocations_for(self) -> Invocations:
+        """The connection's ``Invocations``, made on first use."""
+        invocations = self._invocations
+        if invocations is None:
+            gateway = self._gateway
+            assert self._session is not None and self._flow is not None
+            invocations = self._invocations = Invocations(
+                self,
+                self._session,
+                gateway.runner,
+                gateway.observer,
+                self._flow,
+                gateway.background,
+                gateway.credentials,
+            )
+        return invocations
+
+    def integration_answered(
+        self, text: str | None, context: RequestContext, latency_s: float | None, metric: str | None
+    ) -> None:
+        """A message's HTTP/Lambda integration answered: count and log it, then send ``text`` if still open."""
+        if self._observer is not None and self._session is not None:
+            self._observer.integrated(self._current_stage(), context, latency_s, metric)
+        if text is not None and self._state == _OPEN:
+            self._send(_TEXT, text.encode())
 
     def _open_later(self, forward: Forward, opcode: int, payload: bytes) -> None:
         """First message for a non-``$default`` ws:// route: queue it and connect, reading paused."""

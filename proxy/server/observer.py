@@ -180,19 +180,32 @@ class Observer:
         logger.info("connected connectionId=%s apiId=%s stage=%s", connection_id, api_id, stage.stage_name)
         return ConnectionObserver(self, api_id, self._view(api_id, stage).metrics, connection_id)
 
-    def refused(self, api_id: str, stage: Stage, status: int, context: HasVariables) -> None:
+    def refused(self, api_id: str, stage: Stage, status: int, context: HasVariables, metric: str | None = None) -> None:
         """``$connect`` failed after throttling admitted it (429s are counted by ``connect_request``).
 
-        The gateway failing to call the integration (500 template error, 502
+        ``metric``: the ``StageMetrics`` attribute to count, when the caller
+        knows it (``IntegrationResult.error_metric``; ``client_error`` for an
+        authorizer's or a required parameter's refusal). Otherwise the
+        gateway failing to call the integration (500 template error, 502
         unreachable, 504 timeout) is an ExecutionError; any other status is
         the integration's answer, an IntegrationError.
         """
         stage_metrics = self._view(api_id, stage).metrics
-        if status in _EXECUTION_FAILURES:
+        if metric is not None:
+            getattr(stage_metrics, metric).inc()
+        elif status in _EXECUTION_FAILURES:
             stage_metrics.execution_error.inc()
         else:
             stage_metrics.integration_error.inc()
         self.access_log(stage, context, str(status))
+
+    def integrated(self, api_id: str, stage: Stage, latency_s: float | None, metric: str | None) -> None:
+        """An HTTP or Lambda integration answered (or failed): IntegrationLatency and its error metric."""
+        stage_metrics = self._view(api_id, stage).metrics
+        if latency_s is not None:
+            stage_metrics.integration_latency.observe(latency_s)
+        if metric is not None:
+            getattr(stage_metrics, metric).inc()
 
     def upstream_opened(self, api_id: str, stage: Stage, seconds: float) -> None:
         """An upstream (integration) connection was established in ``seconds``."""
@@ -244,7 +257,15 @@ class ConnectionObserver:
         # The stage is the one published now: update-stage's new settings apply at once.
         return self._observer.route_view(self.api_id, stage, route_key)
 
-    def message(self, stage: Stage, route_key: str, payload: bytes, context: HasVariables, refused: str | None) -> None:
+    def message(
+        self,
+        stage: Stage,
+        route_key: str,
+        payload: bytes,
+        context: HasVariables,
+        refused: str | None,
+        logged_later: bool = False,
+    ) -> None:
         """One client message, after route selection and throttling.
 
         Args:
@@ -255,6 +276,8 @@ class ConnectionObserver:
             refused: ``None`` if throttling admitted it (it is forwarded),
                 else the refusing level (the too-many-requests frame is sent
                 instead and the connection stays open).
+            logged_later: its access line waits for its integration's answer
+                (``integrated``), which fills the integration's status and latency.
         """
         observer = self._observer
         view = self._route(stage, route_key)
@@ -272,8 +295,15 @@ class ConnectionObserver:
             self.stage_metrics.client_error.inc()
             if view.detailed is not None:
                 view.detailed.client_error.inc()
-        if stage.access_log_settings is not None:
+        if stage.access_log_settings is not None and not logged_later:
             observer.access_log(stage, context, STATUS_OK if refused is None else STATUS_THROTTLED)
+
+    def integrated(self, stage: Stage, context: HasVariables, latency_s: float | None, metric: str | None) -> None:
+        """A message's HTTP or Lambda integration answered (or failed): metrics, then its access line."""
+        observer = self._observer
+        observer.integrated(self.api_id, stage, latency_s, metric)
+        if stage.access_log_settings is not None:
+            observer.access_log(stage, context, STATUS_OK)
 
     def bulk_counters(self, stage: Stage, route_key: str) -> tuple[FastCounter, ...] | None:
         """The cells counting ``route_key``'s messages a read at a time, or None if each needs a ``message`` call.

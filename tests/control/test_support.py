@@ -100,19 +100,14 @@ REFUSALS: dict[str, tuple[Case, str]] = {
     ),
     # CreateRoute
     "route ApiKeyRequired": (lambda c, a: _route(c, a, ApiKeyRequired=True), "apiKeyRequired"),
-    "route CUSTOM": (lambda c, a: _route(c, a, AuthorizationType="CUSTOM"), "authorizationType CUSTOM"),
-    "route AWS_IAM": (lambda c, a: _route(c, a, AuthorizationType="AWS_IAM"), "authorizationType AWS_IAM"),
+    "route CUSTOM without an authorizer": (lambda c, a: _route(c, a, AuthorizationType="CUSTOM"), "authorizerId"),
     "route JWT": (lambda c, a: _route(c, a, AuthorizationType="JWT"), "JWT"),
-    "route AuthorizerId": (lambda c, a: _route(c, a, AuthorizerId="abc123"), "authorizerId"),
+    "route AuthorizerId without CUSTOM": (lambda c, a: _route(c, a, AuthorizerId="abc123"), "authorizerId"),
     "route AuthorizationScopes": (lambda c, a: _route(c, a, AuthorizationScopes=["s"]), "authorizationScopes"),
     "route RequestModels": (lambda c, a: _route(c, a, RequestModels={"$default": "m"}), "requestModels"),
     "route ModelSelectionExpression": (
         lambda c, a: _route(c, a, ModelSelectionExpression="$request.body.t"),
         "modelSelectionExpression",
-    ),
-    "route required parameter": (
-        lambda c, a: _route(c, a, RequestParameters={"route.request.querystring.token": {"Required": True}}),
-        "route.request.querystring.token required",
     ),
     "route parameter key": (
         lambda c, a: _route(c, a, RequestParameters={"route.request.body.x": {"Required": False}}),
@@ -292,6 +287,20 @@ def test_empty_refused_members_and_the_default_values_are_accepted(client: Any) 
     assert integration["RequestParameters"] == parameters
     domain = client.create_domain_name(DomainName="ws.example.com", RoutingMode="API_MAPPING_ONLY")
     assert domain["DomainName"] == "ws.example.com"
+
+
+def test_what_connect_enforces_is_accepted(client: Any) -> None:
+    """AWS_IAM, CUSTOM authorizers and required parameters run on $connect (tests/server/test_integrations_e2e.py)."""
+    api_id = client.create_api(Name="t", ProtocolType="WEBSOCKET", RouteSelectionExpression="$request.body.action")[
+        "ApiId"
+    ]
+    authorizer_id = _authorizer(client, api_id)["AuthorizerId"]
+    required = {"route.request.querystring.token": {"Required": True}}
+    route = _route(client, api_id, AuthorizationType="CUSTOM", AuthorizerId=authorizer_id, RequestParameters=required)
+    assert (route["AuthorizationType"], route["AuthorizerId"]) == ("CUSTOM", authorizer_id)
+    assert route["RequestParameters"] == required
+    other = client.create_api(Name="i", ProtocolType="WEBSOCKET", RouteSelectionExpression="$request.body.action")
+    assert _route(client, other["ApiId"], AuthorizationType="AWS_IAM")["AuthorizationType"] == "AWS_IAM"
 
 
 def test_unimplemented_operations_answer_not_supported(client: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
+from proxy.integrations.runner import IntegrationRunner
 from proxy.metrics import GatewayMetrics
 from proxy.server.deadlines import Clock
 from proxy.server.gateway import Gateway
@@ -45,16 +46,23 @@ class InProcessGateway:
 
 @asynccontextmanager
 async def in_process_gateway(
-    catalog: MemoryCatalog, tmp_path: Path, config: Config | None = None, clock: Clock | None = None
+    catalog: MemoryCatalog,
+    tmp_path: Path,
+    config: Config | None = None,
+    clock: Clock | None = None,
+    runner: IntegrationRunner | None = None,
+    credentials: Mapping[str, str] | None = None,
 ) -> AsyncIterator[InProcessGateway]:
     """Serve ``catalog`` on an ephemeral loopback port with a private metrics registry.
 
     ``clock``: the gateway's time (a ``tests.helpers.clock.FakeClock`` to move it by hand).
+    ``runner``: runs HTTP and Lambda integrations (one from ``config`` by default); closed at the end.
+    ``credentials``: what verifies ``AWS_IAM`` upgrades (secret key by access key id).
     """
     config = config or Config(port=0, admin_port=0)
     observer = Observer(config, metrics=GatewayMetrics(CollectorRegistry()), sinks=LogSinks(str(tmp_path)))
     throttler = Throttler.from_config(config, time.monotonic if clock is None else clock.time)
-    gateway = Gateway(config, catalog, observer, throttler, clock)
+    gateway = Gateway(config, catalog, observer, throttler, clock, runner, credentials)
     server = await asyncio.get_running_loop().create_server(gateway.protocol, LOOPBACK, 0)
     try:
         yield InProcessGateway(gateway, server)
@@ -63,6 +71,11 @@ async def in_process_gateway(
         for connection in list(gateway.connections):
             connection.abort()
         await server.wait_closed()
+        late = list(gateway.background)  # $disconnect calls still running: cancelled, not waited for
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        await gateway.runner.close()
         observer.close()
 
 
