@@ -18,12 +18,23 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tests.helpers.redis import RedisServer
+
 CEILING_S = 15.0
 """Ceiling of every poll; never a synchronisation device."""
 DUMMY_CREDENTIALS = {"aws_access_key_id": "x", "aws_secret_access_key": "x", "region_name": "us-east-1"}
 NO_RETRIES = BotoConfig(retries={"total_max_attempts": 1})
 
+ECHO = '{"action": "ping"}'
+"""A message the demo API's stage ``dev`` echoes."""
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def node_flags(redis: RedisServer) -> tuple[str, ...]:
+    """A cluster node's flags: the shared store in database 0 and shared throttling in database 1."""
+    base = redis.url.rsplit("/", 1)[0]
+    return ("--db", f"{base}/0", "--redis", f"{base}/1")
 
 
 def admin_client(admin: str) -> Any:
@@ -42,8 +53,8 @@ async def connects(url: str) -> bool:
     """True if a WebSocket upgrade to ``url`` is accepted (and echoes), False if it is refused."""
     try:
         async with connect(url, open_timeout=CEILING_S) as client:
-            await client.send('{"action": "ping"}')
-            return await asyncio.wait_for(client.recv(), CEILING_S) == '{"action": "ping"}'
+            await client.send(ECHO)
+            return await asyncio.wait_for(client.recv(), CEILING_S) == ECHO
     except InvalidStatus:
         return False
 

@@ -16,20 +16,14 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.helpers.cluster import CEILING_S, admin_client, connects, demo_deployment, scrape_until
+from tests.helpers.cluster import CEILING_S, ECHO, admin_client, connects, demo_deployment, node_flags, scrape_until
 from tests.helpers.redis import RedisServer
 from tests.helpers.servers import Framegate, framegate
 
 pytestmark = pytest.mark.integration
 
-ECHO = '{"action": "ping"}'
 FLOOD_S = 2.0
 """Length of the throttling test's flood, measured by the clients."""
-
-
-def node_flags(redis: RedisServer) -> tuple[str, ...]:
-    base = redis.url.rsplit("/", 1)[0]
-    return ("--db", f"{base}/0", "--redis", f"{base}/1")
 
 
 @asynccontextmanager
