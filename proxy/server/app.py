@@ -37,6 +37,7 @@ from proxy.server.loop import bound_url, run_loop
 from proxy.server.observer import Observer
 from proxy.server.refusal import install_accept_errors
 from proxy.server.tls import TLSSetupError, listener_contexts
+from proxy.store.open import is_redis_url
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +126,10 @@ async def _serve(config: Config) -> int:
         return 1
     listening.set()
     # Other processes' control-plane changes (workers on one SQLite file, nodes on one Redis).
-    watcher = StoreWatcher(admin, config.db_path)
-    watcher.start()
+    # A lone process on SQLite is the store's only writer: nothing to watch, nothing polled.
+    watcher = StoreWatcher(admin, config.db_path) if config.workers > 1 or is_redis_url(config.db_path) else None
+    if watcher is not None:
+        watcher.start()
     if shared is not None:
         shared.leases.start()
     stop = asyncio.Event()
@@ -169,7 +172,8 @@ async def _serve(config: Config) -> int:
     listening.clear()
     server.close()
     await gateway.drain(config.drain_timeout)
-    await watcher.stop()
+    if watcher is not None:
+        await watcher.stop()
     if shared is not None:
         await shared.leases.stop()
         await shared.leases.client.aclose()

@@ -3,8 +3,9 @@
 Layer 4. ``StoreWatcher`` keeps this process's catalog in step with a store
 other processes write: on a ``redis://`` store a ``ChangeListener``
 (``proxy.cluster.changes``) says when any node applied a batch; on SQLite
-(workers of ``--workers N`` sharing one file, or several ``serve`` on it) it
-reads ``PRAGMA data_version`` every ``STORE_POLL_INTERVAL_S``. Either way the
+(workers of ``--workers N`` sharing one file) it reads ``PRAGMA
+data_version`` every ``STORE_POLL_INTERVAL_S``; ``serve`` starts none for a
+lone process on SQLite, the store's only writer. Either way the
 reload is ``AdminServer.refresh``: serialised with admin requests, its store
 read on the writer thread, the catalog republished on the loop; a process's
 own changes never trigger one.
