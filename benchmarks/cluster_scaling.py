@@ -8,8 +8,9 @@ by ``--seconds``. Prints JSON (docs/performance.md#scaling-out):
 * ``redis_ratio``: relayed messages per proxy CPU-second with ``--redis`` over without
   (target >= 0.95: leases keep Redis off the message path). Proxy CPU is read from /proc
   (``benchmarks.procfs``) at the bench's start and end marks, as ``benchmarks.run`` does.
-* ``redis_commands_per_message``: ``INFO commandstats`` calls during the ``--redis`` run over
-  the client messages relayed (target <= 0.01).
+* ``redis_commands_per_message``: ``INFO commandstats`` calls during the ``--redis`` runs over
+  the client messages relayed (the commands scripts run included); ``lease_calls_per_message``:
+  the EVALSHA calls alone, one per Redis round trip (target <= 0.01).
 * ``workers_ratio``: messages/s of ``--workers 2`` over ``--workers 1``, the load generator in
   ``--procs 2`` mode (on 2 cores shared by the generator, so it is bounded by them).
 """
@@ -51,9 +52,11 @@ def _bench(url: str, seconds: float, pid: int, procs: int = 1) -> dict[str, Any]
     return figures
 
 
-def _commands(client: redis.Redis) -> int:
+def _commands(client: redis.Redis) -> tuple[int, int]:
+    """(every command Redis ran, script-internal ones included; the EVALSHA calls alone)."""
     stats: dict[str, dict[str, Any]] = client.info("commandstats")
-    return sum(int(entry["calls"]) for entry in stats.values())
+    total = sum(int(entry["calls"]) for entry in stats.values())
+    return total, int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 def measure(seconds: float, redis_url: str) -> dict[str, Any]:
@@ -65,16 +68,19 @@ def measure(seconds: float, redis_url: str) -> dict[str, Any]:
         for label in ("off", "on", "off", "on"):  # interleaved: drift on a shared box hits both
             flags = ("--redis", f"{base}/1") if label == "on" else ()
             with _serve(Path(tmp) / f"{label}.db", echo.url, *flags) as proxy:
-                before = _commands(client)
+                before, evalsha_before = _commands(client)
                 summary = _bench(f"{proxy.url}/prod", seconds, proxy.pid)
-                summary["redis_commands"] = _commands(client) - before - 2  # the two INFO calls
+                after, evalsha_after = _commands(client)
+                summary["redis_commands"] = after - before - 1  # our first INFO
+                summary["lease_calls"] = evalsha_after - evalsha_before
                 runs[label].append(summary)
         result["redis"] = runs
         off = sum(run["headline"] for run in runs["off"]) / len(runs["off"])
         on = sum(run["headline"] for run in runs["on"]) / len(runs["on"])
         result["redis_ratio"] = on / off if off else None
-        commands = sum(run["redis_commands"] for run in runs["on"])
-        result["redis_commands_per_message"] = commands / sum(run["messages"] for run in runs["on"])
+        messages = sum(run["messages"] for run in runs["on"])
+        result["redis_commands_per_message"] = sum(run["redis_commands"] for run in runs["on"]) / messages
+        result["lease_calls_per_message"] = sum(run["lease_calls"] for run in runs["on"]) / messages
         workers: dict[str, dict[str, Any]] = {}
         for count in (1, 2):
             with _serve(Path(tmp) / f"w{count}.db", echo.url, "--workers", str(count)) as proxy:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from proxy import throttle
 from proxy.cluster.background import Background
-from proxy.cluster.changes import ChangeListener
+from proxy.cluster.changes import Backoff, ChangeListener
 from proxy.cluster.leases import LeaseBackend, LeaseClient
 from proxy.cluster.membership import cluster_client, new_node_id
 from proxy.config import Config
@@ -50,6 +50,7 @@ class StoreWatcher(Background):
         self._due = asyncio.Event()
         self.listener: ChangeListener | None = None
         self.poll_s: float | None = poll_s
+        self.backoff = Backoff()
         if is_redis_url(url):
             self.listener = ChangeListener(url, self._announced, version=admin.plane.version)
             self.poll_s = None
@@ -79,7 +80,13 @@ class StoreWatcher(Background):
             try:
                 await self.admin.refresh()
             except Exception as exc:  # a background loop's boundary: Redis away, a locked file; try again
-                logger.warning("cannot reload the control plane from the store (%s); will try again", exc)
+                delay = self.backoff.failed()
+                logger.warning("cannot reload the control plane from the store (%s); retrying in %.2f s", exc, delay)
+                # A timer, not a synchronisation: the change announced is still unapplied, so look again.
+                await asyncio.sleep(delay)
+                self._due.set()
+            else:
+                self.backoff.succeeded()
 
 
 @dataclass
