@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from proxy.config import Config
 from proxy.control.catalog import MemoryCatalog
+from proxy.control.declarative import run_export
 from proxy.control.plane import ControlPlane, default_log_dir, open_control_plane
 from tests.helpers.redis import RedisServer
 
@@ -62,3 +64,10 @@ def test_a_redis_store_has_no_directory_for_logs(tmp_path: Path, monkeypatch: py
     monkeypatch.chdir(tmp_path)
     assert default_log_dir("redis://127.0.0.1:6379/0") == str(tmp_path / "logs")
     assert default_log_dir(str(tmp_path / "x" / "f.db")) == str(tmp_path / "x" / "logs")
+
+
+def test_export_reads_a_redis_store(redis_server: RedisServer, tmp_path: Path) -> None:
+    open_control_plane(Config(db_path=redis_server.url), MemoryCatalog()).close()  # seeds the demo
+    out = tmp_path / "export.json"
+    assert run_export(redis_server.url, "json", str(out)) == 0
+    assert [api["name"] for api in json.loads(out.read_text())["apis"]] == ["demo"]
