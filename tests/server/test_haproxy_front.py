@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,21 +17,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.helpers.cluster import CEILING_S, ECHO, connects, node_flags, scrape_until
-from tests.helpers.redis import RedisServer, free_port, in_ci
+from tests.helpers.redis import RedisServer, free_port, require_binary
 from tests.helpers.servers import ROOT, framegate
 
 pytestmark = pytest.mark.integration
 CLIENTS = 6
-
-
-def _haproxy() -> str:
-    path = shutil.which("haproxy")
-    if path is None:
-        message = "haproxy is not installed (Debian: apt-get install -y haproxy)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _port(url: str) -> str:
@@ -40,7 +29,7 @@ def _port(url: str) -> str:
 
 
 async def test_haproxy_spreads_clients_over_two_nodes(tmp_path: Path, redis_server: RedisServer) -> None:
-    binary = _haproxy()
+    binary = require_binary("haproxy", "haproxy")
     async with (
         framegate(tmp_path / "a", *node_flags(redis_server), codec="cython") as a,
         framegate(tmp_path / "b", *node_flags(redis_server), codec="cython") as b,
