@@ -15,6 +15,7 @@ exit 2 with one line on stderr starting ``framegate serve: ``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -48,7 +49,16 @@ _SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "port": ("--port", int, "data-plane port, where clients connect to ws://HOST:PORT/{stage} (default %(default)s)"),
     "admin_host": ("--admin-host", str, "control-plane and /metrics listen address (default %(default)s)"),
     "admin_port": ("--admin-port", int, "control-plane (apigatewayv2 REST) and /metrics port (default %(default)s)"),
-    "db_path": ("--db", str, "SQLite store path (default %(default)s)"),
+    "db_path": (
+        "--db",
+        str,
+        "store: a SQLite file path, or redis://HOST:PORT/DB shared by the nodes of a cluster (default %(default)s)",
+    ),
+    "redis": (
+        "--redis",
+        str,
+        "redis://HOST:PORT/DB for state shared by every node and worker: throttle buckets (default: none)",
+    ),
     "backend": ("--backend", str, "front one backend: API 'quickstart', $default -> this ws:// URL, stage 'prod'"),
     "config_file": ("--config", str, "YAML or JSON file of APIs, routes, stages to apply at start"),
     "default_api": ("--default-api", str, "API id served when the Host names no API (default: the only API)"),
@@ -93,7 +103,12 @@ _SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
         str,
         "text frame for a throttled message, with {connectionId} and {requestId} placeholders (default: AWS's)",
     ),
-    "log_dir": ("--log-dir", str, "directory for access logs sent to arn:aws:logs ARNs (default: logs/ next to --db)"),
+    "log_dir": (
+        "--log-dir",
+        str,
+        "directory for access logs sent to arn:aws:logs ARNs (default: logs/ next to a SQLite --db, "
+        "./logs with a redis:// one)",
+    ),
     "log_level": (
         "--log-level",
         _one_of(LOG_LEVELS, str.upper),
@@ -167,6 +182,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve",
         help="run the gateway (data plane + control plane + /metrics)",
         description="Run the WebSocket gateway. An empty store gets a demo API: ws://127.0.0.1:8080/dev echoes.",
+        epilog=(
+            "Scaling out: --workers N runs N processes on one machine (one port, one admin API). A cluster "
+            "of machines needs, on every node, --db redis://HOST:PORT/DB (one shared store, Redis with "
+            "appendfsync always) and --redis redis://HOST:PORT/DB (shared throttling); see README "
+            "'Scaling out' and docs/cluster.md."
+        ),
     )
     defaults = Config()
     env_errors: list[str] = []
@@ -218,6 +239,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             load_document(config.config_file)
         except DocumentError as exc:
             return _usage_error(f"--config {exc}")
+    config = dataclasses.replace(config, workers=args.workers)
     if args.workers > 1:
         from proxy.server.supervisor import supervise
 

@@ -82,6 +82,13 @@ class Config:
     """``--credentials FILE``: AWS shared-credentials file; admin requests must be SigV4-signed by one of its keys."""
     admin_allow_remote_unauthenticated: bool = False
     """Serve the admin API on a non-loopback ``admin_host`` without ``credentials`` (logged loudly)."""
+    redis: str | None = None
+    """``--redis redis://HOST:PORT/DB``: throttle buckets shared by every process on this Redis (leases)."""
+    workers: int = 1
+    """Worker processes of this node (``--workers``): the share of each limit a worker uses before it
+    has heard from Redis how many processes are alive."""
+    worker_metrics: tuple[str, ...] = ()
+    """Worker 0 of ``--workers N``: the other workers' ``/metrics`` URLs, summed into its own."""
     reuse_port: bool = False
     """Bind the data port with SO_REUSEPORT: set by the supervisor of ``--workers N`` only (a lone
     process keeps "address already in use" for a second process on its port)."""
@@ -105,6 +112,10 @@ class Config:
             raise InvalidSetting("write_low_water", "must not exceed write_high_water")
         if self.backend is not None and not self.backend.startswith(("ws://", "wss://")):
             raise InvalidSetting("backend", f"must be a ws:// or wss:// URL, got {self.backend!r}")
+        if self.redis is not None and not self.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidSetting("redis", f"must be a redis:// URL, got {self.redis!r}")
+        if self.workers < 1:
+            raise InvalidSetting("workers", "must be at least 1")
         if self.log_level not in LOG_LEVELS:
             raise InvalidSetting("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:

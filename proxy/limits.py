@@ -239,6 +239,9 @@ REDIS_COMMAND_TIMEOUT_S: Final = 0.5
 """A cluster command (lease, heartbeat, routing) waiting longer than this counts as Redis unreachable."""
 LEASE_LOW_WATER_FRACTION: Final = 0.5
 """A pool is topped up when it holds less than this fraction of its batch."""
+STORE_POLL_INTERVAL_S: Final = 0.25
+"""How often a process on a SQLite store reads ``PRAGMA data_version`` to see other workers' changes
+(one cheap read off the loop; a change is served everywhere within this plus one reload)."""
 ROUTE_REPLY_TIMEOUT_S: Final = 5.0
 """How long a node waits for the owner of a connection to answer a routed @connections call."""
 MAX_ENVELOPE_BYTES: Final = 4 * (MAX_MESSAGE_BYTES // 3 + 1) + 1024
@@ -250,6 +253,8 @@ WORKER_START_TIMEOUT_S: Final = 60.0
 WORKER_RESTART_DELAY_S: Final = 0.1
 """Wait before restarting a crashed worker; doubles while it keeps crashing soon after start."""
 WORKER_RESTART_MAX_DELAY_S: Final = 5.0
+METRICS_SCRAPE_TIMEOUT_S: Final = 2.0
+"""Worker 0 waits this long for another worker's /metrics before leaving it out of the sum."""
 WORKER_MIN_UPTIME_S: Final = 5.0
 """A worker that ran at least this long before crashing is restarted after the first delay again."""
 

@@ -56,11 +56,30 @@ def _assert_usage_error(result: subprocess.CompletedProcess[str], *words: str) -
         (("--log-level", "loud"), ("--log-level", "DEBUG")),
         (("--log-format", "xml"), ("--log-format", "text, json")),
         (("--backend", "http://x"), ("--backend", "ws://")),
+        (("--redis", "http://x"), ("--redis", "redis://")),
     ],
-    ids=["port-not-int", "port-range", "negative-timeout", "zero-cap", "log-level", "log-format", "backend-scheme"],
+    ids=[
+        "port-not-int",
+        "port-range",
+        "negative-timeout",
+        "zero-cap",
+        "log-level",
+        "log-format",
+        "backend-scheme",
+        "redis-scheme",
+    ],
 )
 def test_a_bad_flag_value_is_a_usage_error(tmp_path: Path, flags: tuple[str, ...], words: tuple[str, ...]) -> None:
     _assert_usage_error(_serve(tmp_path, *flags), *words)
+
+
+def test_serve_help_names_the_flags_a_cluster_needs() -> None:
+    from proxy.cli import build_parser
+
+    subcommands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    text = " ".join(subcommands["serve"].format_help().split())
+    for words in ("--workers N", "--db redis://HOST:PORT/DB", "--redis redis://HOST:PORT/DB", "Scaling out"):
+        assert words in text
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,9 @@ class MemoryCatalog:
     def api_ids(self) -> list[str]:
         return sorted(self._apis)
 
+    def domain_names(self) -> list[str]:
+        return sorted(self._domains)
+
     def resolve(self, host: str, path: str) -> Target:
         key = (host, path)
         target = self._resolved.get(key)

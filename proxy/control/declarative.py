@@ -62,6 +62,7 @@ from proxy.control.model import (
 from proxy.control.records import camel
 from proxy.control.service import ApiState, ControlService, merge_route_settings
 from proxy.errors import ControlError
+from proxy.store.open import is_redis_url, open_store
 from proxy.store.sqlite import SqliteStore
 
 T = TypeVar("T")
@@ -421,10 +422,10 @@ def run_export(db_path: str, fmt: str, output: str) -> int:
     Returns:
         The exit status: 0, or 1 if there is no store at ``db_path`` (rather than create one).
     """
-    if not Path(db_path).is_file():
+    if not is_redis_url(db_path) and not Path(db_path).is_file():
         sys.stderr.write(f"framegate export: no store at {db_path}\n")
         return 1
-    store = SqliteStore(db_path)
+    store = open_store(db_path)
     try:
         service = ControlService(store, MemoryCatalog(), clock=lambda: "")
         document = export_document(service)

@@ -1,6 +1,7 @@
 """Assembles the control plane of one ``framegate serve``: store, service, router, start-up state.
 
-Layer 3. ``open_control_plane`` opens the SQLite store, seeds the demo API on
+Layer 3. ``open_control_plane`` opens the store ``--db`` names (a SQLite file,
+or ``redis://`` for a cluster: ``proxy.store.open``), seeds the demo API on
 an empty store started without ``--config``/``--backend``, applies ``--config``,
 fronts ``--backend`` as API ``quickstart`` (stage ``prod``), which becomes the
 catalog's default API unless ``--default-api`` names one (the one place that
@@ -16,6 +17,12 @@ server's writer thread); ``publish`` then hands the recorded publications to
 the catalog, so the data plane never sees a change the disk has not got. If
 the write fails, ``abandon`` reloads memory from the store and drops them.
 Outside ``prepare`` (start-up, ``--config``) both pass straight through.
+
+Other processes may write the same store (workers on one SQLite file, nodes
+on one Redis). ``changed_rows`` (blocking, on the writer thread) reads the
+store's version and, when another process moved it, the rows; ``restore``
+(on the loop) replaces memory with them and republishes the catalog. Our own
+batches advance ``version`` as they commit, so they never cause a reload.
 """
 
 from __future__ import annotations
@@ -36,8 +43,8 @@ from proxy.control.model import DEFAULT, HTTP_PROXY, DomainName
 from proxy.control.service import ControlService, Publisher
 from proxy.control.wire import Response
 from proxy.limits import LOG_DIR_NAME
-from proxy.store.base import Change, Row
-from proxy.store.sqlite import SqliteStore
+from proxy.store.base import Change, Row, Store, VersionedStore
+from proxy.store.open import is_redis_url, open_store
 
 T = TypeVar("T")
 DEMO_RESOURCE = "demo_api.json"
@@ -47,7 +54,12 @@ QUICKSTART_ROUTE_SELECTION = "$request.body.action"
 
 
 def default_log_dir(db_path: str) -> str:
-    """``logs/`` next to the SQLite db, where ARN destinations land unless ``--log-dir`` says otherwise."""
+    """Where ARN destinations land unless ``--log-dir`` says otherwise: ``logs/`` next to the SQLite db.
+
+    A ``redis://`` store has no directory: ``logs/`` in the working directory then.
+    """
+    if is_redis_url(db_path):
+        return os.path.abspath(LOG_DIR_NAME)
     return os.path.join(os.path.dirname(os.path.abspath(db_path)), LOG_DIR_NAME)
 
 
@@ -87,7 +99,7 @@ def quickstart_document(backend: str) -> dict[str, Any]:
 class RecordingStore:
     """The service's ``Store``: writes through, or only records them while ``recording``."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.recording = False
         self.changes: list[Change] = []
@@ -145,10 +157,15 @@ class Pending(Generic[T]):
 class ControlPlane:
     service: ControlService
     router: Router
-    store: SqliteStore
+    store: VersionedStore
     db_path: str
     recorder: RecordingStore
     publisher: RecordingPublisher
+    catalog: MemoryCatalog
+    version: int = 0
+    """The store's version memory reflects (``VersionedStore.version``)."""
+    reloads: int = 0
+    """Times memory was replaced from the store after another process's change."""
     is_open: bool = True
     """False once ``close`` ran (``/readyz`` reports it)."""
 
@@ -191,7 +208,35 @@ class ControlPlane:
 
     def write(self, pending: Pending[Any]) -> None:
         """Commit ``pending``'s changes in one transaction (any thread; one at a time)."""
-        self.store.apply(pending.changes)
+        after = self.store.apply_versioned(pending.changes)
+        if after == self.version + self.store.own_batch_step:
+            # Nobody else wrote since memory was loaded: memory is the store again.
+            # Otherwise ``version`` stays behind and the next look reloads.
+            self.version = after
+
+    def changed_rows(self) -> tuple[int, list[Row]] | None:
+        """The store's version and rows if another process changed it since memory was loaded, else None.
+
+        Blocking: run it where ``write`` runs (the writer thread), one at a time with writes.
+        """
+        if self.store.version() == self.version:
+            return None
+        return self.store.snapshot()
+
+    def restore(self, version: int, rows: list[Row]) -> None:
+        """Memory becomes ``rows`` and the catalog follows (on the loop, serialised with requests)."""
+        service, catalog = self.service, self.catalog
+        service.restore(rows)
+        for api_id in catalog.api_ids():
+            if api_id not in service.apis:
+                catalog.remove_api(api_id)
+        names = {domain.domain_name.lower() for domain in service.domains.values()}
+        for name in catalog.domain_names():
+            if name not in names:
+                catalog.remove_domain(name)
+        service.publish_all()
+        self.version = version
+        self.reloads += 1
 
     def publish(self, pending: Pending[Any]) -> None:
         """Hand ``pending``'s publications to the catalog (the loop's thread, after ``write``)."""
@@ -218,7 +263,7 @@ def open_control_plane(config: Config, catalog: MemoryCatalog) -> ControlPlane:
         ControlError: ``--config`` declares something invalid (the message says what).
         OSError, yaml.YAMLError, json.JSONDecodeError: ``--config`` cannot be read.
     """
-    store = SqliteStore(config.db_path)
+    store = open_store(config.db_path)
     recorder, publisher = RecordingStore(store), RecordingPublisher(catalog)
     try:
         service = ControlService(
@@ -244,7 +289,8 @@ def open_control_plane(config: Config, catalog: MemoryCatalog) -> ControlPlane:
                 # --backend promises ws://host:port/prod even if the store holds other APIs.
                 catalog.default_api = _api_named(service, QUICKSTART_API)
         service.publish_all()
+        version = store.version()
     except BaseException:
         store.close()
         raise
-    return ControlPlane(service, Router(service), store, config.db_path, recorder, publisher)
+    return ControlPlane(service, Router(service), store, config.db_path, recorder, publisher, catalog, version)

@@ -254,8 +254,12 @@ class ControlService:
         self._load()
 
     def _load(self) -> None:
+        self.restore(self.store.load())
+
+    def restore(self, rows: list[base.Row]) -> None:
+        """Replace memory with ``rows`` (another process changed the shared store); publishes nothing."""
         self.apis, self.domains = {}, {}
-        for row in self.store.load():
+        for row in rows:
             self._restore(row)
 
     def _restore(self, row: base.Row) -> None:

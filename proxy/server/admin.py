@@ -28,9 +28,10 @@ through ``AdminServer.exclusive`` to get the same guarantees.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,12 +53,13 @@ from proxy.control.plane import ControlPlane, Pending, open_control_plane
 from proxy.control.wire import Response
 from proxy.errors import ControlError
 from proxy.metrics import REGISTRY, exposition
+from proxy.server.metricsmerge import summing_exposition
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-Exposition = Callable[[], tuple[bytes, str]]
-"""Returns the Prometheus text and its content type (``proxy.metrics.exposition``)."""
+Exposition = Callable[[], tuple[bytes, str]] | Callable[[], Awaitable[tuple[bytes, str]]]
+"""Returns (or, summing workers, awaits) the Prometheus text and its content type (``proxy.metrics.exposition``)."""
 Ready = Callable[[], bool]
 """True when the gateway can serve: the data listener is bound and the store is open."""
 METRICS_PATH: Final = "/metrics"
@@ -206,7 +208,11 @@ class AdminServer:
     async def _respond(self, request: web.BaseRequest) -> Response:
         path = request.rel_url.path
         self.guard.check_open(_admin_request(request, b""))  # refuse foreign peers before reading a body
-        if request.method == "GET" and path in (METRICS_PATH, HEALTH_PATH, READY_PATH):
+        if request.method == "GET" and path == METRICS_PATH:
+            exposed = self._metrics()
+            text, content_type = await exposed if inspect.isawaitable(exposed) else exposed
+            return Response(200, text, [("Content-Type", content_type)])
+        if request.method == "GET" and path in (HEALTH_PATH, READY_PATH):
             return self._open_endpoint(path)
         try:
             body = await self._read_body(request)
@@ -220,9 +226,6 @@ class AdminServer:
             return await self._dispatch(admin_request)
 
     def _open_endpoint(self, path: str) -> Response:
-        if path == METRICS_PATH:
-            body, content_type = self._metrics()
-            return Response(200, body, [("Content-Type", content_type)])
         if path == HEALTH_PATH:
             return Response(200, b"ok\n", [("Content-Type", _TEXT)])
         if self.ready() and self.plane.is_open:
@@ -266,6 +269,24 @@ class AdminServer:
             pending = self.plane.record(operation)
             await self._commit(pending)
             return pending.result
+
+    async def refresh(self) -> bool:
+        """Reload memory and the catalog if another process changed the store; True if it did.
+
+        Serialised with requests; the store is read on the writer thread, so
+        never at the same time as a commit.
+
+        Raises:
+            The store's error (memory and catalog are then as they were).
+        """
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            changed = await loop.run_in_executor(self._writer, self.plane.changed_rows)
+            if changed is None:
+                return False
+            self.plane.restore(*changed)
+            logger.info("control plane reloaded: another process changed the store (version %d)", changed[0])
+            return True
 
     async def _commit(self, pending: Pending[Any]) -> None:
         if pending.changes:
@@ -388,9 +409,12 @@ async def start_control_plane(
     guard = admin_guard(config)
     plane = open_control_plane(config, catalog)
     add_process_metrics()
+    metrics: Exposition = exposition
+    if config.worker_metrics:
+        metrics = summing_exposition(exposition, config.worker_metrics)
     try:
         server = await start_admin_server(
-            plane, config.admin_host, config.admin_port, guard, ready=ready, ssl_context=ssl_context
+            plane, config.admin_host, config.admin_port, guard, metrics, ready=ready, ssl_context=ssl_context
         )
     except BaseException:
         plane.close()

@@ -22,18 +22,22 @@ import signal
 import sys
 import time
 
+import redis
+
 from proxy import build, codec, handshake, limits, throttle
 from proxy.config import USAGE_ERROR, Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.declarative import DocumentError, apply_document, check_document, load_document
 from proxy.errors import ControlError
 from proxy.server.admin import AdminServer, start_control_plane
+from proxy.server.cluster import StoreWatcher, shared_throttling
 from proxy.server.fdlimit import derived_max_connections, raise_fd_limit
 from proxy.server.gateway import Gateway
 from proxy.server.loop import bound_url, run_loop
 from proxy.server.observer import Observer
 from proxy.server.refusal import install_accept_errors
 from proxy.server.tls import TLSSetupError, listener_contexts
+from proxy.store.open import is_redis_url
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +99,15 @@ async def _serve(config: Config) -> int:
     except (DocumentError, ControlError) as exc:  # what --config or --backend declare: a usage error
         print(f"framegate serve: the start-up config was refused: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, redis.RedisError) as exc:
         print(f"framegate serve: cannot start the control plane: {exc}", file=sys.stderr)
         return 1
     observer = Observer(config)
     install_accept_errors(loop, observer.metrics.accept_errors)
     credentials = admin.guard.credentials  # --credentials, read once by start_control_plane
-    throttler = throttle.Throttler.from_config(config, time.monotonic)
+    shared = shared_throttling(config)
+    backend = shared.backend if shared is not None else None
+    throttler = throttle.Throttler.from_config(config, time.monotonic, backend)
     gateway = Gateway(config, catalog, observer, throttler, credentials=credentials)
     try:
         server = await loop.create_server(
@@ -121,6 +127,13 @@ async def _serve(config: Config) -> int:
         plane.close()
         return 1
     listening.set()
+    # Other processes' control-plane changes (workers on one SQLite file, nodes on one Redis).
+    # A lone process on SQLite is the store's only writer: nothing to watch, nothing polled.
+    watcher = StoreWatcher(admin, config.db_path) if config.workers > 1 or is_redis_url(config.db_path) else None
+    if watcher is not None:
+        watcher.start()
+    if shared is not None:
+        shared.leases.start()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -162,6 +175,11 @@ async def _serve(config: Config) -> int:
     server.close()
     await gateway.drain(config.drain_timeout)
     await gateway.runner.close()
+    if watcher is not None:
+        await watcher.stop()
+    if shared is not None:
+        await shared.leases.stop()
+        await shared.leases.client.aclose()
     await admin.close()
     observer.close()
     plane.close()

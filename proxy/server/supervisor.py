@@ -11,8 +11,9 @@ proxy.server.supervisor``, its ``Config`` in the environment variable
   on it: that resolves ``--port 0`` to one port for all, and keeps the port
   reserved while a worker restarts.
 * **One admin API.** Worker 0 serves the control plane and ``/metrics`` on
-  ``--admin-port``; the others bind theirs to an ephemeral port nobody is told
-  about. The supervisor keeps no state (no store, no catalog), so a crash of
+  ``--admin-port``; the others bind theirs to a private loopback port the
+  supervisor picks, which worker 0 scrapes to report ``/metrics`` summed over
+  all workers (``proxy.server.metricsmerge``). The supervisor keeps no state (no store, no catalog), so a crash of
   the admin is an ordinary worker restart, on the same port.
 * **Start-up.** Worker 0 starts first and opens the store (demo API,
   ``--config``, ``--backend`` applied once), then the others. When all are up
@@ -26,9 +27,9 @@ proxy.server.supervisor``, its ``Config`` in the environment variable
   drains (``--drain-timeout``) and exits; the supervisor exits 0 after the
   last. SIGHUP is forwarded to every worker.
 
-Not done here (docs/cluster.md#workers): workers other than 0 see control-plane
-changes only through a shared store with change notifications (the Redis
-store), and ``/metrics`` reports worker 0.
+Control-plane changes made through worker 0 reach the others through the
+store they share (``proxy.server.cluster.StoreWatcher``): SQLite's
+``PRAGMA data_version`` polled, or the Redis store's notifications.
 """
 
 from __future__ import annotations
@@ -116,10 +117,21 @@ class Supervisor:
             reservation.close()
 
     async def _run(self, port: int) -> int:
-        admin_port = self.config.admin_port or free_port(self.config.admin_host)
+        host = self.config.admin_host
+        admin_ports = [self.config.admin_port or free_port(host)]
+        # Each other worker gets a fixed private admin port, kept across restarts, so that worker 0
+        # can sum their /metrics into its own.
+        admin_ports += [free_port(host) for _ in range(1, self.count)]
+        scrape_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        peers = tuple(f"http://{scrape_host}:{port}/metrics" for port in admin_ports[1:])
         for index in range(self.count):
             config = dataclasses.replace(
-                self.config, port=port, reuse_port=True, admin_port=admin_port if index == 0 else 0
+                self.config,
+                port=port,
+                reuse_port=True,
+                admin_port=admin_ports[index],
+                workers=self.count,
+                worker_metrics=peers if index == 0 else (),
             )
             self.workers.append(_Worker(index, config))
         try:
@@ -222,7 +234,9 @@ def _worker_main() -> int:
     from proxy.logformat import configure_logging
     from proxy.server.app import serve
 
-    config = Config(**json.loads(os.environ[CONFIG_VARIABLE]))
+    fields = json.loads(os.environ[CONFIG_VARIABLE])
+    fields["worker_metrics"] = tuple(fields.get("worker_metrics", ()))
+    config = Config(**fields)
     configure_logging(config.log_level, config.log_format)
     return serve(config)
 

@@ -68,3 +68,27 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class VersionedStore(Store, Protocol):
+    """A ``Store`` other processes may write too: each process reloads when the version moves.
+
+    ``version`` changes whenever another process commits a batch; whether this
+    process's own batches move it is ``own_batch_step`` (Redis: every batch
+    bumps a shared counter by 1; SQLite's ``PRAGMA data_version`` moves only
+    for other connections' commits, 0).
+    """
+
+    own_batch_step: int
+
+    def version(self) -> int:
+        """The store's version now (cheap: one read)."""
+        ...
+
+    def snapshot(self) -> tuple[int, list[Row]]:
+        """The version and every row; rows at least as new as the version."""
+        ...
+
+    def apply_versioned(self, changes: Sequence[Change]) -> int:
+        """``apply``, returning the version after the batch."""
+        ...

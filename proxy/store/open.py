@@ -5,7 +5,7 @@ Layer 3. The one place the choice is made, so ``serve`` and ``export`` agree.
 
 from __future__ import annotations
 
-from proxy.store.base import Store
+from proxy.store.base import VersionedStore
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -15,7 +15,7 @@ def is_redis_url(db: str) -> bool:
     return db.startswith(REDIS_SCHEMES)
 
 
-def open_store(db: str) -> Store:
+def open_store(db: str) -> VersionedStore:
     """The store ``--db`` names (SQLite stays the default: any value that is not a Redis URL is a path)."""
     if is_redis_url(db):
         from proxy.store.redis import RedisStore

@@ -146,6 +146,9 @@ def durability_warnings(config: dict[str, str]) -> list[str]:
 class RedisStore:
     """A ``Store`` on Redis (see the module docstring); ``url`` is ``redis://HOST:PORT/DB``."""
 
+    own_batch_step = 1
+    """Every batch, ours included, bumps ``version`` by one (``VersionedStore``)."""
+
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
         self.url = url
         self.keys = StoreKeys(prefix)

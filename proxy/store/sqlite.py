@@ -39,6 +39,9 @@ class SchemaTooNew(RuntimeError):
 
 
 class SqliteStore:
+    own_batch_step = 0
+    """Our own commits leave ``PRAGMA data_version`` as it is (``VersionedStore``)."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per apply().
@@ -72,6 +75,20 @@ class SqliteStore:
     def load(self) -> list[Row]:
         cursor = self._db.execute("SELECT kind, parent, key, record FROM resources ORDER BY rowid")
         return [Row(kind, parent, key, json.loads(record)) for kind, parent, key, record in cursor]
+
+    def version(self) -> int:
+        """``PRAGMA data_version``: moves when another connection (another worker) commits; one cheap read."""
+        version: int = self._db.execute("PRAGMA data_version").fetchone()[0]
+        return version
+
+    def snapshot(self) -> tuple[int, list[Row]]:
+        """The version, then the rows: a commit in between shows as a version moved at the next look."""
+        version = self.version()
+        return version, self.load()
+
+    def apply_versioned(self, changes: Sequence[Change]) -> int:
+        self.apply(changes)
+        return self.version()
 
     def apply(self, changes: Sequence[Change]) -> None:
         with self._transaction():

@@ -39,6 +39,10 @@ class GatedStore:
             raise OSError("disk full")
         self.store.apply(changes)
 
+    def apply_versioned(self, changes: Sequence[Change]) -> int:
+        self.apply(changes)
+        return self.store.version()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 

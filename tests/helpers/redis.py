@@ -32,15 +32,20 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
-def require_redis_server() -> str:
-    """The path of ``redis-server``; fails under CI and skips elsewhere when it is missing."""
-    path = shutil.which("redis-server")
+def require_binary(name: str, package: str) -> str:
+    """The path of ``name`` (Debian package ``package``); fails under CI and skips elsewhere when missing."""
+    path = shutil.which(name)
     if path is None:
-        message = "redis-server is not installed (Debian: apt-get install -y redis-server)"
+        message = f"{name} is not installed (Debian: apt-get install -y {package})"
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def require_redis_server() -> str:
+    """The path of ``redis-server`` (see ``require_binary``)."""
+    return require_binary("redis-server", "redis-server")
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from proxy.cli import build_parser
+from tests.helpers.cluster import admin_client, demo_deployment, scrape_until, until_all_connect
 from tests.helpers.servers import READY, ROOT, START_CEILING_S, codec_env, serve_argv
 
 pytestmark = pytest.mark.integration
@@ -22,11 +23,13 @@ pytestmark = pytest.mark.integration
 WORKERS = re.compile(r"workers=(?P<count>\d+) pids=(?P<pids>[\d,]+)")
 RESTARTED = re.compile(r"framegate worker (?P<index>\d+) ready pid=(?P<pid>\d+)")
 CEILING_S = 15.0
+CONNECTS_PER_ROUND = 16
 
 
 @dataclass
 class Supervised:
     data: str
+    admin: str
     pids: list[int]
     process: asyncio.subprocess.Process
 
@@ -36,12 +39,12 @@ class Supervised:
 
 
 @asynccontextmanager
-async def supervised(tmp_path: Path, workers: int) -> AsyncIterator[Supervised]:
+async def supervised(tmp_path: Path, workers: int, *flags: str) -> AsyncIterator[Supervised]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     log_path = tmp_path / "framegate.log"
     with log_path.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
-            *serve_argv(tmp_path / "framegate.db", "--workers", str(workers)),
+            *serve_argv(tmp_path / "framegate.db", "--workers", str(workers), *flags),
             cwd=ROOT,
             env=codec_env("cython"),
             stdout=asyncio.subprocess.PIPE,
@@ -53,7 +56,8 @@ async def supervised(tmp_path: Path, workers: int) -> AsyncIterator[Supervised]:
         ready, workers_seen = READY.search(line), WORKERS.search(line)
         assert ready and workers_seen, f"no ready line: {line!r}; log: {log_path.read_text()[-2000:]}"
         assert int(workers_seen["count"]) == workers
-        yield Supervised(ready["data"], [int(pid) for pid in workers_seen["pids"].split(",")], process)
+        pids = [int(pid) for pid in workers_seen["pids"].split(",")]
+        yield Supervised(ready["data"], ready["admin"], pids, process)
     finally:
         if process.returncode is None:
             process.terminate()
@@ -94,6 +98,30 @@ async def test_a_killed_worker_is_restarted_and_clients_keep_connecting(tmp_path
         os.kill(int(restarted["pid"]), 0)  # alive
         for _ in range(20):
             await echoes(gateway.data)
+
+
+async def test_a_change_through_the_admin_api_reaches_every_worker(tmp_path: Path) -> None:
+    async with supervised(tmp_path, 2) as gateway:
+        client = admin_client(gateway.admin)
+        api_id, deployment_id = await asyncio.to_thread(demo_deployment, client)
+        victim = gateway.pids[1]
+        os.kill(victim, signal.SIGKILL)  # a restarted worker must see later changes too
+        await exited(victim)
+        assert RESTARTED.search(await gateway.line())
+        await asyncio.to_thread(client.create_stage, ApiId=api_id, StageName="blue", DeploymentId=deployment_id)
+        # Workers other than 0 see it within STORE_POLL_INTERVAL_S; then every connection must.
+        await until_all_connect(f"{gateway.data}/blue", CONNECTS_PER_ROUND)
+
+
+async def test_metrics_are_summed_over_workers(tmp_path: Path) -> None:
+    async with supervised(tmp_path, 2) as gateway:
+        for _ in range(CONNECTS_PER_ROUND):
+            await echoes(gateway.data)
+        clean_closes = ("framegate_closes_total", (("code", "1000"),))
+        samples = await scrape_until(gateway.admin, lambda found: found.get(clean_closes) == CONNECTS_PER_ROUND)
+        assert samples[("framegate_workers_unscraped", ())] == 0
+        workers = {dict(labels).get("worker") for name, labels in samples if name == "process_cpu_seconds_total"}
+        assert workers == {"0", "1"}
 
 
 async def test_sigterm_drains_every_worker_and_exits_zero(tmp_path: Path) -> None:
