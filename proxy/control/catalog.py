@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from proxy.control.model import Api, ApiMapping, Deployment, DomainName, Snapshot, Stage, Target
 from proxy.control.routing import bind_stage_variables
@@ -34,6 +35,16 @@ def _split_host(host: str) -> str:
     if host.startswith("["):
         return host.split("]", 1)[0] + "]"
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+DEMO_API_NAME: Final = "demo"
+DEMO_API_DESCRIPTION: Final = "framegate demo: every message on stage dev is echoed back by a MOCK integration"
+"""How the built-in demo API (``proxy/demo_api.json``) is told apart from an API someone made."""
+
+
+def is_demo_api(api: Api) -> bool:
+    """The built-in demo API, as ``proxy/demo_api.json`` seeds it on a bare start."""
+    return api.name == DEMO_API_NAME and api.description == DEMO_API_DESCRIPTION
 
 
 def _first_segment(path: str) -> str:
@@ -134,8 +145,14 @@ class MemoryCatalog:
         domain = self._domains.get(hostname)
         if domain is not None:
             return self._resolve_mapping(domain, domain_name, path)
-        api_id = hostname.split(_EXECUTE_API, 1)[0] if _EXECUTE_API in hostname else self._default_api_id()
-        return self._target(api_id, _first_segment(path), domain_name)
+        if _EXECUTE_API in hostname:
+            return self._target(hostname.split(_EXECUTE_API, 1)[0], _first_segment(path), domain_name)
+        api_id, _, rest = path.lstrip("/").partition("/")
+        entry = self._apis.get(api_id)
+        if entry is not None and _first_segment(rest) in entry.stages:
+            # The path form /{apiId}/{stage}: every API reachable from a plain URL (its apiEndpoint).
+            return self._target(api_id, _first_segment(rest), domain_name)
+        return self._target(self._default_api_id(), _first_segment(path), domain_name)
 
     def _default_api_id(self) -> str:
         if self._default_api is not None:
@@ -144,8 +161,13 @@ class MemoryCatalog:
             return next(iter(self._apis))
         if not self._apis:
             raise NotFoundException("No API is configured", "Api")
+        # The built-in demo API never makes a user's first API ambiguous.
+        own = [api_id for api_id, entry in self._apis.items() if not is_demo_api(entry.api)]
+        if len(own) == 1:
+            return own[0]
         raise NotFoundException(
-            "Several APIs are configured: use Host {apiId}.execute-api.<anything>, a custom domain, or --default-api",
+            "Several APIs are configured: use the path /{apiId}/{stage}, Host {apiId}.execute-api.<anything>, "
+            "a custom domain, or --default-api",
             "Api",
         )
 

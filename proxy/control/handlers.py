@@ -289,10 +289,10 @@ class Router:
     def _body(self, result: object, call: Call) -> object | None:
         if result is None:
             return None
-        region = self.service.region
+        region, endpoint = self.service.region, self.service.data_endpoint
         if isinstance(result, list):
             query = {k: v[0] for k, v in call.query.items() if v}
-            return wire.page(result, query, region)
+            return wire.page(result, query, region, endpoint)
         if isinstance(result, Mapping):
             return dict(result)
-        return wire.encode(result, region)
+        return wire.encode(result, region, endpoint)

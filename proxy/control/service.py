@@ -239,6 +239,8 @@ class ControlService:
         self.clock = clock
         self.max_stages = max_stages
         self.region = region
+        self.data_endpoint: str | None = None
+        """The data plane's base URL once it is bound (``apiEndpoint`` is ``{data_endpoint}/{apiId}``)."""
         self._new_api_id = new_api_id
         self._new_resource_id = new_resource_id
         self.lambda_endpoint = lambda_endpoint

@@ -117,11 +117,21 @@ def decode(cls: type, body: Mapping[str, Any]) -> dict[str, Any]:
     return records.fields_from_plain(cls, body, records.camel)
 
 
-def encode(value: object, region: str) -> dict[str, Any]:
-    """The camelCase response members of a model value."""
+def encode(value: object, region: str, endpoint: str | None = None) -> dict[str, Any]:
+    """The camelCase response members of a model value.
+
+    ``endpoint`` is the data plane's base URL (``ws://127.0.0.1:8080``): an API's
+    ``apiEndpoint`` is then ``{endpoint}/{apiId}``, which reaches that API from
+    a plain URL (``{apiEndpoint}/{stage}``, docs/aws-behaviour.md#custom-domains);
+    without it, the AWS-shaped host name.
+    """
     plain: dict[str, Any] = records.to_plain(value, records.camel, _CHILDREN.get(type(value), ()))
     if isinstance(value, Api):
-        plain["apiEndpoint"] = f"wss://{value.api_id}.execute-api.{region}.amazonaws.com"
+        plain["apiEndpoint"] = (
+            f"{endpoint}/{value.api_id}"
+            if endpoint is not None
+            else f"wss://{value.api_id}.execute-api.{region}.amazonaws.com"
+        )
     elif isinstance(value, DomainName):
         plain["apiMappingSelectionExpression"] = API_MAPPING_SELECTION_EXPRESSION
         plain["domainNameConfigurations"] = [{**DOMAIN_CONFIGURATION, **c} for c in value.domain_name_configurations]
@@ -129,7 +139,7 @@ def encode(value: object, region: str) -> dict[str, Any]:
     return plain
 
 
-def page(items: Sequence[object], query: Mapping[str, str], region: str) -> dict[str, Any]:
+def page(items: Sequence[object], query: Mapping[str, str], region: str, endpoint: str | None = None) -> dict[str, Any]:
     """One page of a list operation: ``{"items": [...], "nextToken": ...}`` (no token on the last page).
 
     The token is the base64 of the next offset: opaque to clients, stable
@@ -137,7 +147,7 @@ def page(items: Sequence[object], query: Mapping[str, str], region: str) -> dict
     """
     size = _page_size(query.get("maxResults"))
     start = _offset(query.get("nextToken"))
-    body: dict[str, Any] = {"items": [encode(item, region) for item in items[start : start + size]]}
+    body: dict[str, Any] = {"items": [encode(item, region, endpoint) for item in items[start : start + size]]}
     if start + size < len(items):
         body["nextToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
     return body

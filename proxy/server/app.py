@@ -151,6 +151,7 @@ async def _serve(config: Config) -> int:
     assert admin.server is not None
     admin_url = bound_url(admin.server, "https" if contexts.admin else "http")
     data_url = bound_url(server, "wss" if contexts.data else "ws")
+    plane.service.data_endpoint = data_url
     print(
         f"{READY_PREFIX} data={data_url} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
         flush=True,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from proxy.control.catalog import ApiEntry
+from proxy.control.catalog import DEMO_API_DESCRIPTION, DEMO_API_NAME, ApiEntry
 from proxy.errors import NotFoundException
 from proxy.limits import RESOLVED_TARGET_CACHE
 from proxy.session import is_websocket
@@ -77,3 +79,27 @@ def test_a_snapshot_without_stage_variable_uris_is_served_as_deployed() -> None:
     entry = _entry("aaaaaaaaaa")
     catalog = catalog_with(entry)
     assert catalog.resolve("127.0.0.1:8080", "/prod").snapshot is entry.deployments["dep-prod"].snapshot
+
+
+def _demo_entry(api_id: str) -> ApiEntry:
+    entry = api_entry(api_id, {"dev": (snapshot({"$default": ws("i1", "ws://127.0.0.1:9/")}), {})}, name=DEMO_API_NAME)
+    return ApiEntry(replace(entry.api, description=DEMO_API_DESCRIPTION), entry.stages, entry.deployments)
+
+
+def test_a_first_api_beside_the_demo_is_reached_from_a_plain_url() -> None:
+    catalog = catalog_with(_demo_entry("demo000000"), _entry("aaaaaaaaaa"))
+    assert catalog.resolve("127.0.0.1:8080", "/prod").api.api_id == "aaaaaaaaaa"
+
+
+def test_an_api_named_demo_by_a_user_still_counts() -> None:
+    catalog = catalog_with(_entry("aaaaaaaaaa"), api_entry("bbbbbbbbbb", {"prod": (snapshot({}), {})}, name="demo"))
+    with pytest.raises(NotFoundException, match=r"/\{apiId\}/\{stage\}"):
+        catalog.resolve("127.0.0.1:8080", "/prod")
+
+
+def test_the_path_names_the_api_among_several() -> None:
+    catalog = catalog_with(_entry("aaaaaaaaaa"), _entry("bbbbbbbbbb"))
+    target = catalog.resolve("127.0.0.1:8080", "/bbbbbbbbbb/prod")
+    assert (target.api.api_id, target.stage.stage_name) == ("bbbbbbbbbb", "prod")
+    with pytest.raises(NotFoundException, match="Several APIs"):
+        catalog.resolve("127.0.0.1:8080", "/prod")

@@ -1,0 +1,55 @@
+"""An API's ``apiEndpoint`` is a URL that reaches it on this gateway, beside the demo API and others."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+from websockets.asyncio.client import connect
+
+from tests.control.conftest import DUMMY_CREDENTIALS, NO_RETRIES, make_api
+from tests.helpers.servers import framegate
+
+ECHO_TEMPLATE = {"$default": '{"statusCode": 200}'}
+
+
+def _mock_stage(client: object, api_id: str) -> None:
+    integration = client.create_integration(  # type: ignore[attr-defined]
+        ApiId=api_id, IntegrationType="MOCK", RequestTemplates=ECHO_TEMPLATE, TemplateSelectionExpression="\\$default"
+    )["IntegrationId"]
+    client.create_integration_response(  # type: ignore[attr-defined]
+        ApiId=api_id,
+        IntegrationId=integration,
+        IntegrationResponseKey="$default",
+        ResponseTemplates={"$default": '{"api": "' + api_id + '"}'},
+    )
+    route = client.create_route(  # type: ignore[attr-defined]
+        ApiId=api_id,
+        RouteKey="$default",
+        Target=f"integrations/{integration}",
+        RouteResponseSelectionExpression="$default",
+    )["RouteId"]
+    client.create_route_response(ApiId=api_id, RouteId=route, RouteResponseKey="$default")  # type: ignore[attr-defined]
+    deployment = client.create_deployment(ApiId=api_id)["DeploymentId"]  # type: ignore[attr-defined]
+    client.create_stage(ApiId=api_id, StageName="prod", DeploymentId=deployment)  # type: ignore[attr-defined]
+
+
+async def test_api_endpoint_reaches_each_api_beside_the_demo(tmp_path: Path) -> None:
+    async with framegate(tmp_path) as running:  # a bare start: the demo API is there too
+        client = boto3.client("apigatewayv2", endpoint_url=running.admin, config=NO_RETRIES, **DUMMY_CREDENTIALS)
+        first = make_api(client, "first")
+        _mock_stage(client, first)
+        # The first API of one's own is reached from the plain URL: the demo API does not count.
+        async with connect(f"{running.data}/prod") as ws:
+            await ws.send("hi")
+            assert json.loads(await ws.recv()) == {"api": first}
+        second = make_api(client, "second")
+        _mock_stage(client, second)
+        for api_id in (first, second):
+            endpoint = client.get_api(ApiId=api_id)["ApiEndpoint"]
+            assert endpoint == f"{running.data}/{api_id}"
+            async with connect(f"{endpoint}/prod") as ws:
+                await ws.send("hi")
+                assert json.loads(await ws.recv()) == {"api": api_id}
+        client.close()
