@@ -56,7 +56,7 @@ Backends
     request is decided on ``TokenBucket`` objects in this process: the per-
     message path, the relay pump and the gateway never wait on a backend.
 
-Sharing limits across processes (leasing, planned)
+Sharing limits across processes (leasing: ``--redis``, ``proxy.cluster.leases``)
     A shared backend (on Redis) keeps each bucket's true state in the shared
     store and gives this process a local ``TokenBucket`` of rate 0 holding a
     *lease*: a batch of tokens taken from the shared bucket atomically (one
@@ -69,8 +69,10 @@ Sharing limits across processes (leasing, planned)
     (``TokenBucket.reconfigure``) to the shared limits divided by the
     processes last seen alive. ``Throttler``, ``Admission``, the gateway and
     the codec stay as they are: the backend is a ``Throttler`` argument,
-    chosen where the server is assembled. ``tests/test_throttle.py`` drives
-    two throttlers over one in-memory lease pool this way.
+    chosen where the server is assembled (``proxy.server.cluster.shared_throttling``
+    builds ``proxy.cluster.leases.LeaseBackend`` for ``--redis``).
+    ``tests/test_throttle.py`` drives two throttlers over one in-memory lease
+    pool this way; ``docs/cluster.md`` states the accuracy.
 """
 
 from __future__ import annotations
