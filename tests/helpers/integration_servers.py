@@ -7,6 +7,7 @@ what they received, so a test asserts on the request the gateway really sent.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,6 +34,7 @@ SIGV4_AUTHORIZATION = re.compile(
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LambdaFunction = Callable[[Any], Any]
+"""A handler taking the event: its answer, or an awaitable of it (an ``async def`` handler, as Node's are)."""
 
 
 @dataclass
@@ -150,6 +152,8 @@ async def lambda_endpoint(
             )
         try:
             result = function(json.loads(seen.body))
+            if inspect.isawaitable(result):
+                result = await result
         except Exception as exc:
             error = {"errorMessage": str(exc), "errorType": type(exc).__name__}
             return web.json_response(error, headers={"X-Amz-Function-Error": "Unhandled"})
