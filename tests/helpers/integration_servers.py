@@ -238,3 +238,13 @@ def call(
         body=body,
         **kwargs,
     )
+
+
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
+"""A Lambda function's ARN in the tests' account and region; ``{name}`` is the function."""
+
+
+def lambda_uri(name: str) -> str:
+    """The integration URI of AWS_PROXY/AWS integrations invoking function ``name`` (``FUNCTION_ARN``)."""
+    arn = FUNCTION_ARN.format(name=name)
+    return f"arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{arn}/invocations"

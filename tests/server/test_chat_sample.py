@@ -22,7 +22,7 @@ import botocore.config
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.helpers.integration_servers import lambda_endpoint
+from tests.helpers.integration_servers import FUNCTION_ARN, lambda_endpoint, lambda_uri
 from tests.helpers.servers import framegate
 
 pytestmark = pytest.mark.integration
@@ -31,15 +31,9 @@ CEILING_S = 15.0
 TABLE_CHANGES_BOUND = 8
 """How many table changes ``Table.until`` waits through before failing: the test makes a handful."""
 REGION = "us-east-1"
-FUNCTION_ARN = f"arn:aws:lambda:{REGION}:123456789012:function:{{name}}"
 STAGE = "Prod"  # the sample's stage name
 CREDENTIALS = {"aws_access_key_id": "x", "aws_secret_access_key": "x", "region_name": REGION}
 NO_RETRIES = botocore.config.Config(retries={"total_max_attempts": 1})
-
-
-def lambda_uri(name: str) -> str:
-    arn = FUNCTION_ARN.format(name=name)
-    return f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/{arn}/invocations"
 
 
 def management_api(endpoint: str) -> Any:

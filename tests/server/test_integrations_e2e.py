@@ -46,7 +46,14 @@ from proxy.metrics import StageMetrics
 from proxy.server.gateway import Gateway
 from tests.helpers.apis import api_entry, catalog_with, mock
 from tests.helpers.inprocess import InProcessGateway, in_process_gateway
-from tests.helpers.integration_servers import RunningServer, http_backend, lambda_endpoint, stalled_backend
+from tests.helpers.integration_servers import (
+    FUNCTION_ARN,
+    RunningServer,
+    http_backend,
+    lambda_endpoint,
+    lambda_uri,
+    stalled_backend,
+)
 from tests.helpers.servers import framegate
 
 pytestmark = pytest.mark.integration
@@ -55,13 +62,7 @@ API = "abcdef1234"
 STAGE = "prod"
 CEILING_S = 10.0
 KEYS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
-FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
 INTERNAL_ERROR_MESSAGE = "Internal server error"
-
-
-def lambda_uri(name: str) -> str:
-    arn = FUNCTION_ARN.format(name=name)
-    return f"arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{arn}/invocations"
 
 
 def http_proxy(integration_id: str, uri: str, timeout_ms: int = 29_000) -> Integration:
