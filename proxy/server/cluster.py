@@ -13,24 +13,35 @@ own changes never trigger one.
 ``shared_throttling`` builds the ``--redis`` bucket backend: a ``LeaseBackend``
 whose ``LeaseClient`` leases tokens from Redis off the message path and, while
 Redis is unreachable, hands out local shares (docs/cluster.md#leases).
+
+``connection_registry`` builds the ``--redis`` connection registry
+(``proxy.cluster.registry``) and ``attach`` points it at the gateway: its
+open connections, and ``proxy.server.management.serve_routed`` for calls
+routed to them (docs/cluster.md#registry).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 
 from proxy import throttle
 from proxy.cluster.background import Background
 from proxy.cluster.changes import Backoff, ChangeListener
+from proxy.cluster.envelope import Answer, Operation
 from proxy.cluster.leases import LeaseBackend, LeaseClient
 from proxy.cluster.membership import cluster_client, new_node_id
+from proxy.cluster.registry import ConnectionRegistry
 from proxy.config import Config
+from proxy.errors import GoneException
 from proxy.limits import STORE_POLL_INTERVAL_S
 from proxy.metrics import ClusterMetrics
 from proxy.server.admin import AdminServer
+from proxy.server.gateway import Gateway
+from proxy.server.management import serve_routed
 from proxy.store.open import is_redis_url
 
 logger = logging.getLogger(__name__)
@@ -115,3 +126,20 @@ def shared_throttling(config: Config, metrics: ClusterMetrics | None = None) -> 
         live=config.workers,
     )
     return SharedThrottling(LeaseBackend(leases, empty_bucket), leases)
+
+
+async def _not_attached(operation: Operation) -> Answer:
+    raise GoneException(f"connection {operation.connection_id} is not open")
+
+
+def connection_registry(config: Config) -> ConnectionRegistry | None:
+    """The registry ``--redis`` asks for (None without it): give it to the ``Gateway``, then ``attach``."""
+    if config.redis is None:
+        return None
+    return ConnectionRegistry(config.redis, cluster_client(config.redis), new_node_id(), _not_attached)
+
+
+def attach(registry: ConnectionRegistry, gateway: Gateway) -> None:
+    """Serve routed calls with ``gateway``'s connections; re-register them from it if the lease ran out."""
+    registry.handler = functools.partial(serve_routed, gateway)
+    registry.open_ids = lambda: list(gateway.open_connections)
