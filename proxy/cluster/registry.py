@@ -133,6 +133,18 @@ GetConnection or DeleteConnection) and answers it, errors included; raising ``Go
 answered 410, anything else 500."""
 
 
+async def run_handler(handler: Handler, operation: Operation) -> Answer:
+    """The owner's answer to a routed call: ``handler``'s, 410 if it raised ``GoneException``, else 500."""
+    try:
+        return await handler(operation)
+    except GoneException:
+        return Answer(GoneException.status)
+    except Exception:
+        # The connection boundary of a routed call: the caller gets a 500, we get the traceback.
+        log.exception("@connections %s on %s failed", operation.method, operation.connection_id)
+        return Answer(INTERNAL_ERROR_STATUS)
+
+
 class ConnectionRegistry:
     """This node's side of the registry and the routing (see the module docstring).
 
@@ -226,6 +238,11 @@ class ConnectionRegistry:
                 await self._leave(
                     keys=[self.nodes_key, self.conns_key, self.node_set(self.node_id)], args=[self.node_id]
                 )
+
+    async def close(self) -> None:
+        """``stop`` (leaving), then close the command client."""
+        await self.stop()
+        await self.client.aclose()
 
     async def heartbeat(self) -> int:
         """Renew this node's lease and sweep dead nodes; returns how many were swept.
@@ -374,14 +391,7 @@ class ConnectionRegistry:
 
     async def _serve(self, request: CallRequest) -> None:
         operation = request.operation
-        try:
-            answer = await self.handler(operation)
-        except GoneException:
-            answer = Answer(GoneException.status)
-        except Exception:
-            # The connection boundary of a routed call: the caller gets a 500, we get the traceback.
-            log.exception("@connections %s on %s failed", operation.method, operation.connection_id)
-            answer = Answer(INTERNAL_ERROR_STATUS)
+        answer = await run_handler(self.handler, operation)
         try:
             await self.client.publish(self.inbox(request.reply_to), encode(CallReply(request.request_id, answer)))
         except REDIS_FAILURES as exc:

@@ -1,9 +1,10 @@
-"""``@connections`` across nodes: a call on any ``framegate serve`` reaches a client of any other.
+"""``@connections`` across nodes and workers: a call on any process reaches a client of any other.
 
 Two nodes share one real Redis (``--db`` for the API, ``--redis`` for the
 connection registry); a ``websockets`` client connects to node A and an
-unmodified boto3 ``apigatewaymanagementapi`` client calls node B's data port
-(docs/cluster.md#registry).
+unmodified boto3 ``apigatewaymanagementapi`` client calls node B's data port.
+Workers of one ``--workers 2`` node share a port: calls on fresh connections
+land on either worker, with or without Redis (docs/cluster.md#registry).
 """
 
 from __future__ import annotations
@@ -21,46 +22,20 @@ import boto3
 import botocore.config
 import pytest
 from botocore.exceptions import ClientError
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.helpers.cluster import CEILING_S, node_flags
+from tests.helpers.cluster import CEILING_S, api_document, node_flags, whoami
 from tests.helpers.redis import RedisServer
-from tests.helpers.servers import Framegate, framegate
+from tests.helpers.servers import Framegate, framegate, supervised
 
 pytestmark = pytest.mark.integration
 
-WHOAMI = json.dumps({"action": "whoami"})
-IDENTITY_TEMPLATE = '{"connectionId": "$context.connectionId", "stage": "$context.stage"}'
 MESSAGE_CAP = 128 * 1024
 UNKNOWN_ID = "bm90LWEtY29ubj0="
-
-
-def api_document() -> dict[str, Any]:
-    """One API on stages prod and beta whose ``whoami`` route answers the client's connection id."""
-    whoami = {
-        "routeKey": "whoami",
-        "integration": {
-            "integrationType": "MOCK",
-            "requestTemplates": {"$default": '{"statusCode": 200}'},
-            "templateSelectionExpression": "\\$default",
-            "integrationResponses": [
-                {"integrationResponseKey": "$default", "responseTemplates": {"$default": IDENTITY_TEMPLATE}}
-            ],
-        },
-        "routeResponses": [{"routeResponseKey": "$default"}],
-    }
-    return {
-        "apis": [
-            {
-                "name": "chat",
-                "protocolType": "WEBSOCKET",
-                "routeSelectionExpression": "$request.body.action",
-                "routes": [whoami],
-                "stages": [{"stageName": "prod"}, {"stageName": "beta"}],
-            }
-        ]
-    }
+CLIENTS = 8
+"""Clients of a ``--workers 2`` node; with two calls each on fresh connections, every call landing
+on its client's own worker by chance has odds of 2**-16."""
 
 
 @asynccontextmanager
@@ -78,21 +53,19 @@ async def two_nodes(tmp_path: Path, redis: RedisServer, *flags: str) -> AsyncIte
 
 def management_client(node: Framegate, stage: str = "prod") -> Any:
     """boto3's ``apigatewaymanagementapi`` on ``node``'s data port (dummy credentials, no retries)."""
-    host, port = node.host_port
+    return management_client_for(node.data, stage)
+
+
+def management_client_for(data_url: str, stage: str = "prod") -> Any:
+    """boto3's ``apigatewaymanagementapi`` on the data port at ``data_url`` (``ws://HOST:PORT``)."""
     return boto3.client(
         "apigatewaymanagementapi",
-        endpoint_url=f"http://{host}:{port}/{stage}",
+        endpoint_url=f"http://{data_url.split('://', 1)[1]}/{stage}",
         region_name="us-east-1",
         aws_access_key_id="x",
         aws_secret_access_key="x",
         config=botocore.config.Config(retries={"total_max_attempts": 1}),
     )
-
-
-async def whoami(client: ClientConnection) -> str:
-    await client.send(WHOAMI)
-    identity: dict[str, str] = json.loads(await asyncio.wait_for(client.recv(), CEILING_S))
-    return identity["connectionId"]
 
 
 def error_code(api: Any, operation: str, **kwargs: Any) -> str:
@@ -212,3 +185,40 @@ async def test_a_client_of_a_killed_node_is_gone_once_its_lease_runs_out(
         assert code == "GoneException"
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(client.recv(), CEILING_S)
+
+
+async def post_on_a_fresh_connection(data_url: str, connection_id: str, body: str) -> int:
+    """One PostToConnection on its own TCP connection (so the kernel picks the worker anew): the status."""
+    host, port = data_url.split("://", 1)[1].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /prod/@connections/{quote(connection_id, safe='')} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CEILING_S)
+    writer.close()
+    return int(head.split()[1])
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["unix-sockets", "redis"])
+async def test_a_call_reaches_a_client_whichever_worker_it_lands_on(
+    tmp_path: Path, redis_server: RedisServer, with_redis: bool
+) -> None:
+    config = tmp_path / "chat.json"
+    config.write_text(json.dumps(api_document()))
+    flags = node_flags(redis_server) if with_redis else ()
+    async with supervised(tmp_path, 2, "--config", str(config), *flags) as gateway, AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connect(f"{gateway.data}/prod")) for _ in range(CLIENTS)]
+        ids = [await whoami(client) for client in clients]
+        if with_redis:  # registered about one Redis round trip after the 101
+            for connection_id in ids:
+                await until_reachable(management_client_for(gateway.data), connection_id)
+        for round_ in ("first", "second"):
+            statuses = [
+                await post_on_a_fresh_connection(gateway.data, connection_id, f"{round_} {index}")
+                for index, connection_id in enumerate(ids)
+            ]
+            assert statuses == [200] * CLIENTS
+            for index, client in enumerate(clients):
+                assert await asyncio.wait_for(client.recv(), CEILING_S) == f"{round_} {index}"
+        assert await post_on_a_fresh_connection(gateway.data, UNKNOWN_ID, "x") == 410
