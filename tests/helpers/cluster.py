@@ -93,20 +93,25 @@ async def scrape_until(admin: str, condition: Callable[[Samples], bool]) -> Samp
     raise AssertionError(f"/metrics never met the condition; last scrape: {sorted(samples.items())[:40]}")
 
 
-def api_document() -> dict[str, Any]:
-    """One API on stages prod and beta whose ``whoami`` route answers the client's connection id."""
-    whoami = {
+def whoami_route(template: str = IDENTITY_TEMPLATE) -> dict[str, Any]:
+    """A ``whoami`` route (``--config`` form) whose MOCK integration answers ``template``: the client's context."""
+    return {
         "routeKey": "whoami",
         "integration": {
             "integrationType": "MOCK",
             "requestTemplates": {"$default": '{"statusCode": 200}'},
             "templateSelectionExpression": "\\$default",
             "integrationResponses": [
-                {"integrationResponseKey": "$default", "responseTemplates": {"$default": IDENTITY_TEMPLATE}}
+                {"integrationResponseKey": "$default", "responseTemplates": {"$default": template}}
             ],
         },
         "routeResponses": [{"routeResponseKey": "$default"}],
     }
+
+
+def api_document() -> dict[str, Any]:
+    """One API on stages prod and beta whose ``whoami`` route answers the client's connection id."""
+    whoami = whoami_route()
     return {
         "apis": [
             {
