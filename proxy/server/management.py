@@ -22,10 +22,11 @@ the handshake timeout, a caller may idle ``MANAGEMENT_IDLE_TIMEOUT_S``
 between requests, and a body over ``MAX_PUSH_BYTES`` is answered 413
 (``PayloadTooLargeException``) and read no further than ``MANAGEMENT_DISCARD_BYTES``.
 
-With ``--redis`` the gateway has a ``Directory`` (``proxy.cluster.registry``):
-a call whose connection is not open here, once authenticated, sized, resolved
-to an endpoint and (POST) throttled here, is routed to the process holding
-it, which runs ``execute`` as for a local call and whose answer is relayed
+With ``--redis`` (``proxy.cluster.registry``) or ``--workers N``
+(``proxy.server.siblings``) the gateway has a ``Directory``: a call whose
+connection is not open here, once authenticated, sized, resolved to an
+endpoint and (POST) throttled here, is routed to the process holding it,
+which runs ``execute`` as for a local call and whose answer is relayed
 unchanged (docs/cluster.md#registry). The caller's next pipelined request
 waits for that answer; the route's own reply timeout bounds the wait.
 """
