@@ -26,7 +26,8 @@ Registry
 
 Routing
     Each node subscribes to its own channel (``inbox:<node id>``). A call on a
-    connection held elsewhere is published there with a request id; the
+    connection held elsewhere is published there with a request id, by the
+    same script that finds the owner (``ROUTE_SCRIPT``: one round trip); the
     owner runs its ``handler`` and publishes the answer on the caller's
     channel, where ``call`` waits for it at most ``ROUTE_REPLY_TIMEOUT_S``
     and returns it unchanged. A connection no live node holds raises
@@ -82,15 +83,37 @@ for i = 3 + added, #ARGV do
 end
 """
 
+OWNER_LUA: Final = """
+local function live_owner(conns, nodes, id, clock)
+  local node = redis.call('HGET', conns, id)
+  if not node then return false end
+  local expiry = redis.call('ZSCORE', nodes, node)
+  if expiry and tonumber(expiry) > server_now(clock) then return node end
+  return false
+end
+"""
+"""Lua prelude: the node holding a connection while its lease holds, else false."""
+
 OWNER_SCRIPT: Final = (
     NOW_LUA
+    + OWNER_LUA
     + """
 -- KEYS: conns, nodes. ARGV: connection id, clock override. The owner while its lease holds, else nil.
-local node = redis.call('HGET', KEYS[1], ARGV[1])
+return live_owner(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+"""
+)
+
+ROUTE_SCRIPT: Final = (
+    NOW_LUA
+    + OWNER_LUA
+    + """
+-- KEYS: conns, nodes. ARGV: connection id, clock override, caller's node id, inbox prefix, envelope.
+-- Finds the live owner and, unless it is the caller, publishes the call on its channel: one round
+-- trip. Returns {owner, receivers}, or nil when no live node holds the connection.
+local node = live_owner(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 if not node then return false end
-local expiry = redis.call('ZSCORE', KEYS[2], node)
-if expiry and tonumber(expiry) > server_now(ARGV[2]) then return node end
-return false
+if node == ARGV[3] then return {node, 0} end
+return {node, redis.call('PUBLISH', ARGV[4] .. node, ARGV[5])}
 """
 )
 
@@ -185,6 +208,7 @@ class ConnectionRegistry:
         self.subscriber = ChannelSubscriber(url, self.inbox(node_id), self._received)
         self._sync = client.register_script(SYNC_SCRIPT)
         self._owner = client.register_script(OWNER_SCRIPT)
+        self._route = client.register_script(ROUTE_SCRIPT)
         self._heartbeat = client.register_script(HEARTBEAT_SCRIPT)
         self._leave = client.register_script(LEAVE_SCRIPT)
         self._pending: dict[str, asyncio.Future[Answer]] = {}
@@ -345,24 +369,26 @@ class ConnectionRegistry:
             RouteTimeout: the owner did not answer within the reply timeout.
         """
         connection_id = operation.connection_id
-        try:
-            owner = await self.owner(connection_id)
-        except REDIS_FAILURES as exc:
-            raise RouteUnavailable(f"The connection registry is unreachable: {exc}") from exc
-        if owner is None:
-            raise GoneException(f"connection {connection_id} is not open")
-        if owner == self.node_id:
-            return await self.handler(operation)
         call_id = request_id()
         reply: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = reply
+        self._pending[call_id] = reply  # before the call: the answer may overtake the script's reply
         try:
+            args: list[str | bytes] = [
+                connection_id,
+                clock_argument(self.redis_clock),
+                self.node_id,
+                self.inbox(""),
+                encode(CallRequest(call_id, self.node_id, operation)),
+            ]
             try:
-                receivers = await self.client.publish(
-                    self.inbox(owner), encode(CallRequest(call_id, self.node_id, operation))
-                )
+                routed = await self._route(keys=[self.conns_key, self.nodes_key], args=args)
             except REDIS_FAILURES as exc:
                 raise RouteUnavailable(f"The connection registry is unreachable: {exc}") from exc
+            if routed is None:
+                raise GoneException(f"connection {connection_id} is not open")
+            owner, receivers = cast(list[bytes | int], routed)
+            if owner == self.node_id.encode():
+                return await self.handler(operation)
             if receivers == 0:
                 raise RouteUnavailable("The node holding this connection is not listening")
             try:
