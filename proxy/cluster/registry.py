@@ -301,7 +301,12 @@ class ConnectionRegistry:
 
     def closed(self, connection_id: str) -> None:
         """``connection_id`` closed on this node: note it for the writer (no IO here)."""
-        # Even if its registration is still unwritten: a write in flight may be carrying it.
+        if self._changes.get(connection_id) is True:
+            # Its registration is still waiting (none in flight: the writer takes what it writes out
+            # of ``_changes``), so nothing of it is in Redis: forget both. While Redis is away this
+            # keeps what waits bounded by the open connections, whatever the churn.
+            del self._changes[connection_id]
+            return
         self._changes[connection_id] = False
         self._wake()
 
