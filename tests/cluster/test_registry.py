@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from proxy.cluster.changes import REDIS_FAILURES
 from proxy.cluster.membership import cluster_client
 from proxy.cluster.registry import Answer, ConnectionRegistry, Operation, RouteTimeout
 from proxy.errors import GoneException
@@ -209,3 +210,18 @@ async def test_a_node_whose_lease_ran_out_registers_its_connections_again(redis_
         await node_a.heartbeat()  # back: a finds itself a new member and writes c1 again
         await asyncio.wait_for(node_a.flushed(), CALL_CEILING_S)
         assert await node_b.owner("c1") == "a"
+
+
+async def test_changes_noted_while_redis_is_away_are_written_once_it_is_back(redis_server: RedisServer) -> None:
+    clock = SharedClock(START)
+    async with registry(redis_server, "a", Node().handle, clock) as node_a:
+        redis_server.kill()
+        node_a.opened("c1")
+        node_a.opened("c2")
+        with pytest.raises(REDIS_FAILURES):  # meanwhile the writer tried too, failed, and keeps them
+            await node_a.register("probe")
+        node_a.closed("c2")
+        redis_server.start()  # its AOF kept the lease (the clock is injected, so it has not run out)
+        await asyncio.wait_for(node_a.flushed(), CALL_CEILING_S)
+        assert await node_a.owner("c1") == "a"
+        assert await node_a.owner("c2") is None
