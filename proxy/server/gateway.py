@@ -23,9 +23,9 @@ the one table of their transitions are below, ``_TRANSITIONS``):
 A request head for the @connections API (``proxy.handshake.ManagementRequest``)
 is handed, with its transport, to ``proxy.server.management``, which finds
 open connections in ``Gateway.open_connections`` and calls ``push``,
-``describe`` and ``close`` on them. With ``--redis`` the gateway also tells
-its ``registry`` which connections open and close, so that calls arriving
-at other processes reach them (without it, nothing more happens).
+``describe`` and ``close`` on them. With ``--redis`` or ``--workers N`` the
+gateway also has a ``registry``, told which connections open and close, so
+that calls arriving at other processes reach them (a lone process has none).
 
 Time comes from the gateway's one clock (``Gateway.clock``: the event loop,
 or a test's fake clock), and every deadline of a connection waits in the
@@ -184,9 +184,10 @@ class Gateway:
         credentials: ``--credentials`` (secret key by access key id), which
             verify ``AWS_IAM`` upgrades and sign @connections API calls; None
             refuses every ``AWS_IAM`` upgrade.
-        registry: ``--redis``: told of every connection that opens (past
-            its 101) and closes, and routes @connections calls for the
-            connections of other processes; None: this process's only.
+        registry: ``--redis`` or ``--workers N``: told of every connection
+            that opens (past its 101) and closes, and routes @connections
+            calls for the connections of other processes; None: this
+            process's only.
     """
 
     def __init__(
