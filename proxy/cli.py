@@ -57,7 +57,8 @@ _SERVE_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "redis": (
         "--redis",
         str,
-        "redis://HOST:PORT/DB for state shared by every node and worker: throttle buckets (default: none)",
+        "redis://HOST:PORT/DB for state shared by every node and worker: throttle buckets and the "
+        "connection registry that routes @connections calls (default: none)",
     ),
     "backend": ("--backend", str, "front one backend: API 'quickstart', $default -> this ws:// URL, stage 'prod'"),
     "config_file": ("--config", str, "YAML or JSON file of APIs, routes, stages to apply at start"),
@@ -185,7 +186,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         epilog=(
             "Scaling out: --workers N runs N processes on one machine (one port, one admin API). A cluster "
             "of machines needs, on every node, --db redis://HOST:PORT/DB (one shared store, Redis with "
-            "appendfsync always) and --redis redis://HOST:PORT/DB (shared throttling); see README "
+            "appendfsync always) and --redis redis://HOST:PORT/DB (shared throttling, and @connections calls "
+            "routed to the node holding the connection); see README "
             "'Scaling out' and docs/cluster.md."
         ),
     )

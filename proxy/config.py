@@ -89,6 +89,11 @@ class Config:
     has heard from Redis how many processes are alive."""
     worker_metrics: tuple[str, ...] = ()
     """Worker 0 of ``--workers N``: the other workers' ``/metrics`` URLs, summed into its own."""
+    route_socket: str | None = None
+    """A worker of ``--workers N`` without ``--redis``: its Unix socket for @connections calls its
+    siblings route to it (``proxy.server.siblings``); set by the supervisor only."""
+    sibling_sockets: tuple[str, ...] = ()
+    """The other workers' ``route_socket``s."""
     reuse_port: bool = False
     """Bind the data port with SO_REUSEPORT: set by the supervisor of ``--workers N`` only (a lone
     process keeps "address already in use" for a second process on its port)."""

@@ -19,7 +19,9 @@ frames or HTTP replies::
                ├── ForbiddenException        403
                ├── GoneException             410
                ├── PayloadTooLargeException  413
-               └── LimitExceededException    429
+               ├── LimitExceededException    429
+               ├── RouteUnavailable          503 (the connection's process cannot be reached)
+               └── RouteTimeout              504 (it did not answer in time)
 """
 
 from __future__ import annotations
@@ -180,3 +182,21 @@ class LimitExceededException(ControlError):
 
     status = 429
     code = "LimitExceededException"
+
+
+class RouteUnavailable(ControlError):
+    """The process holding the connection cannot be reached: not listening, or Redis is unreachable.
+
+    Routing between processes is framegate's (docs/cluster.md#registry); AWS
+    answers its own internal failures with a 5xx too.
+    """
+
+    status = 503
+    code = "ServiceUnavailableException"
+
+
+class RouteTimeout(ControlError):
+    """The process holding the connection did not answer within ``ROUTE_REPLY_TIMEOUT_S``."""
+
+    status = 504
+    code = "GatewayTimeoutException"

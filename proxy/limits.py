@@ -246,6 +246,11 @@ ROUTE_REPLY_TIMEOUT_S: Final = 5.0
 """How long a node waits for the owner of a connection to answer a routed @connections call."""
 MAX_ENVELOPE_BYTES: Final = 4 * (MAX_MESSAGE_BYTES // 3 + 1) + 1024
 """A routed @connections call or reply between nodes: a base64 message at the cap plus its fields."""
+MAX_ENVELOPE_HEADERS: Final = 16
+"""Headers a routed reply may carry (the owner sends three or four: request id, type, error type)."""
+REGISTRY_BATCH_MAX: Final = 512
+"""Connections one registry write registers or unregisters at most (a Lua loop: Redis runs it alone,
+so a bound keeps each call short); a burst of connects is written in several such calls."""
 
 # --- Worker processes (framegate serve --workers N) -----------------------------
 WORKER_START_TIMEOUT_S: Final = 60.0

@@ -30,7 +30,7 @@ from proxy.control.catalog import MemoryCatalog
 from proxy.control.declarative import DocumentError, apply_document, check_document, load_document
 from proxy.errors import ControlError
 from proxy.server.admin import AdminServer, start_control_plane
-from proxy.server.cluster import StoreWatcher, shared_throttling
+from proxy.server.cluster import StoreWatcher, attach, connection_routing, shared_throttling
 from proxy.server.fdlimit import derived_max_connections, raise_fd_limit
 from proxy.server.gateway import Gateway
 from proxy.server.loop import bound_url, run_loop
@@ -108,7 +108,12 @@ async def _serve(config: Config) -> int:
     shared = shared_throttling(config)
     backend = shared.backend if shared is not None else None
     throttler = throttle.Throttler.from_config(config, time.monotonic, backend)
-    gateway = Gateway(config, catalog, observer, throttler, credentials=credentials)
+    # Other processes' connections (nodes and workers on --redis, sibling workers without it).
+    routing = connection_routing(config)
+    gateway = Gateway(config, catalog, observer, throttler, credentials=credentials, registry=routing)
+    if routing is not None:
+        attach(routing, gateway)
+        await routing.start()
     try:
         server = await loop.create_server(
             gateway.protocol,
@@ -123,6 +128,8 @@ async def _serve(config: Config) -> int:
         )
     except OSError as exc:
         print(f"framegate serve: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        if routing is not None:
+            await routing.close()
         await admin.close()
         plane.close()
         return 1
@@ -181,6 +188,8 @@ async def _serve(config: Config) -> int:
     if shared is not None:
         await shared.leases.stop()
         await shared.leases.client.aclose()
+    if routing is not None:
+        await routing.close()  # a registry leaves: its connections (all closed by now) drop out at once
     await admin.close()
     observer.close()
     plane.close()

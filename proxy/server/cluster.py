@@ -13,24 +13,39 @@ own changes never trigger one.
 ``shared_throttling`` builds the ``--redis`` bucket backend: a ``LeaseBackend``
 whose ``LeaseClient`` leases tokens from Redis off the message path and, while
 Redis is unreachable, hands out local shares (docs/cluster.md#leases).
+
+``connection_routing`` builds what reaches connections of other processes:
+the ``--redis`` connection registry (``proxy.cluster.registry``, nodes and
+workers alike), or for ``--workers N`` without it the siblings' Unix sockets
+(``proxy.server.siblings``); ``attach`` points it at the gateway: its open
+connections, and ``proxy.server.management.serve_routed`` for calls routed
+to them (docs/cluster.md#registry).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from proxy import throttle
 from proxy.cluster.background import Background
 from proxy.cluster.changes import Backoff, ChangeListener
+from proxy.cluster.envelope import Answer, Operation
 from proxy.cluster.leases import LeaseBackend, LeaseClient
 from proxy.cluster.membership import cluster_client, new_node_id
+from proxy.cluster.registry import ConnectionRegistry, Handler
 from proxy.config import Config
+from proxy.errors import GoneException
 from proxy.limits import STORE_POLL_INTERVAL_S
 from proxy.metrics import ClusterMetrics
 from proxy.server.admin import AdminServer
+from proxy.server.gateway import Gateway
+from proxy.server.management import Directory, serve_routed
+from proxy.server.siblings import SiblingRouter
 from proxy.store.open import is_redis_url
 
 logger = logging.getLogger(__name__)
@@ -115,3 +130,34 @@ def shared_throttling(config: Config, metrics: ClusterMetrics | None = None) -> 
         live=config.workers,
     )
     return SharedThrottling(LeaseBackend(leases, empty_bucket), leases)
+
+
+class Routing(Directory, Protocol):
+    """A ``Directory`` with its lifetime: ``ConnectionRegistry`` or ``SiblingRouter``."""
+
+    handler: Handler
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def _not_attached(operation: Operation) -> Answer:
+    raise GoneException(f"connection {operation.connection_id} is not open")
+
+
+def connection_routing(config: Config) -> Routing | None:
+    """What reaches other processes' connections (None for a lone process): give it to the ``Gateway``,
+    then ``attach`` it, then ``start`` it."""
+    if config.redis is not None:
+        return ConnectionRegistry(config.redis, cluster_client(config.redis), new_node_id(), _not_attached)
+    if config.route_socket is not None:
+        return SiblingRouter(config.route_socket, config.sibling_sockets, _not_attached)
+    return None
+
+
+def attach(routing: Routing, gateway: Gateway) -> None:
+    """Serve routed calls with ``gateway``'s connections (and re-register them from it if a lease ran out)."""
+    routing.handler = functools.partial(serve_routed, gateway)
+    if isinstance(routing, ConnectionRegistry):
+        routing.open_ids = lambda: list(gateway.open_connections)

@@ -35,6 +35,7 @@ cdef class Gateway:
     cdef readonly dict open_connections
     cdef readonly set callers
     cdef readonly object credentials
+    cdef readonly object registry
     cdef readonly object runner
     cdef readonly set background
     cdef object _idle

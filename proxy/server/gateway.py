@@ -23,7 +23,9 @@ the one table of their transitions are below, ``_TRANSITIONS``):
 A request head for the @connections API (``proxy.handshake.ManagementRequest``)
 is handed, with its transport, to ``proxy.server.management``, which finds
 open connections in ``Gateway.open_connections`` and calls ``push``,
-``describe`` and ``close`` on them.
+``describe`` and ``close`` on them. With ``--redis`` or ``--workers N`` the
+gateway also has a ``registry``, told which connections open and close, so
+that calls arriving at other processes reach them (a lone process has none).
 
 Time comes from the gateway's one clock (``Gateway.clock``: the event loop,
 or a test's fake clock), and every deadline of a connection waits in the
@@ -55,7 +57,7 @@ from proxy.limits import CLOSE_TIMEOUT_S, MAX_PUSH_BUFFER_BYTES, MS_PER_S
 from proxy.server.deadlines import Clock, Deadlines, Guard
 from proxy.server.flow import FlowControl
 from proxy.server.invocations import Invocations
-from proxy.server.management import ConnectionInfo, ManagementProtocol
+from proxy.server.management import ConnectionInfo, Directory, ManagementProtocol
 from proxy.server.observer import THROTTLED_CONNECT_MESSAGE, ConnectionObserver, Observer
 from proxy.server.refusal import Refusal, refuse
 from proxy.server.upstream import Upstream, open_upstream
@@ -182,6 +184,10 @@ class Gateway:
         credentials: ``--credentials`` (secret key by access key id), which
             verify ``AWS_IAM`` upgrades and sign @connections API calls; None
             refuses every ``AWS_IAM`` upgrade.
+        registry: ``--redis`` or ``--workers N``: told of every connection
+            that opens (past its 101) and closes, and routes @connections
+            calls for the connections of other processes; None: this
+            process's only.
     """
 
     def __init__(
@@ -193,6 +199,7 @@ class Gateway:
         clock: Clock | None = None,
         runner: IntegrationRunner | None = None,
         credentials: Mapping[str, str] | None = None,
+        registry: Directory | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
@@ -212,6 +219,7 @@ class Gateway:
         self.open_connections: dict[str, ClientConnection] = {}
         """Connections past their 101 by id, until their transport ends: what the @connections API reaches."""
         self.credentials = credentials
+        self.registry = registry
         self.callers: set[ManagementProtocol] = set()
         """Open connections of @connections API callers (closed at ``drain``)."""
         self._idle: asyncio.Event | None = None
@@ -236,7 +244,9 @@ class Gateway:
 
     def forget(self, connection: ClientConnection) -> None:
         self.connections.discard(connection)
-        self.open_connections.pop(connection.connection_id, None)
+        connection_id = connection.connection_id
+        if self.open_connections.pop(connection_id, None) is not None and self.registry is not None:
+            self.registry.closed(connection_id)
         if not self.connections and self._idle is not None:
             self._idle.set()
 
@@ -691,6 +701,8 @@ class ClientConnection:
         self._transition(_ACCEPTED)
         session = self._session
         self._gateway.open_connections[session.connection_id] = self
+        if self._gateway.registry is not None:
+            self._gateway.registry.opened(session.connection_id)
         target = session.target
         self._observer = self._gateway.observer.connected(session.api_id, target.stage, session.connection_id, context)
         config = self._config

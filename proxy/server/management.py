@@ -21,13 +21,21 @@ without, callers must be loopback peers, as for the admin API. Each request must
 the handshake timeout, a caller may idle ``MANAGEMENT_IDLE_TIMEOUT_S``
 between requests, and a body over ``MAX_PUSH_BYTES`` is answered 413
 (``PayloadTooLargeException``) and read no further than ``MANAGEMENT_DISCARD_BYTES``.
+
+With ``--redis`` (``proxy.cluster.registry``) or ``--workers N``
+(``proxy.server.siblings``) the gateway has a ``Directory``: a call whose
+connection is not open here, once authenticated, sized, resolved to an
+endpoint and (POST) throttled here, is routed to the process holding it,
+which runs ``execute`` as for a local call and whose answer is relayed
+unchanged (docs/cluster.md#registry). The caller's next pipelined request
+waits for that answer; the route's own reply timeout bounds the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import NamedTuple, Protocol
@@ -36,6 +44,7 @@ from urllib.parse import unquote
 import h11
 
 from proxy import sigv4
+from proxy.cluster.envelope import Answer, Operation
 from proxy.config import Config
 from proxy.control import wire
 from proxy.control.access import is_loopback_host
@@ -91,6 +100,16 @@ class Managed(Protocol):
     def close(self, code: int, reason: str = "") -> None: ...
 
 
+class Directory(Protocol):
+    """Where connections of every process are found (``proxy.cluster.registry.ConnectionRegistry``)."""
+
+    def opened(self, connection_id: str) -> None: ...
+
+    def closed(self, connection_id: str) -> None: ...
+
+    async def call(self, operation: Operation) -> Answer: ...
+
+
 class Host(Protocol):
     """What the API reads from the gateway that handed it the caller (``proxy.server.gateway.Gateway``)."""
 
@@ -118,6 +137,9 @@ class Host(Protocol):
     @property
     def credentials(self) -> Mapping[str, str] | None: ...
 
+    @property
+    def registry(self) -> Directory | None: ...
+
 
 class _Call(NamedTuple):
     """One complete request, as the operations need it."""
@@ -144,6 +166,61 @@ def describe(info: ConnectionInfo) -> dict[str, object]:
     }
 
 
+def execute(gateway: Host, operation: Operation, *, admit: bool = True) -> Response:
+    """Run ``operation`` on a connection of this process: the same code for local and routed calls.
+
+    Args:
+        admit: take a token from the management bucket for a POST (a routed
+            call was admitted where it arrived).
+
+    Raises:
+        ControlError: the AWS answer: 410 not open here, 403 another stage's
+            endpoint, 429 throttled or the client's write buffer is full.
+    """
+    connection = gateway.open_connections.get(operation.connection_id)
+    if connection is None or not connection.is_open:
+        raise GoneException("No open connection has this id")
+    info = connection.describe()
+    if info.api_id != operation.api_id or info.stage_name != operation.stage_name:
+        raise ForbiddenException("The connection belongs to another API or stage: use its own endpoint")
+    if operation.method == "GET":
+        return wire.ok(HTTPStatus.OK, describe(info))
+    if operation.method == "DELETE":
+        connection.close(CloseCode.GOING_AWAY, DELETED_REASON)
+        return wire.ok(HTTPStatus.NO_CONTENT, None)
+    if admit:
+        _admit(gateway)
+    if not connection.push(operation.body):
+        raise LimitExceededException("The client is not reading its messages: its write buffer is full")
+    return wire.ok(HTTPStatus.OK, None)
+
+
+async def serve_routed(gateway: Host, operation: Operation) -> Answer:
+    """The owner's side of a routed call (the registry's ``handler``): ``execute``, errors answered."""
+    try:
+        response = execute(gateway, operation, admit=False)
+    except ControlError as exc:
+        response = wire.error(exc)
+    return Answer(response.status, response.body, tuple(response.headers))
+
+
+def _admit(gateway: Host) -> None:
+    refused = gateway.throttler.admit_management()
+    if refused is not None:
+        gateway.observer.metrics.throttled(refused).inc()
+        raise LimitExceededException("Rate exceeded")
+
+
+async def _routed(directory: Directory, operation: Operation) -> Response:
+    """The answer of the process holding ``operation``'s connection, or why there is none."""
+    try:
+        answer = await directory.call(operation)
+    except ControlError as exc:  # Gone (nobody holds it), RouteUnavailable 503, RouteTimeout 504
+        logger.debug("@connections %s %s routed: %s %s", operation.method, operation.connection_id, exc.code, exc)
+        return wire.error(exc)
+    return Response(answer.status, answer.body, list(answer.headers))
+
+
 class ManagementProtocol:
     """One @connections API caller's HTTP/1.1 connection, taken over from a ``ClientConnection``.
 
@@ -165,6 +242,8 @@ class ManagementProtocol:
         self._guard: Guard | None = None
         self._idle = False
         """The deadline is the idle one (between requests), not a request's."""
+        self._route: asyncio.Task[Response] | None = None
+        """A call routed to another process, whose answer this caller waits for."""
 
     def start(self, data: bytes) -> None:
         """Own the transport and serve ``data``, the bytes read so far (a complete head, at least)."""
@@ -190,6 +269,8 @@ class ManagementProtocol:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._route is not None:
+            self._route.cancel()
         self._transport = None
         self._gateway.callers.discard(self)
 
@@ -255,7 +336,11 @@ class ManagementProtocol:
                     self._too_large()
         elif isinstance(event, h11.EndOfMessage):
             if self._request is not None:
-                self._send(self._answer(self._request))
+                answer = self._answer(self._request)
+                if not isinstance(answer, Response):
+                    self._wait_for(answer)
+                    return False
+                self._send(answer)
             return self._next_cycle()
         elif isinstance(event, h11.ConnectionClosed):
             self.close()
@@ -269,7 +354,29 @@ class ManagementProtocol:
         self._request, self._body = None, bytearray()
         self._send(wire.error(PayloadTooLargeException(_TOO_LARGE)))
 
-    def _answer(self, request: h11.Request) -> Response:
+    def _wait_for(self, routed: Awaitable[Response]) -> None:
+        """Answer once ``routed`` does; meanwhile this caller is not read (its next request waits)."""
+        # The route's reply timeout bounds the wait, not the request deadline: its answer always comes.
+        self._disarm()
+        self._flow.pause()
+        self._route = asyncio.ensure_future(routed)
+        self._route.add_done_callback(self._route_answered)
+
+    def _route_answered(self, route: asyncio.Task[Response]) -> None:
+        self._route = None
+        if route.cancelled() or self._transport is None:
+            return
+        self._flow.resume()
+        try:
+            self._send(route.result())
+            if self._next_cycle():
+                self._drain()
+        except Exception:  # the connection boundary, as in _drain
+            logger.exception("@connections request failed")
+            self._fail(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal server error")
+
+    def _answer(self, request: h11.Request) -> Response | Awaitable[Response]:
+        """The answer, or what will give it when the connection lives in another process."""
         headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers)
         host = next((value for name, value in headers if name == "host"), "")
         method, target = request.method.decode("ascii"), request.target.decode("latin-1")
@@ -280,8 +387,8 @@ class ManagementProtocol:
             logger.debug("@connections %s %s: %s %s", call.method, call.target, exc.code, exc)
             return wire.error(exc)
 
-    def _operation(self, call: _Call) -> Response:
-        """Check the caller, the endpoint and the connection, then run the operation."""
+    def _operation(self, call: _Call) -> Response | Awaitable[Response]:
+        """Check the caller and the endpoint, then run the operation here or route it."""
         self._authenticate(call)
         path = call.target.split("?", 1)[0]
         parts = management_target(path)
@@ -295,24 +402,13 @@ class ManagementProtocol:
             target = gateway.catalog.resolve(call.host, unquote(prefix) or "/")
         except NotFoundException as exc:
             raise ForbiddenException(f"No API stage is served at this endpoint: {exc}") from exc
-        connection = gateway.open_connections.get(unquote(raw_id))
-        if connection is None or not connection.is_open:
-            raise GoneException("No open connection has this id")
-        info = connection.describe()
-        if info.api_id != target.api.api_id or info.stage_name != target.stage.stage_name:
-            raise ForbiddenException("The connection belongs to another API or stage: use its own endpoint")
-        if call.method == "GET":
-            return wire.ok(HTTPStatus.OK, describe(info))
-        if call.method == "DELETE":
-            connection.close(CloseCode.GOING_AWAY, DELETED_REASON)
-            return wire.ok(HTTPStatus.NO_CONTENT, None)
-        refused = gateway.throttler.admit_management()
-        if refused is not None:
-            gateway.observer.metrics.throttled(refused).inc()
-            raise LimitExceededException("Rate exceeded")
-        if not connection.push(call.body):
-            raise LimitExceededException("The client is not reading its messages: its write buffer is full")
-        return wire.ok(HTTPStatus.OK, None)
+        operation = Operation(call.method, unquote(raw_id), target.api.api_id, target.stage.stage_name, call.body)
+        registry = gateway.registry
+        if registry is None or operation.connection_id in gateway.open_connections:
+            return execute(gateway, operation)
+        if operation.method == "POST":
+            _admit(gateway)
+        return _routed(registry, operation)
 
     def _authenticate(self, call: _Call) -> None:
         """A valid SigV4 signature with ``--credentials``, else a loopback peer.

@@ -30,6 +30,11 @@ proxy.server.supervisor``, its ``Config`` in the environment variable
 Control-plane changes made through worker 0 reach the others through the
 store they share (``proxy.server.cluster.StoreWatcher``): SQLite's
 ``PRAGMA data_version`` polled, or the Redis store's notifications.
+
+@connections calls reach a connection whichever worker they arrive at: with
+``--redis`` through the connection registry, as between nodes; without, each
+worker listens on a Unix socket in a private directory the supervisor makes
+(and removes) and asks its siblings there (``proxy.server.siblings``).
 """
 
 from __future__ import annotations
@@ -40,10 +45,13 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from proxy.config import Config
 from proxy.limits import (
@@ -124,6 +132,7 @@ class Supervisor:
         admin_ports += [free_port(host) for _ in range(1, self.count)]
         scrape_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         peers = tuple(f"http://{scrape_host}:{port}/metrics" for port in admin_ports[1:])
+        sockets = self._route_sockets()
         for index in range(self.count):
             config = dataclasses.replace(
                 self.config,
@@ -132,8 +141,24 @@ class Supervisor:
                 admin_port=admin_ports[index],
                 workers=self.count,
                 worker_metrics=peers if index == 0 else (),
+                route_socket=sockets[index] if sockets else None,
+                sibling_sockets=tuple(path for other, path in enumerate(sockets) if other != index),
             )
             self.workers.append(_Worker(index, config))
+        try:
+            return await self._supervise()
+        finally:
+            if sockets:
+                shutil.rmtree(Path(sockets[0]).parent, ignore_errors=True)
+
+    def _route_sockets(self) -> list[str]:
+        """Each worker's socket for @connections calls from its siblings; none with ``--redis`` (it routes)."""
+        if self.config.redis is not None:
+            return []
+        directory = Path(tempfile.mkdtemp(prefix="framegate-"))  # mode 0700: this user's workers only
+        return [str(directory / f"worker-{index}.sock") for index in range(self.count)]
+
+    async def _supervise(self) -> int:
         try:
             ready = await self._start(self.workers[0])
             for worker in self.workers[1:]:
@@ -235,7 +260,8 @@ def _worker_main() -> int:
     from proxy.server.app import serve
 
     fields = json.loads(os.environ[CONFIG_VARIABLE])
-    fields["worker_metrics"] = tuple(fields.get("worker_metrics", ()))
+    for name in ("worker_metrics", "sibling_sockets"):  # JSON has lists only
+        fields[name] = tuple(fields.get(name, ()))
     config = Config(**fields)
     configure_logging(config.log_level, config.log_format)
     return serve(config)

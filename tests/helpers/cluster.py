@@ -7,6 +7,7 @@ as soon as what it waits for is true, or fails at its ceiling.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import urllib.request
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests.helpers.redis import RedisServer
@@ -27,6 +28,8 @@ NO_RETRIES = BotoConfig(retries={"total_max_attempts": 1})
 
 ECHO = '{"action": "ping"}'
 """A message the demo API's stage ``dev`` echoes."""
+WHOAMI = json.dumps({"action": "whoami"})
+IDENTITY_TEMPLATE = '{"connectionId": "$context.connectionId", "stage": "$context.stage"}'
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -88,3 +91,42 @@ async def scrape_until(admin: str, condition: Callable[[Samples], bool]) -> Samp
         if condition(samples):
             return samples
     raise AssertionError(f"/metrics never met the condition; last scrape: {sorted(samples.items())[:40]}")
+
+
+def whoami_route(template: str = IDENTITY_TEMPLATE) -> dict[str, Any]:
+    """A ``whoami`` route (``--config`` form) whose MOCK integration answers ``template``: the client's context."""
+    return {
+        "routeKey": "whoami",
+        "integration": {
+            "integrationType": "MOCK",
+            "requestTemplates": {"$default": '{"statusCode": 200}'},
+            "templateSelectionExpression": "\\$default",
+            "integrationResponses": [
+                {"integrationResponseKey": "$default", "responseTemplates": {"$default": template}}
+            ],
+        },
+        "routeResponses": [{"routeResponseKey": "$default"}],
+    }
+
+
+def api_document() -> dict[str, Any]:
+    """One API on stages prod and beta whose ``whoami`` route answers the client's connection id."""
+    whoami = whoami_route()
+    return {
+        "apis": [
+            {
+                "name": "chat",
+                "protocolType": "WEBSOCKET",
+                "routeSelectionExpression": "$request.body.action",
+                "routes": [whoami],
+                "stages": [{"stageName": "prod"}, {"stageName": "beta"}],
+            }
+        ]
+    }
+
+
+async def whoami(client: ClientConnection) -> str:
+    """The connection id of ``client``, connected to a stage of ``api_document``."""
+    await client.send(WHOAMI)
+    identity: dict[str, str] = json.loads(await asyncio.wait_for(client.recv(), CEILING_S))
+    return identity["connectionId"]

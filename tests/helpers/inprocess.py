@@ -26,6 +26,7 @@ from proxy.metrics import GatewayMetrics
 from proxy.server.deadlines import Clock
 from proxy.server.gateway import Gateway
 from proxy.server.logsink import LogSinks
+from proxy.server.management import Directory
 from proxy.server.observer import Observer
 from proxy.throttle import Throttler
 
@@ -52,17 +53,19 @@ async def in_process_gateway(
     clock: Clock | None = None,
     runner: IntegrationRunner | None = None,
     credentials: Mapping[str, str] | None = None,
+    registry: Directory | None = None,
 ) -> AsyncIterator[InProcessGateway]:
     """Serve ``catalog`` on an ephemeral loopback port with a private metrics registry.
 
     ``clock``: the gateway's time (a ``tests.helpers.clock.FakeClock`` to move it by hand).
     ``runner``: runs HTTP and Lambda integrations (one from ``config`` by default); closed at the end.
     ``credentials``: what verifies ``AWS_IAM`` upgrades (secret key by access key id).
+    ``registry``: told of connections opening and closing; routes @connections calls for others.
     """
     config = config or Config(port=0, admin_port=0)
     observer = Observer(config, metrics=GatewayMetrics(CollectorRegistry()), sinks=LogSinks(str(tmp_path)))
     throttler = Throttler.from_config(config, time.monotonic if clock is None else clock.time)
-    gateway = Gateway(config, catalog, observer, throttler, clock, runner, credentials)
+    gateway = Gateway(config, catalog, observer, throttler, clock, runner, credentials, registry)
     server = await asyncio.get_running_loop().create_server(gateway.protocol, LOOPBACK, 0)
     try:
         yield InProcessGateway(gateway, server)

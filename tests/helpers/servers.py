@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(
     r"framegate ready data=(?P<data>wss?://\S+) admin=(?P<admin>https?://\S+) codec=(?P<codec>\w+) db=(?P<db>\S+)"
 )
+WORKERS = re.compile(r"workers=(?P<count>\d+) pids=(?P<pids>[\d,]+)")
+"""What the supervisor of ``--workers N`` adds to worker 0's ready line."""
 START_CEILING_S = 30.0
 """Ceiling for the ready line (a loaded 2-core CI box imports slowly); never a synchronisation device."""
 CODECS = ("cython", "python")
@@ -114,3 +116,44 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     elif length == 127:
         length = int.from_bytes(await reader.readexactly(8), "big")
     return first, await asyncio.wait_for(reader.readexactly(length), FRAME_CEILING_S)
+
+
+@dataclass
+class Supervised:
+    """A running ``framegate serve --workers N``: worker 0's URLs and every worker's pid."""
+
+    data: str
+    admin: str
+    pids: list[int]
+    process: asyncio.subprocess.Process
+
+    async def line(self) -> str:
+        assert self.process.stdout is not None
+        return (await asyncio.wait_for(self.process.stdout.readline(), START_CEILING_S)).decode()
+
+
+@asynccontextmanager
+async def supervised(tmp_path: Path, workers: int, *flags: str) -> AsyncIterator[Supervised]:
+    """Run `framegate serve --workers N *flags` (cython codec) until the block ends."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log_path = tmp_path / "framegate.log"
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            *serve_argv(tmp_path / "framegate.db", "--workers", str(workers), *flags),
+            cwd=ROOT,
+            env=codec_env("cython"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 2 * START_CEILING_S)).decode()
+        ready, workers_seen = READY.search(line), WORKERS.search(line)
+        assert ready and workers_seen, f"no ready line: {line!r}; log: {log_path.read_text()[-2000:]}"
+        assert int(workers_seen["count"]) == workers
+        pids = [int(pid) for pid in workers_seen["pids"].split(",")]
+        yield Supervised(ready["data"], ready["admin"], pids, process)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), START_CEILING_S)

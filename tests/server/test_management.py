@@ -32,6 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from tests.helpers.cluster import whoami_route
 from tests.helpers.servers import Framegate, framegate, masked_frame, read_frame
 
 pytestmark = pytest.mark.integration
@@ -68,18 +69,7 @@ async def raw_call(gateway: Framegate, method: str, path: str, host: str = "127.
 
 def api_document(backend: str) -> dict[str, Any]:
     """One API on stages prod and beta: ``whoami`` answers the caller's context, ``$default`` goes to ``backend``."""
-    whoami = {
-        "routeKey": "whoami",
-        "integration": {
-            "integrationType": "MOCK",
-            "requestTemplates": {"$default": '{"statusCode": 200}'},
-            "templateSelectionExpression": "\\$default",
-            "integrationResponses": [
-                {"integrationResponseKey": "$default", "responseTemplates": {"$default": IDENTITY_TEMPLATE}}
-            ],
-        },
-        "routeResponses": [{"routeResponseKey": "$default"}],
-    }
+    whoami = whoami_route(IDENTITY_TEMPLATE)
     default = {"routeKey": "$default", "integration": {"integrationType": "HTTP_PROXY", "integrationUri": backend}}
     return {
         "apis": [

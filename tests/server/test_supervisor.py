@@ -6,9 +6,6 @@ import asyncio
 import os
 import re
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,52 +13,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from proxy.cli import build_parser
 from tests.helpers.cluster import admin_client, demo_deployment, scrape_until, until_all_connect
-from tests.helpers.servers import READY, ROOT, START_CEILING_S, codec_env, serve_argv
+from tests.helpers.servers import ROOT, START_CEILING_S, codec_env, serve_argv, supervised
 
 pytestmark = pytest.mark.integration
 
-WORKERS = re.compile(r"workers=(?P<count>\d+) pids=(?P<pids>[\d,]+)")
 RESTARTED = re.compile(r"framegate worker (?P<index>\d+) ready pid=(?P<pid>\d+)")
 CEILING_S = 15.0
 CONNECTS_PER_ROUND = 16
-
-
-@dataclass
-class Supervised:
-    data: str
-    admin: str
-    pids: list[int]
-    process: asyncio.subprocess.Process
-
-    async def line(self) -> str:
-        assert self.process.stdout is not None
-        return (await asyncio.wait_for(self.process.stdout.readline(), START_CEILING_S)).decode()
-
-
-@asynccontextmanager
-async def supervised(tmp_path: Path, workers: int, *flags: str) -> AsyncIterator[Supervised]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    log_path = tmp_path / "framegate.log"
-    with log_path.open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            *serve_argv(tmp_path / "framegate.db", "--workers", str(workers), *flags),
-            cwd=ROOT,
-            env=codec_env("cython"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-        )
-    try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), 2 * START_CEILING_S)).decode()
-        ready, workers_seen = READY.search(line), WORKERS.search(line)
-        assert ready and workers_seen, f"no ready line: {line!r}; log: {log_path.read_text()[-2000:]}"
-        assert int(workers_seen["count"]) == workers
-        pids = [int(pid) for pid in workers_seen["pids"].split(",")]
-        yield Supervised(ready["data"], ready["admin"], pids, process)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await asyncio.wait_for(process.wait(), START_CEILING_S)
 
 
 async def echoes(url: str) -> None:
