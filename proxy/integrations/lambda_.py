@@ -49,8 +49,8 @@ from proxy.control.model import AWS, AWS_PROXY, DEFAULT, Integration
 from proxy.control.routing import substitute_stage_variables
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs, is_success
 from proxy.integrations.events import proxy_event
-from proxy.integrations.h1 import H1Pool
 from proxy.integrations.http import FORBIDDEN_IN_HEADER, Clock, HttpRequest, HttpResponse, exchange, request_body
+from proxy.integrations.keepalive import KeepAlivePool
 from proxy.integrations.uri import lambda_target
 from proxy.limits import LAMBDA_RESPONSE_MAX_BYTES, MAX_HTTP_STATUS, MIN_HTTP_STATUS, MS_PER_S
 
@@ -224,7 +224,7 @@ async def run_lambda(
     endpoint: str | None,
     credentials: Credentials,
     clock: Clock = time.monotonic,
-    pool: H1Pool | None = None,
+    pool: KeepAlivePool | None = None,
 ) -> IntegrationResult:
     """Invoke a Lambda integration for one call and interpret the answer (never raises for IO)."""
     if endpoint is None:

@@ -248,3 +248,45 @@ def lambda_uri(name: str) -> str:
     """The integration URI of AWS_PROXY/AWS integrations invoking function ``name`` (``FUNCTION_ARN``)."""
     arn = FUNCTION_ARN.format(name=name)
     return f"arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{arn}/invocations"
+
+
+Key = tuple[str, int]
+"""(host, port) of a raw test server."""
+
+
+@asynccontextmanager
+async def canned(*answers: bytes, close: bool = False) -> AsyncIterator[tuple[Key, list[int]]]:
+    """A raw backend writing ``answers[i]`` to the i-th request of each connection; with
+    ``close``, it closes each connection after its first answer without saying so
+    (a stale keep-alive). Yields its address and a count of accepted connections."""
+    accepted: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        try:
+            for answer in answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                writer.write(answer)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        host, port = server.sockets[0].getsockname()[:2]
+        yield (host, port), accepted
+    finally:
+        server.close()
+        await server.wait_closed()

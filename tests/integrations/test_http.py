@@ -12,7 +12,7 @@ from aiohttp import web
 from proxy.control.model import HTTP, HTTP_PROXY, Integration, IntegrationResponse
 from proxy.integrations.call import EXECUTION_ERROR, INTEGRATION_ERROR, Failure
 from proxy.integrations.runner import IntegrationRunner
-from tests.helpers.integration_servers import RunningServer, call, http_backend, stalled_backend
+from tests.helpers.integration_servers import RunningServer, call, canned, http_backend, stalled_backend
 
 INTERNAL_ERROR_FRAME = (
     '{"message": "Internal server error", "connectionId":"KVmb8fjMIAMCFgQ=", "requestId":"R0oXAdfD0kwCH6w="}'
@@ -234,6 +234,19 @@ async def test_connections_are_kept_alive_and_reused_across_calls() -> None:
         first = await runner.run(call(proxy(f"{backend.url}/peer"), body="a"))
         second = await runner.run(call(proxy(f"{backend.url}/peer"), body="b"))
         assert first.reply is not None and first.reply == second.reply
+
+
+async def test_a_backend_closing_idle_keepalive_connections_never_gives_an_error_frame() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong"
+    runner = IntegrationRunner()
+    try:
+        async with canned(answer, close=True) as ((host, port), accepted):
+            results = [await runner.run(call(proxy(f"http://{host}:{port}/ping"), body="x")) for _ in range(3)]
+    finally:
+        await runner.close()
+    assert [r.failure for r in results] == [None] * 3
+    assert [r.client_text("c", "r", two_way=True) for r in results] == ["pong"] * 3
+    assert len(accepted) == 3
 
 
 def fake_clock(*readings: float) -> Iterator[float]:
