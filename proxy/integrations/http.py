@@ -51,6 +51,7 @@ from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S, UPSTREAM_URL_
 
 DEFAULT_METHOD: Final = "POST"
 HTTP_PORT: Final = 80
+HTTPS_PORT: Final = 443
 FORBIDDEN_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
 RESPONSE_HEADER_VARIABLE: Final = "integration.response.header."
 Clock = Callable[[], float]
@@ -183,6 +184,19 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
+_DEFAULT_PORTS: Final = {"http": HTTP_PORT, "https": HTTPS_PORT}
+
+
+def host_header(url: str) -> str:
+    """The ``Host`` a request to ``url`` carries: its host, with the port unless it is the scheme's
+    default (what aiohttp sends and botocore signs)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.port is not None and parts.port == _DEFAULT_PORTS.get(parts.scheme):
+        return netloc.rpartition(":")[0]
+    return netloc
+
+
 @lru_cache(maxsize=UPSTREAM_URL_CACHE)
 def _address(url: str) -> tuple[tuple[str, int], str, str] | None:
     """((host, port), request target, Host header) of a plain ``http://`` URL without
@@ -191,7 +205,7 @@ def _address(url: str) -> tuple[tuple[str, int], str, str] | None:
     if parts.scheme != "http" or "@" in parts.netloc:
         return None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return (parts.hostname or "", parts.port or HTTP_PORT), target, parts.netloc
+    return (parts.hostname or "", parts.port or HTTP_PORT), target, host_header(url)
 
 
 @lru_cache(maxsize=UPSTREAM_URL_CACHE)
