@@ -184,13 +184,20 @@ def canonical_headers(headers: Headers, signed: Sequence[str]) -> str:
 
 
 def canonical_request(
-    request: SignedRequest, signed_headers: Sequence[str], payload_hash: str, exclude_query: Iterable[str] = ()
+    request: SignedRequest,
+    signed_headers: Sequence[str],
+    payload_hash: str,
+    exclude_query: Iterable[str] = (),
+    canonical_path: str | None = None,
 ) -> str:
-    """The SigV4 canonical request (header auth, or query auth with ``exclude_query``)."""
+    """The SigV4 canonical request (header auth, or query auth with ``exclude_query``).
+
+    ``canonical_path``: ``canonical_uri(request.path)`` if the caller already has it.
+    """
     return "\n".join(
         (
             request.method.upper(),
-            canonical_uri(request.path),
+            canonical_uri(request.path) if canonical_path is None else canonical_path,
             canonical_query(request.query, exclude_query),
             canonical_headers(request.headers, signed_headers),
             ";".join(signed_headers),
@@ -251,10 +258,12 @@ class Signer:
         service: str,
         now: datetime,
         token: str | None = None,
+        canonical_path: str | None = None,
     ) -> tuple[tuple[str, str], ...]:
         """The headers to add to ``request`` (whose headers must include ``host``) so that it verifies.
 
-        Every header of ``request`` is signed except ``UNSIGNED_HEADERS``.
+        Every header of ``request`` is signed except ``UNSIGNED_HEADERS``. ``canonical_path``:
+        ``canonical_uri(request.path)``, for a caller that keeps it per URL.
         """
         amz_date = now.strftime(AMZ_DATE_FORMAT)
         date = amz_date[:8]
@@ -264,7 +273,8 @@ class Signer:
         headers = [*request.headers, *added]
         signed = sorted({name.lower() for name, _ in headers} - UNSIGNED_HEADERS)
         signing = SignedRequest(request.method, request.path, request.query, headers, request.body)
-        canonical = canonical_request(signing, signed, hashlib.sha256(request.body).hexdigest())
+        payload_hash = hashlib.sha256(request.body).hexdigest()
+        canonical = canonical_request(signing, signed, payload_hash, canonical_path=canonical_path)
         scope = f"{date}/{region}/{service}/{TERMINATOR}"
         text = string_to_sign(amz_date, scope, canonical)
         signature = hmac.new(self._key(secret, date, region, service), text.encode(), hashlib.sha256).hexdigest()

@@ -219,8 +219,7 @@ async def _send_pooled(
 ) -> tuple[int, Pairs, bytes]:
     key, target, host = address
     data = render_head(request.method, target, host, request.headers, len(request.body)) + request.body
-    async with asyncio.timeout(request.timeout_s):
-        answer = await pool.request(key, data, limit, head_only=request.method == "HEAD")
+    answer = await pool.request(key, data, limit, request.timeout_s, head_only=request.method == "HEAD")
     return answer.status, answer.headers, answer.body
 
 

@@ -184,6 +184,10 @@ class _Connection(asyncio.Protocol):
             if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
                 self._fail(AnswerError(f"the answer's head is longer than {MAX_REQUEST_HEAD_BYTES} bytes"))
 
+    def expire(self) -> None:
+        """The exchange's deadline passed: fail it with ``TimeoutError`` and drop the connection."""
+        self._fail(TimeoutError())
+
     def _fail(self, exc: Exception) -> None:
         answer, self._answer = self._answer, None
         if answer is not None and not answer.done():
@@ -254,6 +258,8 @@ class KeepAlivePool:
     def _wake(self) -> None:
         # Every waiter re-checks its own backend's bound: waking only the first could
         # wake one that still cannot go while another that could keeps waiting.
+        if not self._waiters:
+            return
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             if not waiter.done():
@@ -313,18 +319,28 @@ class KeepAlivePool:
         else:
             connection.abort()
 
-    async def request(self, key: Key, data: bytes, limit: int, *, head_only: bool = False) -> Answer:
-        """Send ``data`` (a rendered request) to ``key`` = (host, port) and read the answer.
+    async def request(self, key: Key, data: bytes, limit: int, timeout_s: float, *, head_only: bool = False) -> Answer:
+        """Send ``data`` (a rendered request) to ``key`` = (host, port) and read the answer within ``timeout_s``.
 
         Raises:
+            TimeoutError: no complete answer within ``timeout_s`` (waiting for a connection included).
             AnswerError: the answer cannot be used (``TooBig`` past ``limit``).
             OSError: the backend cannot be reached or reset the connection.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         for _ in range(2):
-            connection = await self._acquire(key)
+            connection = self._reusable(key, loop.time())
+            if connection is None:
+                async with asyncio.timeout_at(deadline):
+                    connection = await self._acquire(key)
             reused = connection.used
+            answer_or_error = connection.exchange(data, limit, head_only)
+            # One timer on the exchange rather than an asyncio.timeout scope: the common
+            # case (an idle connection at hand) costs a call_at and its cancel per request.
+            timer = loop.call_at(deadline, connection.expire)
             try:
-                answer = await connection.exchange(data, limit, head_only)
+                answer = await answer_or_error
             except _Stale:
                 if reused:
                     continue  # the backend closed it while idle: once more on a new connection
@@ -332,6 +348,8 @@ class KeepAlivePool:
             except BaseException:
                 connection.abort()  # timed out or cancelled mid-exchange: its answer may still come
                 raise
+            finally:
+                timer.cancel()
             self._release(connection, answer.keep_alive)
             return answer
         raise AnswerError("the backend closed two connections without answering")

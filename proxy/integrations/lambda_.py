@@ -73,6 +73,7 @@ INVOKE_PATH: Final = "/2015-03-31/functions/{function}/invocations"
 FUNCTION_ERROR_HEADER: Final = "X-Amz-Function-Error"
 LAMBDA_ERROR_TYPE_HEADER: Final = "X-Amzn-ErrorType"
 ERROR_MESSAGE_FIELD: Final = "errorMessage"
+INVOKE_HEADERS: Final = (("Content-Type", "application/json"), ("X-Amz-Invocation-Type", "RequestResponse"))
 LOCAL_EMULATOR_KEY: Final = "framegate"
 """Access key and secret used when no credentials are configured: local
 emulators (``sam local``, the runtime interface emulator) accept any signature."""
@@ -95,19 +96,21 @@ _SIGNER: Final = sigv4.Signer()
 
 
 @lru_cache(maxsize=UPSTREAM_URL_CACHE)
-def _signed_parts(url: str) -> tuple[str, str, str]:
-    """(path, query, Host) of an invoke URL as the endpoint will see them; parsed once per URL."""
+def _signed_parts(url: str) -> tuple[str, str, str, str]:
+    """(path, its canonical form, query, Host) of an invoke URL as the endpoint will see them; parsed once per URL."""
     parts = urlsplit(url)
-    return parts.path or "/", parts.query, host_header(url)
+    path = parts.path or "/"
+    return path, sigv4.canonical_uri(path), parts.query, host_header(url)
 
 
 def sign(request: HttpRequest, credentials: Credentials, region: str) -> HttpRequest:
     """``request`` with SigV4 headers (``Authorization``, ``X-Amz-Date``, token) for Lambda."""
-    path, query, host = _signed_parts(request.url)
+    path, canonical_path, query, host = _signed_parts(request.url)
     frozen = credentials.get_frozen_credentials()  # refreshable credentials refresh here, as in botocore
     signing = sigv4.SignedRequest(request.method, path, query, (("host", host), *request.headers), request.body)
+    now = datetime.now(UTC)
     added = _SIGNER.sign(
-        signing, frozen.access_key, frozen.secret_key, region, SIGNING_NAME, datetime.now(UTC), frozen.token
+        signing, frozen.access_key, frozen.secret_key, region, SIGNING_NAME, now, frozen.token, canonical_path
     )
     headers = (*request.headers, *added)
     return HttpRequest(request.method, request.url, headers, request.body, request.timeout_s)
@@ -132,15 +135,20 @@ def invocation(
     Raises:
         IntegrationError: a missing stage variable, or not a Lambda invocation URI after substitution.
     """
-    target = lambda_target(substitute_stage_variables(uri, stage_variables))
-    request = HttpRequest(
-        method="POST",
-        url=endpoint.rstrip("/") + INVOKE_PATH.format(function=quote(target.function, safe="")),
-        headers=(("Content-Type", "application/json"), ("X-Amz-Invocation-Type", "RequestResponse")),
-        body=body,
-        timeout_s=timeout_s,
-    )
-    return sign(request, credentials, target.region)
+    url, region = _invoke_target(endpoint, substitute_stage_variables(uri, stage_variables))
+    request = HttpRequest("POST", url, INVOKE_HEADERS, body, timeout_s)
+    return sign(request, credentials, region)
+
+
+@lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _invoke_target(endpoint: str, uri: str) -> tuple[str, str]:
+    """(Invoke URL, signing region) of a substituted Lambda URI; the same for every call of a route.
+
+    Raises:
+        IntegrationError: not a Lambda invocation URI.
+    """
+    target = lambda_target(uri)
+    return endpoint.rstrip("/") + INVOKE_PATH.format(function=quote(target.function, safe="")), target.region
 
 
 def build_invocation(call: IntegrationCall, endpoint: str, credentials: Credentials) -> HttpRequest:

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from proxy.integrations.keepalive import Answer, AnswerError, KeepAlivePool, TooBig, render_head
-from tests.helpers.integration_servers import Key, canned, http_backend
+from tests.helpers.integration_servers import Key, canned, http_backend, stalled_backend
 
 LIMIT = 1024
 CEILING_S = 10.0
@@ -23,7 +23,7 @@ def _request(body: bytes = b"", method: str = "POST") -> bytes:
 
 
 async def _ask(pool: KeepAlivePool, key: Key, data: bytes, limit: int = LIMIT, head_only: bool = False) -> Answer:
-    return await asyncio.wait_for(pool.request(key, data, limit, head_only=head_only), CEILING_S)
+    return await asyncio.wait_for(pool.request(key, data, limit, CEILING_S, head_only=head_only), CEILING_S)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,7 @@ async def test_the_per_host_bound_queues_requests_and_all_are_answered() -> None
         key = _key(backend.url)
         try:
             answers = await asyncio.wait_for(
-                asyncio.gather(*(pool.request(key, _request(b"%d" % n), LIMIT) for n in range(8))), CEILING_S
+                asyncio.gather(*(pool.request(key, _request(b"%d" % n), LIMIT, CEILING_S) for n in range(8))), CEILING_S
             )
             assert pool.open_connections <= 2
         finally:
@@ -195,6 +195,17 @@ async def test_the_total_bound_closes_an_idle_connection_to_another_backend() ->
         finally:
             pool.close()
     assert (one.body, two.body) == (b"a", b"b")
+
+
+async def test_a_silent_backend_times_out_and_its_connection_is_dropped() -> None:
+    async with stalled_backend() as url:
+        pool = KeepAlivePool(per_host=1)
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(pool.request(_key(url), _request(), LIMIT, 0.05), CEILING_S)
+            assert pool.open_connections == 0
+        finally:
+            pool.close()
 
 
 async def test_a_refused_connection_is_an_os_error() -> None:
