@@ -234,11 +234,20 @@ class Signer:
     derived with four HMACs per request.
     """
 
-    __slots__ = ("_cache", "_keys")
+    __slots__ = ("_amz_date", "_cache", "_keys", "_second")
 
     def __init__(self, cache: int = SIGV4_SIGNING_KEYS_CACHED) -> None:
         self._keys: dict[tuple[str, str, str, str], bytes] = {}
         self._cache = cache
+        self._second = -1
+        self._amz_date = ""
+
+    def _stamp(self, now: datetime) -> str:
+        # X-Amz-Date has second resolution: format each second once (strftime is the costliest step).
+        second = int(now.timestamp())
+        if second != self._second:
+            self._second, self._amz_date = second, now.strftime(AMZ_DATE_FORMAT)
+        return self._amz_date
 
     def _key(self, secret: str, date: str, region: str, service: str) -> bytes:
         scope = (secret, date, region, service)
@@ -265,7 +274,7 @@ class Signer:
         Every header of ``request`` is signed except ``UNSIGNED_HEADERS``. ``canonical_path``:
         ``canonical_uri(request.path)``, for a caller that keeps it per URL.
         """
-        amz_date = now.strftime(AMZ_DATE_FORMAT)
+        amz_date = self._stamp(now)
         date = amz_date[:8]
         added = [("X-Amz-Date", amz_date)]
         if token is not None:
