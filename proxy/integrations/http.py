@@ -225,16 +225,21 @@ async def _send_pooled(
 
 async def _send_aiohttp(session: aiohttp.ClientSession, request: HttpRequest, limit: int) -> tuple[int, Pairs, bytes]:
     # One asyncio timeout rather than a ClientTimeout object per request: it bounds connecting and reading alike.
-    async with (
-        asyncio.timeout(request.timeout_s),
-        session.request(
-            request.method,
-            _yarl(request.url),
-            headers=request.headers or None,
-            data=request.body,
-            allow_redirects=False,
-        ) as response,
-    ):
+    async with asyncio.timeout(request.timeout_s):
+        try:
+            return await _exchange_aiohttp(session, request, limit)
+        except aiohttp.ServerDisconnectedError:
+            # A pooled connection the backend closed while idle: aiohttp retries that itself only
+            # for idempotent methods; integrations POST, so once more here (as the pooled path does).
+            return await _exchange_aiohttp(session, request, limit)
+
+
+async def _exchange_aiohttp(
+    session: aiohttp.ClientSession, request: HttpRequest, limit: int
+) -> tuple[int, Pairs, bytes]:
+    async with session.request(
+        request.method, _yarl(request.url), headers=request.headers or None, data=request.body, allow_redirects=False
+    ) as response:
         body = await _read_capped(response, limit)
         return response.status, tuple(response.headers.items()), body
 

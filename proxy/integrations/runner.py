@@ -26,6 +26,7 @@ Usage from the gateway::
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Final
 
@@ -64,6 +65,7 @@ class IntegrationRunner:
         pool_connections: keep-alive connections over all hosts.
         pool_connections_per_host: of those, per backend.
         clock: monotonic seconds, for IntegrationLatency.
+        tls: verifies ``https://`` backends; default: the system's trusted CAs.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class IntegrationRunner:
         pool_connections: int = INTEGRATION_POOL_CONNECTIONS,
         pool_connections_per_host: int = INTEGRATION_POOL_CONNECTIONS_PER_HOST,
         clock: Clock = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.lambda_endpoint = lambda_endpoint
         self.credentials = credentials if credentials is not None else default_credentials()
@@ -82,6 +85,7 @@ class IntegrationRunner:
         self._pool_connections = pool_connections
         self._pool_connections_per_host = pool_connections_per_host
         self._clock = clock
+        self._tls = tls
         self._session: aiohttp.ClientSession | None = None
         self._pool = KeepAlivePool(pool_connections_per_host, pool_connections)
         """Plain http:// backends and endpoints: the hot path (``proxy.integrations.keepalive``)."""
@@ -97,6 +101,7 @@ class IntegrationRunner:
                 limit=self._pool_connections,
                 limit_per_host=self._pool_connections_per_host,
                 keepalive_timeout=INTEGRATION_KEEPALIVE_S,
+                ssl=self._tls if self._tls is not None else True,
             )
             # No default timeout: each call carries its integration's timeoutInMillis.
             self._session = aiohttp.ClientSession(

@@ -137,6 +137,28 @@ async def test_a_connection_the_backend_closed_while_idle_is_retried_once_withou
     assert len(accepted) == 3
 
 
+async def test_a_reused_connection_hung_up_on_the_next_request_is_retried_once_without_error() -> None:
+    async with canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", hang_up_on_next=True) as (key, accepted):
+        pool = KeepAlivePool()
+        try:
+            answers = [await _ask(pool, key, _request()) for _ in range(3)]
+        finally:
+            pool.close()
+    assert [a.body for a in answers] == [b"ok"] * 3
+    assert len(accepted) == 3  # the first, then one new connection per hang-up
+
+
+async def test_a_new_connection_closed_without_an_answer_is_an_error_not_a_retry() -> None:
+    async with canned() as (key, accepted):
+        pool = KeepAlivePool()
+        try:
+            with pytest.raises(AnswerError, match="before answering"):
+                await _ask(pool, key, _request())
+        finally:
+            pool.close()
+    assert len(accepted) == 1
+
+
 def test_render_head_sets_host_and_framing_once() -> None:
     head = render_head("POST", "/a?b=1", "h:81", (("X-A", "1"), ("Host", "evil"), ("content-length", "9")), 2)
     assert head.split(b"\r\n") == [b"POST /a?b=1 HTTP/1.1", b"Host: h:81", b"X-A: 1", b"Content-Length: 2", b"", b""]
