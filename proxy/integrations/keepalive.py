@@ -103,6 +103,7 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self._framed = False
         self._started = False
+        self._unasked = False
         self.idle_since = 0.0
         self.used = False
         self.closed = False
@@ -126,6 +127,10 @@ class _Connection(asyncio.Protocol):
         self._headers_done = self._framed = self._started = False
 
     # httptools callbacks (names fixed by httptools.parser.protocol.HTTPProtocol)
+
+    def on_message_begin(self) -> None:
+        if self._answer is None:
+            self._unasked = True  # a second answer behind the first: the next exchange would read it
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -177,6 +182,9 @@ class _Connection(asyncio.Protocol):
             return
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(AnswerError(f"the answer cannot be read: {type(exc).__name__}: {exc}"))
+            return
+        if self._unasked:
+            self.abort()
             return
         if not self._headers_done:
             # Until the head is complete every byte is head: bound what the header list may hold.

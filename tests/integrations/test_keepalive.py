@@ -65,6 +65,17 @@ async def test_a_body_until_close_completes_at_the_end_and_is_not_reused() -> No
     assert len(accepted) == 2
 
 
+async def test_bytes_behind_a_complete_answer_are_never_read_as_the_next_answer() -> None:
+    two = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno"
+    async with canned(two, two) as (key, accepted):
+        pool = KeepAlivePool()
+        try:
+            bodies = [(await _ask(pool, key, _request())).body for _ in range(2)]
+        finally:
+            pool.close()
+    assert bodies == [b"ok", b"ok"] and len(accepted) == 2
+
+
 async def test_a_head_answer_ends_at_its_head() -> None:
     async with canned(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n") as (key, _):
         pool = KeepAlivePool()
