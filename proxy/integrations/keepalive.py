@@ -13,7 +13,7 @@ its own aiohttp call, which caps framegate below the issue's 2x target
 however little the gateway itself spends. h11, the sans-IO parser beside
 wsproto, was measured as costly as aiohttp (pure Python state machine); the
 llhttp parser costs a few microseconds. The figures are in
-docs/performance.md and in the commit that made this choice.
+docs/performance.md#http-integrations and in the commit that made this choice.
 
 What it does, and only that:
 
