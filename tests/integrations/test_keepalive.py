@@ -26,6 +26,18 @@ async def _ask(pool: KeepAlivePool, key: Key, data: bytes, limit: int = LIMIT, h
     return await asyncio.wait_for(pool.request(key, data, limit, CEILING_S, head_only=head_only), CEILING_S)
 
 
+async def _refused(answer: bytes, error: type[Exception], match: str | None = None) -> None:
+    """``answer`` fails the request with ``error``, and its connection does not stay in the pool."""
+    async with canned(answer, close=True) as (key, _):
+        pool = KeepAlivePool()
+        try:
+            with pytest.raises(error, match=match):
+                await _ask(pool, key, _request())
+            assert pool.open_connections == 0
+        finally:
+            pool.close()
+
+
 @pytest.mark.parametrize(
     ("answer", "status", "body"),
     [
@@ -99,13 +111,7 @@ async def test_a_head_answer_ends_at_its_head() -> None:
     ],
 )
 async def test_answers_that_cannot_be_used_are_refused(answer: bytes) -> None:
-    async with canned(answer, close=True) as (key, _):
-        pool = KeepAlivePool()
-        try:
-            with pytest.raises(AnswerError):
-                await _ask(pool, key, _request())
-        finally:
-            pool.close()
+    await _refused(answer, AnswerError)
 
 
 @pytest.mark.parametrize(
@@ -118,23 +124,11 @@ async def test_answers_that_cannot_be_used_are_refused(answer: bytes) -> None:
     ids=["content-length", "chunked", "until-close"],
 )
 async def test_the_body_cap_holds_for_every_framing(answer: bytes) -> None:
-    async with canned(answer, close=True) as (key, _):
-        pool = KeepAlivePool()
-        try:
-            with pytest.raises(TooBig):
-                await _ask(pool, key, _request())
-        finally:
-            pool.close()
+    await _refused(answer, TooBig)
 
 
 async def test_an_endless_head_is_refused_at_the_head_cap() -> None:
-    async with canned(b"HTTP/1.1 200 OK\r\n" + b"X-Long: " + b"a" * (64 * 1024), close=True) as (key, _):
-        pool = KeepAlivePool()
-        try:
-            with pytest.raises(AnswerError, match="head"):
-                await _ask(pool, key, _request())
-        finally:
-            pool.close()
+    await _refused(b"HTTP/1.1 200 OK\r\n" + b"X-Long: " + b"a" * (64 * 1024), AnswerError, "head")
 
 
 async def test_a_connection_the_backend_closed_while_idle_is_retried_once_without_error() -> None:
