@@ -13,7 +13,7 @@
 * ``framegate-lambda``: the same API with an ``AWS_PROXY`` Lambda integration
   through ``--lambda-endpoint`` (an aiohttp Invoke API endpoint whose echo
   function answers ``{"statusCode": 200, "body": ...}``), each call
-  SigV4-signed by botocore.
+  SigV4-signed (``proxy.sigv4.Signer``, the signatures botocore would write).
 
 Both HTTP contenders call the same aiohttp backend (``benchmarks/peers/http_backend.py``)
 on loopback. The figure is messages per proxy CPU-second (/proc schedstat at

@@ -171,6 +171,10 @@ ADMIN_SHUTDOWN_TIMEOUT_S: Final = 1.0
 SIGV4_MAX_CLOCK_SKEW_S: Final = 15 * 60.0
 """AWS: a signed request's X-Amz-Date may be at most 15 minutes from the server's clock."""
 SIGV4_MAX_PRESIGN_EXPIRES_S: Final = 7 * 24 * 60 * 60
+CLF_SECONDS_CACHED: Final = 4
+"""Seconds whose Common Log Format text (``$context.requestTime``) is kept: the current one and a few late ones."""
+SIGV4_SIGNING_KEYS_CACHED: Final = 16
+"""Derived SigV4 signing keys a ``sigv4.Signer`` keeps (one per secret, date, region and service in use)."""
 """AWS: a presigned URL's X-Amz-Expires is at most 7 days."""
 
 # --- Logging ----------------------------------------------------------------

@@ -5,7 +5,8 @@ server reads ``--credentials`` and hands the text to ``parse_credentials``).
 The admin API checks every request with ``verify`` (service ``apigateway``);
 the data plane can reuse it for ``AWS_IAM`` on ``$connect``, with the
 signature in the ``Authorization`` header or in the query string
-(presigned URLs): ``canonical_request`` serves both.
+(presigned URLs): ``canonical_request`` serves both. ``Signer`` signs with
+the same pieces (Lambda invocations), as botocore's ``SigV4Auth`` does.
 
 What is checked, and the error AWS answers (all 403, ``x-amzn-ErrorType``):
 
@@ -36,7 +37,7 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from proxy.errors import ControlError
-from proxy.limits import SIGV4_MAX_CLOCK_SKEW_S, SIGV4_MAX_PRESIGN_EXPIRES_S
+from proxy.limits import SIGV4_MAX_CLOCK_SKEW_S, SIGV4_MAX_PRESIGN_EXPIRES_S, SIGV4_SIGNING_KEYS_CACHED
 
 ALGORITHM: Final = "AWS4-HMAC-SHA256"
 TERMINATOR: Final = "aws4_request"
@@ -183,13 +184,20 @@ def canonical_headers(headers: Headers, signed: Sequence[str]) -> str:
 
 
 def canonical_request(
-    request: SignedRequest, signed_headers: Sequence[str], payload_hash: str, exclude_query: Iterable[str] = ()
+    request: SignedRequest,
+    signed_headers: Sequence[str],
+    payload_hash: str,
+    exclude_query: Iterable[str] = (),
+    canonical_path: str | None = None,
 ) -> str:
-    """The SigV4 canonical request (header auth, or query auth with ``exclude_query``)."""
+    """The SigV4 canonical request (header auth, or query auth with ``exclude_query``).
+
+    ``canonical_path``: ``canonical_uri(request.path)`` if the caller already has it.
+    """
     return "\n".join(
         (
             request.method.upper(),
-            canonical_uri(request.path),
+            canonical_uri(request.path) if canonical_path is None else canonical_path,
             canonical_query(request.query, exclude_query),
             canonical_headers(request.headers, signed_headers),
             ";".join(signed_headers),
@@ -212,6 +220,77 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 def signature(secret: str, date: str, region: str, service: str, text: str) -> str:
     """The hex HMAC of a string to sign under the key derived for ``date/region/service``."""
     return hmac.new(signing_key(secret, date, region, service), text.encode(), hashlib.sha256).hexdigest()
+
+
+UNSIGNED_HEADERS: Final = frozenset({"authorization", "expect", "user-agent", "x-amzn-trace-id"})
+"""Headers botocore leaves out of a signature (a proxy may change them)."""
+
+
+class Signer:
+    """SigV4 header signing (``Authorization``, ``X-Amz-Date``, ``X-Amz-Security-Token``), as botocore signs.
+
+    The derived signing key depends only on the secret, the date, the region
+    and the service, so it is kept (up to ``cache`` keys) instead of being
+    derived with four HMACs per request.
+    """
+
+    __slots__ = ("_amz_date", "_cache", "_keys", "_second")
+
+    def __init__(self, cache: int = SIGV4_SIGNING_KEYS_CACHED) -> None:
+        self._keys: dict[tuple[str, str, str, str], bytes] = {}
+        self._cache = cache
+        self._second = -1
+        self._amz_date = ""
+
+    def _stamp(self, now: datetime) -> str:
+        # X-Amz-Date has second resolution: format each second once (strftime is the costliest step).
+        second = int(now.timestamp())
+        if second != self._second:
+            self._second, self._amz_date = second, now.strftime(AMZ_DATE_FORMAT)
+        return self._amz_date
+
+    def _key(self, secret: str, date: str, region: str, service: str) -> bytes:
+        scope = (secret, date, region, service)
+        key = self._keys.get(scope)
+        if key is None:
+            if len(self._keys) >= self._cache:
+                self._keys.clear()  # a new day (or a new secret): the old keys will not be asked for again
+            key = self._keys[scope] = signing_key(secret, date, region, service)
+        return key
+
+    def sign(
+        self,
+        request: SignedRequest,
+        access_key: str,
+        secret: str,
+        region: str,
+        service: str,
+        now: datetime,
+        token: str | None = None,
+        canonical_path: str | None = None,
+    ) -> tuple[tuple[str, str], ...]:
+        """The headers to add to ``request`` (whose headers must include ``host``) so that it verifies.
+
+        Every header of ``request`` is signed except ``UNSIGNED_HEADERS``. ``canonical_path``:
+        ``canonical_uri(request.path)``, for a caller that keeps it per URL.
+        """
+        amz_date = self._stamp(now)
+        date = amz_date[:8]
+        added = [("X-Amz-Date", amz_date)]
+        if token is not None:
+            added.append(("X-Amz-Security-Token", token))
+        headers = [*request.headers, *added]
+        signed = sorted({name.lower() for name, _ in headers} - UNSIGNED_HEADERS)
+        signing = SignedRequest(request.method, request.path, request.query, headers, request.body)
+        payload_hash = hashlib.sha256(request.body).hexdigest()
+        canonical = canonical_request(signing, signed, payload_hash, canonical_path=canonical_path)
+        scope = f"{date}/{region}/{service}/{TERMINATOR}"
+        text = string_to_sign(amz_date, scope, canonical)
+        signature = hmac.new(self._key(secret, date, region, service), text.encode(), hashlib.sha256).hexdigest()
+        authorization = (
+            f"{ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={';'.join(signed)}, Signature={signature}"
+        )
+        return (*added, ("Authorization", authorization))
 
 
 def verify(

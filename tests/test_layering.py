@@ -30,7 +30,7 @@ ALLOWED = {
     # The integrations' IO edges: their sans-IO cores (below) import no aiohttp.
     "integrations/authorizer.py": {"aiohttp"},
     "integrations/http.py": {"aiohttp", "asyncio"},
-    "integrations/h1.py": {"asyncio"},
+    "integrations/keepalive.py": {"asyncio"},
     "integrations/lambda_.py": {"aiohttp"},
     "integrations/runner.py": {"aiohttp"},
 }

@@ -225,3 +225,35 @@ def test_a_bad_credentials_file_is_refused_by_name_without_secrets(text: str, me
     with pytest.raises(ValueError, match=message) as caught:
         sigv4.parse_credentials(text, "/etc/fg/creds")
     assert "/etc/fg/creds" in str(caught.value)
+
+
+# --- signing (Lambda invocations), cross-checked against botocore ---------------------------
+
+
+@pytest.mark.parametrize("token", [None, "session-token"])
+@pytest.mark.parametrize(
+    "path", ["/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3Aecho/invocations"]
+)
+def test_signer_writes_the_headers_botocore_writes(path: str, token: str | None) -> None:
+    body = b'{"requestContext": {"routeKey": "$default"}}'
+    headers = (("Content-Type", "application/json"), ("X-Amz-Invocation-Type", "RequestResponse"))
+    aws = AWSRequest(method="POST", url=f"{URL}{path}", data=body, headers=dict(headers))
+    with botocore_clock(SIGNED_AT):
+        SigV4Auth(Credentials(KEY_ID, SECRET, token), "lambda", "eu-west-1").add_auth(aws)
+    request = sigv4.SignedRequest("POST", path, "", (("host", "127.0.0.1:9090"), *headers), body)
+    signer = sigv4.Signer()
+    ours = [signer.sign(request, KEY_ID, SECRET, "eu-west-1", "lambda", SIGNED_AT, token) for _ in range(2)]
+    expected = tuple((name, aws.headers[name]) for name, _ in ours[0])
+    assert ours[0] == ours[1] == expected
+
+
+def test_a_new_day_gets_a_new_signing_key_and_the_cache_stays_bounded() -> None:
+    request = sigv4.SignedRequest("POST", "/", "", (("host", "h"),), b"")
+    signer = sigv4.Signer(cache=2)
+    days = [SIGNED_AT + dt.timedelta(days=n) for n in range(5)]
+    signatures = {
+        dict(signer.sign(request, KEY_ID, SECRET, "us-east-1", "lambda", day))["Authorization"] for day in days
+    }
+    assert len(signatures) == len(days)
+    fresh = sigv4.Signer().sign(request, KEY_ID, SECRET, "us-east-1", "lambda", days[-1])
+    assert signer.sign(request, KEY_ID, SECRET, "us-east-1", "lambda", days[-1]) == fresh

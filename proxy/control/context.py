@@ -11,9 +11,10 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Final
 
-from proxy.limits import MS_PER_S
+from proxy.limits import CLF_SECONDS_CACHED, MS_PER_S
 
 UNKNOWN: Final = "-"
 """What a variable framegate cannot fill reads as (AWS logs ``-`` too)."""
@@ -43,7 +44,13 @@ _IDENTITY_UNKNOWN: Final = (
 
 def clf_time(epoch_ms: int) -> str:
     """Common Log Format time in UTC, e.g. ``02/Apr/2020:02:42:33 +0000``."""
-    moment = datetime.fromtimestamp(epoch_ms / MS_PER_S, tz=UTC)
+    return _clf_second(epoch_ms // MS_PER_S)
+
+
+@lru_cache(maxsize=CLF_SECONDS_CACHED)
+def _clf_second(epoch_s: int) -> str:
+    # Every event and access-log line of one second shares the text: format it once.
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
     return f"{moment.day:02d}/{_MONTHS[moment.month - 1]}/{moment.year:04d}:{moment:%H:%M:%S} +0000"
 
 

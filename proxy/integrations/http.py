@@ -11,10 +11,11 @@ call runs (docs/aws-behaviour.md#integrations):
    through if ``passthroughBehavior`` allows); ``timeoutInMillis`` bounds the
    whole exchange. ``$connect`` and ``$disconnect`` send an empty body.
 2. ``send`` (IO): one request on a pooled keep-alive connection: plain
-   ``http://`` through ``proxy.integrations.h1`` (the hot path, see why
-   there), ``https://`` through the process's aiohttp ``ClientSession``;
-   redirects not followed, the answer read up to
-   ``INTEGRATION_RESPONSE_MAX_BYTES``; latency measured from sending to the
+   ``http://`` through ``proxy.integrations.keepalive`` (httptools' parser;
+   the hot path, see why there), ``https://`` and URLs with credentials
+   through the process's aiohttp ``ClientSession``; redirects not followed,
+   the answer read up to ``INTEGRATION_RESPONSE_MAX_BYTES`` (bounded memory:
+   a longer answer is refused); latency measured from sending to the
    complete answer.
 3. ``http_result`` (sans-IO): ``HTTP_PROXY`` relays the backend's body
    verbatim; ``HTTP`` picks an integration response by matching the status
@@ -44,12 +45,13 @@ from proxy.control.templates import select_template
 from proxy.errors import IntegrationError
 from proxy.integrations import parameters
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs
-from proxy.integrations.h1 import Cut, H1Error, H1Pool, TooBig, render_request
+from proxy.integrations.keepalive import AnswerError, KeepAlivePool, TooBig, render_head
 from proxy.integrations.uri import is_http_uri
 from proxy.limits import INTEGRATION_RESPONSE_MAX_BYTES, MS_PER_S, UPSTREAM_URL_CACHE
 
 DEFAULT_METHOD: Final = "POST"
 HTTP_PORT: Final = 80
+HTTPS_PORT: Final = 443
 FORBIDDEN_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
 RESPONSE_HEADER_VARIABLE: Final = "integration.response.header."
 Clock = Callable[[], float]
@@ -182,30 +184,61 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(body)
 
 
-@lru_cache(maxsize=UPSTREAM_URL_CACHE)
-def _h1_address(url: str) -> tuple[str, int, str, str]:
-    """(host, port, request target, Host header) of an ``http://`` URL; cached like ``_quoted``."""
+_DEFAULT_PORTS: Final = {"http": HTTP_PORT, "https": HTTPS_PORT}
+
+
+def host_header(url: str) -> str:
+    """The ``Host`` a request to ``url`` carries: its host, with the port unless it is the scheme's
+    default (what aiohttp sends and botocore signs)."""
     parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.port is not None and parts.port == _DEFAULT_PORTS.get(parts.scheme):
+        return netloc.rpartition(":")[0]
+    return netloc
+
+
+@lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _address(url: str) -> tuple[tuple[str, int], str, str] | None:
+    """((host, port), request target, Host header) of a plain ``http://`` URL without
+    credentials, else None (aiohttp's); cached like ``_quoted``."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or "@" in parts.netloc:
+        return None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.hostname or "", parts.port or HTTP_PORT, target, parts.netloc
+    return (parts.hostname or "", parts.port or HTTP_PORT), target, host_header(url)
 
 
-async def _send_h1(pool: H1Pool, request: HttpRequest, limit: int) -> tuple[int, Pairs, bytes]:
-    host, port, target, netloc = _h1_address(request.url)
-    data = render_request(request.method, target, netloc, request.headers, request.body)
-    async with asyncio.timeout(request.timeout_s):
-        answer = await pool.request(host, port, data, limit, head_request=request.method == "HEAD")
-    return answer.status, answer.headers, bytes(answer.body)
+@lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _yarl(url: str) -> URL:
+    """``url`` as aiohttp takes it, parsed once per URL and sent exactly as built (and as signed, for Lambda)."""
+    return URL(url, encoded=True)
+
+
+async def _send_pooled(
+    pool: KeepAlivePool, address: tuple[tuple[str, int], str, str], request: HttpRequest, limit: int
+) -> tuple[int, Pairs, bytes]:
+    key, target, host = address
+    data = render_head(request.method, target, host, request.headers, len(request.body)) + request.body
+    answer = await pool.request(key, data, limit, request.timeout_s, head_only=request.method == "HEAD")
+    return answer.status, answer.headers, answer.body
 
 
 async def _send_aiohttp(session: aiohttp.ClientSession, request: HttpRequest, limit: int) -> tuple[int, Pairs, bytes]:
+    # One asyncio timeout rather than a ClientTimeout object per request: it bounds connecting and reading alike.
+    async with asyncio.timeout(request.timeout_s):
+        try:
+            return await _exchange_aiohttp(session, request, limit)
+        except aiohttp.ServerDisconnectedError:
+            # A pooled connection the backend closed while idle: aiohttp retries that itself only
+            # for idempotent methods; integrations POST, so once more here (as the pooled path does).
+            return await _exchange_aiohttp(session, request, limit)
+
+
+async def _exchange_aiohttp(
+    session: aiohttp.ClientSession, request: HttpRequest, limit: int
+) -> tuple[int, Pairs, bytes]:
     async with session.request(
-        request.method,
-        URL(request.url, encoded=True),  # sent exactly as built (and as signed, for Lambda)
-        headers=list(request.headers),
-        data=request.body,
-        timeout=aiohttp.ClientTimeout(total=request.timeout_s),
-        allow_redirects=False,
+        request.method, _yarl(request.url), headers=request.headers or None, data=request.body, allow_redirects=False
     ) as response:
         body = await _read_capped(response, limit)
         return response.status, tuple(response.headers.items()), body
@@ -218,7 +251,7 @@ def _failed(exc: Exception, request: HttpRequest, limit: int, elapsed_s: float) 
         return IntegrationResult.failed(Failure.TIMEOUT, f"{where} timed out after {request.timeout_s:g} s", elapsed_s)
     if isinstance(exc, TooBig):
         return IntegrationResult.failed(Failure.BAD_RESPONSE, f"{where} answered more than {limit} bytes", elapsed_s)
-    if isinstance(exc, H1Error) and not isinstance(exc, Cut):
+    if isinstance(exc, AnswerError):
         detail = f"{where} answered what cannot be read: {exc}"
         return IntegrationResult.failed(Failure.BAD_RESPONSE, detail, elapsed_s)
     detail = f"{where} failed: {type(exc).__name__}: {exc}"
@@ -230,22 +263,22 @@ async def send(
     request: HttpRequest,
     clock: Clock = time.monotonic,
     limit: int = INTEGRATION_RESPONSE_MAX_BYTES,
-    pool: H1Pool | None = None,
+    pool: KeepAlivePool | None = None,
 ) -> HttpResponse | IntegrationResult:
     """Send ``request``: the answer, or a failed result (never raises for IO).
 
     ``pool``: carries plain ``http://`` requests without credentials in the URL
-    (``proxy.integrations.h1``); the rest, or all without it, go on ``session``.
+    (``proxy.integrations.keepalive``); the rest, or all without it, go on ``session``.
     """
     started = clock()
-    fast = pool is not None and request.url.startswith("http://") and "@" not in request.url.split("/", 3)[2]
+    address = None if pool is None else _address(request.url)
     try:
-        if fast:
+        if address is not None:
             assert pool is not None
-            status, headers, body = await _send_h1(pool, request, limit)
+            status, headers, body = await _send_pooled(pool, address, request, limit)
         else:
             status, headers, body = await _send_aiohttp(session, request, limit)
-    except (TimeoutError, H1Error, aiohttp.ClientError, OSError) as exc:
+    except (TimeoutError, AnswerError, aiohttp.ClientError, OSError) as exc:
         return _failed(exc, request, limit, clock() - started)
     return HttpResponse(status, headers, body, clock() - started)
 
@@ -257,7 +290,7 @@ async def exchange(
     interpret: Callable[[IntegrationCall, HttpResponse], IntegrationResult],
     clock: Clock = time.monotonic,
     limit: int = INTEGRATION_RESPONSE_MAX_BYTES,
-    pool: H1Pool | None = None,
+    pool: KeepAlivePool | None = None,
 ) -> IntegrationResult:
     """Build a request for ``call``, send it, interpret the answer; never raises for a failing backend.
 
@@ -278,7 +311,10 @@ async def exchange(
 
 
 async def run_http(
-    session: aiohttp.ClientSession, call: IntegrationCall, clock: Clock = time.monotonic, pool: H1Pool | None = None
+    session: aiohttp.ClientSession,
+    call: IntegrationCall,
+    clock: Clock = time.monotonic,
+    pool: KeepAlivePool | None = None,
 ) -> IntegrationResult:
     """Run an ``HTTP`` or ``HTTP_PROXY`` integration for one call (all three steps)."""
     return await exchange(session, call, build_request, http_result, clock, pool=pool)

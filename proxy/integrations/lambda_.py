@@ -7,7 +7,11 @@ qualifier). framegate invokes it with the Lambda Invoke API at
 ``{lambda_endpoint}/2015-03-31/functions/{functionArn}/invocations`` (what
 AWS Lambda, ``sam local start-lambda`` and the runtime interface emulator
 serve), SigV4-signed by botocore (service ``lambda``, the function's region)
-so a real Lambda-compatible endpoint accepts it.
+so a real Lambda-compatible endpoint accepts it: ``proxy.sigv4.Signer`` signs
+exactly as botocore's ``SigV4Auth`` would, but keeps the derived signing key
+per day, region and service and the parsed parts of each invoke URL, where
+botocore derives and parses them again on every call (the Lambda path's
+largest cost).
 
 Payload: ``AWS_PROXY`` sends the WebSocket proxy event (``proxy.integrations.events``);
 ``AWS`` sends the request template's output, or the message when no template
@@ -35,24 +39,33 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, EnvProvider
 
+from proxy import sigv4
 from proxy.control.mock import Render, mapped_reply, select_integration_response
 from proxy.control.model import AWS, AWS_PROXY, DEFAULT, Integration
 from proxy.control.routing import substitute_stage_variables
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult, Pairs, is_success
 from proxy.integrations.events import proxy_event
-from proxy.integrations.h1 import H1Pool
-from proxy.integrations.http import FORBIDDEN_IN_HEADER, Clock, HttpRequest, HttpResponse, exchange, request_body
+from proxy.integrations.http import (
+    FORBIDDEN_IN_HEADER,
+    Clock,
+    HttpRequest,
+    HttpResponse,
+    exchange,
+    host_header,
+    request_body,
+)
+from proxy.integrations.keepalive import KeepAlivePool
 from proxy.integrations.uri import lambda_target
-from proxy.limits import LAMBDA_RESPONSE_MAX_BYTES, MAX_HTTP_STATUS, MIN_HTTP_STATUS, MS_PER_S
+from proxy.limits import LAMBDA_RESPONSE_MAX_BYTES, MAX_HTTP_STATUS, MIN_HTTP_STATUS, MS_PER_S, UPSTREAM_URL_CACHE
 
 LAMBDA_TYPES: Final = frozenset({AWS, AWS_PROXY})
 SIGNING_NAME: Final = "lambda"
@@ -60,6 +73,7 @@ INVOKE_PATH: Final = "/2015-03-31/functions/{function}/invocations"
 FUNCTION_ERROR_HEADER: Final = "X-Amz-Function-Error"
 LAMBDA_ERROR_TYPE_HEADER: Final = "X-Amzn-ErrorType"
 ERROR_MESSAGE_FIELD: Final = "errorMessage"
+INVOKE_HEADERS: Final = (("Content-Type", "application/json"), ("X-Amz-Invocation-Type", "RequestResponse"))
 LOCAL_EMULATOR_KEY: Final = "framegate"
 """Access key and secret used when no credentials are configured: local
 emulators (``sam local``, the runtime interface emulator) accept any signature."""
@@ -78,11 +92,28 @@ def default_credentials() -> Credentials:
     return found if found is not None else Credentials(LOCAL_EMULATOR_KEY, LOCAL_EMULATOR_KEY)
 
 
+_SIGNER: Final = sigv4.Signer()
+
+
+@lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _signed_parts(url: str) -> tuple[str, str, str, str]:
+    """(path, its canonical form, query, Host) of an invoke URL as the endpoint will see them; parsed once per URL."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return path, sigv4.canonical_uri(path), parts.query, host_header(url)
+
+
 def sign(request: HttpRequest, credentials: Credentials, region: str) -> HttpRequest:
     """``request`` with SigV4 headers (``Authorization``, ``X-Amz-Date``, token) for Lambda."""
-    aws = AWSRequest(method=request.method, url=request.url, data=request.body, headers=dict(request.headers))
-    SigV4Auth(credentials, SIGNING_NAME, region).add_auth(aws)
-    return HttpRequest(request.method, request.url, tuple(aws.headers.items()), request.body, request.timeout_s)
+    path, canonical_path, query, host = _signed_parts(request.url)
+    frozen = credentials.get_frozen_credentials()  # refreshable credentials refresh here, as in botocore
+    signing = sigv4.SignedRequest(request.method, path, query, (("host", host), *request.headers), request.body)
+    now = datetime.now(UTC)
+    added = _SIGNER.sign(
+        signing, frozen.access_key, frozen.secret_key, region, SIGNING_NAME, now, frozen.token, canonical_path
+    )
+    headers = (*request.headers, *added)
+    return HttpRequest(request.method, request.url, headers, request.body, request.timeout_s)
 
 
 def payload(call: IntegrationCall) -> bytes:
@@ -104,15 +135,20 @@ def invocation(
     Raises:
         IntegrationError: a missing stage variable, or not a Lambda invocation URI after substitution.
     """
-    target = lambda_target(substitute_stage_variables(uri, stage_variables))
-    request = HttpRequest(
-        method="POST",
-        url=endpoint.rstrip("/") + INVOKE_PATH.format(function=quote(target.function, safe="")),
-        headers=(("Content-Type", "application/json"), ("X-Amz-Invocation-Type", "RequestResponse")),
-        body=body,
-        timeout_s=timeout_s,
-    )
-    return sign(request, credentials, target.region)
+    url, region = _invoke_target(endpoint, substitute_stage_variables(uri, stage_variables))
+    request = HttpRequest("POST", url, INVOKE_HEADERS, body, timeout_s)
+    return sign(request, credentials, region)
+
+
+@lru_cache(maxsize=UPSTREAM_URL_CACHE)
+def _invoke_target(endpoint: str, uri: str) -> tuple[str, str]:
+    """(Invoke URL, signing region) of a substituted Lambda URI; the same for every call of a route.
+
+    Raises:
+        IntegrationError: not a Lambda invocation URI.
+    """
+    target = lambda_target(uri)
+    return endpoint.rstrip("/") + INVOKE_PATH.format(function=quote(target.function, safe="")), target.region
 
 
 def build_invocation(call: IntegrationCall, endpoint: str, credentials: Credentials) -> HttpRequest:
@@ -224,7 +260,7 @@ async def run_lambda(
     endpoint: str | None,
     credentials: Credentials,
     clock: Clock = time.monotonic,
-    pool: H1Pool | None = None,
+    pool: KeepAlivePool | None = None,
 ) -> IntegrationResult:
     """Invoke a Lambda integration for one call and interpret the answer (never raises for IO)."""
     if endpoint is None:

@@ -26,7 +26,9 @@ Usage from the gateway::
 
 from __future__ import annotations
 
+import ssl
 import time
+from typing import Final
 
 import aiohttp
 from botocore.credentials import Credentials
@@ -37,8 +39,8 @@ from proxy.control.model import HTTP, HTTP_PROXY, MOCK, Authorizer
 from proxy.errors import IntegrationError
 from proxy.integrations.authorizer import AuthorizerDecision, run_authorizer
 from proxy.integrations.call import Failure, IntegrationCall, IntegrationResult
-from proxy.integrations.h1 import H1Pool
 from proxy.integrations.http import Clock, run_http
+from proxy.integrations.keepalive import KeepAlivePool
 from proxy.integrations.lambda_ import default_credentials, run_lambda, uses_lambda
 from proxy.limits import (
     DEFAULT_REGION,
@@ -46,6 +48,9 @@ from proxy.limits import (
     INTEGRATION_POOL_CONNECTIONS,
     INTEGRATION_POOL_CONNECTIONS_PER_HOST,
 )
+
+SKIPPED_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+"""Headers aiohttp would add on its own: a call sends only what its integration maps (as the pooled path does)."""
 
 
 class IntegrationRunner:
@@ -60,6 +65,7 @@ class IntegrationRunner:
         pool_connections: keep-alive connections over all hosts.
         pool_connections_per_host: of those, per backend.
         clock: monotonic seconds, for IntegrationLatency.
+        tls: verifies ``https://`` backends; default: the system's trusted CAs.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class IntegrationRunner:
         pool_connections: int = INTEGRATION_POOL_CONNECTIONS,
         pool_connections_per_host: int = INTEGRATION_POOL_CONNECTIONS_PER_HOST,
         clock: Clock = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.lambda_endpoint = lambda_endpoint
         self.credentials = credentials if credentials is not None else default_credentials()
@@ -78,9 +85,10 @@ class IntegrationRunner:
         self._pool_connections = pool_connections
         self._pool_connections_per_host = pool_connections_per_host
         self._clock = clock
+        self._tls = tls
         self._session: aiohttp.ClientSession | None = None
-        self._pool = H1Pool(pool_connections_per_host)
-        """Plain http:// backends and endpoints: the hot path (``proxy.integrations.h1``)."""
+        self._pool = KeepAlivePool(pool_connections_per_host, pool_connections)
+        """Plain http:// backends and endpoints: the hot path (``proxy.integrations.keepalive``)."""
 
     @classmethod
     def from_config(cls, config: Config) -> IntegrationRunner:
@@ -93,10 +101,15 @@ class IntegrationRunner:
                 limit=self._pool_connections,
                 limit_per_host=self._pool_connections_per_host,
                 keepalive_timeout=INTEGRATION_KEEPALIVE_S,
+                ssl=self._tls if self._tls is not None else True,
             )
             # No default timeout: each call carries its integration's timeoutInMillis.
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),
+                cookie_jar=aiohttp.DummyCookieJar(),  # integrations are stateless: no cookie kept between calls
+                skip_auto_headers=SKIPPED_AUTO_HEADERS,
+                auto_decompress=False,  # no Accept-Encoding is sent: answers come as the backend wrote them
             )
         return self._session
 

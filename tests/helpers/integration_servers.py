@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 import re
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -248,3 +249,52 @@ def lambda_uri(name: str) -> str:
     """The integration URI of AWS_PROXY/AWS integrations invoking function ``name`` (``FUNCTION_ARN``)."""
     arn = FUNCTION_ARN.format(name=name)
     return f"arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/{arn}/invocations"
+
+
+Key = tuple[str, int]
+"""(host, port) of a raw test server."""
+
+
+@asynccontextmanager
+async def canned(
+    *answers: bytes, close: bool = False, hang_up_on_next: bool = False, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[Key, list[int]]]:
+    """A raw backend writing ``answers[i]`` to the i-th request of each connection.
+
+    A stale keep-alive, two ways: with ``close`` it closes each connection
+    right after its first answer without saying so; with ``hang_up_on_next``
+    it keeps the connection open and closes it when the next request arrives,
+    without answering (the race a client cannot see coming). ``tls``: serve
+    TLS with this context. Yields its address and a count of accepted connections.
+    """
+    accepted: list[int] = []
+
+    async def read_request(reader: asyncio.StreamReader) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next((int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length")), 0)
+        await reader.readexactly(length)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        try:
+            for answer in answers:
+                await read_request(reader)
+                writer.write(answer)
+                await writer.drain()
+                if close:
+                    break
+                if hang_up_on_next:
+                    await read_request(reader)
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
+    try:
+        host, port = server.sockets[0].getsockname()[:2]
+        yield (host, port), accepted
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import pytest
+import trustme
 from aiohttp import web
 
 from proxy.control.model import HTTP, HTTP_PROXY, Integration, IntegrationResponse
 from proxy.integrations.call import EXECUTION_ERROR, INTEGRATION_ERROR, Failure
 from proxy.integrations.runner import IntegrationRunner
-from tests.helpers.integration_servers import RunningServer, call, http_backend, stalled_backend
+from tests.helpers.integration_servers import RunningServer, call, canned, http_backend, stalled_backend
 
 INTERNAL_ERROR_FRAME = (
     '{"message": "Internal server error", "connectionId":"KVmb8fjMIAMCFgQ=", "requestId":"R0oXAdfD0kwCH6w="}'
@@ -234,6 +237,53 @@ async def test_connections_are_kept_alive_and_reused_across_calls() -> None:
         first = await runner.run(call(proxy(f"{backend.url}/peer"), body="a"))
         second = await runner.run(call(proxy(f"{backend.url}/peer"), body="b"))
         assert first.reply is not None and first.reply == second.reply
+
+
+PONG = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_pair(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts: the backend's certificate for 127.0.0.1, trusted by the client."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+@pytest.mark.parametrize("how", ["close", "hang_up_on_next"])
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_backend_closing_idle_keepalive_connections_never_gives_an_error_frame(
+    scheme: str, how: str, ca: trustme.CA
+) -> None:
+    server_tls, client_tls = tls_pair(ca) if scheme == "https" else (None, None)
+    runner = IntegrationRunner(tls=client_tls)
+    try:
+        async with canned(PONG, tls=server_tls, **{how: True}) as ((host, port), accepted):  # type: ignore[arg-type]
+            url = f"{scheme}://{host}:{port}/ping"
+            results = [await runner.run(call(proxy(url), body="x")) for _ in range(3)]
+    finally:
+        await runner.close()
+    assert [r.failure for r in results] == [None] * 3, [r.detail for r in results]
+    assert [r.client_text("c", "r", two_way=True) for r in results] == ["pong"] * 3
+    assert len(accepted) == 3
+
+
+async def test_https_answers_over_the_cap_are_refused_by_the_aiohttp_path(ca: trustme.CA) -> None:
+    server_tls, client_tls = tls_pair(ca)
+    huge = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300_000
+    runner = IntegrationRunner(tls=client_tls)
+    try:
+        async with canned(huge, tls=server_tls) as ((host, port), _):
+            result = await runner.run(call(proxy(f"https://{host}:{port}/huge"), body="x"))
+    finally:
+        await runner.close()
+    assert result.failure is Failure.BAD_RESPONSE and "answered more than" in result.detail
 
 
 def fake_clock(*readings: float) -> Iterator[float]:
