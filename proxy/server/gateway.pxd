@@ -38,6 +38,7 @@ cdef class Gateway:
     cdef readonly object runner
     cdef readonly set background
     cdef object _idle
+    cdef object _max_connections
     cpdef forget(self, connection)
 
 
