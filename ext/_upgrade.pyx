@@ -469,14 +469,16 @@ cdef char* _put(char* out, const void* data, Py_ssize_t n) noexcept:
     return out + n
 
 
-def render_request(str host, str target, str key, subprotocols, headers):
+def render_request(str host, str target, str key, subprotocols, headers, bytes fields not None=b""):
     """The upgrade request wsproto renders, byte for byte, or None if h11 must vet an input.
 
     Every input is checked and measured first, then copied once into the request.
+    ``fields``: header lines already vetted and rendered (``render_fields`` of
+    the reference), written after ``headers``.
     """
     cdef str start = _request_start(host, target)
     cdef str protocols = ", ".join(subprotocols) if subprotocols else ""
-    cdef tuple fields = tuple(headers)
+    cdef tuple pairs = tuple(headers)
     cdef str name, value
     cdef Py_ssize_t n_start, n_key, n_protocols = 0, n_name, n_value, total
     cdef const unsigned char* p_key
@@ -494,7 +496,7 @@ def render_request(str host, str target, str key, subprotocols, headers):
         if p_protocols == NULL or not _field_value(p_protocols, n_protocols):
             return None
         total += len(_PROTOCOL_LINE) + n_protocols
-    for name, value in fields:
+    for name, value in pairs:
         p_name = _ascii_data(name, &n_name)
         p_value = _ascii_data(value, &n_value)
         if (
@@ -507,6 +509,7 @@ def render_request(str host, str target, str key, subprotocols, headers):
         ):
             return None
         total += 2 + n_name + 2 + n_value
+    total += len(fields)
     cdef bytes request = PyBytes_FromStringAndSize(NULL, total)
     cdef char* out = PyBytes_AS_STRING(request)
     out = _put(out, _ascii_data(start, &n_start), n_start)
@@ -516,11 +519,12 @@ def render_request(str host, str target, str key, subprotocols, headers):
     if subprotocols:
         out = _put(out, PyBytes_AS_STRING(_PROTOCOL_LINE), len(_PROTOCOL_LINE))
         out = _put(out, p_protocols, n_protocols)
-    for name, value in fields:
+    for name, value in pairs:
         out = _put(out, b"\r\n", 2)
         out = _put(out, _ascii_data(name, &n_name), n_name)
         out = _put(out, b": ", 2)
         out = _put(out, _ascii_data(value, &n_value), n_value)
+    out = _put(out, PyBytes_AS_STRING(fields), len(fields))
     _put(out, PyBytes_AS_STRING(_HEAD_END), len(_HEAD_END))
     return request
 

@@ -220,13 +220,20 @@ def accept_token(key: str) -> str:
 
 
 def render_request(
-    host: str, target: str, key: str, subprotocols: Sequence[str], headers: Sequence[tuple[str, str]]
+    host: str,
+    target: str,
+    key: str,
+    subprotocols: Sequence[str],
+    headers: Sequence[tuple[str, str]],
+    fields: bytes = b"",
 ) -> bytes | None:
     """The upgrade request wsproto renders, byte for byte, or None if h11 must vet an input.
 
     None when an input is not plainly valid (non-ASCII, CR/LF, stray whitespace,
     an empty or long host label, a header h11 interprets): wsproto then renders,
-    or raises, as it always did.
+    or raises, as it always did. ``fields``: more header lines, already vetted
+    and rendered by ``render_fields`` (the headers many requests share), written
+    after ``headers``.
     """
     start = _request_start(host, target)
     protocols = ", ".join(subprotocols)
@@ -236,14 +243,27 @@ def render_request(
         or (subprotocols and _FIELD_VALUE.fullmatch(protocols) is None)
     ):
         return None
+    rendered = render_fields(headers)
+    if rendered is None:
+        return None
     lines = [start, f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     if subprotocols:
         lines.append(f"Sec-WebSocket-Protocol: {protocols}")
+    return _CRLF.join(lines).encode("ascii") + rendered + fields + _HEAD_END.encode("ascii")
+
+
+def render_fields(headers: Sequence[tuple[str, str]]) -> bytes | None:
+    """``headers`` as ``render_request`` writes them (CRLF, then ``name: value``, each), or None if h11 must vet one.
+
+    Used by both twins' ``render_request`` callers to vet and render once what
+    many requests share (``proxy.handshake.SharedHeaders``).
+    """
+    lines = []
     for name, value in headers:  # a loop, not generators: this runs per upstream connection
         if _HEADER_NAME.fullmatch(name) is None or name.lower() in _RENDERED or _FIELD_VALUE.fullmatch(value) is None:
             return None
-        lines.append(f"{name}: {value}")
-    return (_CRLF.join(lines) + _HEAD_END).encode("ascii")
+        lines.append(f"{_CRLF}{name}: {value}")
+    return "".join(lines).encode("ascii")
 
 
 @functools.lru_cache(maxsize=UPSTREAM_URL_CACHE)

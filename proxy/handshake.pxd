@@ -18,6 +18,7 @@ cdef class ClientHandshake:
     cdef object _subprotocols
     cdef object _status
     cdef object _key
+    cdef object _shared
     cdef object _handshake
     cdef public bytes request_bytes
     cpdef _request(self)

@@ -39,7 +39,7 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData, Reque
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from proxy._pyupgrade import BARE_LF, RequestHead
+from proxy._pyupgrade import BARE_LF, RequestHead, render_fields
 from proxy.build import twin
 from proxy.errors import HandshakeError
 from proxy.limits import MAX_REQUEST_HEAD_BYTES, MAX_URL_CHARS, UPSTREAM_URL_CACHE
@@ -285,6 +285,26 @@ def _host_and_target(url: str) -> tuple[str, str]:
     return parts.netloc, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
+class SharedHeaders(NamedTuple):
+    """Upgrade request headers that many upstream connections send alike: vetted and rendered once.
+
+    The gateway keeps one per (API, stage, Host) for its context headers
+    (``proxy.server.gateway``); ``ClientHandshake`` writes ``rendered`` after
+    the connection's own headers instead of checking each field again.
+    """
+
+    pairs: tuple[tuple[str, str], ...]
+    rendered: bytes | None
+    """``pairs`` as request header lines (``render_fields``); None when h11 must vet one (wsproto renders)."""
+
+    @classmethod
+    def of(cls, pairs: tuple[tuple[str, str], ...]) -> SharedHeaders:
+        return cls(pairs, render_fields(pairs))
+
+
+_NO_SHARED_HEADERS = SharedHeaders((), b"")
+
+
 class UpstreamAccepted(NamedTuple):
     """The backend switched protocols."""
 
@@ -308,20 +328,41 @@ class ClientHandshake:
             gateway passes the client's own (already checked) key on, as a
             reverse proxy forwarding the upgrade does: the backend's accept
             token is then the one the client gets, hashed once.
+        shared: more headers, sent after ``headers``, that other
+            connections send alike (rendered once for all of them).
     """
 
-    __slots__ = ("_handshake", "_headers", "_host", "_key", "_status", "_subprotocols", "_target", "request_bytes")
+    __slots__ = (
+        "_handshake",
+        "_headers",
+        "_host",
+        "_key",
+        "_shared",
+        "_status",
+        "_subprotocols",
+        "_target",
+        "request_bytes",
+    )
 
     def __init__(
-        self, url: str, headers: Sequence[tuple[str, str]], subprotocols: Sequence[str], key: str = ""
+        self,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        subprotocols: Sequence[str],
+        key: str = "",
+        shared: SharedHeaders = _NO_SHARED_HEADERS,
     ) -> None:
         self._host, self._target = _host_and_target(url)
         self._headers = headers
+        self._shared = shared
         self._subprotocols = subprotocols
         self._status: int | None = None
         self._key = key or new_key()
         self._handshake: H11Handshake | None = None
-        rendered = render_request(self._host, self._target, self._key, subprotocols, headers)
+        fields = shared.rendered
+        rendered = None
+        if fields is not None:  # else one of them needs h11's vetting: wsproto renders them all
+            rendered = render_request(self._host, self._target, self._key, subprotocols, headers, fields)
         if rendered is None:
             self._handshake = H11Handshake(ConnectionType.CLIENT)
             rendered = self._handshake.send(self._request())  # vets the inputs (and may raise) as before
@@ -332,7 +373,10 @@ class ClientHandshake:
             host=self._host,
             target=self._target,
             subprotocols=list(self._subprotocols),
-            extra_headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in self._headers],
+            extra_headers=[
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in (*self._headers, *self._shared.pairs)
+            ],
         )
 
     def _sent_handshake(self) -> H11Handshake:

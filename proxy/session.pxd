@@ -19,8 +19,10 @@ cdef class Session:
     cpdef connect_context(self)
     cpdef handshake_upstream(self)
     cpdef connect_status(self, context)
+    cpdef connect_invocation(self, context)
     cpdef route(self, opcode, payload)
     cpdef passthrough(self)
+    cpdef disconnect_invocation(self, context)
     cpdef disconnect(self)
 
 

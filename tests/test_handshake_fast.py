@@ -31,8 +31,9 @@ from wsproto.events import AcceptConnection, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import generate_accept_token
 
+from proxy._pyupgrade import render_fields
 from proxy.errors import HandshakeError
-from proxy.handshake import ClientHandshake, ServerHandshake
+from proxy.handshake import ClientHandshake, ServerHandshake, SharedHeaders
 from tests.conftest import load_twin
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -468,6 +469,19 @@ def test_upstream_request_bytes_are_wsproto_s(url: str, headers: list[tuple[str,
         fast = _upstream_request(url, headers, offered)
         with _wsproto_only():
             assert fast == _upstream_request(url, headers, offered)
+
+
+@HYPOTHESIS
+@given(_URLS, _UPSTREAM_HEADERS, _UPSTREAM_HEADERS, _OFFERS)
+def test_shared_headers_rendered_once_are_the_request_wsproto_renders_with_them_last(
+    url: str, headers: list[tuple[str, str]], shared: list[tuple[str, str]], offered: list[str]
+) -> None:
+    """Headers vetted and rendered ahead (the gateway's per-stage ones) change no byte and no refusal."""
+    with _fixed_key():
+        ahead = SharedHeaders.of(tuple(shared))
+        fast = _outcome(lambda: ClientHandshake(url, headers, offered, "", ahead).request_bytes)
+        with _wsproto_only():
+            assert fast == _upstream_request(url, [*headers, *shared], offered)
     if fast[0] == "value":
         server = H11Handshake(ConnectionType.SERVER)
         server.receive_data(fast[1])
@@ -717,6 +731,9 @@ def test_compiled_request_renderer_is_the_reference(
     host: str, target: str, key: str, offered: list[str], headers: list[tuple[str, str]]
 ) -> None:
     _same(lambda module: module.render_request(host, target, key, offered, headers))
+    fields = render_fields(headers[1:])
+    if fields is not None:  # some headers rendered ahead, as SharedHeaders does
+        _same(lambda module: module.render_request(host, target, key, offered, headers[:1], fields))
 
 
 @pytest.mark.parametrize("subprotocol", [None, "chat", "v1.json"])

@@ -39,6 +39,7 @@ cdef class Gateway:
     cdef readonly object runner
     cdef readonly set background
     cdef object _idle
+    cdef object _max_connections
     cpdef forget(self, connection)
 
 

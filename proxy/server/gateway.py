@@ -37,6 +37,7 @@ event (``proxy.server.observer``), after throttling
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,10 +51,10 @@ from proxy.control.context import MESSAGE_EVENT, RequestContext
 from proxy.control.model import DEFAULT, Stage
 from proxy.errors import HandshakeError, IntegrationError, NotFoundException, ProtocolError
 from proxy.frames import CloseCode, Event, Opcode, parse_close
-from proxy.handshake import ClientHandshake, ManagementRequest, ServerHandshake, UpgradeRequest
+from proxy.handshake import ClientHandshake, ManagementRequest, ServerHandshake, SharedHeaders, UpgradeRequest
 from proxy.ids import pooled_id
 from proxy.integrations.runner import IntegrationRunner
-from proxy.limits import CLOSE_TIMEOUT_S, MAX_PUSH_BUFFER_BYTES, MS_PER_S
+from proxy.limits import CLOSE_TIMEOUT_S, MAX_PUSH_BUFFER_BYTES, MS_PER_S, RESOLVED_TARGET_CACHE
 from proxy.server.deadlines import Clock, Deadlines, Guard
 from proxy.server.flow import FlowControl
 from proxy.server.invocations import Invocations
@@ -164,6 +165,23 @@ def _forwarded_for(request: UpgradeRequest, source_ip: str) -> str:
     return f"{previous}, {source_ip}" if previous else source_ip
 
 
+@functools.lru_cache(maxsize=RESOLVED_TARGET_CACHE)
+def _context_headers(api_id: str, stage_name: str, domain_name: str) -> SharedHeaders:
+    """The upstream upgrade's headers that every connection to one stage through one Host sends alike.
+
+    Vetted and rendered once, not per connection; as many as the catalog
+    keeps resolved targets (the Host is the client's).
+    """
+    return SharedHeaders.of(
+        (
+            ("X-Framegate-Api-Id", api_id),
+            ("X-Framegate-Stage", stage_name),
+            # The Host the client used: with the stage, the backend's @connections endpoint.
+            ("X-Forwarded-Host", domain_name),
+        )
+    )
+
+
 class Gateway:
     """What all client connections share: the loop, the clock, settings, catalog, throttler, observer, encoders.
 
@@ -218,6 +236,7 @@ class Gateway:
         self.connections: set[ClientConnection] = set()
         self.open_connections: dict[str, ClientConnection] = {}
         """Connections past their 101 by id, until their transport ends: what the @connections API reaches."""
+        self._max_connections = config.max_connections
         self.credentials = credentials
         self.registry = registry
         self.callers: set[ManagementProtocol] = set()
@@ -237,16 +256,13 @@ class Gateway:
         return cast(Callable[[], asyncio.BaseProtocol], self._connection)
 
     def _connection(self) -> ClientConnection | Refusal:
-        cap = self.config.max_connections
+        cap = self._max_connections
         if cap is not None and len(self.connections) + len(self.callers) >= cap:
             return refuse(cap)  # 503 and close: see proxy.server.refusal
         return ClientConnection(self)
 
     def forget(self, connection: ClientConnection) -> None:
         self.connections.discard(connection)
-        connection_id = connection.connection_id
-        if self.open_connections.pop(connection_id, None) is not None and self.registry is not None:
-            self.registry.closed(connection_id)
         if not self.connections and self._idle is not None:
             self._idle.set()
 
@@ -403,6 +419,9 @@ class ClientConnection:
             self._invocations.cancel()  # a client gone during $connect cancels its call
         session = self._session
         if was_open and session is not None and self._observer is not None:
+            gateway = self._gateway
+            if gateway.open_connections.pop(session.connection_id, None) is not None and gateway.registry is not None:
+                gateway.registry.closed(session.connection_id)
             context = session.disconnect()
             reassembled = self._decoder.reassembled if self._decoder is not None else 0
             self._observer.closed(self._current_stage(), self._close_code, context, reassembled=reassembled)
@@ -670,20 +689,14 @@ class ClientConnection:
         session = self._session
         assert session is not None
         target = session.target
-        headers = [
-            ("X-Framegate-Connection-Id", session.connection_id),
-            ("X-Framegate-Api-Id", session.api_id),
-            ("X-Framegate-Stage", target.stage.stage_name),
-            ("X-Forwarded-For", self._forwarded_for),
-            # The Host the client used: with the stage, the backend's @connections endpoint.
-            ("X-Forwarded-Host", session.client.domain_name),
-        ]
+        headers = (("X-Framegate-Connection-Id", session.connection_id), ("X-Forwarded-For", self._forwarded_for))
+        shared = _context_headers(session.api_id, target.stage.stage_name, target.domain_name)
         gateway = self._gateway
         try:
             self._opening[forward.url] = open_upstream(
                 self,
                 forward.url,
-                ClientHandshake(forward.url, headers, subprotocols, key),
+                ClientHandshake(forward.url, headers, subprotocols, key, shared),
                 gateway.client_encoder,
                 gateway.server_encoder,
                 timeout_s=forward.timeout_s,
@@ -708,8 +721,12 @@ class ClientConnection:
         config = self._config
         self._decoder = FrameDecoder(server_side=True, max_frame=config.max_frame, max_message=config.max_message)
         self._last_activity = self._opened_at = self._clock.time()
-        self._clear_guard()  # the upgrade's; now the lifetime's first check
-        self._guard = self._deadlines.guard(self, min(config.idle_timeout, config.max_connection_duration))
+        first_check = min(config.idle_timeout, config.max_connection_duration)
+        if self._guard is None or config.handshake_timeout > first_check:
+            self._clear_guard()
+            self._guard = self._deadlines.guard(self, first_check)
+        # Else the upgrade's deadline, due sooner, serves as the lifetime's first check
+        # (``_lifetime`` then waits for the real one): no second entry per connection.
         for upstream in list(self._upstreams.values()):
             upstream.start()
         if self._early:  # reading stopped when they came

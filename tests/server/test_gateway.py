@@ -139,6 +139,25 @@ async def test_backend_sees_context_headers_query_and_chooses_the_subprotocol(tm
     assert request.headers["X-Forwarded-For"] == "127.0.0.1"
 
 
+async def test_each_backend_request_names_the_host_its_own_client_used(tmp_path: Path, codec: str) -> None:
+    """The context headers a stage's connections share are kept per Host: no client gets another's."""
+    recorder = Recorder()
+    async with (
+        echo_backend(recorder) as backend,
+        framegate(tmp_path, "--backend", backend, codec=codec) as gateway,
+    ):
+        port = gateway.data.rsplit(":", 1)[1]
+        for name in ("127.0.0.1", "Gateway.Example", "127.0.0.1"):
+            # Host names the gateway by ``name``; the socket goes to the loopback address it listens on.
+            async with connect(f"ws://{name}:{port}/prod", host="127.0.0.1") as client:
+                await client.send("hi")
+                assert await client.recv() == "hi"
+    hosts = [request.headers["X-Forwarded-Host"] for request in recorder.requests]
+    assert hosts == [f"127.0.0.1:{port}", f"gateway.example:{port}", f"127.0.0.1:{port}"]
+    assert {request.headers["X-Framegate-Stage"] for request in recorder.requests} == {"prod"}
+    assert len({request.headers["X-Framegate-Connection-Id"] for request in recorder.requests}) == 3
+
+
 async def test_close_codes_propagate_both_ways(tmp_path: Path, codec: str) -> None:
     recorder = Recorder()
     async with echo_backend(recorder) as backend, framegate(tmp_path, "--backend", backend, codec=codec) as gateway:
