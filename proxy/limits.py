@@ -239,6 +239,9 @@ REDIS_COMMAND_TIMEOUT_S: Final = 0.5
 """A cluster command (lease, heartbeat, routing) waiting longer than this counts as Redis unreachable."""
 LEASE_LOW_WATER_FRACTION: Final = 0.5
 """A pool is topped up when it holds less than this fraction of its batch."""
+LEASE_LOOK_INTERVAL_S: Final = 0.25
+"""A bucket's credit (its share of what the shared bucket held) is at most this old: a process with
+nothing else to ask Redis looks again this often (docs/cluster.md#leases)."""
 STORE_POLL_INTERVAL_S: Final = 0.25
 """How often a process on a SQLite store reads ``PRAGMA data_version`` to see other workers' changes
 (one cheap read off the loop; a change is served everywhere within this plus one reload)."""

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from proxy._pythrottle import TokenBucket
 from proxy.cluster.leases import BucketLimits, LeaseBackend, LeaseClient, LeasePool, batch_size, bucket_name
 from proxy.cluster.membership import cluster_client
+from proxy.limits import NODE_HEARTBEAT_INTERVAL_S
 from proxy.metrics import ClusterMetrics
 from tests.helpers.redis import RedisServer, SharedClock
 
@@ -89,6 +90,54 @@ async def test_two_nodes_of_two_workers_admit_what_one_process_would(
         admitted = await run_window(clients, pools, clock, window_s, flooding)
     single = one_process(limits, window_s)
     assert abs(admitted - single) <= tolerance(limits, single), (admitted, single)
+
+
+async def warm_up(clients: list[LeaseClient], clock: SharedClock, seconds: float) -> None:
+    """Idle processes refilling for ``seconds``: every one has heard the others' heartbeats."""
+    for step in range(round(seconds / STEP_S)):
+        clock.now = START + step * STEP_S
+        for client in clients:
+            await client.refill()
+
+
+async def test_a_burst_at_once_on_a_slow_route_is_admitted_as_one_process_would(redis_server: RedisServer) -> None:
+    """Rate 50/s leases 1 token at a time; the burst comes from each process's credit, without waiting."""
+    burst = 100
+    clock = SharedClock(START)
+    limits = BucketLimits(rate=50.0, burst=burst)
+    async with processes(redis_server.url, clock, count=2) as clients:
+        pools = [LeasePool(burst) for _ in clients]
+        for client, pool in zip(clients, pools, strict=True):
+            client.lease(bucket_name("route", "api", "prod", "slow"), limits, pool)
+        await warm_up(clients, clock, 2 * NODE_HEARTBEAT_INTERVAL_S)
+        assert batch_size(limits) == 1
+        # 100 messages at one instant, half on each process; nobody waits for Redis.
+        admitted = sum(pool.take() for pool in pools for _ in range(burst // 2))
+    single = burst  # one process's bucket, full after the idle warm-up, admits the whole burst
+    assert abs(admitted - single) <= burst / 10, (admitted, single)
+
+
+async def test_credit_spent_in_a_burst_is_paid_back_before_more_is_admitted(redis_server: RedisServer) -> None:
+    """After the burst both processes flood for 2 s: the total stays within the bound of one process."""
+    burst, window_s = 100, 2.0
+    clock = SharedClock(START)
+    limits = BucketLimits(rate=50.0, burst=burst)
+    async with processes(redis_server.url, clock, count=2) as clients:
+        pools = [LeasePool(burst) for _ in clients]
+        for client, pool in zip(clients, pools, strict=True):
+            client.lease("slow", limits, pool)
+        await warm_up(clients, clock, 2 * NODE_HEARTBEAT_INTERVAL_S)
+        start = clock.now
+        admitted = 0
+        for step in range(round(window_s / STEP_S) + 1):
+            clock.now = start + step * STEP_S
+            for client in clients:
+                await client.refill()
+            for pool in pools:
+                while pool.take():
+                    admitted += 1
+    single = burst + round(limits.rate * window_s)
+    assert abs(admitted - single) <= burst / 10, (admitted, single)
 
 
 async def test_a_released_pool_gives_its_tokens_back(redis_server: RedisServer) -> None:
