@@ -232,6 +232,9 @@ NODE_TTL_S: Final = 3.0
 """A node not heard of for this long is dead: its connections are gone and it no longer counts."""
 LEASE_REFILL_INTERVAL_S: Final = 0.01
 """How often a lease client tops up its pools below the low-water mark (off the message path)."""
+LEASE_IDLE_REFILL_INTERVAL_S: Final = 0.05
+"""The longest a lease client waits between two looks at its pools: when none is being spent fast
+enough to be due sooner (each look wakes the event loop; an idle process looks 20 times a second)."""
 LEASE_BATCH_OF_RATE_S: Final = 0.02
 """A pool is topped up to this many seconds of its bucket's rate (at least 1 token, at most the
 burst): rate 10000/s gives 200 tokens, twice what one refill interval at the full rate uses."""

@@ -18,7 +18,9 @@ Redis kept off the message path (docs/cluster.md#leases says how they compare):
   when a pool, credit included, is below ``LEASE_LOW_WATER_FRACTION`` of its
   batch or owes a batch; the call tops every pool under that mark back up to
   its batch and pays what each owes, in one script call for all of them, which
-  also carries this process's heartbeat (``proxy.cluster.membership``).
+  also carries this process's heartbeat (``proxy.cluster.membership``). The
+  task sleeps until the first pool may be due at the pace it was last spent
+  (``next_interval``), at most ``LEASE_IDLE_REFILL_INTERVAL_S``.
 * **Batches.** ``batch_size``: ``LEASE_BATCH_OF_RATE_S`` seconds of the
   bucket's rate (at least 1 token, at most the burst). At the default
   10000/s that is 200 tokens, so one pool can spend twice the rate between
@@ -80,6 +82,7 @@ from proxy.cluster.changes import REDIS_FAILURES, Backoff
 from proxy.cluster.membership import DEFAULT_NODES_KEY, HEARTBEAT_LUA, NOW_LUA, clock_argument
 from proxy.limits import (
     LEASE_BATCH_OF_RATE_S,
+    LEASE_IDLE_REFILL_INTERVAL_S,
     LEASE_LOOK_INTERVAL_S,
     LEASE_LOW_WATER_FRACTION,
     LEASE_REFILL_INTERVAL_S,
@@ -225,7 +228,20 @@ class _Lease:
     is replaced by the next look's share.
     """
 
-    __slots__ = ("batch", "credit", "holder", "limits", "looked", "low_water", "owed", "redis_key", "share")
+    __slots__ = (
+        "batch",
+        "credit",
+        "holder",
+        "limits",
+        "looked",
+        "low_water",
+        "mark",
+        "marked_at",
+        "owed",
+        "redis_key",
+        "share",
+        "spend_rate",
+    )
 
     def __init__(self, redis_key: str, limits: BucketLimits, holder: Holder, now: float) -> None:
         self.redis_key = redis_key
@@ -241,6 +257,30 @@ class _Lease:
         # while the first lease is in flight.
         self.credit = self.batch
         holder.grant(self.batch, now)
+        self.mark = holder.available(now)
+        self.marked_at = now
+        self.spend_rate = 0.0
+        """Tokens a second spent from the holder between the last two rounds."""
+
+    def observe(self, now: float) -> None:
+        """At a round's start: how fast the holder was spent since the last round ended."""
+        elapsed = now - self.marked_at
+        spent = self.mark - self.holder.available(now)
+        self.spend_rate = spent / elapsed if elapsed > 0 and spent > 0 else 0.0
+
+    def remark(self, now: float) -> None:
+        """At a round's end: what the holder holds, to measure the spending until the next round."""
+        self.mark = self.holder.available(now)
+        self.marked_at = now
+
+    def due_in(self, now: float) -> float:
+        """Seconds until a call is due for this pool if it is spent as fast as in the last round (inf: idle)."""
+        if self.spend_rate <= 0.0:
+            return math.inf
+        held = self.holder.available(now)
+        to_low_water = held - self.low_water
+        to_owe_a_batch = max(0.0, held - self.credit) + max(1, self.batch) - self.owed
+        return max(0.0, min(to_low_water, to_owe_a_batch)) / self.spend_rate
 
     def relimit(self, limits: BucketLimits) -> None:
         self.limits = limits
@@ -311,7 +351,8 @@ class LeaseClient(Background):
         nodes_key: the membership sorted set.
         clock: the local clock holders are read with (monotonic seconds).
         redis_clock: injected clock for the scripts (tests); None: Redis ``TIME``.
-        interval_s: how often ``run`` refills.
+        interval_s: how often ``run`` refills at most.
+        idle_interval_s: how often ``run`` refills at least.
         look_interval_s: the oldest a bucket's last look may be (its credit's age) before a call looks again.
         heartbeat_interval_s: how often a refill carries the heartbeat.
         metrics: cluster health cells (None: not reported).
@@ -330,6 +371,7 @@ class LeaseClient(Background):
         clock: Callable[[], float] = time.monotonic,
         redis_clock: Callable[[], float] | None = None,
         interval_s: float = LEASE_REFILL_INTERVAL_S,
+        idle_interval_s: float = LEASE_IDLE_REFILL_INTERVAL_S,
         look_interval_s: float = LEASE_LOOK_INTERVAL_S,
         heartbeat_interval_s: float = NODE_HEARTBEAT_INTERVAL_S,
         ttl_s: float = NODE_TTL_S,
@@ -344,6 +386,7 @@ class LeaseClient(Background):
         self.clock = clock
         self.redis_clock = redis_clock
         self.interval_s = interval_s
+        self.idle_interval_s = idle_interval_s
         self.look_interval_s = look_interval_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.ttl_s = ttl_s
@@ -387,13 +430,41 @@ class LeaseClient(Background):
         return self._leases[name].holder
 
     async def run(self) -> None:
-        """Refill every ``interval_s`` until ``stop``."""
+        """Refill until ``stop``, every ``next_interval()``."""
         while True:
             await self.refill()
-            # A timer, not a synchronisation: pools are topped up this often.
-            await asyncio.sleep(self.interval_s)
+            # A timer, not a synchronisation: pools are looked at this often.
+            await asyncio.sleep(self.next_interval())
+
+    def next_interval(self) -> float:
+        """When to look at the pools again: when the first may be due at its last spending rate.
+
+        Within [``interval_s``, ``idle_interval_s``], and no later than the
+        next heartbeat or look: a pool far from its low-water mark is not
+        looked at every 10 ms (each look is a wake-up of the loop), and an idle
+        process wakes ``1 / idle_interval_s`` times a second.
+        """
+        if self.degraded or self._returns:
+            return self.interval_s
+        now = self.clock()
+        wait = self._next_heartbeat - now
+        for lease in self._leases.values():
+            wait = min(wait, lease.due_in(now), lease.looked + self.look_interval_s - now)
+        return min(max(wait, self.interval_s), self.idle_interval_s)
 
     async def refill(self) -> None:
+        """One round (``_round``), with the spending between rounds measured for ``next_interval``."""
+        now = self.clock()
+        for lease in self._leases.values():
+            lease.observe(now)
+        try:
+            await self._round(now)
+        finally:
+            now = self.clock()
+            for lease in self._leases.values():
+                lease.remark(now)
+
+    async def _round(self, now: float) -> None:
         """One round: top up every pool under its low-water mark, from Redis or, while degraded, locally.
 
         A call carries the pools that need tokens or owe some, and looks at
@@ -401,7 +472,6 @@ class LeaseClient(Background):
         pool's credit is a share of a recent level); none is made when nothing
         is due, so an idle process calls about four times a second.
         """
-        now = self.clock()
         if self.degraded and now < self._next_attempt:
             self._refill_locally(now)
             return

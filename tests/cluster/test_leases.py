@@ -140,6 +140,29 @@ async def test_credit_spent_in_a_burst_is_paid_back_before_more_is_admitted(redi
     assert abs(admitted - single) <= burst / 10, (admitted, single)
 
 
+async def test_the_refill_task_wakes_often_only_for_pools_being_spent(redis_server: RedisServer) -> None:
+    clock = SharedClock(START)
+    limits = BucketLimits(rate=10000.0, burst=5000)
+    async with processes(redis_server.url, clock, count=1, heartbeat_interval_s=10.0) as (client,):
+        pool = client.lease("route", limits)
+        assert isinstance(pool, LeasePool)
+        await warm_up([client], clock, 2 * client.look_interval_s)
+        clock.now += client.look_interval_s
+        await client.refill()  # a look: the next one, and the next heartbeat, are far off
+        assert client.next_interval() == client.idle_interval_s  # idle: a few wake-ups a second
+        batch = batch_size(limits)
+        clock.now += client.interval_s
+        for _ in range(batch // 2):  # spent at 10000/s: its real half batch and a batch of credit in 30 ms
+            assert pool.take()
+        await client.refill()
+        assert client.next_interval() == pytest.approx(3 * client.interval_s)
+        clock.now += client.interval_s
+        for _ in range(batch):  # faster: it will owe a batch within the next 10 ms
+            assert pool.take()
+        await client.refill()
+        assert client.next_interval() == client.interval_s
+
+
 async def test_a_released_pool_gives_its_tokens_back(redis_server: RedisServer) -> None:
     clock = SharedClock(START)
     limits = BucketLimits(rate=0.0, burst=100)  # no refill: every token is accounted for
