@@ -126,3 +126,12 @@ async def test_redis_down_and_back_keeps_connections_and_recovers(tmp_path: Path
         assert node.process.returncode is None
         log = node.log_path.read_text()
         assert "REDIS UNAVAILABLE" in log and "Redis reachable again" in log
+
+
+async def test_a_burst_of_connections_is_accepted_at_once(tmp_path: Path, redis_server: RedisServer) -> None:
+    """$connect leases 10 tokens at a time (500/s); the rest of the 500 burst comes from credit."""
+    async with framegate(tmp_path, *node_flags(redis_server), codec="cython") as node:
+        # Credit starts with the second heartbeat, a look interval after the first (two lease calls).
+        await scrape_until(node.admin, lambda found: found.get(("framegate_cluster_lease_calls_total", ()), 0) >= 2)
+        accepted = await asyncio.gather(*(connects(f"{node.data}/dev") for _ in range(40)))
+        assert all(accepted), f"{accepted.count(False)} of 40 connections refused"
