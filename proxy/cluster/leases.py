@@ -416,8 +416,16 @@ class LeaseClient(Background):
         return holder
 
     def relimit(self, name: str, limits: BucketLimits) -> None:
-        """The bucket's limits changed (a stage was republished); the next call sends them to Redis."""
-        self._leases[name].relimit(limits)
+        """The bucket's limits changed (a stage was republished); the next call sends them to Redis.
+
+        Call it before the holder is resized: the credit spent so far is
+        counted as owed first, and what is left of it shrinks with the burst,
+        so a smaller holder is not mistaken for spent credit.
+        """
+        lease = self._leases[name]
+        lease.settle(self.clock())
+        lease.credit = min(lease.credit, limits.burst)
+        lease.relimit(limits)
 
     def release(self, name: str) -> None:
         """Stop spending from ``name``; what its holder still has goes back to Redis with the next call."""
@@ -642,8 +650,8 @@ class LeaseBackend(Generic[Bucket]):
 
     def reconfigure(self, key: tuple[str, ...], bucket: Bucket, limits: LimitsLike, now: float) -> None:
         """New limits: the bucket's size now, the shared bucket's with the next lease."""
-        bucket.reconfigure(0.0, limits.burst, now)
         self.leases.relimit(bucket_name(*key), BucketLimits(limits.rate, limits.burst))
+        bucket.reconfigure(0.0, limits.burst, now)
 
     def reclaim(self, key: tuple[str, ...], bucket: Bucket, now: float) -> bool:
         """Always drop an idle bucket: its unused tokens go back to the shared one."""

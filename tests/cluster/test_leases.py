@@ -260,6 +260,21 @@ async def test_the_backend_shape_shares_a_route_between_two_throttlers(redis_ser
         assert backends[1].reclaim(key, buckets[1], clock())
 
 
+async def test_lowering_a_burst_keeps_admitting_at_the_new_limits(redis_server: RedisServer) -> None:
+    """The credit a smaller bucket can no longer hold is dropped, not counted as spent."""
+    clock = SharedClock(START)
+    key = ("route", "api", "prod", "$default")
+    async with processes(redis_server.url, clock, count=1) as (client,):
+        backend = LeaseBackend(client, lambda burst, now: LeasePool(burst))
+        bucket = backend.bucket(key, Limits(burst=1000, rate=100.0), clock())
+        await warm_up([client], clock, 2 * client.look_interval_s)
+        assert bucket.available(clock()) > 500  # the credit: most of the idle shared bucket
+        backend.reconfigure(key, bucket, Limits(burst=10, rate=100.0), clock())
+        admitted = await run_window([client], [bucket], clock, 1.0, flooding=1, start=clock.now)
+    single = 10 + 100  # one process: the new burst, then the rate for a second
+    assert abs(admitted - single) <= 10, (admitted, single)
+
+
 async def test_a_redis_refusing_writes_degrades_like_an_unreachable_one(redis_server: RedisServer) -> None:
     clock = SharedClock(START)
     limits = BucketLimits(rate=100.0, burst=10)
