@@ -44,7 +44,7 @@ Starter = Callable[[str, int | None], AbstractContextManager[Running]]
 """``start(backend_url, cpu)``: a context manager that runs the contender (pinned to ``cpu``)."""
 
 
-_UNTHROTTLED = (
+UNTHROTTLED_FLAGS = (
     "--account-burst-limit", str(UNTHROTTLED), "--account-rate-limit", str(UNTHROTTLED),
     "--new-connections-per-s", str(UNTHROTTLED),
 )  # fmt: skip
@@ -62,7 +62,7 @@ def _framegate(env: dict[str, str]) -> Starter:
         with tempfile.TemporaryDirectory(prefix="framegate-bench-") as tmp:
             argv = python_argv(
                 "-m", "proxy", "serve", "--backend", backend, "--port", "0", "--admin-port", "0",
-                "--db", str(Path(tmp) / "framegate.db"), "--log-level", "WARNING", *_UNTHROTTLED,
+                "--db", str(Path(tmp) / "framegate.db"), "--log-level", "WARNING", *UNTHROTTLED_FLAGS,
             )  # fmt: skip
             with ReadyProcess(argv, "framegate ready", env=env, cpu=cpu) as proc:
                 admin = proc.ready_line.split("admin=", 1)[1].split()[0]

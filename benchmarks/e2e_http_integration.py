@@ -87,7 +87,7 @@ def framegate_with(document: dict[str, Any], *flags: str) -> Starter:
             argv = python_argv(
                 "-m", "proxy", "serve", "--config", str(config), "--port", "0", "--admin-port", "0",
                 "--db", str(Path(tmp) / "framegate.db"), "--log-level", "WARNING",
-                *contenders._UNTHROTTLED, *flags,
+                *contenders.UNTHROTTLED_FLAGS, *flags,
             )  # fmt: skip
             with ReadyProcess(argv, "framegate ready", cpu=cpu) as proc:
                 yield Running(proc.url + contenders.STAGE_PATH, proc.pid, "")

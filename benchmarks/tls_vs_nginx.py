@@ -78,7 +78,7 @@ def framegate_tls(pem: Pem) -> Starter:
             argv = python_argv(
                 "-m", "proxy", "serve", "--backend", backend, "--port", "0", "--admin-port", "0",
                 "--db", str(Path(tmp) / "framegate.db"), "--log-level", "WARNING",
-                "--tls-cert", str(pem.cert), "--tls-key", str(pem.key), *contenders._UNTHROTTLED,
+                "--tls-cert", str(pem.cert), "--tls-key", str(pem.key), *contenders.UNTHROTTLED_FLAGS,
             )  # fmt: skip
             with ReadyProcess(argv, "framegate ready", cpu=cpu) as proc:
                 data = proc.ready_line.split("data=", 1)[1].split()[0]

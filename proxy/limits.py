@@ -236,6 +236,9 @@ NODE_TTL_S: Final = 3.0
 """A node not heard of for this long is dead: its connections are gone and it no longer counts."""
 LEASE_REFILL_INTERVAL_S: Final = 0.01
 """How often a lease client tops up its pools below the low-water mark (off the message path)."""
+LEASE_IDLE_REFILL_INTERVAL_S: Final = 0.05
+"""The longest a lease client waits between two looks at its pools: when none is being spent fast
+enough to be due sooner (each look wakes the event loop; an idle process looks 20 times a second)."""
 LEASE_BATCH_OF_RATE_S: Final = 0.02
 """A pool is topped up to this many seconds of its bucket's rate (at least 1 token, at most the
 burst): rate 10000/s gives 200 tokens, twice what one refill interval at the full rate uses."""
@@ -243,6 +246,9 @@ REDIS_COMMAND_TIMEOUT_S: Final = 0.5
 """A cluster command (lease, heartbeat, routing) waiting longer than this counts as Redis unreachable."""
 LEASE_LOW_WATER_FRACTION: Final = 0.5
 """A pool is topped up when it holds less than this fraction of its batch."""
+LEASE_LOOK_INTERVAL_S: Final = 0.25
+"""A bucket's credit (its share of what the shared bucket held) is at most this old: a process with
+nothing else to ask Redis looks again this often (docs/cluster.md#leases)."""
 STORE_POLL_INTERVAL_S: Final = 0.25
 """How often a process on a SQLite store reads ``PRAGMA data_version`` to see other workers' changes
 (one cheap read off the loop; a change is served everywhere within this plus one reload)."""

@@ -57,22 +57,24 @@ Backends
     message path, the relay pump and the gateway never wait on a backend.
 
 Sharing limits across processes (leasing: ``--redis``, ``proxy.cluster.leases``)
-    A shared backend (on Redis) keeps each bucket's true state in the shared
-    store and gives this process a local ``TokenBucket`` of rate 0 holding a
-    *lease*: a batch of tokens taken from the shared bucket atomically (one
-    script call that refills the shared bucket by elapsed time and takes up
-    to the batch). A task of the backend, off the request path, tops up with
-    ``TokenBucket.grant`` every bucket whose ``available(now)`` fell under
-    its low-water mark; it sends the limits given to ``reconfigure`` with its
-    next lease, and on ``reclaim`` returns what an idle bucket still holds.
-    While the store is unreachable it re-limits its buckets
-    (``TokenBucket.reconfigure``) to the shared limits divided by the
+    The shared backend (``proxy.cluster.leases.LeaseBackend``, built for
+    ``--redis`` by ``proxy.server.cluster.shared_throttling``) keeps each
+    bucket's true state in Redis and gives this process a ``TokenBucket`` of
+    rate 0 holding a *lease*: a batch of tokens taken from the shared bucket
+    atomically (one script call that refills it by elapsed time and takes up
+    to the batch), plus a *credit*, this process's share of what the shared
+    bucket held at its last look, so a burst the shared bucket holds is
+    admitted at once. A task of the lease client, off the request path, tops
+    up with ``TokenBucket.grant`` every bucket whose ``available(now)`` fell
+    under its low-water mark, takes spent credit from Redis before anything
+    else, sends the limits given to ``reconfigure`` with its next lease, and on
+    ``reclaim`` returns what an idle bucket still holds. While Redis is
+    unreachable it grants from local buckets of the limits divided by the
     processes last seen alive. ``Throttler``, ``Admission``, the gateway and
     the codec stay as they are: the backend is a ``Throttler`` argument,
-    chosen where the server is assembled (``proxy.server.cluster.shared_throttling``
-    builds ``proxy.cluster.leases.LeaseBackend`` for ``--redis``).
-    ``tests/test_throttle.py`` drives two throttlers over one in-memory lease
-    pool this way; ``docs/cluster.md`` states the accuracy.
+    chosen where the server is assembled. ``tests/test_throttle.py`` drives a
+    rate-0 bucket as the lease client does; ``docs/cluster.md#leases`` states
+    the accuracy and ``tests/cluster/test_leases.py`` holds it.
 """
 
 from __future__ import annotations

@@ -27,10 +27,12 @@ FLOOD_S = 2.0
 
 
 @asynccontextmanager
-async def nodes(tmp_path: Path, redis: RedisServer, count: int = 2) -> AsyncIterator[list[Framegate]]:
+async def nodes(tmp_path: Path, redis: RedisServer, count: int = 2, workers: int = 1) -> AsyncIterator[list[Framegate]]:
+    """``count`` nodes on ``redis``, each ``framegate serve --workers workers``."""
+    flags = (*node_flags(redis), "--workers", str(workers))
     async with AsyncExitStack() as stack:
         started = [
-            await stack.enter_async_context(framegate(tmp_path / f"node{index}", *node_flags(redis), codec="cython"))
+            await stack.enter_async_context(framegate(tmp_path / f"node{index}", *flags, codec="cython"))
             for index in range(count)
         ]
         yield started
@@ -73,11 +75,13 @@ async def _flood(client: ClientConnection, until: float) -> tuple[int, float, fl
     return echoed, first, last
 
 
-async def test_throttling_holds_across_nodes(tmp_path: Path, redis_server: RedisServer) -> None:
+async def test_throttling_holds_across_two_nodes_of_two_workers(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Issue 19's matrix: 2 nodes x 2 workers (4 leasing processes) flooding one route."""
     burst, rate = 100, 50.0
-    async with nodes(tmp_path, redis_server) as (a, b):
-        # Connected first: $connect is throttled by the same stage settings.
-        clients = [await connect(f"{node.data}/dev") for node in (a, b, a, b)]
+    async with nodes(tmp_path, redis_server, workers=2) as (a, b):
+        # Connected first: $connect is throttled by the same stage settings. Four clients per node,
+        # so the kernel's SO_REUSEPORT spreading almost always gives every worker some.
+        clients = [await connect(f"{node.data}/dev") for node in (a, b) * 4]
         client = admin_client(a.admin)
         api_id, _ = await asyncio.to_thread(demo_deployment, client)
         await asyncio.to_thread(
@@ -122,3 +126,12 @@ async def test_redis_down_and_back_keeps_connections_and_recovers(tmp_path: Path
         assert node.process.returncode is None
         log = node.log_path.read_text()
         assert "REDIS UNAVAILABLE" in log and "Redis reachable again" in log
+
+
+async def test_a_burst_of_connections_is_accepted_at_once(tmp_path: Path, redis_server: RedisServer) -> None:
+    """$connect leases 10 tokens at a time (500/s); the rest of the 500 burst comes from credit."""
+    async with framegate(tmp_path, *node_flags(redis_server), codec="cython") as node:
+        # Credit starts with the second heartbeat, a look interval after the first (two lease calls).
+        await scrape_until(node.admin, lambda found: found.get(("framegate_cluster_lease_calls_total", ()), 0) >= 2)
+        accepted = await asyncio.gather(*(connects(f"{node.data}/dev") for _ in range(40)))
+        assert all(accepted), f"{accepted.count(False)} of 40 connections refused"
