@@ -163,15 +163,33 @@ class BucketBackend(Protocol):
 
 
 class LocalBackend:
-    """Every token in this process: buckets refill from the clock at their own rate."""
+    """Every token in this process: buckets refill from the clock at their own rate.
+
+    ``shares``: how many processes split each limit without talking to each
+    other (the workers of ``--workers N`` without ``--redis``). Each holds
+    ``rate / shares`` and ``burst // shares`` (at least 1 of a non-zero burst,
+    the rule ``proxy.cluster.leases.LocalShare`` uses while Redis is away), so
+    N workers together admit what one process would, not N times it.
+    """
+
+    def __init__(self, shares: int = 1) -> None:
+        self.shares = max(1, shares)
+
+    def _share(self, limits: Limits) -> tuple[float, int]:
+        shares = self.shares
+        if shares == 1:
+            return limits.rate, limits.burst
+        return limits.rate / shares, 0 if limits.burst <= 0 else max(1, limits.burst // shares)
 
     def bucket(self, key: BucketKey, limits: Limits, now: float) -> TokenBucket:
-        """A full bucket of ``limits``."""
-        return TokenBucket(limits.rate, limits.burst, now)
+        """A full bucket of this process's share of ``limits``."""
+        rate, burst = self._share(limits)
+        return TokenBucket(rate, burst, now)
 
     def reconfigure(self, key: BucketKey, bucket: TokenBucket, limits: Limits, now: float) -> None:
         """The new limits apply at once, keeping the tokens held (capped at the new size)."""
-        bucket.reconfigure(limits.rate, limits.burst, now)
+        rate, burst = self._share(limits)
+        bucket.reconfigure(rate, burst, now)
 
     def reclaim(self, key: BucketKey, bucket: TokenBucket, now: float) -> bool:
         """Only a full bucket goes: a fresh one decides the same, so reclaiming changes nothing."""

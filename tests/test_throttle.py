@@ -483,6 +483,7 @@ class RecordingBackend(LocalBackend):
     """The local backend, noting every call the throttler makes to it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[tuple[str, BucketKey, Limits | None]] = []
 
     def bucket(self, key: BucketKey, limits: Limits, now: float) -> TokenBucket:
@@ -670,3 +671,13 @@ def test_an_idle_leased_bucket_gives_its_tokens_back_to_the_pool() -> None:
     assert admission.budget() == 0  # it follows its key to a new bucket: empty until the next refill round
     backend.refill(20.0)
     assert admission.budget() == 3
+
+
+def test_a_local_backend_of_n_shares_holds_one_nth_of_each_limit() -> None:
+    halves = LocalBackend(2)
+    bucket = halves.bucket(BucketKey(ACCOUNT), Limits(10, 4.0, ACCOUNT), 0.0)
+    assert (bucket.burst, bucket.rate) == (5, 2.0)
+    halves.reconfigure(BucketKey(ACCOUNT), bucket, Limits(1, 1.0, ACCOUNT), 0.0)
+    assert (bucket.burst, bucket.rate) == (1, 0.5)  # a non-zero burst keeps at least one token
+    whole = LocalBackend().bucket(BucketKey(ACCOUNT), Limits(10, 4.0, ACCOUNT), 0.0)
+    assert (whole.burst, whole.rate) == (10, 4.0)

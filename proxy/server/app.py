@@ -106,7 +106,8 @@ async def _serve(config: Config) -> int:
     install_accept_errors(loop, observer.metrics.accept_errors)
     credentials = admin.guard.credentials  # --credentials, read once by start_control_plane
     shared = shared_throttling(config)
-    backend = shared.backend if shared is not None else None
+    # Without --redis, the workers of --workers N split every limit between them.
+    backend = shared.backend if shared is not None else throttle.LocalBackend(config.workers)
     throttler = throttle.Throttler.from_config(config, time.monotonic, backend)
     # Other processes' connections (nodes and workers on --redis, sibling workers without it).
     routing = connection_routing(config)

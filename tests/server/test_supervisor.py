@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from proxy.cli import build_parser
 from tests.helpers.cluster import admin_client, demo_deployment, scrape_until, until_all_connect
@@ -130,3 +131,34 @@ def test_workers_come_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) 
     assert build_parser().parse_args(["serve"]).workers == 2
     monkeypatch.setenv("FRAMEGATE_WORKERS", "lots")
     assert build_parser().parse_args(["echo-backend"]).command == "echo-backend"  # other commands unaffected
+
+
+ACCOUNT_BURST = 40
+CLIENTS = 16
+SENDS_PER_CLIENT = 10
+
+
+async def admitted_requests(url: str) -> int:
+    """Connects accepted plus messages echoed for one client that sends ``SENDS_PER_CLIENT`` pings."""
+    try:
+        client = await connect(f"{url}/dev", open_timeout=CEILING_S)
+    except InvalidStatus:
+        return 0  # $connect refused (429): it took no token
+    admitted = 1
+    async with client:
+        for _ in range(SENDS_PER_CLIENT):
+            await client.send('{"action": "ping"}')
+            reply = await asyncio.wait_for(client.recv(), CEILING_S)
+            admitted += reply == '{"action": "ping"}'
+    return admitted
+
+
+async def test_workers_without_redis_split_the_account_limit(tmp_path: Path) -> None:
+    # A rate of one token per 1,000 s: over the test the bucket is its burst alone.
+    flags = ("--account-burst-limit", str(ACCOUNT_BURST), "--account-rate-limit", "0.001")
+    async with supervised(tmp_path, 2, *flags) as gateway:
+        clients = [admitted_requests(gateway.data) for _ in range(CLIENTS)]
+        admitted = sum(await asyncio.gather(*clients))
+    # One process admits ACCOUNT_BURST; two workers each holding the whole limit would admit up to
+    # twice that (the kernel spreads 16 connections over both workers). Each holds half instead.
+    assert ACCOUNT_BURST // 2 <= admitted <= ACCOUNT_BURST
