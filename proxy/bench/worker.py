@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxy.bench.client import BenchConnection, Listener, WebSocketClient, open_connection
+from proxy.bench.client import BenchConnection, Listener, SendBatch, WebSocketClient, open_connection
 from proxy.bench.endpoint import Target, error_key
 from proxy.bench.histogram import Histogram
 from proxy.bench.message import Message
@@ -120,7 +120,7 @@ def _cpu_s() -> float:
 
 
 class Driver(Listener):
-    """Runs one ``Plan`` on the current event loop."""
+    """Runs one ``Plan`` on the running event loop (construct it there)."""
 
     def __init__(
         self,
@@ -138,7 +138,9 @@ class Driver(Listener):
         self.publish = publish
         self.result = WorkerResult(plan.mode)
         self.conns: set[WebSocketClient] = set()
-        self.sending = False
+        self.batch = SendBatch(clock)
+        self._sending = False
+        self._refill = False
         self.measure_from_ns = 0
         self.measuring = False
         self.sent_measured = 0
@@ -154,6 +156,18 @@ class Driver(Listener):
         self._interval_start_ns = 0
         self._interval_snapshot: tuple[list[int], int, int, Counter[str]] = ([], 0, 0, Counter())
 
+    @property
+    def sending(self) -> bool:
+        """Whether the load is on: answered messages are replaced, the open loop ticks."""
+        return self._sending
+
+    @sending.setter
+    def sending(self, value: bool) -> None:
+        self._sending = value
+        plan = self.plan
+        # An echo answered in a closed or pipelined loop with no quota and no churn just sends the next one.
+        self._refill = value and plan.rate is None and plan.messages is None and not plan.churn
+
     # --- Listener ----------------------------------------------------------------
     def opened(self, conn: WebSocketClient) -> None:
         self.result.connections_opened += 1
@@ -167,19 +181,31 @@ class Driver(Listener):
 
     def messages(self, conn: BenchConnection, count: int, received_ns: int) -> None:
         pending = conn.pending
-        measuring = self.measuring
-        result = self.result
-        record = result.latency.record
-        since = self.measure_from_ns
-        measured = 0
-        for _ in range(count):
+        if not self.measuring:
+            for _ in range(count):
+                pending.popleft()
+        elif count == 1:  # the closed loop's every message
             stamp = pending.popleft()
-            if measuring and stamp >= since:
-                record(received_ns - stamp)
-                measured += 1
-        result.messages += measured
-        self.answered_measured += measured
-        self._answered(conn, count)
+            if stamp >= self.measure_from_ns:
+                self.result.latency.record(received_ns - stamp)
+                self.result.messages += 1
+                self.answered_measured += 1
+        else:
+            record = self.result.latency.record
+            since = self.measure_from_ns
+            measured = 0
+            for _ in range(count):
+                stamp = pending.popleft()
+                if stamp >= since:
+                    record(received_ns - stamp)
+                    measured += 1
+            self.result.messages += measured
+            self.answered_measured += measured
+        if self._refill:  # the common case, without the checks of _answered
+            if conn.is_open:
+                conn.send(count)
+        else:
+            self._answered(conn, count)
 
     def rejected(self, conn: BenchConnection, key: str, answers: bool) -> None:
         self.result.errors[key] += 1
@@ -240,14 +266,14 @@ class Driver(Listener):
     def _send(self, conn: BenchConnection, count: int = 1) -> None:
         count = self.admit(count)
         if conn.is_open and count:
-            conn.send(self.clock(), count)
+            conn.send(count)
 
     def admit(self, count: int = 1) -> int:
         """How many of ``count`` sends the measured quota still allows (all of them before measuring)."""
         if self.measuring:
             quota = self.plan.messages
-            if quota is not None:
-                count = max(0, min(count, quota - self.sent_measured))
+            if quota is not None and count > quota - self.sent_measured:
+                count = max(0, quota - self.sent_measured)
             self.sent_measured += count
         return count
 
@@ -351,6 +377,7 @@ class Driver(Listener):
 
     def _start_window(self) -> asyncio.TimerHandle:
         self._mark("start")
+        self.batch.flush()  # messages queued before the window are stamped before it: not measured, not in the quota
         self.measure_from_ns = self.clock()
         self.measuring = True
         self._finish_if_all_lost()
@@ -394,7 +421,7 @@ class Driver(Listener):
 
     def _connection(self) -> WebSocketClient:
         """A new connection's protocol (echo mode: numbered messages, checked echoes)."""
-        return BenchConnection(self.target, self, self.message, self.clock)
+        return BenchConnection(self.target, self, self.message, self.clock, self.batch)
 
     async def _open_one(self) -> WebSocketClient | None:
         """Connect and upgrade; None (and an error counted) if either fails."""
@@ -530,7 +557,7 @@ class OpenLoopScheduler:
             self._next_conn += 1
             if not driver.admit():
                 return
-            conn.send(intended)
+            conn.send(1, intended)
         next_due = self._due_ns(self.scheduled)
         if next_due is None:
             return
