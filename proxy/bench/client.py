@@ -119,10 +119,12 @@ class WebSocketClient(asyncio.Protocol):
             self._refused()
         elif self.upgraded and not self._closing and not self._failed:
             self.fail(error_key("close", CloseCode.ABNORMAL))
-        elif not self.upgraded and not self._failed:
+        elif not self.upgraded and not self._failed and not self._closing:
             self.fail(error_key("handshake", "eof"))
         self.is_open = False
         self._transport = None
+        if not self.ready.done():
+            self.ready.set_result(False)
         if not self.done.done():
             self.done.set_result(None)
         self.listener.closed(self)
@@ -224,11 +226,18 @@ class WebSocketClient(asyncio.Protocol):
         self._write(self._encoder.message(Opcode.BINARY if binary else Opcode.TEXT, payload))
 
     def close(self, code: int = CloseCode.NORMAL) -> None:
-        """Start the closing handshake (the server's close frame ends it); nothing is sent after it."""
+        """Start the closing handshake (the server's close frame ends it); nothing is sent after it.
+
+        Before the upgrade has completed there is no WebSocket to close: the
+        connection is dropped, and that is not an error (the run or a ramp let it go).
+        """
         self.is_open = False
         if self._closing or self._transport is None:
             return
         self._closing = True
+        if not self.upgraded:
+            self._transport.abort()
+            return
         self._write(self._encoder.close(code))
 
     def abort(self) -> None:

@@ -112,6 +112,13 @@ class WorkerResult:
     """Scenario messages sent (echo mode: not counted, every message is answered or an error)."""
     unmatched: int = 0
     """Scenario replies that no ``expect`` was waiting for (skipped, not errors)."""
+    reconnects: int = 0
+    """Scenario connections opened to run the steps again (``iterate``), after a user's first."""
+    unexpected_closes: int = 0
+    """Scenario connections that ended before their steps did, by the server or a failure (also under errors)."""
+    intended_closes: int = 0
+    """Connections bench closed on purpose before the end of the run: a ``close`` step, the end of an
+    iteration, ramping down ``--stages`` (not errors)."""
 
 
 def _cpu_s() -> float:
@@ -154,7 +161,7 @@ class Driver(Listener):
         self._series: asyncio.Task[None] | None = None
         self._interval_index = 0
         self._interval_start_ns = 0
-        self._interval_snapshot: tuple[list[int], int, int, Counter[str]] = ([], 0, 0, Counter())
+        self._interval_snapshot: tuple[list[int], int, int, Counter[str], int, int] = ([], 0, 0, Counter(), 0, 0)
 
     @property
     def sending(self) -> bool:
@@ -349,6 +356,7 @@ class Driver(Listener):
                 self._open_later()
             for conn in sorted(usable, key=lambda c: c.started_ns)[target:]:
                 conn.close()
+                self.result.intended_closes += 1
             await asyncio.sleep(BENCH_STAGE_TICK_S)
 
     async def _run_connect_only(self) -> None:
@@ -423,12 +431,18 @@ class Driver(Listener):
         """A new connection's protocol (echo mode: numbered messages, checked echoes)."""
         return BenchConnection(self.target, self, self.message, self.clock, self.batch)
 
-    async def _open_one(self) -> WebSocketClient | None:
-        """Connect and upgrade; None (and an error counted) if either fails."""
+    async def _open_one(self, connected: Callable[[WebSocketClient], None] | None = None) -> WebSocketClient | None:
+        """Connect and upgrade; None (and an error counted) if either fails.
+
+        ``connected`` gets the connection once TCP (and TLS) is up, before the
+        upgrade: whoever may cancel the opening can then close it.
+        """
         conn = await open_connection(self.target, self._connection, self, self.clock, self.plan.timeout_s, self.tls)
         if conn is None:
             return None
         self.conns.add(conn)
+        if connected is not None:
+            connected(conn)
         try:
             ok = await asyncio.wait_for(asyncio.shield(conn.ready), self.plan.timeout_s)
         except TimeoutError:
@@ -481,6 +495,8 @@ class Driver(Listener):
             result.messages,
             self._payload_bytes_total(),
             Counter(result.errors),
+            result.reconnects,
+            result.unexpected_closes,
         )
 
     def _payload_bytes_total(self) -> int:
@@ -493,7 +509,7 @@ class Driver(Listener):
         now = self.clock()
         if now <= self._interval_start_ns:
             return
-        snapshot, count, payload, errors = self._interval_snapshot
+        snapshot, count, payload, errors, reconnects, unexpected = self._interval_snapshot
         interval = Interval(
             index=self._interval_index,
             end_s=(now - self.measure_from_ns) / _NS_PER_S,
@@ -503,6 +519,8 @@ class Driver(Listener):
             payload_bytes=self._payload_bytes_total() - payload,
             latency=self.result.latency.since(snapshot),
             errors=self.result.errors - errors,
+            reconnects=self.result.reconnects - reconnects,
+            unexpected_closes=self.result.unexpected_closes - unexpected,
         )
         self._interval_index += 1
         self._start_interval(now)
