@@ -30,7 +30,6 @@ import asyncio
 import enum
 import json
 import random
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from proxy.bench.client import Listener, WebSocketClient
 from proxy.bench.endpoint import Target, error_key
 from proxy.bench.message import UNEXPECTED, reply_group
 from proxy.bench.scenario import Close, Expect, Loop, Scenario, Send, Step, Think, stamp_of
-from proxy.bench.worker import Driver, Plan, Publish, Sink
+from proxy.bench.worker import Driver
 from proxy.frames import Opcode
 from proxy.limits import BENCH_INBOX_MESSAGES, BENCH_STAGE_TICK_S
 
@@ -58,6 +57,8 @@ class ScenarioConnection(WebSocketClient):
         self.waiter: asyncio.Future[None] | None = None
         self.steps_done = False
         """Every step of the flow ran: the server closing it now cuts nothing short."""
+        self.user: User | None = None
+        """The user that opened it to run the steps again (None for the connections opened before the window)."""
 
     def _dispatch(self, events: list[tuple[int, bytes]]) -> None:
         now = self.clock()
@@ -119,7 +120,7 @@ class User:
     conn: ScenarioConnection | None = None
     task: asyncio.Task[None] | None = None
     connections: int = 0
-    """Connections this user has opened (upgraded): every one after the first is a reconnect."""
+    """Connections this user has opened (upgraded): every one after the first is a reconnect (``opened``)."""
     retired: bool = False
     """Ramped down by ``--stages``: its connection is closed on purpose."""
 
@@ -129,20 +130,11 @@ class ScenarioDriver(Driver):
 
     rng: random.Random
     """``{{random:N}}`` and random think times, seeded from the plan (set when the load starts)."""
-
-    def __init__(
-        self,
-        plan: Plan,
-        publish: Publish | None = None,
-        clock: Callable[[], int] = time.monotonic_ns,
-        sink: Sink | None = None,
-    ) -> None:
-        super().__init__(plan, publish, clock, sink)
-        self.users: dict[int, User] = {}
-        """Users by slot; a retired user leaves it."""
-        self._once_running = 0
-        """``iterate: false``: users whose one run of the steps has not ended yet."""
-        self._ramp_start_ns = 0
+    users: dict[int, User]
+    """Users by slot (set when the load starts); a retired user leaves it."""
+    _once_running: int
+    """``iterate: false``: users whose one run of the steps has not ended yet."""
+    _ramp_start_ns: int
 
     @property
     def scenario(self) -> Scenario:
@@ -158,6 +150,14 @@ class ScenarioDriver(Driver):
     def _finish_if_all_lost(self) -> None:
         """Users decide when the run ends (their steps), not the number of open connections: they reconnect."""
 
+    def opened(self, conn: WebSocketClient) -> None:
+        super().opened(conn)
+        user = conn.user if isinstance(conn, ScenarioConnection) else None
+        if user is not None:  # counted here, with connections_opened, so the two always agree
+            if user.connections:
+                self.result.reconnects += 1
+            user.connections += 1
+
     def failed(self, conn: WebSocketClient | None, key: str) -> None:
         if isinstance(conn, ScenarioConnection) and conn.steps_done and key.startswith("close:"):
             return  # the server closed a connection whose steps had all run: nothing was cut short
@@ -166,6 +166,9 @@ class ScenarioDriver(Driver):
     # --- the run ------------------------------------------------------------------------------
     async def _run_load(self) -> None:
         self.rng = random.Random(self.plan.seed)
+        self.users = {}
+        self._once_running = 0
+        self._ramp_start_ns = 0
         if self.plan.stages is not None:
             timer = self._start_window()
             self._ramp_start_ns = self.clock()
@@ -258,16 +261,16 @@ class ScenarioDriver(Driver):
             raise
 
     async def _open_user(self, user: User) -> ScenarioConnection | None:
-        def hold(conn: WebSocketClient) -> None:
-            user.conn = conn if isinstance(conn, ScenarioConnection) else None
+        def made() -> ScenarioConnection:
+            # Known to the user from the start: a retired user closes it, its upgrade counts a reconnect.
+            user.conn = ScenarioConnection(self.target, self, self.clock)
+            user.conn.user = user
+            return user.conn
 
-        conn = await self._open_one(hold)
+        conn = await self._open_one(made)
         if not isinstance(conn, ScenarioConnection):
             user.conn = None
             return None
-        if user.connections:
-            self.result.reconnects += 1
-        user.connections += 1
         return conn
 
     def _once_ended(self) -> None:

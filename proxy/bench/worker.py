@@ -431,18 +431,18 @@ class Driver(Listener):
         """A new connection's protocol (echo mode: numbered messages, checked echoes)."""
         return BenchConnection(self.target, self, self.message, self.clock, self.batch)
 
-    async def _open_one(self, connected: Callable[[WebSocketClient], None] | None = None) -> WebSocketClient | None:
+    async def _open_one(self, factory: Callable[[], WebSocketClient] | None = None) -> WebSocketClient | None:
         """Connect and upgrade; None (and an error counted) if either fails.
 
-        ``connected`` gets the connection once TCP (and TLS) is up, before the
-        upgrade: whoever may cancel the opening can then close it.
+        ``factory`` builds the connection's protocol (default ``_connection``):
+        whoever may cancel the opening learns of the connection as it is made.
         """
-        conn = await open_connection(self.target, self._connection, self, self.clock, self.plan.timeout_s, self.tls)
+        conn = await open_connection(
+            self.target, factory or self._connection, self, self.clock, self.plan.timeout_s, self.tls
+        )
         if conn is None:
             return None
         self.conns.add(conn)
-        if connected is not None:
-            connected(conn)
         try:
             ok = await asyncio.wait_for(asyncio.shield(conn.ready), self.plan.timeout_s)
         except TimeoutError:
