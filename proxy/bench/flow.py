@@ -237,7 +237,7 @@ class ScenarioDriver(Driver):
                 conn = user.conn
                 if conn is None:
                     conn = await self._open_user(user)
-                    if conn is None:  # the error is counted; try again on the ramp's next tick
+                    if conn is None:  # the error is counted; try again a stage tick later
                         if not iterate:
                             return
                         await self._pause(BENCH_STAGE_TICK_S)
