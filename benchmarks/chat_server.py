@@ -5,8 +5,9 @@ Protocol (JSON text messages): ``{"action": "join"}`` is answered ``{"type": "jo
 and announced to every member as ``{"type": "presence", "members": N}`` (so a speaker can wait for
 its audience);
 ``{"action": "say", ...}`` is sent to every joined connection (the sender too) as
-``{"type": "chat", ...}`` with the other fields as they came (a ``ts`` stays a ``ts``); anything
-else is answered ``{"ok": true}`` (an ack server). Written with ``websockets``: an independent peer.
+``{"type": "chat", ...}`` with the other fields as they came (a ``ts`` stays a ``ts``);
+``{"action": "quit"}`` is answered by closing the connection (1000, "bye"); anything else is answered
+``{"ok": true}`` (an ack server). Written with ``websockets``: an independent peer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import uvloop
 import websockets
 from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.frames import CloseCode
 
 READY_PREFIX = "chat-server ready"
 
@@ -43,6 +45,8 @@ class ChatRoom:
                     broadcast(self.members, json.dumps({"type": "presence", "members": len(self.members)}))
                 elif action == "say":
                     broadcast(self.members, json.dumps({"type": "chat", **message}))
+                elif action == "quit":
+                    await ws.close(CloseCode.NORMAL_CLOSURE, "bye")
                 else:
                     await ws.send('{"ok": true}')
         finally:

@@ -119,10 +119,12 @@ class WebSocketClient(asyncio.Protocol):
             self._refused()
         elif self.upgraded and not self._closing and not self._failed:
             self.fail(error_key("close", CloseCode.ABNORMAL))
-        elif not self.upgraded and not self._failed:
+        elif not self.upgraded and not self._failed and not self._closing:
             self.fail(error_key("handshake", "eof"))
         self.is_open = False
         self._transport = None
+        if not self.ready.done():
+            self.ready.set_result(False)
         if not self.done.done():
             self.done.set_result(None)
         self.listener.closed(self)
@@ -150,6 +152,7 @@ class WebSocketClient(asyncio.Protocol):
             self.fail(error_key("handshake", problem))
             return
         self.is_open = self.upgraded = True
+        self._upgraded()
         self.connect_ns = self.clock() - self.started_ns
         self.ready.set_result(True)
         self.listener.opened(self)
@@ -181,6 +184,9 @@ class WebSocketClient(asyncio.Protocol):
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "(no valid status line)"
         self.refusal = f"HTTP {status} {phrase}" + (f": {' '.join(body.split())}" if body else "")
         self.fail(error_key("http", status if status > 1 else "invalid"))
+
+    def _upgraded(self) -> None:
+        """The upgrade succeeded; frames follow (a subclass prepares for them)."""
 
     # --- frames -------------------------------------------------------------------
     def _frames_received(self, data: bytes) -> None:
@@ -220,11 +226,18 @@ class WebSocketClient(asyncio.Protocol):
         self._write(self._encoder.message(Opcode.BINARY if binary else Opcode.TEXT, payload))
 
     def close(self, code: int = CloseCode.NORMAL) -> None:
-        """Start the closing handshake (the server's close frame ends it); nothing is sent after it."""
+        """Start the closing handshake (the server's close frame ends it); nothing is sent after it.
+
+        Before the upgrade has completed there is no WebSocket to close: the
+        connection is dropped, and that is not an error (the run or a ramp let it go).
+        """
         self.is_open = False
         if self._closing or self._transport is None:
             return
         self._closing = True
+        if not self.upgraded:
+            self._transport.abort()
+            return
         self._write(self._encoder.close(code))
 
     def abort(self) -> None:
@@ -265,6 +278,45 @@ def _parse_head(head: str) -> tuple[int, dict[str, str]]:
     return status, headers
 
 
+class SendBatch:
+    """Sends queued during one event-loop turn, written once per connection when the turn's callbacks are done.
+
+    The first send of a turn schedules ``flush`` with ``call_soon``: it runs
+    after every read callback of the turn and before the loop polls again, so
+    no reply can arrive for a message still queued. The writes of a turn then
+    go out back to back, and the server wakes once for all of them instead of
+    once per message: that wake-up is most of what a loopback ``write`` costs
+    (``docs/bench.md#cost-per-message-against-artillery-and-locust``).
+
+    Args:
+        clock: nanosecond monotonic clock; read once per flush to stamp the
+            messages sent without a due time (closed loop).
+    """
+
+    __slots__ = ("_clock", "_loop", "_queued")
+
+    def __init__(self, clock: Callable[[], int]) -> None:
+        self._clock = clock
+        self._loop = asyncio.get_running_loop()
+        self._queued: list[BenchConnection] = []
+
+    def add(self, conn: BenchConnection) -> None:
+        """``conn`` has messages to write at the end of this turn."""
+        if not self._queued:
+            self._loop.call_soon(self.flush)
+        self._queued.append(conn)
+
+    def flush(self) -> None:
+        """Write every queued connection's messages, one write each."""
+        queued = self._queued
+        if not queued:
+            return
+        self._queued = []
+        now = self._clock()
+        for conn in queued:
+            conn.flush(now)
+
+
 class BenchConnection(WebSocketClient):
     """Echo mode: numbered pre-encoded messages out, each reply checked as the echo of one of them.
 
@@ -273,18 +325,91 @@ class BenchConnection(WebSocketClient):
         listener: receives ``opened``/``messages``/``rejected``/``failed``/``closed``.
         message: the message this connection sends, numbered from 0.
         clock: nanosecond monotonic clock, injected by the driver.
+        batch: where sends wait for the end of the loop turn (shared by the driver's connections).
     """
 
-    def __init__(self, target: Target, listener: Listener, message: Message, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, target: Target, listener: Listener, message: Message, clock: Callable[[], int], batch: SendBatch
+    ) -> None:
         super().__init__(target, listener, clock)
         self.message = message
+        self.batch = batch
         self.pending: deque[int] = deque()
-        """Send (or scheduled send) times of messages not yet answered, oldest first."""
+        """Send (or scheduled send) times of written messages not yet answered, oldest first."""
         self.sent = 0
+        """Messages written so far: the number of the next one."""
         self.answered = 0
         """Messages answered so far: the number of the oldest outstanding one."""
         self.refused = 0
         """Gateway error frames not yet matched to an outstanding message (see the module docstring)."""
+        self.queued = 0
+        """Messages waiting for the end of the loop turn (``SendBatch``)."""
+        self._due: list[int] = []
+        """Due times of the queued messages sent with one (open loop); the others are stamped when written."""
+        self._exact = False
+        """Every reply so far was an exact echo frame, checked in place (``data_received``); False: the decoder."""
+        self._partial = b""
+        """The start of an exact echo frame whose rest has not arrived yet."""
+
+    def _upgraded(self) -> None:
+        self._exact = bool(self.message.echo_frames)
+
+    def data_received(self, data: bytes) -> None:
+        """Echo mode's hot path: whole exact echo frames are checked in place, anything else goes to the decoder.
+
+        While every reply has been an exact echo, a read is compared byte for
+        byte with the frames that echo the oldest outstanding messages, built
+        once (``Message.echo_frames``): a stricter check than decoding and
+        comparing the payload, with no object per message. The first read
+        holding anything else (a gateway refusal, a ping, a close, an echo
+        framed differently) is fed to the decoder from the first byte not
+        matched, and so is every later read: until then the decoder has only
+        ever seen whole frames.
+        """
+        if not self._exact:
+            super().data_received(data)
+            return
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        message = self.message
+        frames, bits, length = message.echo_frames, message.number_bits, message.echo_frame_bytes
+        answered = start = self.answered
+        sent = self.sent
+        size = len(data)
+        offset = 0
+        if size == length:  # one whole frame: every read of a closed loop
+            if answered < sent and data == frames[answered & bits]:
+                answered += 1
+                offset = size
+        else:
+            while answered < sent and offset + length <= size and data.startswith(frames[answered & bits], offset):
+                answered += 1
+                offset += length
+        if answered != start:
+            self.answered = answered
+            self.listener.messages(self, answered - start, self.clock())
+        if offset < size:
+            self._not_an_echo(data[offset:] if offset else data)
+
+    def _not_an_echo(self, rest: bytes) -> None:
+        """Bytes after the last whole echo of a read: the start of the next echo (kept), else the decoder's."""
+        message = self.message
+        if (
+            self.answered < self.sent
+            and len(rest) < message.echo_frame_bytes
+            and message.echo_frames[self.answered & message.number_bits].startswith(rest)
+        ):
+            self._partial = rest
+            return
+        self._exact = False
+        super()._frames_received(rest)
+
+    def _frames_received(self, data: bytes) -> None:
+        if self._exact:
+            self.data_received(data)
+        else:
+            super()._frames_received(data)
 
     def _dispatch(self, events: list[tuple[int, bytes]]) -> None:
         echoes = 0
@@ -342,19 +467,49 @@ class BenchConnection(WebSocketClient):
                 self.listener.rejected(self, error_key("reply", MISSING), True)
         self.refused = min(self.refused, len(self.pending))  # frames beyond the outstanding were unsolicited
 
-    def send(self, stamp_ns: int, count: int = 1) -> None:
-        """Write this connection's next ``count`` messages in one write.
+    def send(self, count: int = 1, due_ns: int | None = None) -> None:
+        """Queue this connection's next ``count`` messages; they are written at the end of the loop turn.
 
-        ``stamp_ns`` is when they were (or were due to be) sent.
+        ``due_ns``: when they were due to be sent (open loop: their intended
+        time); None stamps them when written. A connection uses one or the other.
         """
-        assert self._transport is not None
-        if count == 1:
-            self.pending.append(stamp_ns)
-            self._transport.write(self.message.frame(self.sent))
+        if not self.queued:
+            self.batch.add(self)
+        self.queued += count
+        if due_ns is not None:
+            self._due.extend([due_ns] * count)
+
+    def flush(self, now_ns: int) -> None:
+        """Write the queued messages in one write (``SendBatch``); dropped if the connection is closing."""
+        count = self.queued
+        if not count:
+            return
+        self.queued = 0
+        due = self._due
+        transport = self._transport
+        if transport is None or transport.is_closing() or not self.is_open:
+            due.clear()
+            return
+        pending = self.pending
+        if due:
+            pending.extend(due)
+            due.clear()
+        elif count == 1:
+            pending.append(now_ns)
         else:
-            self.pending.extend([stamp_ns] * count)
-            self._transport.write(self.message.frames(self.sent, count))
+            pending.extend([now_ns] * count)
+        message = self.message
+        if count == 1:
+            transport.write(message.head + message.masked_numbers[self.sent & message.number_bits] + message.tail)
+        else:
+            transport.write(message.frames(self.sent, count))
         self.sent += count
+
+    def close(self, code: int = CloseCode.NORMAL) -> None:
+        """Write what is queued, then start the closing handshake."""
+        if self.queued:
+            self.flush(self.clock())
+        super().close(code)
 
     def overdue(self, deadline_ns: int) -> bool:
         """Whether the oldest outstanding message was sent before ``deadline_ns`` and is still awaited.

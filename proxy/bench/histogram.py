@@ -54,14 +54,23 @@ class Histogram:
 
     def record(self, value: int) -> None:
         """Count one value; negative values count as 0, values past ``highest`` as ``highest``."""
-        value = max(value, 0)
-        if self.count == 0 or value < self.min:
-            self.min = value
+        # Called for every message bench measures: ``_index`` and the min/max are written out here.
+        if value < 0:
+            value = 0
         if value > self.max:
             self.max = value
+        if value < self.min or not self.count:
+            self.min = value
         self.count += 1
         self.total += value
-        self._counts[self._index(min(value, self._highest))] += 1
+        if value > self._highest:
+            value = self._highest
+        sub = self._sub
+        if value < sub:
+            self._counts[value] += 1
+        else:
+            shift = value.bit_length() - self._sub_bits - 1
+            self._counts[(shift + 1) * sub + (value >> shift) - sub] += 1
 
     def record_many(self, values: Iterable[int]) -> None:
         for value in values:

@@ -89,7 +89,6 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
             "--duration": args.duration is not None,
             "--ramp-up": args.ramp_up > 0,
             "--connect-only": args.connect_only,
-            "--scenario": args.scenario is not None,
         }
         refused = [flag for flag, given in clashes.items() if given]
         if refused:
@@ -100,8 +99,16 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     if args.churn is not None:
         if args.churn < 1:
             raise ValueError("--churn must be at least 1 message per connection")
-        if args.rate is not None or args.connect_only or args.idle is not None or args.scenario is not None:
-            raise ValueError("--churn applies to the closed and pipelined echo modes")
+        clashes = {
+            "--rate": args.rate is not None,
+            "--connect-only": args.connect_only,
+            "--idle": args.idle is not None,
+            "--scenario": args.scenario is not None,  # its users reconnect by themselves (iterate)
+        }
+        refused = [flag for flag, given in clashes.items() if given]
+        if refused:
+            modes = "the closed and pipelined echo modes"
+            raise ValueError(f"--churn applies to {modes}; it cannot be combined with {', '.join(refused)}")
     if not 0 < duration <= BENCH_MAX_DURATION_S:
         raise ValueError(f"--duration must be in (0, {BENCH_MAX_DURATION_S:g}] seconds")
     target = Target.from_url(

@@ -25,6 +25,9 @@ from proxy.codec import FrameEncoder
 from proxy.frames import Opcode
 from proxy.limits import BENCH_SEQUENCE_DIGITS, MAX_FRAME_BYTES
 
+ECHO_TABLE_MAX_BYTES = 16 * 1024 * 1024
+"""Bytes of echo frames built ahead for the exact check in place (``BenchConnection.data_received``):
+messages up to about 250 bytes, where the per-message cost matters, with 4 hex digits of number."""
 _MASK_KEY_BYTES = 4
 _HEX_BASE = 16
 _BYTE_VALUES = 256
@@ -60,6 +63,11 @@ class Message:
     """The plain payload after the number: every echo ends with it."""
     number_bits: int
     """``16 ** digits - 1``: numbers are taken modulo ``16 ** digits``."""
+    echo_frames: tuple[bytes, ...]
+    """Every number's echo as one unmasked frame, as a server sends it: empty for a message too large
+    (``ECHO_TABLE_MAX_BYTES``) or fragmented."""
+    echo_frame_bytes: int
+    """Length of one such frame: header, number and tail."""
 
     @classmethod
     def build(cls, size: int, binary: bool, seed: int, max_frame: int = MAX_FRAME_BYTES) -> Message:
@@ -81,6 +89,11 @@ class Message:
         number_format = b"%%0%dx" % digits
         numbers = tuple(number_format % number for number in range(_HEX_BASE**digits))
         mask = bytes(value ^ key_byte for value in range(_BYTE_VALUES))
+        echo = FrameEncoder(client_side=False, max_frame=max_frame).message(opcode, payload)
+        echo_frames: tuple[bytes, ...] = ()
+        if size <= max_frame and len(echo) * len(numbers) <= ECHO_TABLE_MAX_BYTES:
+            echo_head, echo_tail = echo[: len(echo) - size], echo[len(echo) - size + digits :]
+            echo_frames = tuple(echo_head + number + echo_tail for number in numbers)
         return cls(
             size=size,
             digits=digits,
@@ -90,6 +103,8 @@ class Message:
             masked_numbers=tuple(number.translate(mask) for number in numbers),
             echo_tail=payload[digits:],
             number_bits=_HEX_BASE**digits - 1,
+            echo_frames=echo_frames,
+            echo_frame_bytes=len(echo),
         )
 
     def frame(self, number: int) -> bytes:

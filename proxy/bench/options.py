@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shape.add_argument(
         "--stages",
         metavar="DUR:TARGET,...",
-        help="ramp linearly through targets, e.g. 10s:100,30s:1000,10s:0: open connections, or with --rate R "
-        "the message rate starting from R; the run lasts their sum",
+        help="ramp linearly through targets, e.g. 10s:100,30s:1000,10s:0: open connections (with --scenario, "
+        "its users), or with --rate R the message rate starting from R; the run lasts their sum",
     )
     shape.add_argument(
         "--churn",

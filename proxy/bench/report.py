@@ -110,6 +110,14 @@ class Summary:
     """Scenario sends (echo mode: 0)."""
     unmatched: int = 0
     """Scenario replies no expect step was waiting for (skipped)."""
+    iterate: bool | None = None
+    """Scenario: whether users run the steps again on a new connection (None in echo mode)."""
+    reconnects: int = 0
+    """Scenario connections opened to run the steps again, after each user's first."""
+    unexpected_closes: int = 0
+    """Scenario connections that ended before their steps did (closed by the server, or failed)."""
+    intended_closes: int = 0
+    """Connections closed on purpose during the run: close steps, ends of iterations, ramping down (not errors)."""
     payload_bytes: int = 0
     refusals: int = 0
     """Replies that were gateway refusal frames (throttled, forbidden, internal error, bad request body)."""
@@ -175,6 +183,10 @@ class Summary:
             stages=plan.stages.describe() if plan.stages is not None else None,
             churn=plan.churn,
             unmatched=sum(r.unmatched for r in results),
+            iterate=plan.scenario.iterate if plan.scenario is not None else None,
+            reconnects=sum(r.reconnects for r in results),
+            unexpected_closes=sum(r.unexpected_closes for r in results),
+            intended_closes=sum(r.intended_closes for r in results),
         )
 
     def figures(self) -> dict[str, float]:
@@ -286,7 +298,16 @@ class Summary:
                 f"  messages     {self.messages:,}  ({self.msgs_per_s:,.0f} msgs/s, {self.mb_per_s:,.2f} MB/s)"
             )
             lines.append("  latency us   " + _row(self.latency_us))
-        lines.append(f"  connections  {self.connections_opened:,} opened")
+        opened = f"  connections  {self.connections_opened:,} opened"
+        if self.mode == "scenario":
+            again = "iterating" if self.iterate else "once each"
+            opened += (
+                f" ({again}): {self.reconnects:,} reconnects, {self.unexpected_closes:,} closed before their steps "
+                f"ended, {self.intended_closes:,} closed on purpose"
+            )
+        elif self.intended_closes:
+            opened += f", {self.intended_closes:,} closed on purpose (ramping down)"
+        lines.append(opened)
         lines.append("  connect ms   " + _row(self.connect_ms))
         unit = "setups" if self.mode == "connect-only" else "msgs"
         lines.append(f"  client CPU   {self.client_cpu_s:.2f} s  ({self.msgs_per_client_cpu_s:,.0f} {unit} per CPU-s)")

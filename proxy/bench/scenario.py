@@ -5,6 +5,7 @@ against ``SCHEMA`` with jsonschema (an error names the step), then compiled
 into frozen, picklable steps that ``proxy.bench.flow`` runs per connection::
 
     name: chat
+    iterate: false               # run each connection's steps once (default true: again, on a new connection)
     roles:                       # or a top-level "steps:" for one role
       - name: speaker
         connections: 1           # the first N connections; the last role takes the rest
@@ -29,6 +30,12 @@ paths), ``count`` replies, ``timeout`` seconds, ``stamp``: a JSON field
 carrying a ``{{ts}}``, so latency runs from another connection's send);
 ``measure: false`` to wait without counting; ``think`` (seconds, or ``{min, max}``); ``loop`` (``count`` and ``steps``);
 ``close``.
+
+``iterate`` (default true) is what k6 and Locust users expect of a virtual
+user: a connection whose steps end, that runs a ``close`` step, or that the
+server closes, is replaced by a new one that runs the steps from the start,
+for as long as the run lasts. ``iterate: false`` runs them once per
+connection, and the run ends when every connection's steps have ended.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "name": {"type": "string"},
+        "iterate": {"type": "boolean"},
         "steps": _STEPS_REF,
         "roles": {
             "type": "array",
@@ -265,6 +273,8 @@ class Scenario:
 
     name: str
     roles: tuple[Role, ...]
+    iterate: bool = True
+    """Run the steps again on a new connection when they end or the connection closes (see the module docstring)."""
 
     def role_of(self, index: int) -> Role:
         """The role of connection ``index`` (counted across all processes)."""
@@ -320,7 +330,7 @@ def compile_scenario(document: Mapping[str, Any], path: str = "<scenario>") -> S
         roles.append(Role(raw.get("name", f"role{i}"), raw.get("connections"), _steps(raw["steps"], prefix, path)))
     if roles[-1].connections is not None:
         roles[-1] = Role(roles[-1].name, None, roles[-1].steps)  # the last role takes the rest
-    return Scenario(str(document.get("name", Path(path).stem)), tuple(roles))
+    return Scenario(str(document.get("name", Path(path).stem)), tuple(roles), bool(document.get("iterate", True)))
 
 
 def _steps(raw_steps: Sequence[Mapping[str, Any]], prefix: str, path: str) -> tuple[Step, ...]:

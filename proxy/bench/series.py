@@ -32,6 +32,8 @@ COLUMNS = (
     "p99_us",
     "max_us",
     "errors_total",
+    "reconnects",
+    "unexpected_closes",
     "errors",
 )
 """Row fields, in CSV column order (``errors`` is ``kind=n;kind=n`` in CSV, an object in JSONL)."""
@@ -53,6 +55,10 @@ class Interval:
     payload_bytes: int = 0
     latency: Histogram = field(default_factory=Histogram)
     errors: Counter[str] = field(default_factory=Counter)
+    reconnects: int = 0
+    """Scenario connections opened to run the steps again."""
+    unexpected_closes: int = 0
+    """Scenario connections that ended before their steps did."""
 
     def merge(self, other: Interval) -> None:
         """Add another worker's interval of the same index."""
@@ -63,6 +69,8 @@ class Interval:
         self.payload_bytes += other.payload_bytes
         self.latency.merge(other.latency)
         self.errors.update(other.errors)
+        self.reconnects += other.reconnects
+        self.unexpected_closes += other.unexpected_closes
 
     def row(self) -> dict[str, object]:
         per_s = 1 / self.duration_s if self.duration_s > 0 else 0.0
@@ -77,6 +85,8 @@ class Interval:
             "p99_us": lat.percentile(99) / _NS_PER_US,
             "max_us": lat.max / _NS_PER_US,
             "errors_total": sum(self.errors.values()),
+            "reconnects": self.reconnects,
+            "unexpected_closes": self.unexpected_closes,
             "errors": dict(sorted(self.errors.items())),
         }
 

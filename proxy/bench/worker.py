@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxy.bench.client import BenchConnection, Listener, WebSocketClient, open_connection
+from proxy.bench.client import BenchConnection, Listener, SendBatch, WebSocketClient, open_connection
 from proxy.bench.endpoint import Target, error_key
 from proxy.bench.histogram import Histogram
 from proxy.bench.message import Message
@@ -112,6 +112,13 @@ class WorkerResult:
     """Scenario messages sent (echo mode: not counted, every message is answered or an error)."""
     unmatched: int = 0
     """Scenario replies that no ``expect`` was waiting for (skipped, not errors)."""
+    reconnects: int = 0
+    """Scenario connections opened to run the steps again (``iterate``), after a user's first."""
+    unexpected_closes: int = 0
+    """Scenario connections that ended before their steps did, by the server or a failure (also under errors)."""
+    intended_closes: int = 0
+    """Connections bench closed on purpose before the end of the run: a ``close`` step, the end of an
+    iteration, ramping down ``--stages`` (not errors)."""
 
 
 def _cpu_s() -> float:
@@ -120,7 +127,7 @@ def _cpu_s() -> float:
 
 
 class Driver(Listener):
-    """Runs one ``Plan`` on the current event loop."""
+    """Runs one ``Plan`` on the running event loop (construct it there)."""
 
     def __init__(
         self,
@@ -138,7 +145,9 @@ class Driver(Listener):
         self.publish = publish
         self.result = WorkerResult(plan.mode)
         self.conns: set[WebSocketClient] = set()
-        self.sending = False
+        self.batch = SendBatch(clock)
+        self._sending = False
+        self._refill = False
         self.measure_from_ns = 0
         self.measuring = False
         self.sent_measured = 0
@@ -152,7 +161,19 @@ class Driver(Listener):
         self._series: asyncio.Task[None] | None = None
         self._interval_index = 0
         self._interval_start_ns = 0
-        self._interval_snapshot: tuple[list[int], int, int, Counter[str]] = ([], 0, 0, Counter())
+        self._interval_snapshot: tuple[list[int], int, int, Counter[str], int, int] = ([], 0, 0, Counter(), 0, 0)
+
+    @property
+    def sending(self) -> bool:
+        """Whether the load is on: answered messages are replaced, the open loop ticks."""
+        return self._sending
+
+    @sending.setter
+    def sending(self, value: bool) -> None:
+        self._sending = value
+        plan = self.plan
+        # An echo answered in a closed or pipelined loop with no quota and no churn just sends the next one.
+        self._refill = value and plan.rate is None and plan.messages is None and not plan.churn
 
     # --- Listener ----------------------------------------------------------------
     def opened(self, conn: WebSocketClient) -> None:
@@ -167,19 +188,31 @@ class Driver(Listener):
 
     def messages(self, conn: BenchConnection, count: int, received_ns: int) -> None:
         pending = conn.pending
-        measuring = self.measuring
-        result = self.result
-        record = result.latency.record
-        since = self.measure_from_ns
-        measured = 0
-        for _ in range(count):
+        if not self.measuring:
+            for _ in range(count):
+                pending.popleft()
+        elif count == 1:  # the closed loop's every message
             stamp = pending.popleft()
-            if measuring and stamp >= since:
-                record(received_ns - stamp)
-                measured += 1
-        result.messages += measured
-        self.answered_measured += measured
-        self._answered(conn, count)
+            if stamp >= self.measure_from_ns:
+                self.result.latency.record(received_ns - stamp)
+                self.result.messages += 1
+                self.answered_measured += 1
+        else:
+            record = self.result.latency.record
+            since = self.measure_from_ns
+            measured = 0
+            for _ in range(count):
+                stamp = pending.popleft()
+                if stamp >= since:
+                    record(received_ns - stamp)
+                    measured += 1
+            self.result.messages += measured
+            self.answered_measured += measured
+        if self._refill:  # the common case, without the checks of _answered
+            if conn.is_open:
+                conn.send(count)
+        else:
+            self._answered(conn, count)
 
     def rejected(self, conn: BenchConnection, key: str, answers: bool) -> None:
         self.result.errors[key] += 1
@@ -240,14 +273,14 @@ class Driver(Listener):
     def _send(self, conn: BenchConnection, count: int = 1) -> None:
         count = self.admit(count)
         if conn.is_open and count:
-            conn.send(self.clock(), count)
+            conn.send(count)
 
     def admit(self, count: int = 1) -> int:
         """How many of ``count`` sends the measured quota still allows (all of them before measuring)."""
         if self.measuring:
             quota = self.plan.messages
-            if quota is not None:
-                count = max(0, min(count, quota - self.sent_measured))
+            if quota is not None and count > quota - self.sent_measured:
+                count = max(0, quota - self.sent_measured)
             self.sent_measured += count
         return count
 
@@ -323,6 +356,7 @@ class Driver(Listener):
                 self._open_later()
             for conn in sorted(usable, key=lambda c: c.started_ns)[target:]:
                 conn.close()
+                self.result.intended_closes += 1
             await asyncio.sleep(BENCH_STAGE_TICK_S)
 
     async def _run_connect_only(self) -> None:
@@ -351,6 +385,7 @@ class Driver(Listener):
 
     def _start_window(self) -> asyncio.TimerHandle:
         self._mark("start")
+        self.batch.flush()  # messages queued before the window are stamped before it: not measured, not in the quota
         self.measure_from_ns = self.clock()
         self.measuring = True
         self._finish_if_all_lost()
@@ -394,11 +429,17 @@ class Driver(Listener):
 
     def _connection(self) -> WebSocketClient:
         """A new connection's protocol (echo mode: numbered messages, checked echoes)."""
-        return BenchConnection(self.target, self, self.message, self.clock)
+        return BenchConnection(self.target, self, self.message, self.clock, self.batch)
 
-    async def _open_one(self) -> WebSocketClient | None:
-        """Connect and upgrade; None (and an error counted) if either fails."""
-        conn = await open_connection(self.target, self._connection, self, self.clock, self.plan.timeout_s, self.tls)
+    async def _open_one(self, factory: Callable[[], WebSocketClient] | None = None) -> WebSocketClient | None:
+        """Connect and upgrade; None (and an error counted) if either fails.
+
+        ``factory`` builds the connection's protocol (default ``_connection``):
+        whoever may cancel the opening learns of the connection as it is made.
+        """
+        conn = await open_connection(
+            self.target, factory or self._connection, self, self.clock, self.plan.timeout_s, self.tls
+        )
         if conn is None:
             return None
         self.conns.add(conn)
@@ -454,6 +495,8 @@ class Driver(Listener):
             result.messages,
             self._payload_bytes_total(),
             Counter(result.errors),
+            result.reconnects,
+            result.unexpected_closes,
         )
 
     def _payload_bytes_total(self) -> int:
@@ -466,7 +509,7 @@ class Driver(Listener):
         now = self.clock()
         if now <= self._interval_start_ns:
             return
-        snapshot, count, payload, errors = self._interval_snapshot
+        snapshot, count, payload, errors, reconnects, unexpected = self._interval_snapshot
         interval = Interval(
             index=self._interval_index,
             end_s=(now - self.measure_from_ns) / _NS_PER_S,
@@ -476,6 +519,8 @@ class Driver(Listener):
             payload_bytes=self._payload_bytes_total() - payload,
             latency=self.result.latency.since(snapshot),
             errors=self.result.errors - errors,
+            reconnects=self.result.reconnects - reconnects,
+            unexpected_closes=self.result.unexpected_closes - unexpected,
         )
         self._interval_index += 1
         self._start_interval(now)
@@ -530,7 +575,7 @@ class OpenLoopScheduler:
             self._next_conn += 1
             if not driver.admit():
                 return
-            conn.send(intended)
+            conn.send(1, intended)
         next_due = self._due_ns(self.scheduled)
         if next_due is None:
             return

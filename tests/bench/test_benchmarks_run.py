@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.load_tools_vs_bench import _median, _per_round
 from benchmarks.procfs import cpu_seconds, descendants, rss_kib
 from benchmarks.run import WORKLOADS, _rounds, add_ratios, check_targets
 
@@ -86,3 +87,12 @@ def test_repetitions_interleave_contenders_in_rotated_order() -> None:
     rounds = list(_rounds(["a", "b", "c"], 4))
     assert [rep for rep, _ in rounds] == [0, 1, 2, 3]
     assert [order for _, order in rounds] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+
+
+def test_load_tools_take_each_tool_s_median_round_and_skip_failed_ones() -> None:
+    rounds = [{"msgs_per_client_cpu_s": 9.0}, {"error": "failed"}, {"msgs_per_client_cpu_s": 3.0},
+              {"msgs_per_client_cpu_s": 5.0}]  # fmt: skip
+    assert _median(rounds) == {"msgs_per_client_cpu_s": 5.0, "rounds_measured": 3}
+    assert _median([{"error": "x"}]) == {"error": "x"}
+    runs = {"bench": [{"msgs_per_client_cpu_s": 7.0}], "other": [{"error": "x"}, {"msgs_per_client_cpu_s": 1.0}]}
+    assert _per_round(runs) == [{"bench": 7.0, "other": None}, {"bench": None, "other": 1.0}]
