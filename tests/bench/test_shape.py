@@ -59,8 +59,10 @@ def test_stages_ramp_connections_up_and_down(echo: ReadyProcess, bench: BenchRun
 def test_stages_ramp_the_open_loop_rate(echo: ReadyProcess, bench: BenchRun, procs: str) -> None:
     code, summary = bench(echo.url, "-c", "2", "-p", procs, "--rate", "100", "--stages", "1s:300")
     assert code == 0 and summary["mode"] == "open-loop" and summary["errors"] == {}
-    # 100/s rising to 300/s over 1 s is 200 messages; the last may still be in flight at the end
-    assert 195 <= summary["messages"] <= 200
+    # 100/s rising to 300/s over 1 s is 200 messages (a rate held at 100/s would be 100). The last
+    # ones may still be in flight when the window ends, more of them on a loaded machine: the lower
+    # bound tells a ramp from no ramp without depending on how busy the machine is.
+    assert 150 <= summary["messages"] <= 200
 
 
 @pytest.mark.parametrize(("procs", "window"), [("1", "1"), ("2", "4"), ("1", "16")])
