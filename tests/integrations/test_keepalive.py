@@ -131,26 +131,22 @@ async def test_an_endless_head_is_refused_at_the_head_cap() -> None:
     await _refused(b"HTTP/1.1 200 OK\r\n" + b"X-Long: " + b"a" * (64 * 1024), AnswerError, "head")
 
 
-async def test_a_connection_the_backend_closed_while_idle_is_retried_once_without_error() -> None:
-    async with canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close=True) as (key, accepted):
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param({"close": True}, id="closed-while-idle"),
+        pytest.param({"hang_up_on_next": True}, id="hung-up-on-the-next-request"),
+    ],
+)
+async def test_a_stale_keep_alive_connection_is_retried_once_without_error(backend: dict[str, bool]) -> None:
+    async with canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", **backend) as (key, accepted):
         pool = KeepAlivePool()
         try:
             answers = [await _ask(pool, key, _request()) for _ in range(3)]
         finally:
             pool.close()
     assert [a.body for a in answers] == [b"ok"] * 3
-    assert len(accepted) == 3
-
-
-async def test_a_reused_connection_hung_up_on_the_next_request_is_retried_once_without_error() -> None:
-    async with canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", hang_up_on_next=True) as (key, accepted):
-        pool = KeepAlivePool()
-        try:
-            answers = [await _ask(pool, key, _request()) for _ in range(3)]
-        finally:
-            pool.close()
-    assert [a.body for a in answers] == [b"ok"] * 3
-    assert len(accepted) == 3  # the first, then one new connection per hang-up
+    assert len(accepted) == 3  # the first, then one new connection per close or hang-up
 
 
 async def test_a_new_connection_closed_without_an_answer_is_an_error_not_a_retry() -> None:
