@@ -175,11 +175,16 @@ def run_worker(plan: Plan, publish: Publish | None = None, sink: Sink | None = N
     async def main() -> WorkerResult:
         driver = (ScenarioDriver if plan.scenario is not None else Driver)(plan, publish, sink=sink)
         loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGINT)
         loop.add_signal_handler(signal.SIGINT, driver.interrupt)
         try:
             return await driver.run()
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            # remove_signal_handler installs Python's default (KeyboardInterrupt); a worker process
+            # must keep ignoring SIGINT, or Ctrl-C's second copy (the parent forwards what the
+            # terminal already sent to the whole group) kills it before it reports its result.
+            signal.signal(signal.SIGINT, previous)
 
     return run_loop(main())
 
