@@ -53,6 +53,7 @@ def test_unknown_stage_is_refused_with_the_gateways_status_and_body(
     assert code == 1 and summary == {}
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"framegate bench: {unknown}: upgrade refused: HTTP 40")
+    assert line.endswith("(Invalid stage identifier specified nostage)")  # framegate's X-Framegate-Error
 
 
 THROTTLE_BURST = 50
