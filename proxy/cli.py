@@ -310,9 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
-    result: int = args.run(args)
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+            configure_logging(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
+            result: int = args.run(args)
+        finally:
+            sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is caught below
+    except BrokenPipeError:
+        # The reader of stdout went away (`framegate bench ... | head`): stop quietly, and point
+        # stdout at /dev/null so the interpreter's own final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return limits.EXIT_BROKEN_PIPE
     return result
 
 

@@ -310,6 +310,8 @@ BENCH_EXIT_THRESHOLDS: Final = 99
 """Exit code: a --threshold was breached (k6 uses the same number)."""
 BENCH_EXIT_INTERRUPTED: Final = 130
 """Exit code: stopped by SIGINT (Ctrl-C) after printing the summary so far (128 + SIGINT)."""
+EXIT_BROKEN_PIPE: Final = 141
+"""Exit code of any command whose stdout reader went away (``| head``): 128 + SIGPIPE, as the shell reports."""
 
 # --- Units -------------------------------------------------------------------
 MS_PER_S: Final = 1000

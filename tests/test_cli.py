@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config import Config
+from proxy.control.catalog import MemoryCatalog
+from proxy.control.plane import open_control_plane
+from proxy.limits import EXIT_BROKEN_PIPE
 from proxy.logformat import JsonFormatter
 from tests.helpers.servers import ROOT, serve_argv
 
@@ -157,3 +161,27 @@ def test_json_formatter_writes_one_object_per_record_with_the_traceback() -> Non
     entry = json.loads(line)
     assert (entry["level"], entry["logger"], entry["message"]) == ("ERROR", "proxy.x", "failed: why")
     assert entry["time"].endswith("+00:00") and "ValueError: boom" in entry["exc_info"]
+
+
+def test_a_closed_stdout_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`framegate export | head -1` (or a bench summary piped the same way): no traceback when the
+    reader is gone before the output is written."""
+    db = tmp_path / "framegate.db"
+    open_control_plane(Config(db_path=str(db)), MemoryCatalog()).close()
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "proxy", "export", "--db", str(db)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=RUN_CEILING_S,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == EXIT_BROKEN_PIPE
+    assert result.stderr == ""

@@ -39,6 +39,8 @@ from proxy.handshake import accept_token, new_key
 from proxy.limits import BENCH_REFUSAL_BODY_BYTES, MAX_REQUEST_HEAD_BYTES
 
 _HEAD_END = b"\r\n\r\n"
+REFUSAL_REASON_HEADER = "x-framegate-error"
+"""The header in which framegate says why it refused an upgrade (lower case, as heads are parsed)."""
 
 
 class Listener:
@@ -94,6 +96,8 @@ class WebSocketClient(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._head = bytearray()
         self._refused_status = 0
+        self._refused_reason = ""
+        """framegate's X-Framegate-Error on a refused upgrade: the exact reason its body leaves out."""
         self._body_wanted = 0
         self._nonce = new_key()
         self._decoder = FrameDecoder(server_side=False)
@@ -143,6 +147,7 @@ class WebSocketClient(asyncio.Protocol):
         status, headers = _parse_head(head)
         if status != HTTPStatus.SWITCHING_PROTOCOLS:
             self._refused_status = status or 1
+            self._refused_reason = headers.get(REFUSAL_REASON_HEADER, "")[:BENCH_REFUSAL_BODY_BYTES]
             length = headers.get("content-length", "")
             self._body_wanted = min(int(length), BENCH_REFUSAL_BODY_BYTES) if length.isdigit() else 0
             self._body_received(rest)
@@ -183,6 +188,8 @@ class WebSocketClient(asyncio.Protocol):
         body = bytes(self._head).decode("utf-8", "replace").strip()
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "(no valid status line)"
         self.refusal = f"HTTP {status} {phrase}" + (f": {' '.join(body.split())}" if body else "")
+        if self._refused_reason:
+            self.refusal += f" ({self._refused_reason})"
         self.fail(error_key("http", status if status > 1 else "invalid"))
 
     def _upgraded(self) -> None:

@@ -46,13 +46,15 @@ from proxy.server.loop import run_loop
 _COUNTERS_PER_WORKER = 2  # measured count, errors
 DEFAULT_SIZE = 64
 """Echo message bytes when --size is not given."""
+DEFAULT_CONNECTIONS = 10
+"""Connections (scenario users) when --connections is not given."""
 _Report = tuple[int, Interval | WorkerResult]
 """What a worker process sends the parent: (worker index, an interval or its final result)."""
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
     """The whole run's plan; ``ValueError`` names the first flag that cannot work."""
-    if args.connections < 1 or args.procs < 1 or args.window < 1:
+    if (args.connections is not None and args.connections < 1) or args.procs < 1 or args.window < 1:
         raise ValueError("--connections, --procs and --window must be at least 1")
     scenario = None
     if args.scenario is not None:
@@ -82,13 +84,15 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     if args.messages is not None:
         duration = BENCH_MAX_DURATION_S  # run until the quota, under the hard ceiling
     stages = None
-    connections = args.idle if args.idle is not None else args.connections
+    connections = args.idle if args.idle is not None else args.connections or DEFAULT_CONNECTIONS
     if args.stages is not None:
         stages = Stages.parse(args.stages, start=args.rate or 0.0)
         clashes = {
             "--duration": args.duration is not None,
             "--ramp-up": args.ramp_up > 0,
             "--connect-only": args.connect_only,
+            # the stages' targets are the connections (users), unless they ramp a --rate
+            "--connections": args.connections is not None and args.rate is None,
         }
         refused = [flag for flag, given in clashes.items() if given]
         if refused:
@@ -175,11 +179,16 @@ def run_worker(plan: Plan, publish: Publish | None = None, sink: Sink | None = N
     async def main() -> WorkerResult:
         driver = (ScenarioDriver if plan.scenario is not None else Driver)(plan, publish, sink=sink)
         loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGINT)
         loop.add_signal_handler(signal.SIGINT, driver.interrupt)
         try:
             return await driver.run()
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            # remove_signal_handler installs Python's default (KeyboardInterrupt); a worker process
+            # must keep ignoring SIGINT, or Ctrl-C's second copy (the parent forwards what the
+            # terminal already sent to the whole group) kills it before it reports its result.
+            signal.signal(signal.SIGINT, previous)
 
     return run_loop(main())
 

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     endpoint.add_argument("--ca", metavar="FILE", help="wss://: verify the server with this PEM CA bundle")
     endpoint.add_argument("--insecure", action="store_true", help="wss://: do not verify the server's certificate")
     parser.add_argument(
-        "--connections", "-c", type=int, default=10, help="concurrent connections (default %(default)s)"
+        "--connections", "-c", type=int, help="concurrent connections (default 10; with --stages, their targets)"
     )
     parser.add_argument("--size", "-s", type=int, help="echo message size in bytes (default 64)")
     parser.add_argument(

@@ -48,8 +48,12 @@ _NS_PER_MS = 1_000_000
 _BYTES_PER_MB = 1_000_000
 _US_PER_MS = 1_000
 _PERCENT = 100.0
-REFUSAL_KEYS = tuple(f"reply:{group}" for group in (THROTTLED, FORBIDDEN, INTERNAL_SERVER_ERROR, BAD_REQUEST_BODY))
-"""Error keys of the gateway's own refusal frames (as opposed to the backend's replies)."""
+REFUSAL_KEYS = (
+    *(f"reply:{group}" for group in (THROTTLED, FORBIDDEN, INTERNAL_SERVER_ERROR, BAD_REQUEST_BODY)),
+    f"http:{HTTPStatus.TOO_MANY_REQUESTS}",
+)
+"""Error keys of the gateway's own refusals: its error frames (as opposed to the backend's replies)
+and an upgrade answered 429 (connection throttling, which a connect-only run meets first)."""
 NOT_ECHO = "replies are not echoes: this server is not an echo server; use --scenario"
 
 
@@ -120,7 +124,8 @@ class Summary:
     """Connections closed on purpose during the run: close steps, ends of iterations, ramping down (not errors)."""
     payload_bytes: int = 0
     refusals: int = 0
-    """Replies that were gateway refusal frames (throttled, forbidden, internal error, bad request body)."""
+    """Replies that were gateway refusals: error frames (throttled, forbidden, internal error, bad request body) and
+    upgrades answered 429."""
     refusal_share: float = 0.0
     """Refusals over all replies (0..1)."""
     interrupted: bool = False
@@ -151,7 +156,8 @@ class Summary:
         payload = sum(r.payload_bytes for r in results)
         per_s = messages / elapsed if elapsed > 0 else 0.0
         refusals = sum(errors[key] for key in REFUSAL_KEYS)
-        replies = messages + sum(n for key, n in errors.items() if key.startswith("reply:"))
+        # an upgrade answered with a status is a reply too: to a connect-only run, the only kind
+        replies = messages + sum(n for key, n in errors.items() if key.startswith(("reply:", "http:")))
         return cls(
             mode=plan.mode,
             url=plan.target.url,

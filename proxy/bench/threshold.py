@@ -12,7 +12,7 @@ Metrics:
 - connection setup: ``connect_p50`` ... ``connect_max`` (same units);
 - ``errors``: with ``%``, errors per attempt (answered messages, setups or
   matched replies, plus errors); without, a count;
-- ``refusals``: gateway refusal frames, as ``errors``;
+- ``refusals``: gateway refusal frames and upgrades answered 429, as ``errors``;
 - rates and totals: ``msgs_per_s``, ``mb_per_s``, ``connections_per_s``, ``messages``.
 """
 

@@ -439,7 +439,9 @@ class ManagementProtocol:
             (b"Content-Length", str(len(response.body)).encode()),
             *((name.encode(), value.encode("latin-1")) for name, value in response.headers),
         ]
-        events: list[h11.Event] = [h11.Response(status_code=response.status, headers=headers)]
+        # h11 sends no reason phrase unless given one ("HTTP/1.1 413 "): give the standard one.
+        reason = HTTPStatus(response.status).phrase.encode()
+        events: list[h11.Event] = [h11.Response(status_code=response.status, headers=headers, reason=reason)]
         if response.body:
             events.append(h11.Data(data=response.body))
         events.append(h11.EndOfMessage())

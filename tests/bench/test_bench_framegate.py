@@ -4,6 +4,7 @@ and its throttled frames counted as errors, not echoes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from http import HTTPStatus
 
 import pytest
 
@@ -52,6 +53,7 @@ def test_unknown_stage_is_refused_with_the_gateways_status_and_body(
     assert code == 1 and summary == {}
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"framegate bench: {unknown}: upgrade refused: HTTP 40")
+    assert line.endswith("(Invalid stage identifier specified nostage)")  # framegate's X-Framegate-Error
 
 
 THROTTLE_BURST = 50
@@ -79,3 +81,16 @@ def test_throttled_frames_from_framegate_are_errors_not_echoes(
     # most replies were the gateway's refusals: the run fails and says so before any figure
     assert code == BENCH_EXIT_REFUSALS and summary["refusal_share"] > 0.5
     assert out.startswith("!! ") and "gateway refusals (throttled (Too Many Requests)" in out.splitlines()[0]
+
+
+def test_connect_only_setups_answered_429_are_gateway_refusals(
+    throttled_framegate: Running, bench: BenchRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stage's throttling answers most upgrades 429: the run measured the throttle, and says so."""
+    code, summary = bench(throttled_framegate.url, "--connect-only", "-c", "2", "-m", "200")
+    refused = summary["errors"][f"http:{HTTPStatus.TOO_MANY_REQUESTS}"]
+    assert summary["messages"] < THROTTLE_BURST and summary["messages"] + refused >= 200
+    assert summary["refusals"] == refused and summary["refusal_share"] > 0.5
+    assert code == BENCH_EXIT_REFUSALS
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("!! ") and "gateway refusals (http 429 Too Many Requests" in first

@@ -108,22 +108,41 @@ def test_out_writes_one_row_per_second_as_jsonl_and_csv(
     assert total == pytest.approx(summary["messages"], rel=0.02)
 
 
-@pytest.mark.parametrize("procs", ["1", "2"])
-def test_sigint_stops_cleanly_and_prints_the_summary_so_far(echo: ReadyProcess, tmp_path: Path, procs: str) -> None:
+def test_a_worker_keeps_the_sigint_disposition_it_had(echo: ReadyProcess, bench: BenchRun) -> None:
+    """A worker process ignores SIGINT outside its loop: the loop must not leave Python's
+    KeyboardInterrupt handler behind, or the parent's forwarded copy of a Ctrl-C kills it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code, _ = bench(echo.url, "-c", "1", "-m", "20")
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 0
+    assert after is signal.SIG_IGN
+
+
+@pytest.mark.parametrize(("procs", "whole_group"), [("1", False), ("2", False), ("2", True)])
+def test_sigint_stops_cleanly_and_prints_the_summary_so_far(
+    echo: ReadyProcess, tmp_path: Path, procs: str, whole_group: bool
+) -> None:
+    """Ctrl-C in a terminal signals the whole process group (``whole_group``): workers get SIGINT twice."""
     fifo, summary_path = tmp_path / "rows.fifo", tmp_path / "summary.json"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open first, so bench's open for writing does not block
     argv = [sys.executable, "-m", "proxy", "bench", "--url", echo.url, "-c", "2", "-p", procs, "-d", "600"]
     argv += [f"--out=jsonl:{fifo}", "--json", str(summary_path)]
     proc = subprocess.Popen(argv, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     try:
         with selectors.DefaultSelector() as selector:
             selector.register(reader, selectors.EVENT_READ)
             assert selector.select(timeout=HANDSHAKE_TIMEOUT_S + 5), "no per-second row"
         first_row = json.loads(os.read(reader, 65536).decode().splitlines()[0])
         assert first_row["msgs_per_s"] > 0
-        proc.send_signal(signal.SIGINT)
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=CLOSE_TIMEOUT_S + 15)
     finally:
         if proc.poll() is None:

@@ -142,6 +142,7 @@ def test_echo_flags_with_a_scenario_are_refused(tmp_path: Path, capsys: pytest.C
             "--churn applies to the closed and pipelined echo modes; it cannot be combined with --scenario",
         ),
         (["--rate", "100", "--stages", "1s:5"], "--rate: echo-mode flags"),
+        (["--stages", "1s:5", "-c", "4"], "it cannot be combined with --connections"),
     ],
 )
 def test_shapes_a_scenario_cannot_take_are_refused_naming_the_flag(

@@ -36,7 +36,12 @@ def test_bad_stages_are_usage_errors(text: str, capsys: pytest.CaptureFixture[st
 
 @pytest.mark.parametrize(
     "args",
-    [["--stages", "1s:5", "-d", "3"], ["--stages", "1s:5", "--connect-only"], ["--churn", "5", "-r", "100"]],
+    [
+        ["--stages", "1s:5", "-d", "3"],
+        ["--stages", "1s:5", "--connect-only"],
+        ["--churn", "5", "-r", "100"],
+        ["--stages", "1s:5", "-c", "4"],  # the stages' targets are the connections: -c would be ignored
+    ],
 )
 def test_shapes_that_cannot_combine_are_refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert run(build_parser().parse_args(["bench", "--url", "ws://127.0.0.1:1/", *args])) == 2
