@@ -38,7 +38,7 @@ class Operation:
     method: str
     connection_id: str
     api_id: str = ""
-    """The API the caller's endpoint resolved to; the connection must belong to it."""
+    """The API the caller's endpoint named; the connection must belong to it ("" when it named only a stage)."""
     stage_name: str = ""
     body: bytes = b""
 

@@ -154,6 +154,32 @@ class MemoryCatalog:
             return self._target(api_id, _first_segment(rest), domain_name)
         return self._target(self._default_api_id(), _first_segment(path), domain_name)
 
+    def management_endpoint(self, host: str, path: str) -> tuple[str, str]:
+        """The (API id, stage) an @connections endpoint names (``path``: what precedes ``/@connections``).
+
+        A custom domain, an ``{apiId}.execute-api.`` Host and the path form
+        ``/{apiId}/{stage}`` name an API, as for clients. A bare ``/{stage}`` on
+        any other Host names only a stage: the API id is then ``""`` and the
+        connection id picks the API. That is the callback URL a backend builds
+        the AWS way, ``{domainName}/{stage}``, from a client that connected
+        through ``/{apiId}/{stage}`` or beside several APIs
+        (docs/aws-behaviour.md#connections-api).
+
+        Raises:
+            NotFoundException: no API (or no stage of that name) is served there.
+        """
+        hostname = _split_host(host)
+        api_id, _, rest = path.lstrip("/").partition("/")
+        entry = self._apis.get(api_id)
+        named = hostname in self._domains or _EXECUTE_API in hostname
+        if named or (entry is not None and _first_segment(rest) in entry.stages):
+            target = self.resolve(host, path)
+            return target.api.api_id, target.stage.stage_name
+        stage_name = _first_segment(path)
+        if not any(stage_name in other.stages for other in self._apis.values()):
+            raise NotFoundException(f"Invalid stage identifier specified {stage_name}", "Stage")
+        return "", stage_name
+
     def _default_api_id(self) -> str:
         if self._default_api is not None:
             return self._default_api

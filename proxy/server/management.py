@@ -181,7 +181,8 @@ def execute(gateway: Host, operation: Operation, *, admit: bool = True) -> Respo
     if connection is None or not connection.is_open:
         raise GoneException("No open connection has this id")
     info = connection.describe()
-    if info.api_id != operation.api_id or info.stage_name != operation.stage_name:
+    # An endpoint naming only a stage (api_id "") matches that stage of any API: the id picks the API.
+    if (operation.api_id and info.api_id != operation.api_id) or info.stage_name != operation.stage_name:
         raise ForbiddenException("The connection belongs to another API or stage: use its own endpoint")
     if operation.method == "GET":
         return wire.ok(HTTPStatus.OK, describe(info))
@@ -399,10 +400,10 @@ class ManagementProtocol:
         prefix, raw_id = parts
         gateway = self._gateway
         try:
-            target = gateway.catalog.resolve(call.host, unquote(prefix) or "/")
+            api_id, stage_name = gateway.catalog.management_endpoint(call.host, unquote(prefix) or "/")
         except NotFoundException as exc:
             raise ForbiddenException(f"No API stage is served at this endpoint: {exc}") from exc
-        operation = Operation(call.method, unquote(raw_id), target.api.api_id, target.stage.stage_name, call.body)
+        operation = Operation(call.method, unquote(raw_id), api_id, stage_name, call.body)
         registry = gateway.registry
         if registry is None or operation.connection_id in gateway.open_connections:
             return execute(gateway, operation)

@@ -14,7 +14,7 @@ from tests.helpers.servers import framegate
 ECHO_TEMPLATE = {"$default": '{"statusCode": 200}'}
 
 
-def _mock_stage(client: object, api_id: str) -> None:
+def _mock_stage(client: object, api_id: str, answer: str = "") -> None:
     integration = client.create_integration(  # type: ignore[attr-defined]
         ApiId=api_id, IntegrationType="MOCK", RequestTemplates=ECHO_TEMPLATE, TemplateSelectionExpression="\\$default"
     )["IntegrationId"]
@@ -22,7 +22,7 @@ def _mock_stage(client: object, api_id: str) -> None:
         ApiId=api_id,
         IntegrationId=integration,
         IntegrationResponseKey="$default",
-        ResponseTemplates={"$default": '{"api": "' + api_id + '"}'},
+        ResponseTemplates={"$default": answer or '{"api": "' + api_id + '"}'},
     )
     route = client.create_route(  # type: ignore[attr-defined]
         ApiId=api_id,
@@ -52,4 +52,39 @@ async def test_api_endpoint_reaches_each_api_beside_the_demo(tmp_path: Path) -> 
             async with connect(f"{endpoint}/prod") as ws:
                 await ws.send("hi")
                 assert json.loads(await ws.recv()) == {"api": api_id}
+        client.close()
+
+
+async def test_a_callback_url_built_the_aws_way_reaches_a_client_of_any_api(tmp_path: Path) -> None:
+    """``{domainName}/{stage}`` names only a stage: the connection id picks the API, even beside others."""
+    async with framegate(tmp_path) as running:
+        client = boto3.client("apigatewayv2", endpoint_url=running.admin, config=NO_RETRIES, **DUMMY_CREDENTIALS)
+        apis = [make_api(client, name) for name in ("first", "second")]
+        for api_id in apis:  # two APIs with a stage "prod" each: the plain /prod is ambiguous for clients
+            _mock_stage(client, api_id, '{"domainName": "$context.domainName", "stage": "$context.stage", '
+                        '"id": "$context.connectionId"}')  # fmt: skip
+        for api_id in apis:
+            async with connect(f"{running.data}/{api_id}/prod") as ws:
+                await ws.send("whoami")
+                me = json.loads(await ws.recv())
+                callback = f"http://{me['domainName']}/{me['stage']}"
+                http_base = running.data.replace("ws://", "http://", 1)
+                assert callback == f"{http_base}/prod"
+                management = boto3.client(
+                    "apigatewaymanagementapi", endpoint_url=callback, config=NO_RETRIES, **DUMMY_CREDENTIALS
+                )
+                assert management.get_connection(ConnectionId=me["id"])["Identity"]["SourceIp"] == "127.0.0.1"
+                management.post_to_connection(ConnectionId=me["id"], Data=b"pushed")
+                assert await ws.recv() == "pushed"
+                # The stage still has to be the connection's own.
+                other = boto3.client(
+                    "apigatewaymanagementapi", endpoint_url=f"{http_base}/dev", config=NO_RETRIES,
+                    **DUMMY_CREDENTIALS,
+                )  # fmt: skip
+                try:
+                    other.get_connection(ConnectionId=me["id"])
+                except other.exceptions.ForbiddenException:
+                    pass
+                else:
+                    raise AssertionError("a connection of stage prod was reached through /dev")
         client.close()
