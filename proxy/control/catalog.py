@@ -152,7 +152,25 @@ class MemoryCatalog:
         if entry is not None and _first_segment(rest) in entry.stages:
             # The path form /{apiId}/{stage}: every API reachable from a plain URL (its apiEndpoint).
             return self._target(api_id, _first_segment(rest), domain_name)
-        return self._target(self._default_api_id(), _first_segment(path), domain_name)
+        stage_name = _first_segment(path)
+        return self._target(self._plain_api_id(stage_name), stage_name, domain_name)
+
+    def _plain_api_id(self, stage_name: str) -> str:
+        """The API a plain ``/{stage}`` names: the default API when it has that stage, else the only
+        API that has one (so the demo's ``/dev`` stays reachable beside one's own ``/prod``)."""
+        try:
+            api_id = self._default_api_id()
+        except NotFoundException:
+            api_id = ""  # several APIs and no default: only a unique stage name decides
+        entry = self._apis.get(api_id)
+        if entry is not None and stage_name in entry.stages:
+            return api_id
+        holders = [other for other, held in self._apis.items() if stage_name in held.stages]
+        if len(holders) == 1:
+            return holders[0]
+        if not api_id:
+            self._default_api_id()  # raises the "Several APIs" answer, which says how to name one
+        return api_id
 
     def management_endpoint(self, host: str, path: str) -> tuple[str, str]:
         """The (API id, stage) an @connections endpoint names (``path``: what precedes ``/@connections``).

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import boto3
+import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.control.conftest import DUMMY_CREDENTIALS, NO_RETRIES, make_api
 from tests.helpers.servers import framegate
@@ -52,6 +54,16 @@ async def test_api_endpoint_reaches_each_api_beside_the_demo(tmp_path: Path) -> 
             async with connect(f"{endpoint}/prod") as ws:
                 await ws.send("hi")
                 assert json.loads(await ws.recv()) == {"api": api_id}
+        # A stage name only one API has is reached from the plain URL: the demo's /dev still echoes.
+        async with connect(f"{running.data}/dev") as ws:
+            await ws.send('{"action": "ping"}')
+            assert await ws.recv() == '{"action": "ping"}'
+        # A stage name several APIs have is not: the refusal says how to name one.
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"{running.data}/prod"):
+                pass
+        assert refused.value.response.status_code == 403
+        assert "Several APIs" in refused.value.response.headers["X-Framegate-Error"]
         client.close()
 
 
