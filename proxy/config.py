@@ -8,7 +8,10 @@ the environment. Every default points at ``proxy.limits``. Dynamic config
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
+from typing import Final
+from urllib.parse import parse_qsl, urlsplit
 
 from proxy import limits
 from proxy.gateway_frames import TOO_MANY_REQUESTS_TEMPLATE
@@ -17,6 +20,33 @@ USAGE_ERROR = 2
 """Exit status of ``framegate serve`` when the command line, environment or config file is refused."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
+
+
+REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+"""The URL schemes that name a Redis server (for ``--redis``, and for ``--db`` instead of a SQLite path)."""
+_DATABASE_NUMBER = re.compile(r"/?[0-9]*")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, or None; the URL itself is never quoted (it may hold a password).
+
+    redis-py reads ``redis://host/abc`` as database 0 and ``redis://host/1/2`` as database 12, and a
+    port out of range raises from deep inside the first connection: each would be a setting
+    accepted and ignored, or a traceback, so they are refused here.
+    """
+    if not url.startswith(REDIS_SCHEMES):
+        return f"must be a redis://HOST:PORT/DB URL, not {urlsplit(url).scheme or 'a path'}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+    except ValueError as exc:
+        return f"has a bad port: {exc}"
+    database = [value for name, value in parse_qsl(parts.query) if name == "db"]
+    if parts.scheme != "unix" and not _DATABASE_NUMBER.fullmatch(parts.path):
+        return "must end in a database number, as in redis://HOST:PORT/0"
+    if not all(value.isdigit() for value in database):
+        return "has a db= that is not a database number"
+    return None
 
 
 class InvalidSetting(ValueError):
@@ -117,8 +147,14 @@ class Config:
             raise InvalidSetting("write_low_water", "must not exceed write_high_water")
         if self.backend is not None and not self.backend.startswith(("ws://", "wss://")):
             raise InvalidSetting("backend", f"must be a ws:// or wss:// URL, got {self.backend!r}")
-        if self.redis is not None and not self.redis.startswith(("redis://", "rediss://", "unix://")):
-            raise InvalidSetting("redis", f"must be a redis:// URL, got {self.redis!r}")
+        if self.redis is not None:
+            problem = redis_url_problem(self.redis)
+            if problem is not None:
+                raise InvalidSetting("redis", problem)
+        if self.db_path.startswith(REDIS_SCHEMES):
+            problem = redis_url_problem(self.db_path)
+            if problem is not None:
+                raise InvalidSetting("db_path", problem)
         if self.workers < 1:
             raise InvalidSetting("workers", "must be at least 1")
         if self.log_level not in LOG_LEVELS:

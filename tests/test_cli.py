@@ -61,6 +61,10 @@ def _assert_usage_error(result: subprocess.CompletedProcess[str], *words: str) -
         (("--log-format", "xml"), ("--log-format", "text, json")),
         (("--backend", "http://x"), ("--backend", "ws://")),
         (("--redis", "http://x"), ("--redis", "redis://")),
+        (("--redis", "redis://127.0.0.1:99999/0"), ("--redis", "port")),
+        (("--redis", "redis://127.0.0.1:6379/abc"), ("--redis", "database number")),
+        (("--db", "redis://127.0.0.1:6379/1/2"), ("--db", "database number")),
+        (("--db", "redis://127.0.0.1:6379/0?db=x"), ("--db", "db=")),
     ],
     ids=[
         "port-not-int",
@@ -71,10 +75,19 @@ def _assert_usage_error(result: subprocess.CompletedProcess[str], *words: str) -
         "log-format",
         "backend-scheme",
         "redis-scheme",
+        "redis-port",
+        "redis-database",
+        "db-database-path",
+        "db-database-query",
     ],
 )
 def test_a_bad_flag_value_is_a_usage_error(tmp_path: Path, flags: tuple[str, ...], words: tuple[str, ...]) -> None:
     _assert_usage_error(_serve(tmp_path, *flags), *words)
+
+
+def test_a_bad_redis_url_is_refused_without_echoing_its_password(tmp_path: Path) -> None:
+    message = _assert_usage_error(_serve(tmp_path, "--redis", "redis://:hunter2@127.0.0.1:99999/0"), "--redis")
+    assert "hunter2" not in message
 
 
 def test_serve_help_names_the_flags_a_cluster_needs() -> None:

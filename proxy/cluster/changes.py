@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 
 from proxy.cluster.background import Background
 from proxy.limits import REDIS_RECONNECT_MAX_S, REDIS_RECONNECT_MIN_S
+from proxy.redact import redact_url
 from proxy.store.redis import StoreKeys
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class ChannelSubscriber(Background):
                 self.subscribed.clear()
                 self.disconnects += 1
                 delay = self.backoff.failed()
-                log.warning("lost Redis at %s on %s (%s); resubscribing in %.2f s", self.url, self.channel, exc, delay)
+                url = redact_url(self.url)
+                log.warning("lost Redis at %s on %s (%s); resubscribing in %.2f s", url, self.channel, exc, delay)
                 await asyncio.sleep(delay)
 
     async def _listen(self) -> None:

@@ -29,6 +29,7 @@ from proxy.config import USAGE_ERROR, Config
 from proxy.control.catalog import MemoryCatalog
 from proxy.control.declarative import DocumentError, apply_document, check_document, load_document
 from proxy.errors import ControlError
+from proxy.redact import redact_url
 from proxy.server.admin import AdminServer, start_control_plane
 from proxy.server.cluster import StoreWatcher, attach, connection_routing, shared_throttling
 from proxy.server.fdlimit import derived_max_connections, raise_fd_limit
@@ -160,8 +161,10 @@ async def _serve(config: Config) -> int:
     admin_url = bound_url(admin.server, "https" if contexts.admin else "http")
     data_url = bound_url(server, "wss" if contexts.data else "ws")
     plane.service.data_endpoint = data_url
+    # A redis:// store URL may carry its password: the ready line is read by people and log shippers.
+    shown_db = redact_url(plane.db_path) if is_redis_url(plane.db_path) else plane.db_path
     print(
-        f"{READY_PREFIX} data={data_url} admin={admin_url} codec={codec.IMPLEMENTATION} db={plane.db_path}",
+        f"{READY_PREFIX} data={data_url} admin={admin_url} codec={codec.IMPLEMENTATION} db={shown_db}",
         flush=True,
     )
     for part, reason in (

@@ -25,7 +25,10 @@ proxy.server.supervisor``, its ``Config`` in the environment variable
   dead worker are lost; the others' are untouched.
 * **Signals.** SIGTERM and SIGINT are forwarded as SIGTERM: each worker
   drains (``--drain-timeout``) and exits; the supervisor exits 0 after the
-  last. SIGHUP is forwarded to every worker.
+  last. SIGHUP goes to worker 0 only: it re-applies ``--config`` to the
+  store the workers share, and the others follow it like any change. Every
+  worker applying the file itself would race on the store and create each
+  newly declared API once per worker.
 
 Control-plane changes made through worker 0 reach the others through the
 store they share (``proxy.server.cluster.StoreWatcher``): SQLite's
@@ -40,7 +43,6 @@ worker listens on a Unix socket in a private directory the supervisor makes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -172,7 +174,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         watchers = [loop.create_task(self._watch(worker)) for worker in self.workers]
         await self.stopping.wait()
         logger.info("stopping %d workers", self.count)
@@ -238,9 +240,23 @@ class Supervisor:
 
     def _forward(self, signum: int) -> None:
         for worker in self.workers:
-            if worker.process is not None and worker.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.send_signal(signum)
+            self._signal(worker, signum)
+
+    def _reload(self) -> None:
+        """SIGHUP: worker 0 re-applies ``--config``; the store carries the result to the others."""
+        if not self._signal(self.workers[0], signal.SIGHUP):
+            logger.error("SIGHUP: worker 0 is restarting, --config not re-applied; send SIGHUP again")
+
+    @staticmethod
+    def _signal(worker: _Worker, signum: int) -> bool:
+        """Send ``signum`` to ``worker`` if it is running; True if it was."""
+        if worker.process is None or worker.process.returncode is not None:
+            return False
+        try:
+            worker.process.send_signal(signum)
+        except ProcessLookupError:
+            return False
+        return True
 
     async def _stop_all(self) -> None:
         """SIGTERM every worker (each drains) and wait for all of them."""

@@ -5,9 +5,8 @@ Layer 3. The one place the choice is made, so ``serve`` and ``export`` agree.
 
 from __future__ import annotations
 
+from proxy.config import REDIS_SCHEMES
 from proxy.store.base import VersionedStore
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def is_redis_url(db: str) -> bool:

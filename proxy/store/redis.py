@@ -40,6 +40,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from proxy.limits import REDIS_RECONNECT_MAX_S, REDIS_RECONNECT_MIN_S, REDIS_STORE_RETRIES
+from proxy.redact import redact_url
 from proxy.store.base import Change, Delete, Put, Row
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class RedisStore:
         else:
             warnings = durability_warnings(config)
         for warning in warnings:
-            log.warning("REDIS STORE NOT DURABLE at %s: %s", self.url, warning)
+            log.warning("REDIS STORE NOT DURABLE at %s: %s", redact_url(self.url), warning)
         return warnings
 
     def load(self) -> list[Row]:

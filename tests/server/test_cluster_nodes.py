@@ -14,11 +14,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
+import redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.helpers.cluster import CEILING_S, ECHO, admin_client, connects, demo_deployment, node_flags, scrape_until
-from tests.helpers.redis import RedisServer
-from tests.helpers.servers import Framegate, framegate
+from tests.helpers.redis import RedisServer, free_port
+from tests.helpers.servers import ROOT, Framegate, codec_env, framegate, serve_argv
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +136,37 @@ async def test_a_burst_of_connections_is_accepted_at_once(tmp_path: Path, redis_
         await scrape_until(node.admin, lambda found: found.get(("framegate_cluster_lease_calls_total", ()), 0) >= 2)
         accepted = await asyncio.gather(*(connects(f"{node.data}/dev") for _ in range(40)))
         assert all(accepted), f"{accepted.count(False)} of 40 connections refused"
+
+
+async def test_redis_passwords_stay_out_of_the_ready_line_and_the_logs(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    secret = "hunter2-cluster"
+    client = redis.Redis.from_url(redis_server.url)
+    client.config_set("appendfsync", "everysec")  # so the store logs its NOT DURABLE line with the URL
+    client.config_set("requirepass", secret)
+    client.close()
+    store = f"redis://:{secret}@127.0.0.1:{redis_server.port}/0"
+    unreachable = f"redis://:{secret}@127.0.0.1:{free_port()}/1"  # so the listeners log "lost Redis at"
+    process = await asyncio.create_subprocess_exec(
+        *serve_argv(tmp_path / "unused.db", "--db", store, "--redis", unreachable),
+        cwd=ROOT,
+        env=codec_env("cython"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        ready = (await asyncio.wait_for(process.stdout.readline(), CEILING_S)).decode()
+        assert f"db=redis://***@127.0.0.1:{redis_server.port}/0" in ready
+        log, start = "", time.monotonic()
+        while "lost Redis at" not in log:
+            assert time.monotonic() - start < CEILING_S, log[-2000:]
+            line = await asyncio.wait_for(process.stderr.readline(), CEILING_S)
+            assert line, f"the node exited: {log[-2000:]}"
+            log += line.decode()
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), CEILING_S)
+    assert "NOT DURABLE at redis://***@127.0.0.1" in log and "lost Redis at redis://***@127.0.0.1" in log
+    assert secret not in ready + log

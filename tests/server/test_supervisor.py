@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from proxy.cli import build_parser
-from tests.helpers.cluster import admin_client, demo_deployment, scrape_until, until_all_connect
+from proxy.store.sqlite import SqliteStore
+from tests.helpers.cluster import admin_client, demo_deployment, scrape_until, until_all_connect, whoami_route
 from tests.helpers.servers import ROOT, START_CEILING_S, codec_env, serve_argv, supervised
 
 pytestmark = pytest.mark.integration
@@ -99,6 +102,62 @@ async def test_sigterm_drains_every_worker_and_exits_zero(tmp_path: Path) -> Non
         for pid in gateway.pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+
+
+def declared(*names: str) -> str:
+    """A ``--config`` document of one API per name, each on stage ``live`` with a ``whoami`` route."""
+    apis = [
+        {
+            "name": name,
+            "protocolType": "WEBSOCKET",
+            "routeSelectionExpression": "$request.body.action",
+            "routes": [whoami_route()],
+            "stages": [{"stageName": "live"}],
+        }
+        for name in names
+    ]
+    return json.dumps({"apis": apis})
+
+
+async def until_all_accepted(url: str) -> None:
+    """Returns once ``CONNECTS_PER_ROUND`` upgrades in a row to ``url`` were accepted (so by every worker)."""
+    start = time.monotonic()
+    accepted = 0
+    while accepted < CONNECTS_PER_ROUND:
+        assert time.monotonic() - start < CEILING_S, f"{url} still refused upgrades"
+        try:
+            async with connect(url, open_timeout=CEILING_S):
+                accepted += 1
+        except InvalidStatus:
+            accepted = 0
+
+
+def api_ids(admin: str, name: str) -> list[str]:
+    return [item["ApiId"] for item in admin_client(admin).get_apis()["Items"] if item["Name"] == name]
+
+
+async def test_sighup_applies_the_config_once_for_all_workers(tmp_path: Path) -> None:
+    config = tmp_path / "apis.json"
+    config.write_text(declared("one"))
+    async with supervised(tmp_path, 2, "--config", str(config)) as gateway:
+        [one] = await asyncio.to_thread(api_ids, gateway.admin, "one")
+        config.write_text(declared("one", "two"))
+        gateway.process.send_signal(signal.SIGHUP)
+        start = time.monotonic()
+        while not await asyncio.to_thread(api_ids, gateway.admin, "two"):
+            assert time.monotonic() - start < CEILING_S, "SIGHUP did not apply the new API"
+        # A later change served by every worker: each has handled the SIGHUP by then (had it
+        # applied the file itself, its copy of API "two" would be in the store already).
+        client = admin_client(gateway.admin)
+        deployment = (await asyncio.to_thread(client.get_stage, ApiId=one, StageName="live"))["DeploymentId"]
+        await asyncio.to_thread(client.create_stage, ApiId=one, StageName="after", DeploymentId=deployment)
+        await until_all_accepted(f"{gateway.data}/{one}/after")
+        store = SqliteStore(tmp_path / "framegate.db")
+        try:
+            apis = [row.record["name"] for row in store.load() if row.kind == "api"]
+        finally:
+            store.close()
+    assert sorted(apis) == ["one", "two"]
 
 
 async def test_a_lone_process_still_refuses_a_second_one_on_its_port(tmp_path: Path) -> None:
