@@ -316,3 +316,7 @@ EXIT_BROKEN_PIPE: Final = 141
 # --- Units -------------------------------------------------------------------
 MS_PER_S: Final = 1000
 """AWS gives times and timeouts in milliseconds (``connectedAt``, ``timeoutInMillis``); our clocks tick in s."""
+
+REDIS_SEED_CLAIM_S: Final = 10.0
+"""How long the node that claimed seeding an empty Redis store holds the claim: nodes starting together
+on a bare store seed the demo API once, and after a crash before the write another node may seed."""

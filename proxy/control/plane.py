@@ -277,9 +277,11 @@ def open_control_plane(config: Config, catalog: MemoryCatalog) -> ControlPlane:
             log_dir=log_dir_of(config),
             lambda_endpoint=config.lambda_endpoint,
         )
-        if not (service.apis or service.domains or config.config_file or config.backend):
-            # Only on a bare start: beside a declared or --backend API the demo would make
-            # the default API ambiguous for clients that connect to ws://host/{stage}.
+        bare = not (service.apis or service.domains or config.config_file or config.backend)
+        # Only on a bare start: beside a declared or --backend API the demo would make
+        # the default API ambiguous for clients that connect to ws://host/{stage}. Of several
+        # nodes starting together on one bare Redis store, one seeds it (claim_seed).
+        if bare and store.claim_seed():
             apply_document(service, demo_document())
         if config.config_file:
             apply_document(service, load_document(config.config_file))

@@ -92,3 +92,7 @@ class VersionedStore(Store, Protocol):
     def apply_versioned(self, changes: Sequence[Change]) -> int:
         """``apply``, returning the version after the batch."""
         ...
+
+    def claim_seed(self) -> bool:
+        """May this process seed a bare store (the demo API)? One of several starting together says yes."""
+        ...

@@ -39,7 +39,13 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from proxy.limits import REDIS_RECONNECT_MAX_S, REDIS_RECONNECT_MIN_S, REDIS_STORE_RETRIES
+from proxy.limits import (
+    MS_PER_S,
+    REDIS_RECONNECT_MAX_S,
+    REDIS_RECONNECT_MIN_S,
+    REDIS_SEED_CLAIM_S,
+    REDIS_STORE_RETRIES,
+)
 from proxy.redact import redact_url
 from proxy.store.base import Change, Delete, Put, Row
 
@@ -187,6 +193,14 @@ class RedisStore:
             record: dict[str, Any] = json.loads(records[field])
             rows.append(Row(kind, parent, key, record))
         return int(version or 0), rows
+
+    def claim_seed(self) -> bool:
+        """One node of several starting together on a bare store seeds it: SET NX with an expiry.
+
+        The others start empty and load the seed when its batch is announced, like any change.
+        """
+        claimed = self._client.set(self.keys.prefix + "seeding", b"1", nx=True, px=int(REDIS_SEED_CLAIM_S * MS_PER_S))
+        return bool(claimed)
 
     def version(self) -> int:
         """The version of the last batch applied by any node (0 before the first)."""

@@ -76,6 +76,10 @@ class SqliteStore:
         cursor = self._db.execute("SELECT kind, parent, key, record FROM resources ORDER BY rowid")
         return [Row(kind, parent, key, json.loads(record)) for kind, parent, key, record in cursor]
 
+    def claim_seed(self) -> bool:
+        """Always: one process opens the file first (``--workers`` starts worker 0 alone)."""
+        return True
+
     def version(self) -> int:
         """``PRAGMA data_version``: moves when another connection (another worker) commits; one cheap read."""
         version: int = self._db.execute("PRAGMA data_version").fetchone()[0]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,22 @@ def test_export_reads_a_redis_store(redis_server: RedisServer, tmp_path: Path) -
     out = tmp_path / "export.json"
     assert run_export(redis_server.url, "json", str(out)) == 0
     assert [api["name"] for api in json.loads(out.read_text())["apis"]] == ["demo"]
+
+
+def test_nodes_starting_together_on_a_bare_redis_store_seed_one_demo_api(redis_server: RedisServer) -> None:
+    together = threading.Barrier(2)
+
+    def start() -> ControlPlane:
+        together.wait()
+        return open_control_plane(Config(db_path=redis_server.url), MemoryCatalog())
+
+    with ThreadPoolExecutor(2) as pool:
+        planes = list(pool.map(lambda _: start(), range(2)))
+    try:
+        for plane in planes:  # the node that did not seed follows the other's batch, like any change
+            _follow(plane)
+        names = [[state.api.name for state in plane.service.apis.values()] for plane in planes]
+        assert names == [["demo"], ["demo"]]
+    finally:
+        for plane in planes:
+            plane.close()
