@@ -159,18 +159,21 @@ class MemoryCatalog:
         """The API a plain ``/{stage}`` names: the default API when it has that stage, else the only
         API that has one (so the demo's ``/dev`` stays reachable beside one's own ``/prod``)."""
         try:
-            api_id = self._default_api_id()
-        except NotFoundException:
-            api_id = ""  # several APIs and no default: only a unique stage name decides
+            api_id, ambiguous = self._default_api_id(), None
+        except NotFoundException as exc:  # several APIs and no default: only a unique stage name decides
+            api_id, ambiguous = "", exc
         entry = self._apis.get(api_id)
         if entry is not None and stage_name in entry.stages:
             return api_id
-        holders = [other for other, held in self._apis.items() if stage_name in held.stages]
+        holders = self._apis_with_stage(stage_name)
         if len(holders) == 1:
             return holders[0]
-        if not api_id:
-            self._default_api_id()  # raises the "Several APIs" answer, which says how to name one
+        if ambiguous is not None:
+            raise ambiguous  # the "Several APIs" answer, which says how to name one
         return api_id
+
+    def _apis_with_stage(self, stage_name: str) -> list[str]:
+        return [api_id for api_id, entry in self._apis.items() if stage_name in entry.stages]
 
     def management_endpoint(self, host: str, path: str) -> tuple[str, str]:
         """The (API id, stage) an @connections endpoint names (``path``: what precedes ``/@connections``).
@@ -194,7 +197,7 @@ class MemoryCatalog:
             target = self.resolve(host, path)
             return target.api.api_id, target.stage.stage_name
         stage_name = _first_segment(path)
-        if not any(stage_name in other.stages for other in self._apis.values()):
+        if not self._apis_with_stage(stage_name):
             raise NotFoundException(f"Invalid stage identifier specified {stage_name}", "Stage")
         return "", stage_name
 
